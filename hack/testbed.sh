@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# The local test bed: a real Kubernetes control plane (kwokctl --runtime binary with kube-apiserver,
+# kube-controller-manager, kube-scheduler and etcd built from pinned Go modules; kwok plays the kubelet
+# of fake nodes, one with nvidia.com/gpu: 8) and a real S3 server (SeaweedFS `weed mini`).
+# Everything binds to 127.0.0.1 and lives under .testbed/.
+#
+#   hack/testbed.sh up      start (or reuse a healthy running bed); writes .testbed/kubeconfig, .testbed/s3.env
+#   hack/testbed.sh down    stop every process it started (by pid) and remove .testbed/
+#   hack/testbed.sh status  exit 0 when the bed is up and healthy
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+# shellcheck source=hack/versions.env
+source hack/versions.env
+
+tb="$root/.testbed"
+cluster=yolo-testbed
+venv_bin="$root/.venv/bin"
+export KWOK_WORKDIR="$tb/kwok"
+log() { echo "[testbed] $*" >&2; }
+
+s3_port=${TESTBED_S3_PORT:-18333}
+
+healthy() {
+  [ -s "$tb/kubeconfig" ] && [ -s "$tb/s3.env" ] && [ -s "$tb/bin" ] || return 1
+  PATH="$(cat "$tb/bin"):$PATH" kubectl --kubeconfig "$tb/kubeconfig" --request-timeout=5s get --raw /readyz >/dev/null 2>&1 || return 1
+  curl -s -o /dev/null --max-time 5 "http://127.0.0.1:$s3_port/" || return 1
+}
+
+wait_for() { # seconds description command...
+  local deadline=$((SECONDS + $1)) what=$2; shift 2
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || { log "timed out waiting for $what"; return 1; }
+    sleep 1
+  done
+}
+
+start_s3() {
+  mkdir -p "$tb/s3" "$tb/logs" "$tb/pids"
+  local key secret
+  key=$(python3 -c 'import secrets; print("testbed" + secrets.token_hex(6))')
+  secret=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')
+  # weed mini opens master, volume, filer and S3 ports; pin each (and their gRPC at +10000) on 127.0.0.1.
+  AWS_ACCESS_KEY_ID=$key AWS_SECRET_ACCESS_KEY=$secret setsid "$venv_bin/weed" mini \
+    -dir="$tb/s3" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+    -s3.port="$s3_port" -master.port=$((s3_port + 1000)) -volume.port=$((s3_port + 1007)) \
+    -filer.port=$((s3_port + 555)) -admin.ui=false -webdav=false -s3.port.iceberg=0 -s3.port.lance=0 \
+    >"$tb/logs/weed.log" 2>&1 </dev/null &
+  echo $! >"$tb/pids/weed.pid"
+  cat >"$tb/s3.env" <<ENV
+S3_ENDPOINT=http://127.0.0.1:$s3_port
+AWS_ENDPOINT_URL=http://127.0.0.1:$s3_port
+AWS_REGION=us-east-1
+AWS_ACCESS_KEY_ID=$key
+AWS_SECRET_ACCESS_KEY=$secret
+ENV
+  wait_for 60 "S3 on 127.0.0.1:$s3_port" curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$s3_port/"
+}
+
+start_cluster() {
+  local bin=$1
+  mkdir -p "$tb"
+  cat >"$tb/kwokctl.yaml" <<CFG
+apiVersion: config.kwok.x-k8s.io/v1alpha1
+kind: KwokctlConfiguration
+options:
+  runtime: binary
+  bindAddress: 127.0.0.1
+  kubeVersion: $KUBE_VERSION
+  kubeApiserverBinary: $bin/kube-apiserver
+  kubeControllerManagerBinary: $bin/kube-controller-manager
+  kubeSchedulerBinary: $bin/kube-scheduler
+  kubectlBinary: $bin/kubectl
+  etcdBinary: $bin/etcd
+  kwokControllerBinary: $bin/kwok
+  quietPull: true
+CFG
+  PATH="$bin:$PATH" kwokctl --name "$cluster" -c "$tb/kwokctl.yaml" create cluster \
+    --kubeconfig "$tb/kubeconfig" --wait 3m >&2
+  PATH="$bin:$PATH" kubectl --kubeconfig "$tb/kubeconfig" apply -f hack/testbed/nodes.yaml >&2
+  PATH="$bin:$PATH" kubectl --kubeconfig "$tb/kubeconfig" wait --for=condition=Ready node --all --timeout=120s >&2
+  # Workloads need their namespace's default ServiceAccount before pods are admitted.
+  wait_for 60 "the default ServiceAccount" env PATH="$bin:$PATH" kubectl --kubeconfig "$tb/kubeconfig" get sa default
+}
+
+up() {
+  mkdir -p "$tb"
+  exec 9>"$tb.lock"
+  flock 9
+  if healthy; then log "reusing the running bed"; return 0; fi
+  [ -e "$tb/kwok" ] || [ -e "$tb/pids" ] && { log "found a stale bed; tearing it down first"; down_locked; mkdir -p "$tb"; }
+  local bin; bin=$("$root/hack/build-binaries.sh")
+  echo "$bin" >"$tb/bin"
+  start_s3
+  start_cluster "$bin"
+  log "up: KUBECONFIG=$tb/kubeconfig; S3 settings in $tb/s3.env"
+}
+
+down_locked() {
+  local bin=""; [ -s "$tb/bin" ] && bin=$(cat "$tb/bin")
+  if [ -d "$tb/kwok/clusters/$cluster" ] && [ -n "$bin" ]; then
+    PATH="$bin:$PATH" kwokctl --name "$cluster" delete cluster >&2 || true
+  fi
+  # Every process we started left a pid file: ours under pids/, kwokctl's under its cluster dir.
+  local f pid
+  for f in "$tb"/pids/*.pid "$tb"/kwok/clusters/"$cluster"/pids/*.pid; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f")
+    kill "$pid" 2>/dev/null || true
+    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -9 "$pid" 2>/dev/null || true
+  done
+  rm -rf "$tb"
+}
+
+down() {
+  [ -e "$tb" ] || { log "nothing to tear down"; return 0; }
+  exec 9>"$tb.lock"
+  flock 9
+  down_locked
+  rm -f "$tb.lock"
+  log "down"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) healthy ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,112 @@
+"""Shared fixtures. Integration and e2e tests use the real local test bed (hack/testbed.sh).
+
+The bed is brought up once per session (or a running one is reused) and left running, so a developer's
+next run starts in seconds; `make testbed-down` stops it. Each test gets its own namespace / bucket.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import testbed
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # A test without a marker is a unit test: it must not need the bed.
+    for item in items:
+        if not any(item.get_closest_marker(m) for m in ("unit", "integration", "e2e")):
+            item.add_marker(pytest.mark.unit)
+
+
+@pytest.fixture(scope="session")
+def bed() -> Path:
+    testbed.bring_up()
+    return testbed.TESTBED
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(bed: Path) -> Path:
+    return testbed.KUBECONFIG
+
+
+KubectlRunner = Callable[..., subprocess.CompletedProcess]
+
+
+@pytest.fixture(scope="session")
+def kubectl(kubeconfig: Path) -> KubectlRunner:
+    """kubectl(*args, input=None, check=True, namespace=None) -> CompletedProcess (text)."""
+    env = {**os.environ, "PATH": testbed.tool_path(), "KUBECONFIG": str(kubeconfig)}
+
+    def run(*args: str, input: str | None = None, check: bool = True, namespace: str | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess:
+        cmd = ["kubectl", *(["-n", namespace] if namespace else []), *args]
+        proc = subprocess.run(cmd, input=input, capture_output=True, text=True, env=env, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def k8s_api(kubeconfig: Path):
+    from kubernetes import client, config
+
+    api_client = config.new_client_from_config(config_file=str(kubeconfig))
+    yield api_client
+    api_client.close()
+
+
+def _create_namespace(kubectl: KubectlRunner, labels: dict[str, str]) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    kubectl("create", "namespace", name)
+    if labels:
+        kubectl("label", "namespace", name, *(f"{k}={v}" for k, v in labels.items()))
+    try:
+        yield name
+    finally:
+        kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def namespace(kubectl: KubectlRunner) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards."""
+    yield from _create_namespace(kubectl, {})
+
+
+@pytest.fixture
+def restricted_namespace(kubectl: KubectlRunner) -> Iterator[str]:
+    """A fresh namespace where the `restricted` Pod Security level is enforced."""
+    yield from _create_namespace(kubectl, {"pod-security.kubernetes.io/enforce": "restricted"})
+
+
+@pytest.fixture(scope="session")
+def s3_env(bed: Path) -> testbed.S3Env:
+    return testbed.s3_env()
+
+
+@pytest.fixture(scope="session")
+def s3_client(s3_env: testbed.S3Env):
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_env.endpoint,
+        region_name=s3_env.region,
+        aws_access_key_id=s3_env.access_key,
+        aws_secret_access_key=s3_env.secret_key,
+    )
+
+
+@pytest.fixture
+def s3_bucket(s3_client) -> str:
+    """A fresh, empty bucket for one test (left behind: the bed is disposable)."""
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=name)
+    return name

@@ -1,0 +1,55 @@
+"""Access to the local test bed (hack/testbed.sh): its kubeconfig, S3 settings and binaries."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTBED = ROOT / ".testbed"
+KUBECONFIG = TESTBED / "kubeconfig"
+S3_ENV = TESTBED / "s3.env"
+
+
+@dataclass(frozen=True)
+class S3Env:
+    endpoint: str
+    region: str
+    access_key: str
+    secret_key: str
+
+    def as_environ(self) -> dict[str, str]:
+        """The variables a process (trainer, boto3, s5cmd) reads."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+        }
+
+
+def bring_up() -> None:
+    """Starts the bed, or reuses a healthy running one (hack/testbed.sh holds a lock)."""
+    subprocess.run([str(ROOT / "hack" / "testbed.sh"), "up"], check=True, cwd=ROOT)
+
+
+def bin_dir() -> Path:
+    return Path((TESTBED / "bin").read_text().strip())
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def s3_env() -> S3Env:
+    env = read_env_file(S3_ENV)
+    return S3Env(env["S3_ENDPOINT"], env["AWS_REGION"], env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
+
+
+def tool_path() -> str:
+    """PATH with the bed's binaries (kubectl, helm, kwokctl) first."""
+    return f"{bin_dir()}{os.pathsep}{os.environ.get('PATH', '')}"

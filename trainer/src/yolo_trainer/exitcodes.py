@@ -1,0 +1,82 @@
+"""Exit codes of the trainer: the contract with the operator's podFailurePolicy.
+
+Non-retriable codes fail the Job at once (retrying cannot help and burns GPU hours); retriable ones
+count against the backoff limit; INTERRUPTED is a disruption (SIGTERM from eviction, preemption or
+drain after the checkpoint was flushed) and does not count at all.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    SUCCEEDED = 0
+    CONFIG_INVALID = 10
+    DATASET_INVALID = 11
+    S3_ACCESS_DENIED = 12  # wrong keys, missing bucket, forbidden prefix
+    MODEL_UNAVAILABLE = 13
+    OUT_OF_MEMORY = 14
+    TRAINING_ERROR = 20
+    S3_UNAVAILABLE = 21
+    INTERRUPTED = 75  # EX_TEMPFAIL
+
+    @property
+    def reason(self) -> str:
+        """CamelCase reason, as used in the TrainingJob's conditions."""
+        return REASONS[self]
+
+    @property
+    def retriable(self) -> bool:
+        return self in (ExitCode.TRAINING_ERROR, ExitCode.S3_UNAVAILABLE)
+
+
+REASONS: dict[ExitCode, str] = {
+    ExitCode.SUCCEEDED: "Succeeded",
+    ExitCode.CONFIG_INVALID: "ConfigInvalid",
+    ExitCode.DATASET_INVALID: "DatasetInvalid",
+    ExitCode.S3_ACCESS_DENIED: "S3AccessDenied",
+    ExitCode.MODEL_UNAVAILABLE: "ModelUnavailable",
+    ExitCode.OUT_OF_MEMORY: "OutOfMemory",
+    ExitCode.TRAINING_ERROR: "TrainingError",
+    ExitCode.S3_UNAVAILABLE: "S3Unavailable",
+    ExitCode.INTERRUPTED: "Interrupted",
+}
+
+NON_RETRIABLE: tuple[int, ...] = tuple(int(c) for c in ExitCode if c and not c.retriable and c != ExitCode.INTERRUPTED)
+DISRUPTION: tuple[int, ...] = (int(ExitCode.INTERRUPTED),)
+
+
+class TrainerError(Exception):
+    """An error with a classified exit code; its message is the termination message."""
+
+    code: ExitCode = ExitCode.TRAINING_ERROR
+
+    def __init__(self, message: str, code: ExitCode | None = None):
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class ConfigInvalid(TrainerError):
+    code = ExitCode.CONFIG_INVALID
+
+
+class DatasetInvalid(TrainerError):
+    code = ExitCode.DATASET_INVALID
+
+
+class S3AccessDenied(TrainerError):
+    code = ExitCode.S3_ACCESS_DENIED
+
+
+class S3Unavailable(TrainerError):
+    code = ExitCode.S3_UNAVAILABLE
+
+
+class ModelUnavailable(TrainerError):
+    code = ExitCode.MODEL_UNAVAILABLE
+
+
+class Interrupted(TrainerError):
+    code = ExitCode.INTERRUPTED

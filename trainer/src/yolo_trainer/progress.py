@@ -1,0 +1,66 @@
+"""What the trainer reports into the TrainingJob's status: the status half of the operator/trainer contract.
+
+The trainer sends a JSON merge patch ``{"status": TrainerReport}`` to the ``status`` subresource of its own
+TrainingJob (the per-job Role allows ``get``/``patch`` on that one name only). The operator owns every other
+status field (conditions, Pending/Succeeded/Failed/Suspended, restarts, times) and never writes these.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+TrainerStage = Literal["Staging", "Training", "Uploading"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+
+class Metrics(_Model):
+    precision: float | None = Field(None, description="Box precision on the validation split.")
+    recall: float | None = Field(None, description="Box recall on the validation split.")
+    map50: float | None = Field(None, description="mAP at IoU 0.5.")
+    map50_95: float | None = Field(None, alias="map50-95", description="mAP at IoU 0.5:0.95.")
+    box_loss: float | None = Field(None, description="Training box loss.")
+    cls_loss: float | None = Field(None, description="Training classification loss.")
+    dfl_loss: float | None = Field(None, description="Training distribution focal loss.")
+
+
+class Progress(_Model):
+    epoch: int = Field(0, ge=0, description="Epochs completed.")
+    epochs: int = Field(0, ge=0, description="Epochs requested.")
+    epoch_display: str | None = Field(None, description="'epoch/epochs', for the printer column.")
+    metrics: Metrics | None = Field(None, description="Metrics of the latest completed epoch.")
+    best_map50_95: float | None = Field(None, alias="bestMap50-95", description="Best mAP50-95 so far.")
+    best_epoch: int | None = Field(None, description="Epoch of the best mAP50-95.")
+    eta_seconds: int | None = Field(None, ge=0, description="Estimated seconds to finish training.")
+    updated_at: str | None = Field(None, description="RFC 3339 time of this report.")
+
+
+class Checkpoint(_Model):
+    epoch: int = Field(..., ge=0, description="Epoch the checkpoint was written after.")
+    uri: str = Field(..., description="s3:// URI of the checkpoint.")
+
+
+class Artifacts(_Model):
+    best_weights: str | None = Field(None, description="s3:// URI of weights/best.pt.")
+    last_weights: str | None = Field(None, description="s3:// URI of weights/last.pt.")
+    results: str | None = Field(None, description="s3:// URI of results.csv.")
+    metrics: str | None = Field(None, description="s3:// URI of metrics.json.")
+    plots: str | None = Field(None, description="s3:// prefix holding the plots.")
+    exports: list[str] | None = Field(None, description="s3:// URIs of exported models.")
+
+
+class TrainerReport(_Model):
+    """The fields of TrainingJob.status that the trainer writes."""
+
+    stage: TrainerStage | None = Field(None, description="What the trainer is doing now.")
+    progress: Progress | None = None
+    last_checkpoint: Checkpoint | None = None
+    artifacts: Artifacts | None = None
+
+    def to_patch(self) -> dict:
+        return {"status": self.model_dump(by_alias=True, exclude_none=True, mode="json")}
