@@ -43,7 +43,9 @@ class TrainingConfig(_Model):
     hyperparameters: dict[str, Any] = Field(
         default_factory=dict, description="Other Ultralytics train arguments, validated by the trainer."
     )
-    workers: int | None = Field(None, ge=0, description="DataLoader workers; unset = chosen from CPUs and shm.")
+    workers: int | None = Field(
+        None, ge=0, description="DataLoader workers; unset = chosen from CPUs and shm."
+    )
     seed: int = 0
 
 
@@ -65,7 +67,9 @@ class TrainerConfig(_Model):
         description="Base weights: a hub name (yolov8n.pt), an s3:// or https:// URI of a .pt file, "
         "or a model YAML (yolov8n.yaml) to train from scratch.",
     )
-    dataset: str = Field(..., description="s3:// prefix holding data.yaml, or s3:// URI of a .zip/.tar/.tar.gz.")
+    dataset: str = Field(
+        ..., description="s3:// prefix holding data.yaml, or s3:// URI of a .zip/.tar/.tar.gz."
+    )
     output: str = Field(..., description="s3:// prefix; outputs go to <output>/<namespace>/<name>/.")
     s3: S3Config = Field(default_factory=S3Config)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
@@ -90,7 +94,9 @@ class TrainerConfig(_Model):
         return self.model_dump_json(by_alias=True, exclude_none=True)
 
 
-def load_config(path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None) -> TrainerConfig:
+def load_config(
+    path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None
+) -> TrainerConfig:
     """Reads the config from a YAML/JSON file, else from ``$YOLO_TRAINER_CONFIG``."""
     env = os.environ if environ is None else environ
     if path is not None:

@@ -1,0 +1,118 @@
+"""``yolo-trainer [--config FILE]``: runs one job; its outcome becomes an exit code + termination message.
+
+The exit code is the contract with the operator's podFailurePolicy (see exitcodes.py); the termination
+message (``Reason: message``, one line) is what the operator copies into the TrainingJob's condition.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .exitcodes import ExitCode, TrainerError
+
+TERMINATION_LOG_ENV = "YOLO_TERMINATION_LOG"
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+MAX_MESSAGE = 3500  # Kubernetes keeps 4096 bytes of the termination message
+
+log = logging.getLogger("yolo_trainer")
+
+
+def termination_message(code: ExitCode, message: str) -> str:
+    one_line = " ".join(message.split())
+    return f"{code.reason}: {one_line}"[:MAX_MESSAGE]
+
+
+def write_termination_message(text: str, environ: dict[str, str] | None = None) -> None:
+    env = os.environ if environ is None else environ
+    path = Path(env.get(TERMINATION_LOG_ENV) or DEFAULT_TERMINATION_LOG)
+    print(text, file=sys.stderr, flush=True)
+    try:
+        if path.parent.is_dir() and (
+            (path.exists() and os.access(path, os.W_OK)) or os.access(path.parent, os.W_OK)
+        ):
+            path.write_text(text + "\n")
+    except OSError:
+        pass  # outside a pod there is no termination log; stderr has it
+
+
+def is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    try:
+        import torch
+
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            return True
+    except Exception:
+        pass
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def classify(exc: BaseException) -> tuple[ExitCode, str]:
+    """Exit code and message for an exception escaping the pipeline (pure, unit-tested)."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:  # a TrainerError may be wrapped by Ultralytics
+        seen.add(id(e))
+        if isinstance(e, TrainerError):
+            return e.code, str(e)
+        e = e.__cause__ or e.__context__
+    if is_oom(exc):
+        return ExitCode.OUT_OF_MEMORY, f"out of memory: {exc}; reduce training.batch or training.imgsz"
+    if isinstance(exc, KeyboardInterrupt):
+        return ExitCode.INTERRUPTED, "interrupted"
+    return ExitCode.TRAINING_ERROR, f"{type(exc).__name__}: {exc}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="yolo-trainer", description=__doc__)
+    parser.add_argument("--config", help="YAML/JSON TrainerConfig file (default: $YOLO_TRAINER_CONFIG)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("YOLO_TRAINER_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+    from pydantic import ValidationError
+
+    from .config import load_config
+
+    try:
+        cfg = load_config(args.config)
+    except (ValidationError, ValueError, OSError) as e:
+        code, msg = ExitCode.CONFIG_INVALID, f"invalid trainer configuration: {_short_validation(e)}"
+        write_termination_message(termination_message(code, msg))
+        return int(code)
+
+    try:
+        from .pipeline import run
+
+        run(cfg)
+    except BaseException as e:
+        code, msg = classify(e)
+        if code in (ExitCode.TRAINING_ERROR,):
+            log.exception("training failed")
+        write_termination_message(termination_message(code, msg))
+        return int(code)
+    return int(ExitCode.SUCCEEDED)
+
+
+def _short_validation(e: Exception) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(e, ValidationError):
+        parts = []
+        for err in e.errors()[:5]:
+            loc = ".".join(str(x) for x in err["loc"])
+            parts.append(f"{loc}: {err['msg']}")
+        return "; ".join(parts)
+    return str(e)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,469 @@
+"""Dataset staging (S3 prefix or archive -> local directory) and validation before any GPU time is spent.
+
+Staging trusts nothing in the input: keys and archive members may not escape the dataset directory
+(``..``, absolute paths, links pointing out), and the total size and file count are bounded while bytes are
+written, not from headers. Validation reads every label line and opens every image, so a broken dataset
+fails in seconds with ``DatasetInvalid`` naming the file and line instead of hours later inside Ultralytics.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import posixpath
+import shutil
+import stat
+import tarfile
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from .exitcodes import DatasetInvalid
+from .s3 import S3NotFound, S3Store, parse_s3_uri
+
+log = logging.getLogger(__name__)
+
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
+# Same set Ultralytics accepts (ultralytics.data.utils.IMG_FORMATS), kept here to avoid importing it early.
+IMG_FORMATS = frozenset({"bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm", "heic"})
+MAX_BYTES_ENV = "YOLO_TRAINER_MAX_DATASET_BYTES"
+MAX_FILES_ENV = "YOLO_TRAINER_MAX_DATASET_FILES"
+DEFAULT_MAX_BYTES = 100 << 30  # 100 GiB
+DEFAULT_MAX_FILES = 5_000_000
+MAX_REPORTED_PROBLEMS = 5
+LOCAL_DATA_YAML = "data.trainer.yaml"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_files: int = DEFAULT_MAX_FILES
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Limits:
+        env = os.environ if environ is None else environ
+        return cls(
+            int(env.get(MAX_BYTES_ENV, DEFAULT_MAX_BYTES)), int(env.get(MAX_FILES_ENV, DEFAULT_MAX_FILES))
+        )
+
+
+@dataclass
+class SplitSummary:
+    images: int = 0
+    labeled: int = 0
+    backgrounds: int = 0
+    instances: int = 0
+
+
+@dataclass
+class DatasetSummary:
+    data_yaml: Path
+    nc: int
+    names: dict[int, str]
+    splits: dict[str, SplitSummary] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "nc": self.nc,
+            "names": self.names,
+            "splits": {k: vars(v) for k, v in self.splits.items()},
+        }
+
+
+# --- path safety -------------------------------------------------------------------------------------------
+
+
+def safe_relpath(name: str) -> PurePosixPath:
+    """A member/key name as a relative path inside the dataset, or DatasetInvalid (zip-slip, absolute)."""
+    name = name.replace("\\", "/")
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        raise DatasetInvalid(f"archive/prefix entry {name!r} is an absolute path")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise DatasetInvalid(f"archive/prefix entry {name!r} escapes the dataset directory ('..')")
+    return PurePosixPath(*parts) if parts else PurePosixPath(".")
+
+
+def is_within(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+class _Budget:
+    """Counts bytes/files as they are written; stops a zip bomb at the limit, not after."""
+
+    def __init__(self, limits: Limits, source: str):
+        self.limits, self.source = limits, source
+        self.bytes = self.files = 0
+
+    def add_file(self) -> None:
+        self.files += 1
+        if self.files > self.limits.max_files:
+            raise DatasetInvalid(
+                f"{self.source} has more than {self.limits.max_files} files ({MAX_FILES_ENV})"
+            )
+
+    def add_bytes(self, n: int) -> None:
+        self.bytes += n
+        if self.bytes > self.limits.max_bytes:
+            raise DatasetInvalid(
+                f"{self.source} extracts to more than {self.limits.max_bytes} bytes ({MAX_BYTES_ENV})"
+            )
+
+
+def _copy_stream(src, dest: Path, budget: _Budget) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest, "wb") as out:
+        while chunk := src.read(1 << 20):
+            budget.add_bytes(len(chunk))
+            out.write(chunk)
+
+
+def extract_zip(archive: Path, dest: Path, limits: Limits, source: str) -> None:
+    budget = _Budget(limits, source)
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise DatasetInvalid(f"{source} is not a valid zip archive: {e}") from e
+    with zf:
+        for info in zf.infolist():
+            rel = safe_relpath(info.filename)
+            mode = info.external_attr >> 16
+            if stat.S_ISLNK(mode):
+                raise DatasetInvalid(
+                    f"{source}: entry {info.filename!r} is a symlink; links are not allowed in zips"
+                )
+            if info.is_dir() or str(rel) == ".":
+                (dest / rel).mkdir(parents=True, exist_ok=True)
+                continue
+            budget.add_file()
+            try:
+                with zf.open(info) as src:
+                    _copy_stream(src, dest / rel, budget)
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as e:
+                raise DatasetInvalid(f"{source} is corrupt at entry {info.filename!r}: {e}") from e
+
+
+def extract_tar(archive: Path, dest: Path, limits: Limits, source: str) -> None:
+    budget = _Budget(limits, source)
+    links: list[tuple[PurePosixPath, tarfile.TarInfo]] = []
+    try:
+        tf = tarfile.open(archive, "r:*")  # noqa: SIM115 - closed by the with below
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise DatasetInvalid(f"{source} is not a valid tar archive: {e}") from e
+    try:
+        with tf:
+            for m in tf:  # iterating streams member by member; no member list held up front
+                rel = safe_relpath(m.name)
+                if m.isdir():
+                    (dest / rel).mkdir(parents=True, exist_ok=True)
+                elif m.issym() or m.islnk():
+                    links.append((rel, m))
+                elif m.isfile():
+                    budget.add_file()
+                    src = tf.extractfile(m)
+                    if src is None:
+                        raise DatasetInvalid(f"{source}: cannot read entry {m.name!r}")
+                    with src:
+                        _copy_stream(src, dest / rel, budget)
+                else:
+                    raise DatasetInvalid(f"{source}: entry {m.name!r} is a device/fifo, not a regular file")
+    except (tarfile.TarError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DatasetInvalid(f"{source} is corrupt: {e}") from e
+    # Links last, after every regular file exists, and only when they resolve inside the dataset: so no
+    # write can go through a link and no link can expose files outside.
+    for rel, m in links:
+        target = m.linkname.replace("\\", "/")
+        if m.issym():
+            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(str(rel)), target))
+        else:
+            resolved = posixpath.normpath(target)
+        if target.startswith("/") or resolved.startswith("..") or resolved == "..":
+            raise DatasetInvalid(f"{source}: link {m.name!r} -> {m.linkname!r} points outside the dataset")
+        src_path = dest / resolved
+        if not src_path.is_file() or not is_within(src_path, dest):
+            raise DatasetInvalid(
+                f"{source}: link {m.name!r} -> {m.linkname!r} does not name a file in the archive"
+            )
+        budget.add_file()
+        budget.add_bytes(src_path.stat().st_size)
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src_path, dest / rel)  # a copy, not a link: the staged tree has no links at all
+
+
+def archive_kind(key: str) -> str | None:
+    k = key.lower()
+    if k.endswith(".zip"):
+        return "zip"
+    if k.endswith((".tar", ".tar.gz", ".tgz")):
+        return "tar"
+    return None
+
+
+def find_data_yaml(root: Path) -> Path:
+    """data.yaml at the root, or inside the single top-level directory (a zipped folder)."""
+    for name in ("data.yaml", "data.yml"):
+        if (root / name).is_file():
+            return root / name
+    entries = [p for p in root.iterdir() if not p.name.startswith(("__MACOSX", "."))]
+    if len(entries) == 1 and entries[0].is_dir():
+        for name in ("data.yaml", "data.yml"):
+            if (entries[0] / name).is_file():
+                return entries[0] / name
+    raise DatasetInvalid(
+        f"no data.yaml at the top of the dataset (found: {sorted(p.name for p in entries)[:10]})"
+    )
+
+
+# --- staging -----------------------------------------------------------------------------------------------
+
+
+def stage_dataset(
+    store: S3Store, uri: str, dest: Path, limits: Limits | None = None, concurrency: int = 16
+) -> Path:
+    """Downloads (and extracts) the dataset into ``dest``; returns the path of its data.yaml."""
+    limits = limits or Limits.from_env()
+    bucket, key = parse_s3_uri(uri)
+    if dest.exists():
+        shutil.rmtree(dest)  # a retried pod re-stages from scratch: never mix two versions of a dataset
+    dest.mkdir(parents=True)
+    kind = archive_kind(key)
+    if kind:
+        archive = dest.parent / f".archive-{Path(key).name}"
+        try:
+            store.download(bucket, key, archive, max_size=limits.max_bytes)
+        except S3NotFound as e:
+            raise DatasetInvalid(f"dataset archive {uri} does not exist") from e
+        try:
+            (extract_zip if kind == "zip" else extract_tar)(archive, dest, limits, uri)
+        finally:
+            archive.unlink(missing_ok=True)
+    else:
+        prefix = key.rstrip("/") + "/" if key else ""
+        objects = [o for o in store.list(bucket, prefix) if not o.key.endswith("/")]
+        if not objects:
+            raise DatasetInvalid(f"dataset prefix {uri} is empty or does not exist")
+        if not any(o.key[len(prefix) :] in ("data.yaml", "data.yml") for o in objects):
+            raise DatasetInvalid(f"no data.yaml under {uri} (expected {uri.rstrip('/')}/data.yaml)")
+        budget = _Budget(limits, uri)
+        items = []
+        for o in objects:
+            rel = safe_relpath(o.key[len(prefix) :])
+            budget.add_file()
+            budget.add_bytes(o.size)
+            items.append((o.key, dest / rel, o.size))
+        n = store.download_many(bucket, items, concurrency=concurrency)
+        log.info("staged %d objects (%d bytes) from %s", len(items), n, uri)
+    return find_data_yaml(dest)
+
+
+# --- validation --------------------------------------------------------------------------------------------
+
+
+def _names(data: dict, yaml_name: str) -> dict[int, str]:
+    names = data.get("names")
+    nc = data.get("nc")
+    if names is None and nc is None:
+        raise DatasetInvalid(f"{yaml_name}: needs 'names' (list or dict) or 'nc'")
+    if names is None:
+        names = {i: f"class{i}" for i in range(int(nc))}
+    elif isinstance(names, list):
+        names = dict(enumerate(str(n) for n in names))
+    elif isinstance(names, dict):
+        try:
+            names = {int(k): str(v) for k, v in names.items()}
+        except (TypeError, ValueError) as e:
+            raise DatasetInvalid(f"{yaml_name}: 'names' keys must be class ids (integers)") from e
+        if sorted(names) != list(range(len(names))):
+            raise DatasetInvalid(f"{yaml_name}: 'names' ids must be 0..{len(names) - 1}")
+    else:
+        raise DatasetInvalid(f"{yaml_name}: 'names' must be a list or a dict")
+    if nc is not None and int(nc) != len(names):
+        raise DatasetInvalid(f"{yaml_name}: nc={nc} but {len(names)} names")
+    if not names:
+        raise DatasetInvalid(f"{yaml_name}: no classes")
+    return names
+
+
+def _resolve_split(value: str, base: Path, root: Path, key: str, yaml_name: str) -> Path:
+    """A split path from data.yaml, inside the dataset; ``../train/images`` (Roboflow) falls back to base."""
+    if os.path.isabs(value):
+        raise DatasetInvalid(
+            f"{yaml_name}: {key}: absolute path {value!r} is not allowed; use a path relative to data.yaml"
+        )
+    candidates = [base / value]
+    stripped = value
+    while stripped.startswith(
+        "../"
+    ):  # Roboflow writes paths relative to a subfolder; Ultralytics does the same
+        stripped = stripped[3:]
+        candidates.append(base / stripped)
+    for c in candidates:
+        if c.exists():
+            if not is_within(c, root):
+                raise DatasetInvalid(f"{yaml_name}: {key}: {value!r} points outside the dataset")
+            return c.resolve()
+    if not is_within(candidates[-1], root):
+        raise DatasetInvalid(f"{yaml_name}: {key}: {value!r} points outside the dataset")
+    raise DatasetInvalid(f"{yaml_name}: {key}: {value!r} does not exist in the dataset")
+
+
+def _split_images(paths: list[Path], root: Path, key: str) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out.extend(sorted(q for q in p.rglob("*") if q.suffix[1:].lower() in IMG_FORMATS and q.is_file()))
+        elif p.suffix == ".txt":  # a list file, one image path a line (relative to the list's folder)
+            for line in p.read_text().splitlines():
+                line = line.strip()
+                if not line:
+                    continue
+                q = (p.parent / line) if not os.path.isabs(line) else Path(line)
+                if not is_within(q, root):
+                    raise DatasetInvalid(f"{p.relative_to(root)}: image {line!r} points outside the dataset")
+                out.append(q.resolve())
+        elif p.suffix[1:].lower() in IMG_FORMATS:
+            out.append(p)
+        else:
+            raise DatasetInvalid(
+                f"split {key}: {p.relative_to(root)} is neither a folder, a .txt list nor an image"
+            )
+    return out
+
+
+def label_path(img: Path) -> Path:
+    """Ultralytics' rule: the last /images/ becomes /labels/, the suffix .txt."""
+    s = str(img)
+    sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
+    if sa in s:
+        s = sb.join(s.rsplit(sa, 1))
+    return Path(s.rsplit(".", 1)[0] + ".txt")
+
+
+def parse_label_line(line: str, nc: int) -> str | None:
+    """None if the line is a valid YOLO box (``cls x y w h``) or polygon (``cls x1 y1 ...``), else why."""
+    parts = line.split()
+    if len(parts) != 5 and not (len(parts) >= 7 and len(parts) % 2 == 1):
+        return f"expected 5 numbers (class x_center y_center width height), got {len(parts)}"
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        return f"not a number in {line.strip()!r}"
+    cls = values[0]
+    if not math.isfinite(cls) or not cls.is_integer():
+        return f"class id {parts[0]!r} is not an integer"
+    if cls < 0 or cls >= nc:
+        return f"class id {int(cls)} out of range (nc={nc}, valid ids 0..{nc - 1})"
+    for v in values[1:]:
+        if not math.isfinite(v):
+            return f"coordinate {v} is not finite"
+        if v < 0 or v > 1:
+            return f"coordinate {v:g} outside [0, 1] (coordinates must be normalized)"
+    return None
+
+
+def check_label_file(path: Path, nc: int, root: Path) -> tuple[int, list[str]]:
+    problems: list[str] = []
+    n = 0
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        return 0, [f"{path.relative_to(root)}: unreadable: {e}"]
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        why = parse_label_line(line, nc)
+        if why:
+            problems.append(f"{path.relative_to(root)}:{i}: {why}")
+        else:
+            n += 1
+    return n, problems
+
+
+def check_image(path: Path, root: Path) -> str | None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.verify()
+        return None
+    except Exception as e:  # PIL raises many types for corrupt files
+        return f"{path.relative_to(root)}: unreadable image: {e}"
+
+
+def validate_dataset(data_yaml: Path, threads: int = 8) -> DatasetSummary:
+    """Checks data.yaml, splits, every label and image; writes ``data.trainer.yaml`` (absolute paths)."""
+    root = data_yaml.parent.resolve()
+    yname = data_yaml.name
+    try:
+        data = yaml.safe_load(data_yaml.read_text())
+    except yaml.YAMLError as e:
+        raise DatasetInvalid(f"{yname} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise DatasetInvalid(f"{yname} must be a mapping with train/val/names")
+    names = _names(data, yname)
+    nc = len(names)
+
+    base = root
+    if data.get("path"):
+        p = str(data["path"])
+        cand = root / p
+        if not os.path.isabs(p) and cand.is_dir() and is_within(cand, root):
+            base = cand.resolve()
+        else:  # a path from the author's machine: the staged copy's own folder is the dataset root
+            log.warning("%s: ignoring path %r; split paths are taken relative to data.yaml", yname, p)
+
+    if "val" not in data and "validation" in data:
+        data["val"] = data["validation"]
+    splits: dict[str, list[Path]] = {}
+    for key in ("train", "val", "test"):
+        value = data.get(key)
+        if value in (None, ""):
+            if key == "test":
+                continue
+            raise DatasetInvalid(f"{yname}: the {key!r} split is missing")
+        values = value if isinstance(value, list) else [value]
+        paths = [_resolve_split(str(v), base, root, key, yname) for v in values]
+        splits[key] = paths
+
+    summary = DatasetSummary(data_yaml=root / LOCAL_DATA_YAML, nc=nc, names=names)
+    problems: list[str] = []
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for key, paths in splits.items():
+            images = _split_images(paths, root, key)
+            if not images and key in ("train", "val"):
+                raise DatasetInvalid(f"{yname}: the {key!r} split ({data[key]}) has no images")
+            s = SplitSummary(images=len(images))
+            labels = [label_path(i) for i in images]
+            existing = [lp for lp in labels if lp.is_file()]
+            for n, probs in pool.map(lambda lp: check_label_file(lp, nc, root), existing):
+                s.instances += n
+                s.labeled += 1 if n else 0
+                problems.extend(probs)
+            s.backgrounds = s.images - s.labeled
+            problems.extend(p for p in pool.map(lambda i: check_image(i, root), images) if p)
+            summary.splits[key] = s
+    if problems:
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        for p in problems[:MAX_REPORTED_PROBLEMS]:
+            log.error("dataset: %s", p)
+        raise DatasetInvalid(f"{problems[0]}{more}")
+    if summary.splits["train"].instances == 0:
+        raise DatasetInvalid(f"{yname}: the 'train' split has no labeled objects")
+
+    local = {
+        "path": str(root),
+        **{k: [str(p) for p in v] if len(v) > 1 else str(v[0]) for k, v in splits.items()},
+        "nc": nc,
+        "names": names,
+    }
+    summary.data_yaml.write_text(yaml.safe_dump(local, sort_keys=False))
+    return summary

@@ -1,0 +1,131 @@
+"""Resolving the base model spec to something ``ultralytics.YOLO`` can load without surprises.
+
+Accepted: a model YAML (``yolov8n.yaml``: from scratch, always offline), ``s3://.../x.pt``, ``https://.../x.pt``,
+a local path baked into the image, or a hub name (``yolov8n.pt``) which Ultralytics downloads from GitHub:
+only when online. Failures are ``ModelUnavailable`` (exit 13, not retried) with the alternatives named,
+except network hiccups while downloading, which are retriable.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from .exitcodes import ModelUnavailable, TrainerError
+from .s3 import S3NotFound, S3Store, parse_s3_uri
+
+log = logging.getLogger(__name__)
+
+ALTERNATIVES = (
+    "use an s3:// URI of a .pt checkpoint, an https:// URI of a .pt file, "
+    "or a model YAML such as yolov8n.yaml to train from scratch"
+)
+MAX_MODEL_BYTES = 4 << 30
+
+
+def model_kind(spec: str) -> str:
+    """'yaml' | 's3' | 'https' | 'local' | 'hub' (pure; used by resolve_model and by tests)."""
+    s = spec.strip()
+    low = s.lower()
+    if low.startswith("s3://"):
+        return "s3"
+    if low.startswith(("https://", "http://")):
+        return "https"
+    if low.endswith((".yaml", ".yml")):
+        return "yaml"
+    if "/" in s:
+        return "local"
+    return "hub"
+
+
+def _check_builtin_yaml(spec: str) -> str:
+    from ultralytics.nn.tasks import yaml_model_load
+
+    try:
+        yaml_model_load(spec)  # resolves scaled names: yolov8n.yaml -> yolov8.yaml with scale n
+        return spec
+    except Exception as e:
+        raise ModelUnavailable(
+            f"model YAML {spec!r} not found (neither a file nor an Ultralytics model config)"
+        ) from e
+
+
+def _download_https(url: str, dest: Path, timeout: float = 60) -> None:
+    tmp = dest.with_suffix(dest.suffix + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as out:
+            n = 0
+            while chunk := resp.read(1 << 20):
+                n += len(chunk)
+                if n > MAX_MODEL_BYTES:
+                    raise ModelUnavailable(f"model {url} is larger than {MAX_MODEL_BYTES} bytes")
+                out.write(chunk)
+        tmp.replace(dest)
+    except urllib.error.HTTPError as e:
+        raise ModelUnavailable(f"model {url} could not be downloaded: HTTP {e.code} {e.reason}") from e
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+        # The network may come back: retriable (exit 20), unlike a 404.
+        raise TrainerError(f"model {url} could not be downloaded: {e}") from e
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def resolve_model(spec: str, store: S3Store | None, dest_dir: Path, offline: bool) -> str:
+    """Returns a local .pt path or a YAML name/path for ``YOLO(...)``."""
+    kind = model_kind(spec)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    if kind == "yaml":
+        if Path(spec).is_file():
+            return str(Path(spec).resolve())
+        return _check_builtin_yaml(spec)
+    if kind == "s3":
+        bucket, key = parse_s3_uri(spec)
+        if not key.endswith((".pt", ".yaml", ".yml")):
+            raise ModelUnavailable(f"model {spec} must be a .pt checkpoint (or a model .yaml)")
+        dest = dest_dir / Path(key).name
+        if store is None:
+            raise ModelUnavailable(f"model {spec}: no S3 client")
+        try:
+            store.download(bucket, key, dest, max_size=MAX_MODEL_BYTES)
+        except S3NotFound as e:
+            raise ModelUnavailable(f"model {spec} does not exist") from e
+        return str(dest)
+    if kind == "https":
+        if offline:
+            raise ModelUnavailable(
+                f"model {spec} needs the internet but the trainer is offline; {ALTERNATIVES}"
+            )
+        dest = dest_dir / (Path(spec.split("?", 1)[0]).name or "model.pt")
+        _download_https(spec, dest)
+        return str(dest)
+    if kind == "local":
+        if Path(spec).is_file():
+            return str(Path(spec).resolve())
+        raise ModelUnavailable(f"model file {spec} does not exist in the trainer image; {ALTERNATIVES}")
+    # hub name
+    if Path(spec).is_file():  # pre-seeded in the working directory / image
+        return str(Path(spec).resolve())
+    if not spec.endswith(".pt"):
+        raise ModelUnavailable(f"model {spec!r} is not a .pt hub name, URI or YAML; {ALTERNATIVES}")
+    if offline:
+        raise ModelUnavailable(
+            f"model {spec!r} is a hub name that must be downloaded from the internet, "
+            "but the trainer is offline; "
+            f"{ALTERNATIVES}"
+        )
+    try:
+        from ultralytics.utils.downloads import attempt_download_asset
+
+        path = Path(attempt_download_asset(spec))
+    except Exception as e:
+        raise ModelUnavailable(f"model {spec!r} could not be downloaded from the Ultralytics hub: {e}") from e
+    if not path.is_file():
+        raise ModelUnavailable(
+            f"model {spec!r} could not be downloaded from the Ultralytics hub; {ALTERNATIVES}"
+        )
+    dest = dest_dir / path.name
+    shutil.copyfile(path, dest)
+    return str(dest)

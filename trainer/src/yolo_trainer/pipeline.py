@@ -1,0 +1,285 @@
+"""One training job end to end: preflight, stage, (resume or) train, export, publish.
+
+Order matters: everything that can be checked cheaply (config, output bucket, export deps, dataset) is
+checked before the first epoch, so a broken job fails in seconds with a precise exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import (
+    CheckpointState,
+    CheckpointUploader,
+    config_fingerprint,
+    read_state,
+    rewrite_train_args,
+)
+from .config import TrainerConfig
+from .dataset import stage_dataset, validate_dataset
+from .exitcodes import Interrupted
+from .model import resolve_model
+from .outputs import check_export_formats, collect_files, export_models, publish
+from .progress import Checkpoint, Progress, TrainerReport
+from .report import Reporter, make_reporter, now_rfc3339
+from .s3 import S3NotFound, S3Store, join_key, parse_s3_uri
+from .train import (
+    TrainingHooks,
+    available_cpus,
+    choose_device,
+    choose_workers,
+    epoch_metrics,
+    prepare_environment,
+    run_ultralytics,
+    shm_bytes,
+    train_args,
+    validate_hyperparameters,
+)
+
+log = logging.getLogger(__name__)
+
+GRACE_ENV = "YOLO_TRAINER_GRACE_SECONDS"
+DEFAULT_GRACE = 25.0  # below Kubernetes' default terminationGracePeriodSeconds (30)
+RUN_NAME = "run"
+
+
+@dataclass
+class Interruption:
+    """SIGTERM/SIGINT: stop training at once, but never in the middle of the final checkpoint flush."""
+
+    event: threading.Event = field(default_factory=threading.Event)
+    raise_now: bool = True
+    signum: int | None = None
+
+    def handler(self, signum, frame) -> None:
+        first = not self.event.is_set()
+        self.event.set()
+        self.signum = signum
+        if first:
+            log.warning("received signal %d: stopping", signum)
+        if self.raise_now and first:
+            raise Interrupted(f"interrupted by signal {signal.Signals(signum).name}")
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.handler)
+            signal.signal(signal.SIGINT, self.handler)
+
+
+def grace_seconds(environ: dict[str, str] | None = None) -> float:
+    env = os.environ if environ is None else environ
+    try:
+        return float(env.get(GRACE_ENV, DEFAULT_GRACE))
+    except ValueError:
+        return DEFAULT_GRACE
+
+
+class SafeReporter:
+    """Serializes reports from the training and uploader threads; swallows every error."""
+
+    def __init__(self, inner: Reporter):
+        self.inner = inner
+        self._lock = threading.Lock()
+
+    def report(self, report: TrainerReport) -> None:
+        try:
+            with self._lock:
+                self.inner.report(report)
+        except Exception as e:  # reporting must never fail training
+            log.warning("status report failed: %s", e)
+
+
+def _log_event(event: str, **fields: Any) -> None:
+    print(json.dumps({"event": event, **fields}, default=str), flush=True)
+
+
+def run(
+    cfg: TrainerConfig,
+    reporter: Reporter | None = None,
+    interruption: Interruption | None = None,
+    store: S3Store | None = None,
+) -> dict[str, Any]:
+    """Runs the job; returns the final metrics.json body. Raises TrainerError subclasses on failure."""
+    prepare_environment(cfg)
+    interruption = interruption or Interruption()
+    interruption.install()
+    reporter = SafeReporter(reporter or make_reporter(cfg.status))
+    run_id = uuid.uuid4().hex[:12]
+    work = Path(cfg.work_dir)
+    job_prefix = cfg.job_prefix
+    _log_event("start", runId=run_id, job=job_prefix, model=cfg.model, dataset=cfg.dataset)
+
+    # --- preflight: cheap checks first -----------------------------------------------------------------
+    hyper = validate_hyperparameters(cfg.training.hyperparameters)
+    check_export_formats(cfg.export_formats)
+    store = store or S3Store.from_config(cfg.s3)
+    out_bucket, out_prefix = parse_s3_uri(job_prefix)
+    store.check_bucket(out_bucket, out_prefix)  # missing output bucket / denied: fail before staging
+    reporter.report(
+        TrainerReport(
+            stage="Staging",
+            progress=Progress(
+                epoch=0,
+                epochs=cfg.training.epochs,
+                epoch_display=f"0/{cfg.training.epochs}",
+                updated_at=now_rfc3339(),
+            ),
+        )
+    )
+
+    # --- stage and validate ----------------------------------------------------------------------------
+    fingerprint = config_fingerprint(cfg)
+    state = read_state(store, job_prefix)
+    if state is not None and state.fingerprint != fingerprint:
+        log.warning("checkpoint %s was written for a different configuration; starting fresh", state.uri)
+        state = None
+    if state is not None and state.epoch + 1 >= cfg.training.epochs:
+        log.warning("checkpoint %s is already at the last epoch; starting fresh", state.uri)
+        state = None
+
+    data_yaml = stage_dataset(store, cfg.dataset, work / "dataset")
+    summary = validate_dataset(data_yaml)
+    _log_event("dataset", **summary.as_dict())
+
+    runs = work / "runs"
+    save_dir = runs / RUN_NAME
+    if save_dir.exists():
+        shutil.rmtree(save_dir)  # a retried container starts clean; S3 holds what survives
+    n_gpus = _gpu_count()
+    device = choose_device(n_gpus)
+    workers = cfg.training.workers
+    if workers is None:
+        workers = choose_workers(
+            available_cpus(), shm_bytes(), n_gpus, cfg.training.batch, cfg.training.imgsz
+        )
+    kwargs = train_args(cfg, summary.data_yaml, runs, RUN_NAME, device, workers, hyper)
+
+    resume = False
+    model_path = _download_checkpoint(store, state, work / "resume", save_dir) if state else None
+    if model_path is None:
+        state = None
+    if state is not None and model_path is not None:
+        rewrite_train_args(
+            Path(model_path),
+            {
+                "data": str(summary.data_yaml),
+                "project": str(runs),
+                "name": RUN_NAME,
+                "save_dir": str(save_dir),
+                "device": device,
+                "workers": workers,
+                "exist_ok": True,
+            },
+        )
+        resume = True
+        _log_event("resume", fromEpoch=state.epoch + 1, uri=state.uri)
+    else:
+        model_path = resolve_model(cfg.model, store, work / "model", cfg.offline)
+
+    # --- train -----------------------------------------------------------------------------------------
+    uploader = CheckpointUploader(
+        store,
+        job_prefix,
+        work / "staging",
+        run_id,
+        fingerprint,
+        on_uploaded=lambda s: reporter.report(
+            TrainerReport(last_checkpoint=Checkpoint(epoch=s.epoch + 1, uri=s.uri))
+        ),
+    )
+
+    def last_checkpoint() -> Checkpoint | None:
+        s = uploader.uploaded
+        return Checkpoint(epoch=s.epoch + 1, uri=s.uri) if s else None
+
+    hooks = TrainingHooks(
+        reporter.report,
+        uploader.submit,
+        interruption.event,
+        uploader_error=lambda: uploader.error,
+        last_checkpoint=last_checkpoint,
+    )
+    try:
+        if interruption.event.is_set():
+            raise Interrupted("interrupted by SIGTERM")
+        save_dir = run_ultralytics(model_path, kwargs, hooks, resume)
+    except Interrupted:
+        interruption.raise_now = False  # a second SIGTERM must not abort the flush
+        grace = grace_seconds()
+        flushed = uploader.flush(grace)
+        uploader.close()
+        s = uploader.uploaded
+        _log_event("interrupted", flushed=flushed, checkpointEpoch=(s.epoch + 1) if s else None)
+        raise
+    except BaseException:
+        uploader.close()
+        raise
+    uploader.close(timeout=grace_seconds())
+
+    # --- outputs ---------------------------------------------------------------------------------------
+    reporter.report(TrainerReport(stage="Uploading"))
+    best = save_dir / "weights" / "best.pt"
+    exports, export_errors = (
+        export_models(best, cfg.export_formats, cfg.training.imgsz)
+        if cfg.export_formats and best.is_file()
+        else ([], {})
+    )
+    raw = dict(hooks.final_metrics or {})
+    # Final validation of best.pt, in the status' metric names; Ultralytics' own keys kept alongside.
+    final = epoch_metrics(raw, {}).model_dump(by_alias=True, exclude_none=True)
+    extra: dict[str, Any] = {
+        "ultralyticsMetrics": raw,
+        "epochs": hooks.epochs_reported[-1] if hooks.epochs_reported else None,
+        "dataset": summary.as_dict(),
+        "resumedFromEpoch": (state.epoch + 1) if state else None,
+    }
+    if export_errors:
+        extra["exportErrors"] = export_errors
+    artifacts = publish(store, job_prefix, collect_files(save_dir, exports), final, run_id, extra)
+    uploader.delete_all()  # the job is complete: a re-created job of the same name starts fresh
+    reporter.report(TrainerReport(artifacts=artifacts))
+    _log_event(
+        "done", runId=run_id, metrics=final, artifacts=artifacts.model_dump(by_alias=True, exclude_none=True)
+    )
+    return {"runId": run_id, "metrics": final, "artifacts": artifacts, **extra}
+
+
+def _gpu_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:
+        return 0
+
+
+def _download_checkpoint(store: S3Store, state: CheckpointState, dest: Path, save_dir: Path) -> str | None:
+    """Fetches exactly the objects state.json names; results.csv goes where Ultralytics appends to it."""
+    bucket, key = parse_s3_uri(state.uri)
+    path = dest / "last.pt"
+    try:
+        store.download(bucket, key, path)
+    except S3NotFound:
+        log.warning("checkpoint %s named by state.json is gone; starting fresh", state.uri)
+        return None
+    if state.results:
+        rb, rk = parse_s3_uri(state.results)
+        try:
+            store.download(rb, rk, save_dir / "results.csv")
+        except S3NotFound:
+            log.warning(
+                "checkpoint results %s missing; results.csv restarts at the resumed epoch", state.results
+            )
+    return str(path)
+
+
+__all__ = ["Interruption", "join_key", "run"]

@@ -1,0 +1,372 @@
+"""S3 access for the trainer: one client, classified errors, bounded retries, parallel small-object downloads.
+
+Error classification is the point of this module: the operator decides retry-or-fail from the exit code,
+so every boto3/botocore failure becomes exactly one of
+- ``S3AccessDenied`` (exit 12, never retried): bad keys, forbidden prefix, missing bucket;
+- ``S3Unavailable`` (exit 21, retriable by the Job): the endpoint did not answer within the retry budget;
+- ``S3NotFound``: a missing key; callers decide what that means (missing data.yaml -> DatasetInvalid,
+  missing checkpoint state -> fresh start).
+
+Retries are ours, not botocore's (botocore is set to one attempt) so that one time budget bounds a call,
+whatever mix of connection errors, 5xx and throttling happens.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .config import S3Config
+from .exitcodes import ConfigInvalid, S3AccessDenied, S3Unavailable, TrainerError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Seconds one logical S3 operation may spend retrying transient failures before S3Unavailable.
+RETRY_BUDGET_ENV = "YOLO_TRAINER_S3_RETRY_BUDGET"
+DEFAULT_RETRY_BUDGET = 120.0
+
+DENIED_CODES = frozenset(
+    {
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "NoSuchBucket",
+        "AllAccessDisabled",
+        "AccountProblem",
+        "InvalidToken",
+        "ExpiredToken",
+        "InvalidBucketName",
+        "403",
+        "Forbidden",
+    }
+)
+NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+TRANSIENT_CODES = frozenset(
+    {
+        "InternalError",
+        "ServiceUnavailable",
+        "SlowDown",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "Throttling",
+        "ThrottlingException",
+        "500",
+        "502",
+        "503",
+        "504",
+    }
+)
+
+
+class S3NotFound(TrainerError):
+    """A key that does not exist (the bucket does)."""
+
+
+@dataclass(frozen=True)
+class S3Object:
+    key: str
+    size: int
+    etag: str | None = None
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/some/key`` -> ``("bucket", "some/key")``; the key may be empty."""
+    if not uri.startswith("s3://"):
+        raise ConfigInvalid(f"not an s3:// URI: {uri!r}")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket:
+        raise ConfigInvalid(f"s3 URI without a bucket: {uri!r}")
+    return bucket, key
+
+
+def s3_uri(bucket: str, key: str) -> str:
+    return f"s3://{bucket}/{key}"
+
+
+def join_key(prefix: str, *parts: str) -> str:
+    return "/".join(p.strip("/") for p in (prefix, *parts) if p.strip("/"))
+
+
+def retry_budget_from_env(environ: dict[str, str] | None = None) -> float:
+    env = os.environ if environ is None else environ
+    try:
+        return float(env.get(RETRY_BUDGET_ENV, DEFAULT_RETRY_BUDGET))
+    except ValueError as e:
+        raise ConfigInvalid(f"{RETRY_BUDGET_ENV} must be a number of seconds") from e
+
+
+def backoff_delays(budget: float, base: float = 0.5, cap: float = 20.0, rng: random.Random | None = None):
+    """Yields full-jitter exponential backoff delays whose sum stays within ``budget`` seconds."""
+    rng = rng or random.Random()
+    spent, attempt = 0.0, 0
+    while True:
+        delay = rng.uniform(0, min(cap, base * 2**attempt))
+        delay = max(delay, 0.05)
+        if spent + delay > budget:
+            return
+        spent += delay
+        attempt += 1
+        yield delay
+
+
+def classify_error(exc: BaseException, bucket: str, key: str | None) -> Exception | None:
+    """Maps a boto error to a trainer error; None means transient (retry)."""
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionClosedError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        ReadTimeoutError,
+    )
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+
+    where = s3_uri(bucket, key) if key else f"s3://{bucket}"
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        msg = err.get("Message") or code
+        if code == "NoSuchBucket":
+            return S3AccessDenied(f"bucket {bucket!r} does not exist (NoSuchBucket) while accessing {where}")
+        if code in DENIED_CODES or status == 403:
+            return S3AccessDenied(f"access denied to {where}: {code}: {msg}")
+        if code in NOT_FOUND_CODES or status == 404:
+            return S3NotFound(f"{where} does not exist")
+        if code in TRANSIENT_CODES or (status is not None and status >= 500) or status == 429:
+            return None
+        return TrainerError(f"S3 error on {where}: {code}: {msg}")
+    if isinstance(exc, NoCredentialsError):
+        return S3AccessDenied(
+            f"no S3 credentials for {where}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        )
+    if isinstance(
+        exc, EndpointConnectionError | ConnectionClosedError | ReadTimeoutError | BotoConnectionError
+    ):
+        return None
+    if isinstance(exc, ConnectionError | TimeoutError):  # socket-level errors while streaming a body
+        return None
+    from urllib3.exceptions import HTTPError as Urllib3Error
+
+    if isinstance(exc, Urllib3Error | IncompleteDownload):
+        return None
+    return exc  # not an S3 condition (e.g. a size check): raise it unchanged
+
+
+class IncompleteDownload(Exception):
+    """Fewer bytes arrived than the object's size: retried like a connection error."""
+
+
+def make_client(cfg: S3Config, max_pool: int = 16, environ: dict[str, str] | None = None):
+    """boto3 S3 client from the config; credentials only from the environment (never files or IMDS)."""
+    import boto3
+    from botocore import UNSIGNED
+    from botocore.config import Config
+
+    env = os.environ if environ is None else environ
+    key_id, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
+    if bool(key_id) != bool(secret):
+        raise ConfigInvalid("set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither (anonymous)")
+    bc = Config(
+        retries={"total_max_attempts": 1},  # our own budgeted retries, see module doc
+        connect_timeout=10,
+        read_timeout=60,
+        max_pool_connections=max_pool,
+        s3={"addressing_style": "path"},  # MinIO/Ceph/SeaweedFS endpoints rarely have wildcard DNS
+        signature_version=None if key_id else UNSIGNED,
+        request_checksum_calculation="when_required",  # some S3-compatible servers reject the new CRC headers
+        response_checksum_validation="when_required",
+    )
+    verify: bool | str = cfg.ca_bundle if cfg.ca_bundle else cfg.verify_tls
+    # A private session, so ~/.aws/config, AWS_PROFILE and the instance metadata service are never consulted.
+    session = boto3.session.Session(
+        aws_access_key_id=key_id or None, aws_secret_access_key=secret or None, region_name=cfg.region
+    )
+    return session.client("s3", endpoint_url=cfg.endpoint or None, config=bc, verify=verify)
+
+
+class S3Store:
+    """Thin wrapper: every call retried within the budget and classified."""
+
+    def __init__(
+        self, client, retry_budget: float = DEFAULT_RETRY_BUDGET, sleep: Callable[[float], None] = time.sleep
+    ):
+        self.client = client
+        self.retry_budget = retry_budget
+        self._sleep = sleep
+
+    @classmethod
+    def from_config(cls, cfg: S3Config, max_pool: int = 16) -> S3Store:
+        return cls(make_client(cfg, max_pool=max_pool), retry_budget=retry_budget_from_env())
+
+    def call(self, what: str, bucket: str, key: str | None, fn: Callable[[], T]) -> T:
+        delays = backoff_delays(self.retry_budget)
+        deadline = time.monotonic() + self.retry_budget
+        while True:
+            try:
+                return fn()
+            except Exception as exc:
+                mapped = classify_error(exc, bucket, key)
+                if mapped is not None:
+                    if mapped is exc:
+                        raise
+                    raise mapped from exc
+                delay = next(delays, None)
+                if delay is None or time.monotonic() + delay > deadline:
+                    where = s3_uri(bucket, key) if key else f"s3://{bucket}"
+                    raise S3Unavailable(
+                        f"S3 unavailable: {what} {where} kept failing for {self.retry_budget:.0f}s: {exc}"
+                    ) from exc
+                log.warning("S3 %s %s/%s failed (%s); retrying in %.1fs", what, bucket, key or "", exc, delay)
+                self._sleep(delay)
+
+    # --- reads -------------------------------------------------------------------------------------------
+
+    def list(self, bucket: str, prefix: str) -> list[S3Object]:
+        def run() -> list[S3Object]:
+            out: list[S3Object] = []
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                out.extend(
+                    S3Object(o["Key"], int(o["Size"]), o.get("ETag")) for o in page.get("Contents", [])
+                )
+            return out
+
+        return self.call("list", bucket, prefix, run)
+
+    def get_bytes(self, bucket: str, key: str, max_size: int = 64 << 20) -> bytes:
+        def run() -> bytes:
+            resp = self.client.get_object(Bucket=bucket, Key=key)
+            size = int(resp.get("ContentLength", 0))
+            if size > max_size:
+                raise TrainerError(f"s3://{bucket}/{key} is {size} bytes, more than the {max_size} allowed")
+            data = resp["Body"].read()
+            if len(data) != size:
+                raise IncompleteDownload(f"got {len(data)} of {size} bytes")
+            return data
+
+        return self.call("get", bucket, key, run)
+
+    def get_bytes_or_none(self, bucket: str, key: str) -> bytes | None:
+        try:
+            return self.get_bytes(bucket, key)
+        except S3NotFound:
+            return None
+
+    def download(
+        self,
+        bucket: str,
+        key: str,
+        dest: Path,
+        expected_size: int | None = None,
+        max_size: int | None = None,
+        if_match: str | None = None,
+    ) -> int:
+        """Streams one object to ``dest`` (via ``dest.part`` + rename: a reader never sees half a file)."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
+
+        def run() -> int:
+            extra = {"IfMatch": if_match} if if_match else {}
+            resp = self.client.get_object(Bucket=bucket, Key=key, **extra)
+            size = int(resp["ContentLength"])
+            if expected_size is not None and size != expected_size:
+                raise TrainerError(
+                    f"s3://{bucket}/{key} changed while staging ({size} != {expected_size} bytes)"
+                )
+            if max_size is not None and size > max_size:
+                raise TrainerError(f"s3://{bucket}/{key} is {size} bytes, more than the {max_size} allowed")
+            got = 0
+            try:
+                with open(tmp, "wb") as f:
+                    for chunk in resp["Body"].iter_chunks(1 << 20):
+                        got += len(chunk)
+                        f.write(chunk)
+                if got != size:
+                    raise IncompleteDownload(f"s3://{bucket}/{key}: got {got} of {size} bytes")
+                os.replace(tmp, dest)
+            finally:
+                tmp.unlink(missing_ok=True)
+            return size
+
+        return self.call("download", bucket, key, run)
+
+    def download_many(
+        self,
+        bucket: str,
+        items: Iterable[tuple[str, Path, int | None]],
+        concurrency: int = 16,
+        cancel: threading.Event | None = None,
+    ) -> int:
+        """Downloads (key, dest, size) items in parallel; the first failure cancels the rest and is raised."""
+        items = list(items)
+        total = 0
+        cancel = cancel or threading.Event()
+
+        def one(item: tuple[str, Path, int | None]) -> int:
+            if cancel.is_set():
+                return 0
+            key, dest, size = item
+            return self.download(bucket, key, dest, expected_size=size)
+
+        with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="s3-dl") as pool:
+            futures = [pool.submit(one, it) for it in items]
+            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+            for f in done:
+                if f.exception() is not None:
+                    cancel.set()
+                    for p in pending:
+                        p.cancel()
+                    raise f.exception()  # type: ignore[misc]
+            total = sum(f.result() for f in futures)
+        return total
+
+    # --- writes ------------------------------------------------------------------------------------------
+
+    def upload_file(self, path: Path, bucket: str, key: str, content_type: str | None = None) -> str | None:
+        """One PUT (atomic per object on S3); returns the ETag. Files are re-opened per attempt."""
+        extra = {"ContentType": content_type} if content_type else {}
+
+        def run() -> str | None:
+            with open(path, "rb") as f:
+                resp = self.client.put_object(Bucket=bucket, Key=key, Body=f, **extra)
+            return resp.get("ETag")
+
+        return self.call("upload", bucket, key, run)
+
+    def put_bytes(
+        self, bucket: str, key: str, data: bytes, content_type: str = "application/json"
+    ) -> str | None:
+        return self.call(
+            "put",
+            bucket,
+            key,
+            lambda: self.client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type).get(
+                "ETag"
+            ),
+        )
+
+    def delete(self, bucket: str, key: str) -> None:
+        self.call("delete", bucket, key, lambda: self.client.delete_object(Bucket=bucket, Key=key))
+
+    def check_bucket(self, bucket: str, prefix: str = "") -> None:
+        """Fails fast (before any training) on a missing bucket or wrong keys."""
+        self.call(
+            "list",
+            bucket,
+            prefix or None,
+            lambda: self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1),
+        )
+
+    def head_etag(self, bucket: str, key: str) -> Any:
+        return self.call(
+            "head", bucket, key, lambda: self.client.head_object(Bucket=bucket, Key=key).get("ETag")
+        )

@@ -1,0 +1,325 @@
+"""Running Ultralytics: argument building/validation, device and worker choice, per-epoch hooks.
+
+Ultralytics is imported lazily (inside functions): importing it fixes its settings (config dir, offline,
+auto-install) from the environment, which ``prepare_environment`` must set first.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .config import TrainerConfig
+from .exitcodes import ConfigInvalid, Interrupted, TrainerError
+from .progress import Checkpoint, Metrics, Progress, TrainerReport
+from .report import now_rfc3339
+
+log = logging.getLogger(__name__)
+
+# Train arguments the trainer sets itself: from typed config fields, or because they are paths/devices/modes
+# that only make sense inside this pod. Users set the typed ones under `training`, the rest not at all.
+TYPED_KEYS = {
+    "epochs": "training.epochs",
+    "imgsz": "training.imgsz",
+    "batch": "training.batch",
+    "patience": "training.patience",
+    "freeze": "training.freeze",
+    "optimizer": "training.optimizer",
+    "workers": "training.workers",
+    "seed": "training.seed",
+}
+OWNED_KEYS = frozenset(
+    {
+        "data",
+        "model",
+        "project",
+        "name",
+        "resume",
+        "device",
+        "exist_ok",
+        "mode",
+        "task",
+        "save_dir",
+        "cfg",
+        "save",
+        "plots",
+        "tracker",
+        "source",
+        "format",
+        "pretrained",
+    }
+)
+
+
+def prepare_environment(cfg: TrainerConfig, environ: dict[str, str] | None = None) -> None:
+    """Offline-friendly Ultralytics settings; must run before ``import ultralytics``."""
+    env = os.environ if environ is None else environ
+    work = Path(cfg.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    if not env.get("YOLO_CONFIG_DIR"):
+        env["YOLO_CONFIG_DIR"] = str(work / ".ultralytics")  # the image's HOME may be read-only
+    env.setdefault("MPLCONFIGDIR", str(work / ".matplotlib"))
+    env["YOLO_AUTOINSTALL"] = "false"  # never pip-install inside a training pod
+    if cfg.offline:
+        env["YOLO_OFFLINE"] = "1"  # no hub, update or font downloads
+    env.setdefault("YOLO_VERBOSE", "true")
+
+
+def validate_hyperparameters(hp: dict[str, Any]) -> dict[str, Any]:
+    """Returns a copy of ``hp`` checked against Ultralytics' own argument table, or raises ConfigInvalid."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT, check_cfg
+
+    out = dict(hp)
+    for key in out:
+        if key in TYPED_KEYS:
+            raise ConfigInvalid(f"hyperparameter {key!r} is set by {TYPED_KEYS[key]}, not in hyperparameters")
+        if key in OWNED_KEYS:
+            raise ConfigInvalid(f"hyperparameter {key!r} is managed by the trainer and cannot be set")
+        if key not in DEFAULT_CFG_DICT:
+            raise ConfigInvalid(f"unknown hyperparameter {key!r} (not an Ultralytics train argument)")
+    try:
+        check_cfg(out, hard=True)
+    except (TypeError, ValueError) as e:
+        raise ConfigInvalid(f"invalid hyperparameter: {e}") from e
+    return out
+
+
+def choose_device(n_gpus: int) -> str | int | list[int]:
+    """All visible GPUs: ``[0, 1, ...]`` makes Ultralytics run DDP inside the pod; none means CPU."""
+    if n_gpus <= 0:
+        return "cpu"
+    if n_gpus == 1:
+        return 0
+    return list(range(n_gpus))
+
+
+def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this container may use: the CPU affinity, further capped by a cgroup v2 CPU quota."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    try:
+        quota, period = (cgroup_root / "cpu.max").read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, math.floor(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
+
+
+def shm_bytes(path: str = "/dev/shm") -> int | None:
+    try:
+        st = os.statvfs(path)
+        return st.f_bavail * st.f_frsize
+    except OSError:
+        return None
+
+
+def choose_workers(cpus: int, shm: int | None, n_gpus: int, batch: int, imgsz: int) -> int:
+    """DataLoader workers per rank.
+
+    - CPU training: 0 (Ultralytics forces it too: the model, not loading, is the bottleneck).
+    - CPU bound: one core per rank stays with the training loop: ``cpus // ranks - 1``.
+    - /dev/shm bound: workers hand batches to the loader through shared memory; each worker keeps
+      ``prefetch_factor=2`` batches of uint8 images (``batch/ranks * 3 * imgsz**2`` bytes), times 2 for
+      collation copies. Use at most half of /dev/shm (a pod without a memory-backed /dev/shm has 64 MiB,
+      which yields 0-1 workers instead of a "bus error" crash).
+    - Never more than 8: more rarely helps and each worker holds a dataset copy in RAM.
+    """
+    if n_gpus <= 0:
+        return 0
+    ranks = n_gpus
+    by_cpu = max(0, cpus // ranks - 1)
+    if shm is None:
+        by_shm = by_cpu
+    else:
+        per_worker = 2 * 2 * max(1, batch // ranks) * 3 * imgsz * imgsz
+        by_shm = (shm // 2) // (per_worker * ranks)
+    return int(max(0, min(8, by_cpu, by_shm)))
+
+
+def train_args(
+    cfg: TrainerConfig,
+    data_yaml: Path,
+    project: Path,
+    name: str,
+    device,
+    workers: int,
+    hyperparameters: dict[str, Any],
+) -> dict[str, Any]:
+    """The keyword arguments for ``YOLO.train`` (pure)."""
+    t = cfg.training
+    args: dict[str, Any] = {
+        **hyperparameters,
+        "data": str(data_yaml),
+        "epochs": t.epochs,
+        "imgsz": t.imgsz,
+        "batch": t.batch,
+        "patience": t.patience,
+        "optimizer": t.optimizer,
+        "seed": t.seed,
+        "workers": workers,
+        "device": device,
+        "project": str(project),
+        "name": name,
+        "exist_ok": True,
+        "plots": True,
+        "save": True,
+        "val": hyperparameters.get("val", True),
+    }
+    if t.freeze is not None:
+        args["freeze"] = t.freeze
+    return args
+
+
+def best_from_results(csv_text: str) -> tuple[float | None, int | None]:
+    """(best mAP50-95, its 1-based epoch) from an Ultralytics results.csv."""
+    best, best_epoch = None, None
+    reader = csv.DictReader(io.StringIO(csv_text))
+    for row in reader:
+        row = {k.strip(): v for k, v in row.items() if k}
+        try:
+            m = float(row["metrics/mAP50-95(B)"])
+            e = int(float(row["epoch"]))
+        except (KeyError, ValueError, TypeError):
+            continue
+        if math.isfinite(m) and (best is None or m > best):
+            best, best_epoch = m, e
+    return best, best_epoch
+
+
+def _f(v: Any) -> float | None:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return round(v, 6) if math.isfinite(v) else None
+
+
+def epoch_metrics(val: dict[str, Any], losses: dict[str, Any]) -> Metrics:
+    return Metrics(
+        precision=_f(val.get("metrics/precision(B)")),
+        recall=_f(val.get("metrics/recall(B)")),
+        map50=_f(val.get("metrics/mAP50(B)")),
+        map50_95=_f(val.get("metrics/mAP50-95(B)")),
+        box_loss=_f(losses.get("train/box_loss")),
+        cls_loss=_f(losses.get("train/cls_loss")),
+        dfl_loss=_f(losses.get("train/dfl_loss")),
+    )
+
+
+class TrainingHooks:
+    """Ultralytics callbacks: progress every epoch, checkpoint hand-off, interruption between batches."""
+
+    def __init__(
+        self,
+        report: Callable[[TrainerReport], None],
+        submit_checkpoint,
+        interrupt: threading.Event,
+        uploader_error: Callable[[], TrainerError | None] = lambda: None,
+        last_checkpoint: Callable[[], Checkpoint | None] = lambda: None,
+        stream=None,
+    ):
+        self.report = report
+        self.submit_checkpoint = submit_checkpoint
+        self.interrupt = interrupt
+        self.uploader_error = uploader_error
+        self.last_checkpoint = last_checkpoint
+        self.stream = stream or sys.stdout
+        self.saved_epoch: int | None = None
+        self.final_metrics: dict[str, Any] | None = None
+        self.epoch_times: list[float] = []
+        self._t0 = time.monotonic()
+        self.epochs_reported: list[int] = []
+
+    def attach(self, model) -> None:
+        model.add_callback("on_train_start", self.on_train_start)
+        model.add_callback("on_train_batch_end", self.on_train_batch_end)
+        model.add_callback("on_model_save", self.on_model_save)
+        model.add_callback("on_fit_epoch_end", self.on_fit_epoch_end)
+
+    def _check(self) -> None:
+        if self.interrupt.is_set():
+            raise Interrupted("interrupted by SIGTERM")
+        err = self.uploader_error()
+        if err is not None:
+            raise err
+
+    def on_train_start(self, trainer) -> None:
+        self._t0 = time.monotonic()
+        log.info("training epochs %d..%d", trainer.start_epoch + 1, trainer.epochs)
+
+    def on_train_batch_end(self, trainer) -> None:
+        self._check()
+
+    def on_model_save(self, trainer) -> None:
+        self.saved_epoch = trainer.epoch
+        # The last epoch is not checkpointed: training ends right after it and the final outputs follow; if
+        # the pod dies in between, resuming from the previous epoch loses that one epoch only.
+        if not trainer.stop:
+            self.submit_checkpoint(trainer.epoch, Path(trainer.last), Path(trainer.csv))
+        self._check()
+
+    def on_fit_epoch_end(self, trainer) -> None:
+        if self.saved_epoch is None or trainer.epoch != self.saved_epoch:
+            # Ultralytics calls this once more after training, for the final validation of best.pt.
+            self.final_metrics = dict(trainer.metrics or {})
+            return
+        now = time.monotonic()
+        self.epoch_times.append(now - self._t0)
+        self._t0 = now
+        done, total = trainer.epoch + 1, trainer.epochs
+        mean = sum(self.epoch_times) / len(self.epoch_times)
+        losses = trainer.label_loss_items(trainer.tloss, prefix="train") if trainer.tloss is not None else {}
+        metrics = epoch_metrics(dict(trainer.metrics or {}), losses)
+        try:
+            best, best_epoch = best_from_results(Path(trainer.csv).read_text())
+        except OSError:
+            best, best_epoch = None, None
+        progress = Progress(
+            epoch=done,
+            epochs=total,
+            epoch_display=f"{done}/{total}",
+            metrics=metrics,
+            best_map50_95=_f(best),
+            best_epoch=best_epoch,
+            eta_seconds=max(0, round(mean * (total - done))),
+            updated_at=now_rfc3339(),
+        )
+        self.epochs_reported.append(done)
+        line = {"event": "epoch", **progress.model_dump(by_alias=True, exclude_none=True, mode="json")}
+        print(json.dumps(line), file=self.stream, flush=True)
+        self.report(
+            TrainerReport(stage="Training", progress=progress, last_checkpoint=self.last_checkpoint())
+        )
+        self._check()
+
+
+def run_ultralytics(model_path: str, kwargs: dict[str, Any], hooks: TrainingHooks, resume: bool) -> Path:
+    """Trains (or resumes) and returns the run's save_dir."""
+    from ultralytics import YOLO
+
+    try:
+        model = YOLO(model_path)
+    except Exception as e:
+        from .exitcodes import ModelUnavailable
+
+        raise ModelUnavailable(f"cannot load model {model_path}: {e}") from e
+    hooks.attach(model)
+    if resume:
+        allowed = {k: kwargs[k] for k in ("data", "device", "workers") if k in kwargs}
+        model.train(resume=True, **allowed)
+    else:
+        model.train(**kwargs)
+    return Path(model.trainer.save_dir)
