@@ -1,0 +1,499 @@
+"""The TrainingJob API (``yolo-operator.io/v1alpha1``) as pydantic models.
+
+These models are the single source of truth: ``yolo_operator.crd`` generates the CustomResourceDefinition
+(structural OpenAPI v3 schema and CEL rules) from them, and the operator parses TrainingJobs with them.
+Every rule the API server enforces through CEL (``x-kubernetes-validations``) is mirrored by a pydantic
+validator here, so a spec that parses here is one the API server accepts and vice versa.
+
+The trainer-written status fields (stage, progress, lastCheckpoint, artifacts) are defined once, in
+``yolo_trainer.progress.TrainerReport``; ``TrainingJobStatus`` extends it with the operator-owned fields.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+from yolo_trainer.progress import TrainerReport
+
+from yolo_operator import GROUP, KIND, VERSION
+from yolo_operator.reasons import Phase
+
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# --- patterns (RE2-compatible: the same text is used by the API server and by Python's re) -------------
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+#: A non-negative resource quantity such as ``500m``, ``2``, ``8Gi``, ``1.5G``.
+QUANTITY = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[mkMGTPE])?$"
+CONFIG_KEY = r"^[-._a-zA-Z0-9]+$"
+HUB_MODEL = r"^[A-Za-z0-9][A-Za-z0-9._-]*\.pt$"
+MODEL_YAML = r"^[A-Za-z0-9][A-Za-z0-9._/-]*\.ya?ml$"
+S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
+HTTP_URL = r"^https?://[^\s/]+(/\S*)?$"
+RESOURCE_NAME = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-_.A-Za-z0-9]*[A-Za-z0-9])?$"  # noqa: E501
+UNSUPPORTED_ARCHIVE = r"\.(rar|7z|gz|tgz|bz2|xz|zst|lz4)$"
+
+MAX_URI = 1024
+MAX_FREEZE = 24  # YOLOv8/11 detection models have 23 modules (0..22); freezing more freezes everything.
+
+#: Ultralytics export formats (``yolo export format=...``).
+ExportFormat = Literal[
+    "torchscript", "onnx", "openvino", "engine", "coreml", "saved_model", "pb", "tflite", "edgetpu",
+    "tfjs", "paddle", "mnn", "ncnn", "imx", "rknn", "executorch",
+]  # fmt: skip
+Optimizer = Literal["auto", "SGD", "Adam", "Adamax", "AdamW", "NAdam", "RAdam", "RMSProp", "MuSGD"]
+
+#: Ultralytics train arguments that have a dedicated field or that the trainer owns.
+RESERVED_HYPERPARAMETERS: tuple[str, ...] = (
+    "data", "model", "epochs", "imgsz", "batch", "patience", "freeze", "optimizer", "workers", "seed",
+    "device", "project", "name", "exist_ok", "resume", "save_dir",
+)  # fmt: skip
+
+#: spec fields that may change after creation; every other spec field is immutable (CEL transition rules).
+MUTABLE_SPEC_FIELDS: tuple[str, ...] = ("suspend", "activeDeadlineSeconds", "ttlSecondsAfterFinished")
+
+
+def cel(rule: str, message: str, **extra: str) -> dict[str, str]:
+    """One ``x-kubernetes-validations`` entry (extra: fieldPath, reason, messageExpression)."""
+    return {"rule": rule, "message": message, **extra}
+
+
+def rules(*entries: dict[str, str]) -> dict[str, Any]:
+    """``json_schema_extra`` carrying CEL rules into the generated CRD."""
+    return {"x-kubernetes-validations": list(entries)}
+
+
+def _list_set() -> dict[str, Any]:
+    return {"x-kubernetes-list-type": "set"}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+
+# === spec =================================================================================================
+
+
+class ModelSource(_Model):
+    """Where the starting weights come from: exactly one of hub, uri, yaml, fromTrainingJob."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            cel(
+                "[has(self.hub), has(self.uri), has(self.yaml), has(self.fromTrainingJob)]"
+                ".filter(x, x).size() == 1",
+                "spec.model: exactly one of hub, uri, yaml or fromTrainingJob must be set",
+            )
+        )
+    )
+
+    hub: str | None = Field(
+        None,
+        max_length=128,
+        pattern=HUB_MODEL,
+        description="Pretrained weights by Ultralytics name, e.g. yolov8n.pt or yolo11s.pt.",
+    )
+    uri: str | None = Field(
+        None,
+        max_length=MAX_URI,
+        description="s3:// or https:// URI of a .pt weights file.",
+        json_schema_extra=rules(
+            cel(
+                "self.startsWith('s3://') || self.startsWith('https://')",
+                "spec.model.uri must be an s3:// or https:// URI",
+            ),
+            cel("self.endsWith('.pt')", "spec.model.uri must point to a .pt weights file"),
+        ),
+    )
+    yaml: str | None = Field(
+        None,
+        max_length=256,
+        pattern=MODEL_YAML,
+        description="Model architecture YAML (e.g. yolov8n.yaml): train from scratch, no pretrained weights.",
+    )
+    from_training_job: str | None = Field(
+        None,
+        max_length=63,
+        pattern=DNS_LABEL,
+        description="Name of a TrainingJob in the same namespace whose best weights "
+        "(status.artifacts.bestWeights) are the starting point; this job waits until that one Succeeded.",
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not (v.startswith("s3://") or v.startswith("https://")):
+            raise ValueError("spec.model.uri must be an s3:// or https:// URI")
+        if not v.endswith(".pt"):
+            raise ValueError("spec.model.uri must point to a .pt weights file")
+        return v
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ModelSource:
+        n = sum(x is not None for x in (self.hub, self.uri, self.yaml, self.from_training_job))
+        if n != 1:
+            raise ValueError("spec.model: exactly one of hub, uri, yaml or fromTrainingJob must be set")
+        return self
+
+
+class SecretCredentialsRef(_Model):
+    """A Secret in the TrainingJob's namespace holding S3 keys; injected as env via secretKeyRef only."""
+
+    name: str = Field(..., max_length=253, pattern=DNS_SUBDOMAIN, description="Name of the Secret.")
+    access_key_id_key: str = Field(
+        "AWS_ACCESS_KEY_ID", max_length=253, pattern=CONFIG_KEY, description="Key holding the access key id."
+    )
+    secret_access_key_key: str = Field(
+        "AWS_SECRET_ACCESS_KEY",
+        max_length=253,
+        pattern=CONFIG_KEY,
+        description="Key holding the secret access key.",
+    )
+
+
+class ConfigMapKeyRef(_Model):
+    """A key of a ConfigMap in the TrainingJob's namespace."""
+
+    name: str = Field(..., max_length=253, pattern=DNS_SUBDOMAIN, description="Name of the ConfigMap.")
+    key: str = Field("ca.crt", max_length=253, pattern=CONFIG_KEY, description="Key holding the PEM bundle.")
+
+
+class S3Spec(_Model):
+    """How to reach the S3-compatible object store (AWS, MinIO, Ceph RGW, ODF, SeaweedFS)."""
+
+    endpoint: str | None = Field(
+        None,
+        max_length=512,
+        description="Endpoint URL, e.g. https://minio.example:9000; unset means AWS S3.",
+        json_schema_extra=rules(
+            cel(
+                f"self.matches(r'{HTTP_URL}')",
+                "spec.s3.endpoint must be an http:// or https:// URL",
+            )
+        ),
+    )
+    region: str = Field("us-east-1", max_length=64, pattern=r"^[a-z0-9-]+$", description="S3 region.")
+    credentials_secret_ref: SecretCredentialsRef | None = Field(
+        None,
+        description="Secret with the access keys; unset means anonymous access or ambient credentials.",
+    )
+    ca_bundle: ConfigMapKeyRef | None = Field(
+        None, description="ConfigMap key with a PEM CA bundle for an endpoint signed by a private CA."
+    )
+    insecure_skip_tls_verify: bool = Field(
+        False,
+        alias="insecureSkipTLSVerify",
+        description="Do not verify the endpoint's TLS certificate (testing only).",
+    )
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is not None and not re.search(HTTP_URL, v):
+            raise ValueError("spec.s3.endpoint must be an http:// or https:// URL")
+        return v
+
+
+class TrainingSpec(_Model):
+    """Ultralytics training arguments."""
+
+    epochs: int = Field(100, ge=1, le=10000, description="Number of epochs to train.")
+    imgsz: int = Field(640, ge=32, le=4096, multiple_of=32, description="Image size; a multiple of 32.")
+    batch: int = Field(16, ge=1, le=1024, description="Total batch size (split across GPUs).")
+    patience: int = Field(
+        100, ge=0, le=10000, description="Epochs without improvement before stopping early."
+    )
+    freeze: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_FREEZE,
+        description="Freeze the first N modules (10 freezes the YOLOv8/11 backbone); unset freezes nothing.",
+    )
+    optimizer: Optimizer = Field("auto", description="Optimizer; auto lets Ultralytics choose.")
+    hyperparameters: dict[str, Any] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Other Ultralytics train arguments (lr0, mosaic, ...), passed through and validated "
+        "by the trainer. These are refused here: " + ", ".join(RESERVED_HYPERPARAMETERS) + " (use the "
+        "dedicated fields; the trainer owns data, device and the output paths).",
+        # CEL cannot see the keys of a free-form object, so the reserved keys are refused with `not`.
+        json_schema_extra={"not": {"anyOf": [{"required": [k]} for k in RESERVED_HYPERPARAMETERS]}},
+    )
+    workers: int | None = Field(
+        None, ge=0, le=64, description="DataLoader workers per GPU; unset lets the trainer choose."
+    )
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Random seed.")
+
+    @field_validator("hyperparameters")
+    @classmethod
+    def _reserved(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bad = sorted(set(v) & set(RESERVED_HYPERPARAMETERS))
+        if bad:
+            raise ValueError(
+                "spec.training.hyperparameters must not set "
+                + ", ".join(RESERVED_HYPERPARAMETERS)
+                + f" (use the dedicated fields); got {', '.join(bad)}"
+            )
+        return v
+
+
+class ResourcesSpec(_Model):
+    """Compute for the training pod."""
+
+    gpus: int = Field(1, ge=0, le=64, description="GPUs for the pod; 0 trains on CPU.")
+    gpu_resource_name: str = Field(
+        "nvidia.com/gpu",
+        max_length=253,
+        pattern=RESOURCE_NAME,
+        description="Extended resource name of a GPU (nvidia.com/gpu, amd.com/gpu, nvidia.com/mig-1g.10gb).",
+    )
+    cpu: str = Field("4", max_length=32, pattern=QUANTITY, description="CPU request (no limit is set).")
+    memory: str = Field(
+        "16Gi",
+        max_length=32,
+        pattern=QUANTITY,
+        description="Memory for the trainer process; the pod's request and limit are this plus shmSize.",
+    )
+    shm_size: str | None = Field(
+        None,
+        max_length=32,
+        pattern=QUANTITY,
+        description="Size of /dev/shm; unset computes it from workers, batch and imgsz.",
+    )
+
+
+class Toleration(_Model):
+    """A core/v1 Toleration."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            cel(
+                "!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
+                "spec.scheduling.tolerations[].value must be empty when operator is Exists",
+            )
+        )
+    )
+
+    key: str | None = Field(None, max_length=316, description="Taint key; empty with Exists matches all.")
+    operator: Literal["Exists", "Equal"] | None = Field(None, description="Exists or Equal (default).")
+    value: str | None = Field(None, max_length=63, description="Taint value for Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="Taint effect to match; empty matches all."
+    )
+    toleration_seconds: int | None = Field(None, description="How long a NoExecute taint is tolerated.")
+
+    @model_validator(mode="after")
+    def _exists_no_value(self) -> Toleration:
+        if self.operator == "Exists" and self.value:
+            raise ValueError("spec.scheduling.tolerations[].value must be empty when operator is Exists")
+        return self
+
+
+class SchedulingSpec(_Model):
+    """Where the training pod may run."""
+
+    node_selector: dict[str, str] | None = Field(
+        None,
+        max_length=32,
+        description="Node labels the pod requires.",
+        json_schema_extra={"additionalProperties": {"type": "string", "maxLength": 63}},
+    )
+    tolerations: list[Toleration] | None = Field(
+        None,
+        max_length=32,
+        description="Tolerations; one for the GPU resource taint is added when resources.gpus > 0.",
+    )
+    affinity: dict[str, Any] | None = Field(
+        None, description="A core/v1 Affinity, passed to the pod unchanged (validated by the API server)."
+    )
+    priority_class_name: str | None = Field(
+        None, max_length=253, pattern=DNS_SUBDOMAIN, description="PriorityClass of the pod."
+    )
+
+
+class TrainingJobSpec(_Model):
+    """Desired state of a TrainingJob. Immutable after creation except suspend, activeDeadlineSeconds and
+    ttlSecondsAfterFinished."""
+
+    model: ModelSource = Field(..., description="Starting weights or architecture.")
+    dataset: str = Field(
+        ...,
+        max_length=MAX_URI,
+        description="s3:// prefix holding data.yaml (Ultralytics layout), or s3:// URI of a .zip, .tar or "
+        ".tar.gz archive of it.",
+        json_schema_extra=rules(
+            cel(
+                f"self.matches(r'{S3_URI}')",
+                "spec.dataset must be an s3:// URI (s3://bucket/prefix/ or s3://bucket/dataset.zip)",
+            ),
+            cel(
+                f"!self.matches(r'{UNSUPPORTED_ARCHIVE}') || self.endsWith('.tar.gz')",
+                "spec.dataset: only .zip, .tar and .tar.gz archives are supported",
+            ),
+        ),
+    )
+    output: str = Field(
+        ...,
+        max_length=MAX_URI,
+        description="s3:// prefix for the results; they go to <output>/<namespace>/<name>/.",
+        json_schema_extra=rules(
+            cel(f"self.matches(r'{S3_URI}')", "spec.output must be an s3:// URI (s3://bucket/prefix/)")
+        ),
+    )
+    s3: S3Spec | None = Field(None, description="Object store endpoint, credentials and CA bundle.")
+    training: TrainingSpec = Field(default_factory=TrainingSpec, description="Training arguments.")
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="GPUs, CPU, memory, shm.")
+    scheduling: SchedulingSpec | None = Field(None, description="Node selection and priority.")
+    image: str | None = Field(
+        None,
+        max_length=512,
+        pattern=r"^[^\s]+$",
+        description="Trainer image; unset uses the operator's default (YOLO_OPERATOR_TRAINER_IMAGE).",
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        None, description="Pull policy of the trainer image."
+    )
+    backoff_limit: int = Field(
+        3, ge=0, le=100, description="Retries after retriable failures (disruptions do not count)."
+    )
+    active_deadline_seconds: int | None = Field(
+        None, ge=1, description="Wall-clock limit of the whole job, retries included. Mutable."
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        None,
+        ge=0,
+        description="Delete the Job and its pods this long after it finished; TrainingJob stays. Mutable.",
+    )
+    suspend: bool = Field(
+        False, description="Suspend the job: running pods are deleted, resuming starts a new pod. Mutable."
+    )
+    queue_name: str | None = Field(
+        None,
+        max_length=63,
+        pattern=DNS_LABEL,
+        description="Kueue LocalQueue; the Job is created suspended and Kueue admits it.",
+    )
+    export_formats: list[ExportFormat] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Export the best weights to these formats (onnx, torchscript, ...).",
+        json_schema_extra=_list_set(),
+    )
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, v: str) -> str:
+        if not re.search(S3_URI, v):
+            raise ValueError(
+                "spec.dataset must be an s3:// URI (s3://bucket/prefix/ or s3://bucket/dataset.zip)"
+            )
+        if re.search(UNSUPPORTED_ARCHIVE, v) and not v.endswith(".tar.gz"):
+            raise ValueError("spec.dataset: only .zip, .tar and .tar.gz archives are supported")
+        return v
+
+    @field_validator("output")
+    @classmethod
+    def _output(cls, v: str) -> str:
+        if not re.search(S3_URI, v):
+            raise ValueError("spec.output must be an s3:// URI (s3://bucket/prefix/)")
+        return v
+
+
+# === status ===============================================================================================
+
+
+class Condition(_Model):
+    """A metav1.Condition."""
+
+    type: str = Field(
+        ...,
+        max_length=316,
+        pattern=r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$",
+        description="Condition type.",
+    )
+    status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
+    reason: str = Field(
+        ...,
+        max_length=1024,
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        description="CamelCase reason (see yolo_operator.reasons).",
+    )
+    message: str = Field("", max_length=32768, description="Human-readable details.")
+    last_transition_time: str = Field(
+        ...,
+        max_length=64,
+        description="When status last changed (RFC 3339).",
+        json_schema_extra={"format": "date-time"},
+    )
+    observed_generation: int | None = Field(
+        None, ge=0, description="metadata.generation the condition is for."
+    )
+
+
+class TrainingJobStatus(TrainerReport):
+    """Observed state. stage, progress, lastCheckpoint and artifacts are written by the trainer
+    (yolo_trainer.progress.TrainerReport); everything else by the operator."""
+
+    phase: Phase | None = Field(
+        None, description="Pending, Staging, Training, Uploading, Succeeded, Failed or Suspended."
+    )
+    conditions: list[Condition] | None = Field(
+        None,
+        max_length=16,
+        description="Latest observations (metav1.Condition).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    observed_generation: int | None = Field(None, ge=0, description="metadata.generation last reconciled.")
+    start_time: str | None = Field(
+        None,
+        max_length=64,
+        description="When the Job started (RFC 3339).",
+        json_schema_extra={"format": "date-time"},
+    )
+    completion_time: str | None = Field(
+        None,
+        max_length=64,
+        description="When the Job finished (RFC 3339).",
+        json_schema_extra={"format": "date-time"},
+    )
+    restart_count: int | None = Field(None, ge=0, description="Pods replaced after failures or disruptions.")
+    job_name: str | None = Field(None, max_length=63, description="Name of the batch/v1 Job.")
+    model: str | None = Field(None, max_length=MAX_URI, description="The resolved model the trainer loads.")
+
+
+class TrainingJob(_Model):
+    """A YOLO transfer-learning (or from-scratch) training run."""
+
+    api_version: Literal["yolo-operator.io/v1alpha1"] = Field(API_VERSION, description="API version.")
+    kind: Literal["TrainingJob"] = Field(KIND, description="Kind.")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Standard object metadata.")
+    spec: TrainingJobSpec = Field(..., description="Desired state.")
+    status: TrainingJobStatus | None = Field(None, description="Observed state.")
+
+    @property
+    def name(self) -> str:
+        return self.metadata["name"]
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.get("namespace") or "default"
+
+    @property
+    def uid(self) -> str | None:
+        return self.metadata.get("uid")
+
+    @classmethod
+    def from_body(cls, body: Any) -> TrainingJob:
+        """Parses a TrainingJob from a dict (or kopf Body); unknown server-side status fields are dropped."""
+        data = dict(body)
+        status = data.get("status")
+        if isinstance(status, dict):
+            known = {f.alias or n for n, f in TrainingJobStatus.model_fields.items()}
+            data["status"] = {k: v for k, v in status.items() if k in known}
+        meta = data.get("metadata") or {}
+        return cls.model_validate({**data, "metadata": dict(meta)})

@@ -1,0 +1,59 @@
+"""Operator configuration, read from the environment (the Deployment / Helm chart sets these)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_TRAINER_IMAGE = "ghcr.io/yolo-operator/yolo-trainer:0.1.0"
+
+
+class OperatorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    trainer_image: str = Field(
+        DEFAULT_TRAINER_IMAGE, description="Default trainer image ($YOLO_OPERATOR_TRAINER_IMAGE)."
+    )
+    namespaces: tuple[str, ...] = Field((), description="Namespaces to watch; empty = cluster-wide.")
+    log_level: str = Field("INFO", description="Python log level.")
+    metrics_port: int = Field(8080, ge=0, le=65535, description="Prometheus /metrics port; 0 disables.")
+    health_port: int = Field(8081, ge=0, le=65535, description="/healthz port; 0 disables.")
+    image_pull_policy: str | None = Field(
+        None, description="Default pull policy; unset = Kubernetes default."
+    )
+    read_only_root_filesystem: bool = Field(True, description="Trainer container's readOnlyRootFilesystem.")
+    offline: bool = Field(False, description="Tell the trainer never to reach the internet.")
+    shm_min_mib: int = Field(256, ge=64, description="Lower clamp of the computed /dev/shm size (MiB).")
+    shm_max_mib: int = Field(16384, ge=64, description="Upper clamp of the computed /dev/shm size (MiB).")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        if env.get("YOLO_OPERATOR_TRAINER_IMAGE"):
+            values["trainer_image"] = env["YOLO_OPERATOR_TRAINER_IMAGE"]
+        ns = env.get("YOLO_OPERATOR_NAMESPACES", "")
+        values["namespaces"] = tuple(n.strip() for n in ns.split(",") if n.strip())
+        if env.get("YOLO_OPERATOR_LOG_LEVEL"):
+            values["log_level"] = env["YOLO_OPERATOR_LOG_LEVEL"].upper()
+        for key, var in (
+            ("metrics_port", "YOLO_OPERATOR_METRICS_PORT"),
+            ("health_port", "YOLO_OPERATOR_HEALTH_PORT"),
+        ):
+            if env.get(var):
+                values[key] = int(env[var])
+        if env.get("YOLO_OPERATOR_IMAGE_PULL_POLICY"):
+            values["image_pull_policy"] = env["YOLO_OPERATOR_IMAGE_PULL_POLICY"]
+        for key, var in (
+            ("read_only_root_filesystem", "YOLO_OPERATOR_READ_ONLY_ROOT_FS"),
+            ("offline", "YOLO_OPERATOR_OFFLINE"),
+        ):
+            if env.get(var):
+                values[key] = env[var].strip().lower() in ("1", "true", "yes", "on")
+        return cls.model_validate(values)
+
+    @property
+    def clusterwide(self) -> bool:
+        return not self.namespaces

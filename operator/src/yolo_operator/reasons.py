@@ -1,0 +1,88 @@
+"""Phases, condition types and condition reasons of a TrainingJob: the vocabulary users see.
+
+Conditions follow metav1.Condition (type, status, reason, message, lastTransitionTime, observedGeneration).
+Reasons are CamelCase constants; the trainer's exit-code reasons (``yolo_trainer.exitcodes.REASONS``) are
+used verbatim as reasons of the ``Failed`` condition.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+# --- phases -------------------------------------------------------------------------------------------
+PENDING = "Pending"
+STAGING = "Staging"
+TRAINING = "Training"
+UPLOADING = "Uploading"
+SUCCEEDED = "Succeeded"
+FAILED = "Failed"
+SUSPENDED = "Suspended"
+
+Phase = Literal["Pending", "Staging", "Training", "Uploading", "Succeeded", "Failed", "Suspended"]
+PHASES: tuple[str, ...] = (PENDING, STAGING, TRAINING, UPLOADING, SUCCEEDED, FAILED, SUSPENDED)
+TERMINAL_PHASES: frozenset[str] = frozenset({SUCCEEDED, FAILED})
+RUNNING_PHASES: frozenset[str] = frozenset({STAGING, TRAINING, UPLOADING})
+
+# --- condition types ----------------------------------------------------------------------------------
+MODEL_RESOLVED = "ModelResolved"  # the model source resolved to weights the trainer can load
+JOB_CREATED = "JobCreated"  # the batch/v1 Job (and its ServiceAccount/Role/RoleBinding) exist
+RUNNING = "Running"  # a training pod is running
+UNSCHEDULABLE = "Unschedulable"  # the scheduler cannot place the training pod
+STALLED = "Stalled"  # the pod cannot start: image pull failure, missing Secret/ConfigMap key, ...
+COND_SUSPENDED = "Suspended"  # the Job is suspended (spec.suspend, or waiting for Kueue admission)
+COND_SUCCEEDED = "Succeeded"
+COND_FAILED = "Failed"
+
+CONDITION_TYPES: tuple[str, ...] = (
+    MODEL_RESOLVED,
+    JOB_CREATED,
+    RUNNING,
+    UNSCHEDULABLE,
+    STALLED,
+    COND_SUSPENDED,
+    COND_SUCCEEDED,
+    COND_FAILED,
+)
+
+# --- reasons ------------------------------------------------------------------------------------------
+# ModelResolved
+REASON_MODEL_RESOLVED = "Resolved"
+REASON_WAITING_FOR_SOURCE = "WaitingForSourceTrainingJob"  # fromTrainingJob is not Succeeded yet
+REASON_SOURCE_NOT_FOUND = "SourceTrainingJobNotFound"
+REASON_SOURCE_FAILED = "SourceTrainingJobFailed"
+REASON_SOURCE_HAS_NO_WEIGHTS = "SourceTrainingJobHasNoWeights"
+# JobCreated
+REASON_JOB_CREATED = "JobCreated"
+REASON_JOB_NAME_CONFLICT = "JobNameConflict"  # a Job of that name exists and is not ours
+# Running
+REASON_POD_RUNNING = "PodRunning"
+REASON_POD_PENDING = "PodPending"
+REASON_JOB_FINISHED = "JobFinished"
+# Unschedulable / Stalled
+REASON_UNSCHEDULABLE = "Unschedulable"
+REASON_SCHEDULED = "Scheduled"
+REASON_IMAGE_PULL_FAILED = "ImagePullFailed"
+REASON_CONTAINER_CONFIG_ERROR = "CreateContainerConfigError"  # typically a missing Secret or key
+REASON_CONTAINER_CREATE_ERROR = "CreateContainerError"
+REASON_POD_ADMISSION_REJECTED = "PodAdmissionRejected"  # the Job cannot create pods (PodSecurity, quota)
+REASON_RECOVERED = "Recovered"
+# Suspended
+REASON_JOB_SUSPENDED = "JobSuspended"
+REASON_QUEUED = "QueuedByKueue"
+REASON_RESUMED = "Resumed"
+# Succeeded / Failed (plus yolo_trainer.exitcodes.REASONS for failures classified by exit code)
+REASON_COMPLETED = "Completed"
+REASON_DEADLINE_EXCEEDED = "DeadlineExceeded"
+REASON_BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
+REASON_JOB_FAILED = "JobFailed"  # the Job failed and no pod told us why
+REASON_JOB_DELETED = "JobDeleted"  # the Job disappeared before finishing
+REASON_OOM_KILLED = "OOMKilled"  # the kernel killed the container (exit 137 with reason OOMKilled)
+
+# Kubernetes Event reasons posted on the TrainingJob
+EVENT_JOB_CREATED = "JobCreated"
+EVENT_WAITING_FOR_MODEL = "WaitingForModel"
+EVENT_PHASE_CHANGED = "PhaseChanged"
+EVENT_SUCCEEDED = "Succeeded"
+EVENT_FAILED = "Failed"
+EVENT_UNSCHEDULABLE = "Unschedulable"
+EVENT_STALLED = "Stalled"

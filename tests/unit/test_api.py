@@ -1,0 +1,225 @@
+"""The TrainingJob pydantic models: defaults, validation parity with the CRD's rules, status reuse."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+from yolo_operator.api import (
+    MUTABLE_SPEC_FIELDS,
+    RESERVED_HYPERPARAMETERS,
+    TrainingJob,
+    TrainingJobSpec,
+    TrainingJobStatus,
+)
+from yolo_operator.config import OperatorConfig
+from yolo_trainer.progress import TrainerReport
+
+pytestmark = pytest.mark.unit
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+BASE = {
+    "model": {"hub": "yolov8n.pt"},
+    "dataset": "s3://datasets/helmets/",
+    "output": "s3://runs/",
+}
+
+
+def spec(**overrides) -> dict:
+    s = copy.deepcopy(BASE)
+    for path, value in overrides.items():
+        node = s
+        keys = path.split("__")
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+    return s
+
+
+def example_trainingjobs() -> list[tuple[str, dict]]:
+    out = []
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "TrainingJob":
+                out.append((path.name, doc))
+    return out
+
+
+def test_examples_exist():
+    names = {p.name for p in EXAMPLES.glob("*.yaml")}
+    assert {
+        "finetune-frozen-backbone.yaml",
+        "continue-from-previous.yaml",
+        "from-scratch.yaml",
+        "zip-dataset.yaml",
+        "multi-gpu.yaml",
+        "kueue.yaml",
+        "s3-secret.yaml",
+    } <= names
+
+
+@pytest.mark.parametrize(
+    ("name", "doc"), example_trainingjobs(), ids=lambda x: x if isinstance(x, str) else ""
+)
+def test_examples_parse(name, doc):
+    tj = TrainingJob.model_validate(doc)
+    assert tj.spec.dataset.startswith("s3://")
+
+
+def test_defaults():
+    s = TrainingJobSpec.model_validate(BASE)
+    assert (s.training.epochs, s.training.imgsz, s.training.batch) == (100, 640, 16)
+    assert s.resources.gpus == 1
+    assert s.resources.gpu_resource_name == "nvidia.com/gpu"
+    assert s.backoff_limit == 3
+    assert s.suspend is False
+    assert s.training.freeze is None
+
+
+def test_camel_case_aliases_round_trip():
+    s = TrainingJobSpec.model_validate(
+        spec(
+            s3={"credentialsSecretRef": {"name": "keys"}, "insecureSkipTLSVerify": True},
+            resources={"gpuResourceName": "amd.com/gpu", "shmSize": "2Gi"},
+            ttlSecondsAfterFinished=60,
+        )
+    )
+    assert s.s3.credentials_secret_ref.access_key_id_key == "AWS_ACCESS_KEY_ID"
+    assert s.s3.credentials_secret_ref.secret_access_key_key == "AWS_SECRET_ACCESS_KEY"
+    dumped = s.model_dump(by_alias=True, exclude_none=True)
+    assert dumped["s3"]["insecureSkipTLSVerify"] is True
+    assert dumped["resources"]["shmSize"] == "2Gi"
+    assert dumped["ttlSecondsAfterFinished"] == 60
+
+
+INVALID = [
+    ("no model source", spec(model={}), "exactly one of hub, uri, yaml or fromTrainingJob"),
+    ("two model sources", spec(model={"hub": "yolov8n.pt", "yaml": "yolov8n.yaml"}), "exactly one"),
+    ("hub not .pt", spec(model={"hub": "yolov8n"}), "hub"),
+    ("uri ftp", spec(model={"uri": "ftp://host/w.pt"}), "spec.model.uri must be an s3:// or https://"),
+    ("uri not .pt", spec(model={"uri": "s3://models/w.onnx"}), "spec.model.uri must point to a .pt"),
+    ("yaml not yaml", spec(model={"yaml": "yolov8n.json"}), "yaml"),
+    ("fromTrainingJob bad name", spec(model={"fromTrainingJob": "Bad_Name"}), "fromTrainingJob"),
+    ("dataset http", spec(dataset="http://x/y"), "spec.dataset must be an s3:// URI"),
+    ("dataset rar", spec(dataset="s3://datasets/d.rar"), "only .zip, .tar and .tar.gz"),
+    ("output not s3", spec(output="/tmp/out"), "spec.output must be an s3:// URI"),
+    ("imgsz not multiple of 32", spec(training__imgsz=100), "multiple of 32"),
+    ("imgsz zero", spec(training__imgsz=0), "imgsz"),
+    ("epochs zero", spec(training__epochs=0), "epochs"),
+    ("freeze too large", spec(training__freeze=30), "freeze"),
+    ("batch zero", spec(training__batch=0), "batch"),
+    (
+        "reserved hyperparameter",
+        spec(training__hyperparameters={"epochs": 3}),
+        "hyperparameters must not set",
+    ),
+    ("unknown optimizer", spec(training__optimizer="Lion"), "optimizer"),
+    ("negative gpus", spec(resources__gpus=-1), "gpus"),
+    ("bad memory", spec(resources__memory="lots"), "memory"),
+    ("bad gpu resource", spec(resources__gpuResourceName="nvidia.com/gpu/x"), "gpuResourceName"),
+    ("endpoint not url", spec(s3={"endpoint": "minio:9000"}), "spec.s3.endpoint must be an http"),
+    ("exists with value", spec(scheduling={"tolerations": [{"operator": "Exists", "value": "x"}]}), "Exists"),
+    ("unknown field", spec(foo=1), "foo"),
+    ("unknown export format", spec(exportFormats=["gif"]), "exportFormats"),
+    ("queue name invalid", spec(queueName="Gpu Queue"), "queueName"),
+]
+
+
+@pytest.mark.parametrize(("case", "data", "needle"), INVALID, ids=[c[0] for c in INVALID])
+def test_invalid_specs_rejected(case, data, needle):
+    with pytest.raises(ValidationError) as err:
+        TrainingJobSpec.model_validate(data)
+    assert needle.lower() in str(err.value).lower()
+
+
+def test_every_reserved_hyperparameter_is_refused():
+    for key in RESERVED_HYPERPARAMETERS:
+        with pytest.raises(ValidationError):
+            TrainingJobSpec.model_validate(spec(training__hyperparameters={key: 1}))
+    ok = TrainingJobSpec.model_validate(spec(training__hyperparameters={"lr0": 0.01, "mosaic": 0.5}))
+    assert ok.training.hyperparameters == {"lr0": 0.01, "mosaic": 0.5}
+
+
+@given(st.integers(min_value=-64, max_value=5000))
+def test_imgsz_accepted_iff_positive_multiple_of_32(imgsz):
+    valid = 32 <= imgsz <= 4096 and imgsz % 32 == 0
+    try:
+        TrainingJobSpec.model_validate(spec(training__imgsz=imgsz))
+        accepted = True
+    except ValidationError:
+        accepted = False
+    assert accepted == valid
+
+
+@given(
+    st.sampled_from(["hub", "uri", "yaml", "fromTrainingJob"]),
+    st.sets(st.sampled_from(["hub", "uri", "yaml", "fromTrainingJob"])),
+)
+def test_exactly_one_model_source(first, others):
+    values = {
+        "hub": "yolov8n.pt",
+        "uri": "s3://models/w.pt",
+        "yaml": "yolov8n.yaml",
+        "fromTrainingJob": "prev",
+    }
+    keys = {first} | others
+    data = spec(model={k: values[k] for k in keys})
+    if len(keys) == 1:
+        TrainingJobSpec.model_validate(data)
+    else:
+        with pytest.raises(ValidationError):
+            TrainingJobSpec.model_validate(data)
+
+
+def test_mutable_fields_are_spec_fields():
+    aliases = {f.alias for f in TrainingJobSpec.model_fields.values()}
+    assert set(MUTABLE_SPEC_FIELDS) <= aliases
+    assert set(MUTABLE_SPEC_FIELDS) == {"suspend", "activeDeadlineSeconds", "ttlSecondsAfterFinished"}
+
+
+def test_status_reuses_trainer_report():
+    """One definition of the trainer-written fields: the status model extends TrainerReport."""
+    assert issubclass(TrainingJobStatus, TrainerReport)
+    report = TrainerReport.model_validate(
+        {
+            "stage": "Training",
+            "progress": {"epoch": 7, "epochs": 50, "epochDisplay": "7/50", "metrics": {"map50-95": 0.4}},
+            "artifacts": {"bestWeights": "s3://runs/ns/a/weights/best.pt"},
+        }
+    )
+    status = TrainingJobStatus.model_validate({**report.to_patch()["status"], "phase": "Training"})
+    assert status.progress.metrics.map50_95 == 0.4
+    assert status.artifacts.best_weights.endswith("best.pt")
+
+
+def test_from_body_drops_unknown_status_fields():
+    body = {"apiVersion": "yolo-operator.io/v1alpha1", "kind": "TrainingJob", "metadata": {"name": "a"},
+            "spec": BASE, "status": {"phase": "Pending", "somethingNew": 1}}  # fmt: skip
+    tj = TrainingJob.from_body(body)
+    assert tj.status.phase == "Pending"
+    assert tj.namespace == "default"
+
+
+def test_operator_config_from_env():
+    cfg = OperatorConfig.from_env(
+        {
+            "YOLO_OPERATOR_TRAINER_IMAGE": "registry.local/trainer:1",
+            "YOLO_OPERATOR_NAMESPACES": " a, b ,,",
+            "YOLO_OPERATOR_LOG_LEVEL": "debug",
+            "YOLO_OPERATOR_METRICS_PORT": "9100",
+            "YOLO_OPERATOR_HEALTH_PORT": "9101",
+            "YOLO_OPERATOR_READ_ONLY_ROOT_FS": "false",
+        }
+    )
+    assert cfg.trainer_image == "registry.local/trainer:1"
+    assert cfg.namespaces == ("a", "b")
+    assert not cfg.clusterwide
+    assert cfg.log_level == "DEBUG"
+    assert (cfg.metrics_port, cfg.health_port) == (9100, 9101)
+    assert cfg.read_only_root_filesystem is False
+    assert OperatorConfig.from_env({}).clusterwide
