@@ -1,0 +1,500 @@
+"""Pure builders: TrainingJob (+ OperatorConfig) -> the Kubernetes objects that run it.
+
+Nothing here talks to a cluster; every function is deterministic in its inputs, so the handlers can call
+them again after a restart or a redelivered event and get byte-identical objects with the same names.
+
+Objects per TrainingJob ``<name>``, all owned by it (controller=true, blockOwnerDeletion=true) so the
+garbage collector removes them with it:
+
+* ServiceAccount / Role / RoleBinding ``<name>-trainer``: the pod may ``get`` its own TrainingJob and
+  ``get``/``patch`` its ``status`` subresource - that one name, nothing else.
+* Job ``<name>-train``: one pod, ``restartPolicy: Never``, podFailurePolicy from the trainer's exit codes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from kubernetes.utils.quantity import parse_quantity
+from yolo_trainer.config import CONFIG_ENV, S3Config, StatusTarget, TrainerConfig, TrainingConfig
+from yolo_trainer.exitcodes import DISRUPTION, NON_RETRIABLE
+
+from yolo_operator import GROUP, KIND, PLURAL, VERSION
+from yolo_operator.api import API_VERSION, ModelSource, TrainingJob
+from yolo_operator.config import OperatorConfig
+from yolo_operator.reasons import (
+    FAILED,
+    REASON_SOURCE_FAILED,
+    REASON_SOURCE_HAS_NO_WEIGHTS,
+    REASON_SOURCE_NOT_FOUND,
+    REASON_WAITING_FOR_SOURCE,
+    SUCCEEDED,
+)
+
+# --- labels and names -----------------------------------------------------------------------------------
+LABEL_TRAINING_JOB = "yolo-operator.io/training-job"
+LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+MANAGED_BY = "yolo-operator"
+CONTAINER_NAME = "trainer"
+JOB_SUFFIX = "train"
+RBAC_SUFFIX = "trainer"
+MAX_NAME = 63
+
+# --- pod layout ------------------------------------------------------------------------------------------
+WORK_DIR = "/tmp"  # emptyDir: the only writable place besides /dev/shm (readOnlyRootFilesystem)
+TRAINER_WORK_DIR = "/tmp/yolo-trainer"
+CA_DIR = "/etc/yolo-trainer/ca"
+CA_FILE = "ca.crt"
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+TERMINATION_GRACE_SECONDS = 120  # the trainer flushes a checkpoint on SIGTERM, then exits 75
+
+# --- shm sizing ------------------------------------------------------------------------------------------
+MIB = 1024 * 1024
+DEFAULT_WORKERS = 8  # Ultralytics' default when spec.training.workers is unset
+PREFETCH_FACTOR = 2  # torch DataLoader default: batches queued per worker
+SHM_SAFETY = 2  # collate copy + pinned-memory overlap
+SHM_BASE_MIB = 256  # interpreter, NCCL and torch bookkeeping
+SHM_ROUND_MIB = 64
+
+
+def child_name(tj_name: str, suffix: str) -> str:
+    """``<tj_name>-<suffix>``; when that exceeds 63 characters the name is cut and an 8-hex hash of the
+    full TrainingJob name is inserted, so different long names never collide and the result is stable."""
+    name = f"{tj_name}-{suffix}"
+    if len(name) <= MAX_NAME:
+        return name
+    digest = hashlib.sha256(tj_name.encode()).hexdigest()[:8]
+    keep = MAX_NAME - len(suffix) - len(digest) - 2
+    return f"{tj_name[:keep].rstrip('-.')}-{digest}-{suffix}"
+
+
+def job_name(tj_name: str) -> str:
+    return child_name(tj_name, JOB_SUFFIX)
+
+
+def rbac_name(tj_name: str) -> str:
+    return child_name(tj_name, RBAC_SUFFIX)
+
+
+def labels(tj_name: str) -> dict[str, str]:
+    """Labels of every object the operator creates for a TrainingJob (and of the training pod)."""
+    return {
+        "app.kubernetes.io/name": "yolo-trainer",
+        "app.kubernetes.io/instance": tj_name,
+        "app.kubernetes.io/component": "training",
+        "app.kubernetes.io/part-of": "yolo-operator",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        LABEL_TRAINING_JOB: tj_name,
+    }
+
+
+def _tj(tj: dict[str, Any] | TrainingJob) -> TrainingJob:
+    return tj if isinstance(tj, TrainingJob) else TrainingJob.from_body(tj)
+
+
+def owner_reference(tj: dict[str, Any] | TrainingJob) -> dict[str, Any]:
+    t = _tj(tj)
+    if not t.uid:
+        raise ValueError("the TrainingJob has no metadata.uid; owner references need one")
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": t.name,
+        "uid": t.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(t: TrainingJob, name: str, extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": t.namespace,
+        "labels": {**labels(t.name), **(extra_labels or {})},
+        "ownerReferences": [owner_reference(t)],
+    }
+
+
+# --- model resolution ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelResolution:
+    """``model`` is set when resolved; otherwise ``reason``/``message`` say why and ``terminal`` whether
+    waiting can ever help (the source failed) or not."""
+
+    model: str | None
+    reason: str = ""
+    message: str = ""
+    terminal: bool = False
+
+
+def static_model(source: ModelSource) -> str | None:
+    """The model string for hub/uri/yaml sources; None for fromTrainingJob (needs the source's status)."""
+    return source.hub or source.uri or source.yaml
+
+
+def resolve_model(source: ModelSource, source_tj: dict[str, Any] | None) -> ModelResolution:
+    """Resolves ``spec.model`` to what the trainer loads. ``source_tj`` is the TrainingJob named by
+    ``fromTrainingJob`` (None when it does not exist); it resolves to its ``status.artifacts.bestWeights``
+    once it Succeeded."""
+    model = static_model(source)
+    if model is not None:
+        return ModelResolution(model)
+    name = source.from_training_job
+    if source_tj is None:
+        return ModelResolution(
+            None,
+            REASON_SOURCE_NOT_FOUND,
+            f"TrainingJob {name!r} (spec.model.fromTrainingJob) does not exist yet; waiting for it",
+        )
+    status = source_tj.get("status") or {}
+    phase = status.get("phase")
+    best = (status.get("artifacts") or {}).get("bestWeights")
+    if phase == FAILED:
+        return ModelResolution(
+            None,
+            REASON_SOURCE_FAILED,
+            f"TrainingJob {name!r} (spec.model.fromTrainingJob) failed; it will never produce weights",
+            terminal=True,
+        )
+    if phase != SUCCEEDED:
+        return ModelResolution(
+            None,
+            REASON_WAITING_FOR_SOURCE,
+            f"waiting for TrainingJob {name!r} "
+            f"(spec.model.fromTrainingJob) to succeed; it is {phase or 'not started'}",
+        )
+    if not best:
+        return ModelResolution(
+            None,
+            REASON_SOURCE_HAS_NO_WEIGHTS,
+            f"TrainingJob {name!r} succeeded but reports no status.artifacts.bestWeights",
+            terminal=True,
+        )
+    return ModelResolution(best)
+
+
+# --- shm -------------------------------------------------------------------------------------------------
+
+
+def shm_size_bytes(
+    workers: int | None, batch: int, imgsz: int, *, min_mib: int = SHM_BASE_MIB, max_mib: int = 16384
+) -> int:
+    """Size of the pod's ``/dev/shm`` (a memory-backed emptyDir) for the DataLoader.
+
+    PyTorch DataLoader workers hand finished batches to the trainer through shared memory. Each worker
+    keeps ``PREFETCH_FACTOR`` (2) batches in flight, and a collated batch of uint8 images is
+    ``batch x imgsz x imgsz x 3`` bytes. With DDP the batch is split across GPUs but every rank runs its own
+    ``workers``, so the total does not depend on the GPU count::
+
+        shm = SHM_SAFETY (2) x workers x PREFETCH_FACTOR (2) x batch x imgsz^2 x 3 bytes + 256 MiB
+
+    ``workers`` unset means Ultralytics' default of 8; 0 means loading in the main process (base only).
+    The result is rounded up to a multiple of 64 MiB and clamped to [min_mib, max_mib].
+    Example: 8 workers, batch 16, imgsz 640 -> 2x8x2x16x640x640x3 B = 600 MiB + 256 MiB = 896 MiB.
+    """
+    w = DEFAULT_WORKERS if workers is None else workers
+    batch_bytes = batch * imgsz * imgsz * 3
+    total = SHM_SAFETY * w * PREFETCH_FACTOR * batch_bytes + SHM_BASE_MIB * MIB
+    mib = math.ceil(total / MIB / SHM_ROUND_MIB) * SHM_ROUND_MIB
+    return max(min_mib, min(max_mib, mib)) * MIB
+
+
+def quantity_bytes(q: str) -> int:
+    return math.ceil(Decimal(parse_quantity(q)))
+
+
+def mib(n_bytes: int) -> str:
+    return f"{math.ceil(n_bytes / MIB)}Mi"
+
+
+def pod_shm_bytes(t: TrainingJob, config: OperatorConfig) -> int:
+    """spec.resources.shmSize if set, else the computed size."""
+    if t.spec.resources.shm_size:
+        return quantity_bytes(t.spec.resources.shm_size)
+    tr = t.spec.training
+    return shm_size_bytes(
+        tr.workers, tr.batch, tr.imgsz, min_mib=config.shm_min_mib, max_mib=config.shm_max_mib
+    )
+
+
+# --- trainer config --------------------------------------------------------------------------------------
+
+
+def build_trainer_config(
+    tj: dict[str, Any] | TrainingJob, config: OperatorConfig, model: str
+) -> TrainerConfig:
+    """The TrainerConfig the pod receives in $YOLO_TRAINER_CONFIG (credentials are never part of it)."""
+    t = _tj(tj)
+    s = t.spec
+    s3 = s.s3
+    tr = s.training
+    return TrainerConfig(
+        namespace=t.namespace,
+        name=t.name,
+        model=model,
+        dataset=s.dataset,
+        output=s.output,
+        s3=S3Config(
+            endpoint=s3.endpoint if s3 else None,
+            region=s3.region if s3 else "us-east-1",
+            ca_bundle=f"{CA_DIR}/{CA_FILE}" if s3 and s3.ca_bundle else None,
+            verify_tls=not (s3 and s3.insecure_skip_tls_verify),
+        ),
+        training=TrainingConfig(
+            epochs=tr.epochs,
+            imgsz=tr.imgsz,
+            batch=tr.batch,
+            patience=tr.patience,
+            freeze=tr.freeze,
+            optimizer=tr.optimizer,
+            hyperparameters=dict(tr.hyperparameters),
+            workers=tr.workers,
+            seed=tr.seed,
+        ),
+        export_formats=list(s.export_formats),
+        offline=config.offline,
+        status=StatusTarget(namespace=t.namespace, name=t.name, group=GROUP, version=VERSION, plural=PLURAL),
+        work_dir=TRAINER_WORK_DIR,
+    )
+
+
+# --- Job -------------------------------------------------------------------------------------------------
+
+
+def pod_failure_policy() -> dict[str, Any]:
+    """Non-retriable exit codes fail the Job at once; exit 75 (checkpointed after SIGTERM) and pods with
+    the DisruptionTarget condition (eviction, preemption, drain) are replaced without counting."""
+    return {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": CONTAINER_NAME,
+                    "operator": "In",
+                    "values": sorted(NON_RETRIABLE),
+                },
+            },
+            {
+                "action": "Ignore",
+                "onExitCodes": {
+                    "containerName": CONTAINER_NAME,
+                    "operator": "In",
+                    "values": sorted(DISRUPTION),
+                },
+            },
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        ]
+    }
+
+
+def _tolerations(t: TrainingJob) -> list[dict[str, Any]]:
+    sched = t.spec.scheduling
+    out = (
+        [tol.model_dump(by_alias=True, exclude_none=True) for tol in (sched.tolerations or [])]
+        if sched
+        else []
+    )
+    res = t.spec.resources
+    if res.gpus > 0:
+        gpu_tol = {"key": res.gpu_resource_name, "operator": "Exists", "effect": "NoSchedule"}
+        if gpu_tol not in out:
+            out.append(gpu_tol)
+    return out
+
+
+def _env(t: TrainingJob, config: OperatorConfig, model: str) -> list[dict[str, Any]]:
+    cfg = build_trainer_config(t, config, model)
+    env: list[dict[str, Any]] = [
+        {"name": CONFIG_ENV, "value": cfg.to_env_json()},
+        {"name": "HOME", "value": f"{WORK_DIR}/home"},
+        {"name": "YOLO_CONFIG_DIR", "value": f"{WORK_DIR}/ultralytics"},
+        {"name": "MPLCONFIGDIR", "value": f"{WORK_DIR}/matplotlib"},
+        {"name": "XDG_CACHE_HOME", "value": f"{WORK_DIR}/.cache"},
+        {"name": "TORCH_HOME", "value": f"{WORK_DIR}/torch"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]
+    s3 = t.spec.s3
+    if s3 and s3.credentials_secret_ref:
+        ref = s3.credentials_secret_ref
+        for var, key in (
+            ("AWS_ACCESS_KEY_ID", ref.access_key_id_key),
+            ("AWS_SECRET_ACCESS_KEY", ref.secret_access_key_key),
+        ):
+            env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": key}}})
+    if s3 and s3.ca_bundle:
+        env.append({"name": "AWS_CA_BUNDLE", "value": f"{CA_DIR}/{CA_FILE}"})
+    return env
+
+
+def build_job(
+    tj: dict[str, Any] | TrainingJob, config: OperatorConfig, model: str | None = None
+) -> dict[str, Any]:
+    """The batch/v1 Job running the trainer. ``model`` is the resolved model (see ``resolve_model``); it
+    may be omitted for hub/uri/yaml sources."""
+    t = _tj(tj)
+    s = t.spec
+    if model is None:
+        model = static_model(s.model)
+        if model is None:
+            raise ValueError("spec.model.fromTrainingJob must be resolved first (resolve_model)")
+    res = s.resources
+    shm = pod_shm_bytes(t, config)
+    memory = quantity_bytes(res.memory) + shm  # tmpfs pages are charged to the pod's memory cgroup
+    requests: dict[str, str] = {"cpu": res.cpu, "memory": mib(memory)}
+    limits: dict[str, str] = {"memory": mib(memory)}
+    if res.gpus > 0:
+        requests[res.gpu_resource_name] = str(res.gpus)
+        limits[res.gpu_resource_name] = str(res.gpus)
+
+    volumes: list[dict[str, Any]] = [
+        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": mib(shm)}},
+        {"name": "work", "emptyDir": {}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "shm", "mountPath": "/dev/shm"},
+        {"name": "work", "mountPath": WORK_DIR},
+    ]
+    if s.s3 and s.s3.ca_bundle:
+        volumes.append(
+            {
+                "name": "ca-bundle",
+                "configMap": {
+                    "name": s.s3.ca_bundle.name,
+                    "items": [{"key": s.s3.ca_bundle.key, "path": CA_FILE}],
+                },
+            }
+        )
+        mounts.append({"name": "ca-bundle", "mountPath": CA_DIR, "readOnly": True})
+
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": s.image or config.trainer_image,
+        "env": _env(t, config, model),
+        "resources": {"requests": requests, "limits": limits},
+        "volumeMounts": mounts,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+            "readOnlyRootFilesystem": config.read_only_root_filesystem,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    pull = s.image_pull_policy or config.image_pull_policy
+    if pull:
+        container["imagePullPolicy"] = pull
+
+    pod_spec: dict[str, Any] = {
+        "serviceAccountName": rbac_name(t.name),
+        "automountServiceAccountToken": True,  # the trainer patches its TrainingJob's status
+        "enableServiceLinks": False,
+        "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        # No runAsUser/fsGroup: OpenShift's restricted-v2 SCC assigns them from the namespace range.
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+        "volumes": volumes,
+    }
+    tolerations = _tolerations(t)
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    sched = s.scheduling
+    if sched:
+        if sched.node_selector:
+            pod_spec["nodeSelector"] = dict(sched.node_selector)
+        if sched.affinity:
+            pod_spec["affinity"] = sched.affinity
+        if sched.priority_class_name:
+            pod_spec["priorityClassName"] = sched.priority_class_name
+
+    extra_labels = {LABEL_KUEUE_QUEUE: s.queue_name} if s.queue_name else {}
+    job_spec: dict[str, Any] = {
+        "parallelism": 1,
+        "completions": 1,
+        "backoffLimit": s.backoff_limit,
+        "podFailurePolicy": pod_failure_policy(),
+        "podReplacementPolicy": "Failed",  # never two GPU pods at once: replace only after termination
+        # With Kueue the Job starts suspended and Kueue un-suspends it on admission.
+        "suspend": bool(s.suspend or s.queue_name),
+        "template": {"metadata": {"labels": labels(t.name)}, "spec": pod_spec},
+    }
+    if s.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = s.active_deadline_seconds
+    if s.ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = s.ttl_seconds_after_finished
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(t, job_name(t.name), extra_labels),
+        "spec": job_spec,
+    }
+
+
+def job_mutable_patch(tj: dict[str, Any] | TrainingJob) -> dict[str, Any]:
+    """Merge patch carrying the TrainingJob's mutable fields to its Job. With Kueue (queueName) the
+    operator leaves ``suspend`` to Kueue."""
+    t = _tj(tj)
+    s = t.spec
+    spec: dict[str, Any] = {
+        "activeDeadlineSeconds": s.active_deadline_seconds,
+        "ttlSecondsAfterFinished": s.ttl_seconds_after_finished,
+    }
+    if not s.queue_name:
+        spec["suspend"] = s.suspend
+    return {"spec": spec}
+
+
+# --- per-job RBAC ----------------------------------------------------------------------------------------
+
+
+def build_service_account(tj: dict[str, Any] | TrainingJob) -> dict[str, Any]:
+    t = _tj(tj)
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _metadata(t, rbac_name(t.name))}
+
+
+def build_role(tj: dict[str, Any] | TrainingJob) -> dict[str, Any]:
+    """Least privilege for the trainer: its own TrainingJob (get) and status (get, patch), by name."""
+    t = _tj(tj)
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _metadata(t, rbac_name(t.name)),
+        "rules": [
+            {
+                "apiGroups": [GROUP],
+                "resources": [f"{PLURAL}/status"],
+                "resourceNames": [t.name],
+                "verbs": ["get", "patch"],
+            },
+            {"apiGroups": [GROUP], "resources": [PLURAL], "resourceNames": [t.name], "verbs": ["get"]},
+        ],
+    }
+
+
+def build_role_binding(tj: dict[str, Any] | TrainingJob) -> dict[str, Any]:
+    t = _tj(tj)
+    name = rbac_name(t.name)
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _metadata(t, name),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": t.namespace}],
+    }
+
+
+def build_children(
+    tj: dict[str, Any] | TrainingJob, config: OperatorConfig, model: str
+) -> list[dict[str, Any]]:
+    """Everything to create, in creation order (the Job last, so its pod finds its ServiceAccount)."""
+    return [build_service_account(tj), build_role(tj), build_role_binding(tj), build_job(tj, config, model)]

@@ -1,0 +1,422 @@
+"""Pure status derivation: (TrainingJob, its Job, its pods) -> merge patch for TrainingJob.status.
+
+The operator owns every status field except the trainer's (stage, progress, lastCheckpoint, artifacts;
+see ``yolo_trainer.progress``). ``derive_status`` recomputes the operator's fields from what the cluster
+shows and returns only the ones that differ, so calling it again with the same inputs returns ``{}``:
+redelivered events and restarts are harmless, and the handlers never write unchanged status.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from yolo_trainer.exitcodes import DISRUPTION, REASONS, ExitCode
+
+from yolo_operator import reasons as R
+from yolo_operator.builders import CONTAINER_NAME
+
+MAX_MESSAGE = 4096
+IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
+STALL_REASONS = {
+    **dict.fromkeys(IMAGE_PULL_REASONS, R.REASON_IMAGE_PULL_FAILED),
+    "CreateContainerConfigError": R.REASON_CONTAINER_CONFIG_ERROR,
+    "CreateContainerError": R.REASON_CONTAINER_CREATE_ERROR,
+}
+#: Operator-owned status fields that derive_status may write.
+OWNED_FIELDS = (
+    "phase",
+    "conditions",
+    "observedGeneration",
+    "startTime",
+    "completionTime",
+    "restartCount",
+    "jobName",
+)
+
+
+def now_rfc3339(now: datetime | None = None) -> str:
+    return (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _truncate(msg: str | None, limit: int = MAX_MESSAGE) -> str:
+    msg = (msg or "").strip()
+    return msg if len(msg) <= limit else msg[: limit - 3] + "..."
+
+
+# --- conditions ------------------------------------------------------------------------------------------
+
+
+def get_condition(conditions: Iterable[dict[str, Any]] | None, type_: str) -> dict[str, Any] | None:
+    return next((c for c in conditions or () if c.get("type") == type_), None)
+
+
+def set_condition(
+    conditions: list[dict[str, Any]] | None,
+    type_: str,
+    status: bool | str,
+    reason: str,
+    message: str,
+    *,
+    generation: int | None,
+    now: str,
+) -> list[dict[str, Any]]:
+    """Returns a new list with the condition set; lastTransitionTime only moves when status changes."""
+    st = status if isinstance(status, str) else ("True" if status else "False")
+    out = [dict(c) for c in conditions or ()]
+    new = {"type": type_, "status": st, "reason": reason, "message": _truncate(message)}
+    if generation is not None:
+        new["observedGeneration"] = generation
+    for i, c in enumerate(out):
+        if c.get("type") == type_:
+            new["lastTransitionTime"] = c.get("lastTransitionTime") if c.get("status") == st else now
+            new["lastTransitionTime"] = new["lastTransitionTime"] or now
+            out[i] = _ordered(new)
+            return out
+    new["lastTransitionTime"] = now
+    out.append(_ordered(new))
+    return out
+
+
+def _ordered(c: dict[str, Any]) -> dict[str, Any]:
+    keys = ("type", "status", "reason", "message", "lastTransitionTime", "observedGeneration")
+    return {k: c[k] for k in keys if k in c}
+
+
+def clear_condition(
+    conditions: list[dict[str, Any]],
+    type_: str,
+    reason: str,
+    message: str,
+    *,
+    generation: int | None,
+    now: str,
+) -> list[dict[str, Any]]:
+    """Sets the condition False if it is present and True; leaves absent or already-False ones alone."""
+    c = get_condition(conditions, type_)
+    if c is None or c.get("status") != "True":
+        return conditions
+    return set_condition(conditions, type_, False, reason, message, generation=generation, now=now)
+
+
+def is_true(conditions: Iterable[dict[str, Any]] | None, type_: str) -> bool:
+    c = get_condition(conditions, type_)
+    return bool(c and c.get("status") == "True")
+
+
+# --- pods ------------------------------------------------------------------------------------------------
+
+
+def _ts(obj: dict[str, Any]) -> str:
+    return (obj.get("metadata") or {}).get("creationTimestamp") or ""
+
+
+def _trainer_status(pod: dict[str, Any]) -> dict[str, Any] | None:
+    for cs in (pod.get("status") or {}).get("containerStatuses") or ():
+        if cs.get("name") == CONTAINER_NAME:
+            return cs
+    return None
+
+
+def terminated_state(pod: dict[str, Any]) -> dict[str, Any] | None:
+    """The trainer container's terminated state (current or last), if it terminated."""
+    cs = _trainer_status(pod)
+    if not cs:
+        return None
+    return (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
+
+
+def is_disrupted(pod: dict[str, Any]) -> bool:
+    """Failed pods the Job's podFailurePolicy ignores: DisruptionTarget condition or exit code 75."""
+    st = pod.get("status") or {}
+    if st.get("phase") != "Failed":
+        return False
+    if any(
+        c.get("type") == "DisruptionTarget" and c.get("status") == "True" for c in st.get("conditions") or ()
+    ):
+        return True
+    term = terminated_state(pod)
+    return bool(term and term.get("exitCode") in DISRUPTION)
+
+
+def unschedulable_message(pod: dict[str, Any]) -> str | None:
+    for c in (pod.get("status") or {}).get("conditions") or ():
+        if (
+            c.get("type") == "PodScheduled"
+            and c.get("status") == "False"
+            and c.get("reason") == "Unschedulable"
+        ):
+            return c.get("message") or "the scheduler cannot place the pod"
+    return None
+
+
+def is_scheduled(pod: dict[str, Any]) -> bool:
+    if (pod.get("spec") or {}).get("nodeName"):
+        return True
+    return any(
+        c.get("type") == "PodScheduled" and c.get("status") == "True"
+        for c in (pod.get("status") or {}).get("conditions") or ()
+    )
+
+
+def stall(pod: dict[str, Any]) -> tuple[str, str] | None:
+    """(reason, message) when the trainer container cannot start (image pull, missing Secret, ...)."""
+    cs = _trainer_status(pod)
+    waiting = ((cs or {}).get("state") or {}).get("waiting") or {}
+    reason = STALL_REASONS.get(waiting.get("reason", ""))
+    if not reason:
+        return None
+    return reason, f"{waiting.get('reason')}: {waiting.get('message') or 'container cannot start'}"
+
+
+def exit_reason(code: int) -> str:
+    """Condition reason for a trainer exit code (the trainer's REASONS; ExitCode<n> for unknown codes)."""
+    try:
+        return REASONS[ExitCode(code)]
+    except ValueError:
+        return f"ExitCode{code}"
+
+
+def failure_reason(job: dict[str, Any], pods: list[dict[str, Any]]) -> tuple[str, str]:
+    """(reason, message) for a failed Job: the trainer's classified exit code and termination message
+    when a pod says why, else the Job's own reason (DeadlineExceeded, BackoffLimitExceeded, ...)."""
+    jcond = next(
+        (c for c in (job.get("status") or {}).get("conditions") or () if c.get("type") == "Failed"),
+        {},
+    )
+    jreason = jcond.get("reason") or R.REASON_JOB_FAILED
+    jmsg = jcond.get("message") or "the Job failed"
+    if jreason == R.REASON_DEADLINE_EXCEEDED:
+        return R.REASON_DEADLINE_EXCEEDED, f"spec.activeDeadlineSeconds exceeded: {jmsg}"
+    failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed" and not is_disrupted(p)]
+    terms = [(t.get("finishedAt") or "", t) for p in failed if (t := terminated_state(p))]
+    if not terms:
+        return jreason, jmsg
+    _, term = max(terms, key=lambda x: x[0])
+    code = int(term.get("exitCode", 1))
+    text = _truncate(term.get("message"))
+    if term.get("reason") == "OOMKilled":
+        reason, detail = R.REASON_OOM_KILLED, "the container exceeded its memory limit (OOMKilled)"
+    else:
+        reason, detail = exit_reason(code), f"trainer exited with code {code}"
+    msg = f"{detail}: {text}" if text else detail
+    if jreason == R.REASON_BACKOFF_LIMIT_EXCEEDED:
+        n = (job.get("status") or {}).get("failed", len(failed))
+        msg = f"backoff limit reached after {n} failed attempt(s); last: {msg}"
+    return reason, msg
+
+
+# --- derivation ------------------------------------------------------------------------------------------
+
+
+def derive_status(
+    tj: dict[str, Any], job: dict[str, Any] | None, pods: list[dict[str, Any]], now: str | None = None
+) -> dict[str, Any]:
+    """Merge patch for ``.status`` (operator-owned fields only, changed ones only; ``{}`` = nothing to do).
+
+    * Job Complete -> Succeeded; Job Failed -> Failed with the reason/message from the pod's exit code and
+      termination message; Job Suspended -> Suspended (QueuedByKueue with spec.queueName).
+    * A running pod -> the trainer's ``status.stage`` (Staging/Training/Uploading; Staging until it reports).
+    * Otherwise Pending, with Unschedulable (scheduler's message) or Stalled (image pull, missing Secret)
+      conditions from the newest pod.
+    * restartCount: pods replaced so far (failed attempts and disruptions); never decreases.
+    """
+    if job is None:
+        return {}
+    now = now or now_rfc3339()
+    meta = tj.get("metadata") or {}
+    gen = meta.get("generation")
+    spec = tj.get("spec") or {}
+    status = tj.get("status") or {}
+    old_conds = copy.deepcopy(status.get("conditions") or [])
+    conds = old_conds
+    jst = job.get("status") or {}
+    jconds = {c.get("type"): c for c in jst.get("conditions") or () if c.get("status") == "True"}
+    pods = sorted((p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")), key=_ts)
+    all_pods = pods
+    desired: dict[str, Any] = {
+        "jobName": (job.get("metadata") or {}).get("name"),
+        "observedGeneration": gen,
+    }
+    if jst.get("startTime"):
+        desired["startTime"] = jst["startTime"]
+
+    def setc(type_: str, st: bool, reason: str, message: str) -> None:
+        nonlocal conds
+        conds = set_condition(conds, type_, st, reason, message, generation=gen, now=now)
+
+    def clearc(type_: str, reason: str, message: str) -> None:
+        nonlocal conds
+        conds = clear_condition(conds, type_, reason, message, generation=gen, now=now)
+
+    def finished(message: str) -> None:
+        clearc(R.RUNNING, R.REASON_JOB_FINISHED, message)
+        clearc(R.UNSCHEDULABLE, R.REASON_JOB_FINISHED, message)
+        clearc(R.STALLED, R.REASON_JOB_FINISHED, message)
+        clearc(R.COND_SUSPENDED, R.REASON_JOB_FINISHED, message)
+
+    if "Complete" in jconds:
+        phase = R.SUCCEEDED
+        msg = "training finished; artifacts are listed in status.artifacts"
+        setc(R.COND_SUCCEEDED, True, R.REASON_COMPLETED, msg)
+        finished("the Job completed")
+        desired["completionTime"] = (
+            jst.get("completionTime") or jconds["Complete"].get("lastTransitionTime") or now
+        )
+    elif "Failed" in jconds:
+        phase = R.FAILED
+        reason, msg = failure_reason(job, all_pods)
+        setc(R.COND_FAILED, True, reason, msg)
+        finished("the Job failed")
+        desired["completionTime"] = jconds["Failed"].get("lastTransitionTime") or now
+    elif "Suspended" in jconds:
+        phase = R.SUSPENDED
+        if spec.get("queueName") and not spec.get("suspend"):
+            setc(
+                R.COND_SUSPENDED,
+                True,
+                R.REASON_QUEUED,
+                f"waiting for Kueue to admit it to queue {spec['queueName']}",
+            )
+        else:
+            setc(R.COND_SUSPENDED, True, R.REASON_JOB_SUSPENDED, "spec.suspend is true; no pod runs")
+        clearc(R.RUNNING, R.REASON_JOB_SUSPENDED, "the Job is suspended")
+        clearc(R.UNSCHEDULABLE, R.REASON_JOB_SUSPENDED, "the Job is suspended")
+        clearc(R.STALLED, R.REASON_JOB_SUSPENDED, "the Job is suspended")
+    else:
+        clearc(R.COND_SUSPENDED, R.REASON_RESUMED, "the Job was resumed")
+        running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
+        latest = pods[-1] if pods else None
+        if running:
+            stage = status.get("stage")
+            phase = stage if stage in R.RUNNING_PHASES else R.STAGING
+            pod_name = (running[-1].get("metadata") or {}).get("name")
+            setc(R.RUNNING, True, R.REASON_POD_RUNNING, f"pod {pod_name} is running")
+            clearc(R.UNSCHEDULABLE, R.REASON_SCHEDULED, f"pod {pod_name} was scheduled")
+            clearc(R.STALLED, R.REASON_RECOVERED, f"pod {pod_name} started")
+        elif latest is not None and (latest.get("status") or {}).get("phase") == "Succeeded":
+            # the Job controller has not marked the Job Complete yet: keep the phase the trainer reported
+            phase = status.get("phase") if status.get("phase") in R.RUNNING_PHASES else R.UPLOADING
+        else:
+            phase = R.PENDING
+            if latest is not None:
+                pod_name = (latest.get("metadata") or {}).get("name")
+                clearc(R.RUNNING, R.REASON_POD_PENDING, f"pod {pod_name} is not running")
+                unsched = unschedulable_message(latest)
+                if unsched is not None:
+                    setc(R.UNSCHEDULABLE, True, R.REASON_UNSCHEDULABLE, unsched)
+                elif is_scheduled(latest):
+                    clearc(R.UNSCHEDULABLE, R.REASON_SCHEDULED, f"pod {pod_name} was scheduled")
+                stalled = stall(latest)
+                if stalled is not None:
+                    setc(R.STALLED, True, *stalled)
+                elif (latest.get("status") or {}).get("phase") != "Pending":
+                    clearc(
+                        R.STALLED, R.REASON_RECOVERED, f"pod {pod_name} is {latest['status'].get('phase')}"
+                    )
+
+    desired["phase"] = phase
+    desired["conditions"] = conds
+    desired["restartCount"] = restart_count(status.get("restartCount"), job, all_pods)
+
+    return {k: v for k, v in desired.items() if v is not None and status.get(k) != v}
+
+
+def restart_count(previous: int | None, job: dict[str, Any], pods: list[dict[str, Any]]) -> int:
+    """Pods created beyond the first = failed attempts + disruptions (podFailurePolicy Ignore does not count
+    them in Job.status.failed), taking the larger of what the Job counters and the pod list show.
+    Monotonic: pods garbage-collected later do not lower it."""
+    jst = job.get("status") or {}
+    counted = int(jst.get("failed") or 0) + int(jst.get("succeeded") or 0) + int(jst.get("active") or 0)
+    disrupted = sum(1 for p in pods if is_disrupted(p))
+    attempts = max(counted + disrupted, len(pods))
+    return max(int(previous or 0), attempts - 1, 0)
+
+
+# --- status outside the Job's lifecycle ------------------------------------------------------------------
+
+
+def job_created_status(
+    tj: dict[str, Any], job_name: str, model: str, now: str | None = None
+) -> dict[str, Any]:
+    """Status patch after the Job (and its RBAC) exist."""
+    now = now or now_rfc3339()
+    status = tj.get("status") or {}
+    gen = (tj.get("metadata") or {}).get("generation")
+    conds = status.get("conditions") or []
+    conds = set_condition(
+        conds, R.MODEL_RESOLVED, True, R.REASON_MODEL_RESOLVED, f"model: {model}", generation=gen, now=now
+    )
+    conds = set_condition(
+        conds, R.JOB_CREATED, True, R.REASON_JOB_CREATED, f"Job {job_name} created", generation=gen, now=now
+    )
+    desired = {
+        "jobName": job_name,
+        "model": model,
+        "conditions": conds,
+        "observedGeneration": gen,
+        "phase": status.get("phase") or R.PENDING,
+    }
+    return {k: v for k, v in desired.items() if status.get(k) != v}
+
+
+def waiting_for_model_status(
+    tj: dict[str, Any], reason: str, message: str, *, terminal: bool, now: str | None = None
+) -> dict[str, Any]:
+    """Status patch while spec.model.fromTrainingJob cannot be resolved (terminal: the source failed)."""
+    now = now or now_rfc3339()
+    status = tj.get("status") or {}
+    gen = (tj.get("metadata") or {}).get("generation")
+    conds = set_condition(
+        status.get("conditions"), R.MODEL_RESOLVED, False, reason, message, generation=gen, now=now
+    )
+    desired: dict[str, Any] = {"conditions": conds, "observedGeneration": gen, "phase": R.PENDING}
+    if terminal:
+        conds = set_condition(conds, R.COND_FAILED, True, reason, message, generation=gen, now=now)
+        desired.update(conditions=conds, phase=R.FAILED, completionTime=now)
+    return {k: v for k, v in desired.items() if status.get(k) != v}
+
+
+def job_missing_status(tj: dict[str, Any], now: str | None = None) -> dict[str, Any]:
+    """Status patch when the Job vanished (deleted by hand) before the TrainingJob finished."""
+    now = now or now_rfc3339()
+    status = tj.get("status") or {}
+    if status.get("phase") in R.TERMINAL_PHASES:
+        return {}
+    gen = (tj.get("metadata") or {}).get("generation")
+    msg = f"Job {status.get('jobName')} was deleted before it finished"
+    conds = set_condition(
+        status.get("conditions"), R.COND_FAILED, True, R.REASON_JOB_DELETED, msg, generation=gen, now=now
+    )
+    conds = clear_condition(conds, R.RUNNING, R.REASON_JOB_DELETED, msg, generation=gen, now=now)
+    return {"phase": R.FAILED, "conditions": conds, "completionTime": now}
+
+
+# --- events ----------------------------------------------------------------------------------------------
+
+
+def events_for(old_status: dict[str, Any] | None, patch: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Kubernetes Events (type, reason, message) worth posting for a status patch: phase changes and
+    conditions that just turned True."""
+    old_status = old_status or {}
+    out: list[tuple[str, str, str]] = []
+    new_phase = patch.get("phase")
+    if new_phase and new_phase != old_status.get("phase"):
+        if new_phase == R.SUCCEEDED:
+            out.append(("Normal", R.EVENT_SUCCEEDED, "training succeeded"))
+        elif new_phase == R.FAILED:
+            c = get_condition(patch.get("conditions"), R.COND_FAILED) or {}
+            out.append(
+                ("Warning", R.EVENT_FAILED, f"{c.get('reason', 'Failed')}: {c.get('message', '')}".strip())
+            )
+        else:
+            out.append(
+                ("Normal", R.EVENT_PHASE_CHANGED, f"phase {old_status.get('phase') or '-'} -> {new_phase}")
+            )
+    for type_, ev in ((R.UNSCHEDULABLE, R.EVENT_UNSCHEDULABLE), (R.STALLED, R.EVENT_STALLED)):
+        new = get_condition(patch.get("conditions"), type_)
+        if new and new.get("status") == "True" and not is_true(old_status.get("conditions"), type_):
+            out.append(("Warning", ev, f"{new.get('reason')}: {new.get('message')}"))
+    return out

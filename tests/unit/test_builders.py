@@ -1,0 +1,392 @@
+"""Pure builders: Job, per-job RBAC, names, shm sizing, model resolution, the trainer config contract."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from yolo_operator import builders as b
+from yolo_operator.api import ModelSource
+from yolo_operator.config import OperatorConfig
+from yolo_trainer.config import CONFIG_ENV, TrainerConfig
+from yolo_trainer.exitcodes import DISRUPTION, NON_RETRIABLE, ExitCode
+
+pytestmark = pytest.mark.unit
+CFG = OperatorConfig(trainer_image="registry.local/yolo-trainer:test")
+MIB = 1024 * 1024
+
+
+def make_tj(name: str = "helmets", **spec) -> dict:
+    base = {
+        "model": {"hub": "yolov8n.pt"},
+        "dataset": "s3://datasets/helmets/",
+        "output": "s3://runs/",
+        "s3": {"endpoint": "http://minio:9000", "credentialsSecretRef": {"name": "s3-keys"}},
+    }
+    base.update(copy.deepcopy(spec))
+    return {
+        "apiVersion": "yolo-operator.io/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": name, "namespace": "team-a", "uid": "uid-1234", "generation": 1},
+        "spec": base,
+    }
+
+
+def container(job: dict) -> dict:
+    (c,) = job["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def env(job: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container(job)["env"]}
+
+
+# --- names -----------------------------------------------------------------------------------------------
+
+
+def test_job_name_is_deterministic():
+    assert b.job_name("helmets") == "helmets-train"
+    assert b.rbac_name("helmets") == "helmets-trainer"
+    assert b.build_job(make_tj(), CFG) == b.build_job(make_tj(), CFG)
+
+
+@given(st.from_regex(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", fullmatch=True))
+def test_child_names_are_valid_and_short(name):
+    for n in (b.job_name(name), b.rbac_name(name)):
+        assert len(n) <= 63
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", n), n
+
+
+def test_long_names_are_hashed_and_distinct():
+    a, c = "a" * 60 + "xyz", "a" * 60 + "xyw"
+    assert b.job_name(a) != b.job_name(c)
+    assert len(b.job_name(a)) == 63
+    assert b.job_name(a).endswith("-train")
+
+
+# --- the Job ---------------------------------------------------------------------------------------------
+
+
+def test_job_owner_reference_and_labels():
+    job = b.build_job(make_tj(), CFG)
+    meta = job["metadata"]
+    assert meta["name"] == "helmets-train"
+    assert meta["namespace"] == "team-a"
+    (owner,) = meta["ownerReferences"]
+    assert owner == {
+        "apiVersion": "yolo-operator.io/v1alpha1",
+        "kind": "TrainingJob",
+        "name": "helmets",
+        "uid": "uid-1234",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    for labels in (meta["labels"], job["spec"]["template"]["metadata"]["labels"]):
+        assert labels["yolo-operator.io/training-job"] == "helmets"
+        assert labels["app.kubernetes.io/name"] == "yolo-trainer"
+        assert labels["app.kubernetes.io/managed-by"] == "yolo-operator"
+
+
+def test_owner_reference_needs_uid():
+    tj = make_tj()
+    del tj["metadata"]["uid"]
+    with pytest.raises(ValueError, match="uid"):
+        b.build_job(tj, CFG)
+
+
+def test_job_spec_basics():
+    job = b.build_job(make_tj(backoffLimit=5, activeDeadlineSeconds=3600, ttlSecondsAfterFinished=60), CFG)
+    s = job["spec"]
+    assert (s["parallelism"], s["completions"], s["backoffLimit"]) == (1, 1, 5)
+    assert s["activeDeadlineSeconds"] == 3600
+    assert s["ttlSecondsAfterFinished"] == 60
+    assert s["suspend"] is False
+    assert s["podReplacementPolicy"] == "Failed"
+    pod = s["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["serviceAccountName"] == "helmets-trainer"
+    assert container(job)["image"] == "registry.local/yolo-trainer:test"
+    assert container(job)["terminationMessagePath"] == "/dev/termination-log"
+    assert container(job)["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert "activeDeadlineSeconds" not in b.build_job(make_tj(), CFG)["spec"]
+
+
+def test_image_override():
+    job = b.build_job(make_tj(image="my.registry/trainer:2", imagePullPolicy="Always"), CFG)
+    assert container(job)["image"] == "my.registry/trainer:2"
+    assert container(job)["imagePullPolicy"] == "Always"
+
+
+def test_pod_failure_policy_follows_exit_codes():
+    rules = b.build_job(make_tj(), CFG)["spec"]["podFailurePolicy"]["rules"]
+    fail = [r for r in rules if r["action"] == "FailJob"]
+    ignore = [r for r in rules if r["action"] == "Ignore"]
+    assert fail[0]["onExitCodes"] == {
+        "containerName": "trainer",
+        "operator": "In",
+        "values": sorted(NON_RETRIABLE),
+    }
+    assert int(ExitCode.DATASET_INVALID) in fail[0]["onExitCodes"]["values"]
+    assert int(ExitCode.TRAINING_ERROR) not in fail[0]["onExitCodes"]["values"]  # retriable
+    assert ignore[0]["onExitCodes"]["values"] == list(DISRUPTION) == [75]
+    assert ignore[1]["onPodConditions"] == [{"type": "DisruptionTarget", "status": "True"}]
+
+
+def test_restricted_security_context():
+    job = b.build_job(make_tj(), CFG)
+    pod = job["spec"]["template"]["spec"]
+    sc = container(job)["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["runAsNonRoot"] is True
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    text = json.dumps(job)
+    assert "runAsUser" not in text and "fsGroup" not in text  # OpenShift restricted-v2 assigns them
+    assert "privileged" not in text and "hostPath" not in text
+
+
+def test_writable_home_and_config_dir_on_emptydir():
+    job = b.build_job(make_tj(), CFG)
+    e = env(job)
+    mounts = {m["mountPath"]: m["name"] for m in container(job)["volumeMounts"]}
+    vols = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    for var in ("HOME", "YOLO_CONFIG_DIR", "MPLCONFIGDIR"):
+        assert e[var]["value"].startswith(b.WORK_DIR + "/")
+    assert mounts[b.WORK_DIR] == "work" and "emptyDir" in vols["work"]
+
+
+def test_credentials_only_via_secret_key_ref():
+    tj = make_tj(
+        s3={
+            "credentialsSecretRef": {"name": "keys", "accessKeyIdKey": "ak", "secretAccessKeyKey": "sk"},
+            "endpoint": "https://s3.example",
+        }
+    )
+    job = b.build_job(tj, CFG)
+    e = env(job)
+    assert e["AWS_ACCESS_KEY_ID"] == {
+        "name": "AWS_ACCESS_KEY_ID",
+        "valueFrom": {"secretKeyRef": {"name": "keys", "key": "ak"}},
+    }
+    assert e["AWS_SECRET_ACCESS_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "keys", "key": "sk"}}
+    cfg = json.loads(e[CONFIG_ENV]["value"])
+    assert "keys" not in json.dumps(cfg)  # no credentials (or their Secret) in the config
+    # no credentials ref -> no credential variables at all
+    job2 = b.build_job(make_tj(s3={"endpoint": "http://minio:9000"}), CFG)
+    assert "AWS_ACCESS_KEY_ID" not in env(job2)
+
+
+def test_trainer_config_contract():
+    tj = make_tj(
+        training={"epochs": 7, "imgsz": 320, "batch": 4, "freeze": 10, "hyperparameters": {"lr0": 0.01}},
+        exportFormats=["onnx"],
+        s3={
+            "endpoint": "https://s3.example",
+            "region": "eu-west-1",
+            "caBundle": {"name": "ca", "key": "bundle.pem"},
+        },
+    )
+    job = b.build_job(tj, CFG)
+    cfg = TrainerConfig.model_validate_json(env(job)[CONFIG_ENV]["value"])
+    assert (cfg.name, cfg.namespace) == ("helmets", "team-a")
+    assert cfg.model == "yolov8n.pt"
+    assert cfg.dataset == "s3://datasets/helmets/"
+    assert cfg.output == "s3://runs/"
+    assert (cfg.training.epochs, cfg.training.imgsz, cfg.training.batch, cfg.training.freeze) == (
+        7,
+        320,
+        4,
+        10,
+    )
+    assert cfg.training.hyperparameters == {"lr0": 0.01}
+    assert cfg.export_formats == ["onnx"]
+    assert cfg.s3.endpoint == "https://s3.example" and cfg.s3.region == "eu-west-1"
+    assert cfg.s3.ca_bundle == f"{b.CA_DIR}/{b.CA_FILE}"
+    assert cfg.status.name == "helmets" and cfg.status.plural == "trainingjobs"
+    vols = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert vols["ca-bundle"]["configMap"] == {
+        "name": "ca",
+        "items": [{"key": "bundle.pem", "path": "ca.crt"}],
+    }
+    assert cfg.work_dir.startswith(b.WORK_DIR + "/")
+
+
+def test_resolved_model_goes_into_the_config():
+    tj = make_tj(model={"fromTrainingJob": "previous"})
+    with pytest.raises(ValueError, match="resolved"):
+        b.build_job(tj, CFG)
+    job = b.build_job(tj, CFG, model="s3://runs/team-a/previous/weights/best.pt")
+    cfg = TrainerConfig.model_validate_json(env(job)[CONFIG_ENV]["value"])
+    assert cfg.model == "s3://runs/team-a/previous/weights/best.pt"
+
+
+# --- GPUs, shm, memory -----------------------------------------------------------------------------------
+
+
+def test_gpu_limits_and_toleration():
+    job = b.build_job(make_tj(resources={"gpus": 2}), CFG)
+    res = container(job)["resources"]
+    assert res["limits"]["nvidia.com/gpu"] == "2"
+    assert res["requests"]["nvidia.com/gpu"] == "2"
+    tols = job["spec"]["template"]["spec"]["tolerations"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in tols
+
+
+def test_custom_gpu_resource_name():
+    job = b.build_job(make_tj(resources={"gpus": 1, "gpuResourceName": "amd.com/gpu"}), CFG)
+    assert container(job)["resources"]["limits"]["amd.com/gpu"] == "1"
+    assert "nvidia.com/gpu" not in json.dumps(container(job)["resources"])
+    tols = job["spec"]["template"]["spec"]["tolerations"]
+    assert {"key": "amd.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in tols
+
+
+def test_cpu_only_has_no_gpu_limit_or_toleration():
+    job = b.build_job(make_tj(resources={"gpus": 0}), CFG)
+    assert "gpu" not in json.dumps(container(job)["resources"])
+    assert "tolerations" not in job["spec"]["template"]["spec"]
+
+
+def shm_volume(job: dict) -> dict:
+    return next(v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "shm")
+
+
+def test_shm_volume_memory_backed_and_memory_accounts_for_it():
+    job = b.build_job(
+        make_tj(training={"workers": 8, "batch": 16, "imgsz": 640}, resources={"memory": "16Gi"}), CFG
+    )
+    vol = shm_volume(job)
+    assert vol["emptyDir"]["medium"] == "Memory"
+    assert vol["emptyDir"]["sizeLimit"] == "896Mi"  # the docstring's worked example
+    assert {"name": "shm", "mountPath": "/dev/shm"} in container(job)["volumeMounts"]
+    res = container(job)["resources"]
+    assert res["limits"]["memory"] == res["requests"]["memory"] == f"{16 * 1024 + 896}Mi"
+
+
+def test_shm_override():
+    job = b.build_job(make_tj(resources={"shmSize": "8Gi", "memory": "32Gi"}), CFG)
+    assert shm_volume(job)["emptyDir"]["sizeLimit"] == "8192Mi"
+    assert container(job)["resources"]["limits"]["memory"] == f"{(32 + 8) * 1024}Mi"
+
+
+def test_shm_formula_documented_example():
+    assert b.shm_size_bytes(8, 16, 640) == 896 * MIB
+    assert b.shm_size_bytes(0, 16, 640) == 256 * MIB  # main-process loading: base only
+    assert b.shm_size_bytes(None, 16, 640) == b.shm_size_bytes(8, 16, 640)  # Ultralytics default workers
+    assert b.shm_size_bytes(64, 1024, 4096) == 16384 * MIB  # clamped
+
+
+@given(
+    st.integers(0, 64),
+    st.integers(1, 1024),
+    st.integers(1, 128).map(lambda k: k * 32),
+    st.integers(0, 64),
+    st.integers(1, 1024),
+)
+def test_shm_is_clamped_rounded_and_monotonic(w1, b1, imgsz, w2, b2):
+    s1 = b.shm_size_bytes(w1, b1, imgsz)
+    assert 256 * MIB <= s1 <= 16384 * MIB
+    assert s1 % (64 * MIB) == 0
+    if w2 >= w1 and b2 >= b1:
+        assert b.shm_size_bytes(w2, b2, imgsz) >= s1
+
+
+# --- scheduling and Kueue --------------------------------------------------------------------------------
+
+
+def test_scheduling_passthrough():
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}}
+    tj = make_tj(
+        scheduling={
+            "nodeSelector": {"nvidia.com/gpu.product": "H100"},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}],
+            "affinity": affinity,
+            "priorityClassName": "high",
+        }
+    )
+    pod = b.build_job(tj, CFG)["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "H100"}
+    assert pod["affinity"] == affinity
+    assert pod["priorityClassName"] == "high"
+    assert pod["tolerations"][0] == {
+        "key": "dedicated",
+        "operator": "Equal",
+        "value": "ml",
+        "effect": "NoSchedule",
+    }
+    assert len(pod["tolerations"]) == 2  # plus the GPU one
+
+
+def test_kueue_label_and_suspended_creation():
+    job = b.build_job(make_tj(queueName="gpu-queue"), CFG)
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+    assert job["spec"]["suspend"] is True
+    assert "suspend" not in b.job_mutable_patch(make_tj(queueName="gpu-queue"))["spec"]
+    assert "kueue.x-k8s.io/queue-name" not in b.build_job(make_tj(), CFG)["metadata"]["labels"]
+
+
+def test_suspend_and_mutable_patch():
+    assert b.build_job(make_tj(suspend=True), CFG)["spec"]["suspend"] is True
+    assert b.job_mutable_patch(make_tj(suspend=True, activeDeadlineSeconds=10)) == {
+        "spec": {"suspend": True, "activeDeadlineSeconds": 10, "ttlSecondsAfterFinished": None}
+    }
+
+
+# --- RBAC ------------------------------------------------------------------------------------------------
+
+
+def test_rbac_is_least_privilege_and_owned():
+    tj = make_tj()
+    sa, role, rb = b.build_service_account(tj), b.build_role(tj), b.build_role_binding(tj)
+    for obj in (sa, role, rb):
+        assert obj["metadata"]["name"] == "helmets-trainer"
+        assert obj["metadata"]["ownerReferences"][0]["uid"] == "uid-1234"
+    rules = {tuple(r["resources"]): r for r in role["rules"]}
+    assert rules[("trainingjobs/status",)]["verbs"] == ["get", "patch"]
+    assert rules[("trainingjobs",)]["verbs"] == ["get"]
+    for r in role["rules"]:
+        assert r["resourceNames"] == ["helmets"]
+        assert r["apiGroups"] == ["yolo-operator.io"]
+    assert "secrets" not in json.dumps(role)
+    assert rb["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "helmets-trainer",
+    }
+    assert rb["subjects"] == [{"kind": "ServiceAccount", "name": "helmets-trainer", "namespace": "team-a"}]
+    kinds = [o["kind"] for o in b.build_children(tj, CFG, "yolov8n.pt")]
+    assert kinds == ["ServiceAccount", "Role", "RoleBinding", "Job"]
+
+
+# --- model resolution ------------------------------------------------------------------------------------
+
+
+def test_resolve_static_sources():
+    for src, want in (
+        ({"hub": "yolo11n.pt"}, "yolo11n.pt"),
+        ({"uri": "https://example.com/w.pt"}, "https://example.com/w.pt"),
+        ({"yaml": "yolov8n.yaml"}, "yolov8n.yaml"),
+    ):
+        assert b.resolve_model(ModelSource.model_validate(src), None).model == want
+
+
+def test_resolve_from_training_job():
+    src = ModelSource.model_validate({"fromTrainingJob": "prev"})
+    missing = b.resolve_model(src, None)
+    assert missing.model is None and missing.reason == "SourceTrainingJobNotFound" and not missing.terminal
+    running = b.resolve_model(src, {"status": {"phase": "Training"}})
+    assert running.model is None and running.reason == "WaitingForSourceTrainingJob" and not running.terminal
+    assert "prev" in running.message and "Training" in running.message
+    failed = b.resolve_model(src, {"status": {"phase": "Failed"}})
+    assert failed.terminal and failed.reason == "SourceTrainingJobFailed"
+    done = b.resolve_model(
+        src, {"status": {"phase": "Succeeded", "artifacts": {"bestWeights": "s3://r/best.pt"}}}
+    )
+    assert done.model == "s3://r/best.pt"
+    no_weights = b.resolve_model(src, {"status": {"phase": "Succeeded"}})
+    assert no_weights.model is None and no_weights.terminal

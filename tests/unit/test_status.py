@@ -1,0 +1,342 @@
+"""derive_status: Job and pod observations -> TrainingJob status patch (phase, conditions, restarts)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from yolo_operator import reasons as R
+from yolo_operator import status as S
+
+pytestmark = pytest.mark.unit
+T0, T1, T2 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z", "2026-01-01T01:00:00Z"
+
+
+def tj(status: dict | None = None, **spec) -> dict:
+    return {
+        "metadata": {"name": "helmets", "namespace": "ns", "generation": 2},
+        "spec": {"model": {"hub": "yolov8n.pt"}, **spec},
+        "status": status or {},
+    }
+
+
+def job(conditions: list[tuple[str, str, str]] = (), **status) -> dict:
+    return {
+        "metadata": {"name": "helmets-train"},
+        "status": {
+            "conditions": [
+                {"type": t, "status": "True", "reason": r, "message": m, "lastTransitionTime": T2}
+                for t, r, m in conditions
+            ],
+            **status,
+        },
+    }
+
+
+def pod(name="helmets-train-a", phase="Pending", created=T0, **status) -> dict:
+    return {
+        "metadata": {"name": name, "creationTimestamp": created},
+        "spec": {},
+        "status": {"phase": phase, **status},
+    }
+
+
+def terminated(code: int, message: str = "", reason: str = "Error", finished: str = T1) -> dict:
+    return {
+        "containerStatuses": [
+            {
+                "name": "trainer",
+                "state": {
+                    "terminated": {
+                        "exitCode": code,
+                        "message": message,
+                        "reason": reason,
+                        "finishedAt": finished,
+                    }
+                },
+            }
+        ]
+    }
+
+
+def apply(tj_: dict, patch: dict) -> dict:
+    out = copy.deepcopy(tj_)
+    out["status"].update(patch)
+    return out
+
+
+def cond(patch: dict, type_: str) -> dict:
+    c = S.get_condition(patch.get("conditions"), type_)
+    assert c is not None, f"no {type_} condition in {patch.get('conditions')}"
+    return c
+
+
+def test_no_job_no_patch():
+    assert S.derive_status(tj(), None, []) == {}
+
+
+def test_succeeded():
+    j = job([("Complete", "CompletionsReached", "")], succeeded=1, startTime=T0, completionTime=T2)
+    p = S.derive_status(tj({"phase": "Training"}), j, [pod(phase="Succeeded")], now=T2)
+    assert p["phase"] == "Succeeded"
+    assert cond(p, R.COND_SUCCEEDED)["status"] == "True"
+    assert cond(p, R.COND_SUCCEEDED)["reason"] == R.REASON_COMPLETED
+    assert p["completionTime"] == T2 and p["startTime"] == T0
+    assert p["jobName"] == "helmets-train"
+    assert p["observedGeneration"] == 2
+    assert p["restartCount"] == 0
+
+
+def test_failed_with_non_retriable_exit_code_and_termination_message():
+    j = job(
+        [("Failed", "PodFailurePolicy", "Container trainer for pod ns/x failed with exit code 11")], failed=1
+    )
+    pods = [pod(phase="Failed", **terminated(11, "data.yaml not found under s3://datasets/helmets/"))]
+    p = S.derive_status(tj({"phase": "Staging"}), j, pods, now=T2)
+    assert p["phase"] == "Failed"
+    c = cond(p, R.COND_FAILED)
+    assert c["status"] == "True"
+    assert c["reason"] == "DatasetInvalid"
+    assert "data.yaml not found" in c["message"] and "code 11" in c["message"]
+    assert p["completionTime"] == T2
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        (10, "ConfigInvalid"),
+        (12, "S3AccessDenied"),
+        (13, "ModelUnavailable"),
+        (14, "OutOfMemory"),
+        (99, "ExitCode99"),
+    ],
+)
+def test_exit_code_reasons(code, reason):
+    j = job([("Failed", "PodFailurePolicy", "")], failed=1)
+    p = S.derive_status(tj(), j, [pod(phase="Failed", **terminated(code, "boom"))], now=T2)
+    assert cond(p, R.COND_FAILED)["reason"] == reason
+
+
+def test_backoff_limit_exceeded_uses_last_attempt():
+    j = job([("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")], failed=3)
+    pods = [
+        pod("a", "Failed", T0, **terminated(21, "S3 endpoint unreachable", finished=T0)),
+        pod("b", "Failed", T1, **terminated(20, "CUDA error: device-side assert", finished=T1)),
+    ]
+    p = S.derive_status(tj(), j, pods, now=T2)
+    c = cond(p, R.COND_FAILED)
+    assert c["reason"] == "TrainingError"
+    assert "backoff limit reached after 3" in c["message"]
+    assert "CUDA error" in c["message"]
+
+
+def test_oom_killed():
+    j = job([("Failed", "BackoffLimitExceeded", "")], failed=4)
+    p = S.derive_status(tj(), j, [pod(phase="Failed", **terminated(137, "", reason="OOMKilled"))], now=T2)
+    assert cond(p, R.COND_FAILED)["reason"] == R.REASON_OOM_KILLED
+
+
+def test_deadline_exceeded():
+    j = job([("Failed", "DeadlineExceeded", "Job was active longer than specified deadline")])
+    p = S.derive_status(tj(), j, [], now=T2)
+    assert p["phase"] == "Failed"
+    assert cond(p, R.COND_FAILED)["reason"] == R.REASON_DEADLINE_EXCEEDED
+    assert "activeDeadlineSeconds" in cond(p, R.COND_FAILED)["message"]
+
+
+def test_failed_without_pods_falls_back_to_job_reason():
+    p = S.derive_status(tj(), job([("Failed", "BackoffLimitExceeded", "limit")]), [], now=T2)
+    assert cond(p, R.COND_FAILED)["reason"] == "BackoffLimitExceeded"
+
+
+def test_running_pod_maps_trainer_stage_to_phase():
+    j = job(active=1, startTime=T0)
+    running = [pod(phase="Running")]
+    assert S.derive_status(tj(), j, running, now=T1)["phase"] == "Staging"  # before the first report
+    for stage in ("Staging", "Training", "Uploading"):
+        p = S.derive_status(tj({"stage": stage, "phase": "Pending"}), j, running, now=T1)
+        assert p["phase"] == stage
+        assert cond(p, R.RUNNING)["status"] == "True"
+
+
+def test_terminal_phase_wins_over_stale_stage():
+    j = job([("Complete", "CompletionsReached", "")])
+    p = S.derive_status(tj({"stage": "Training"}), j, [pod(phase="Succeeded")], now=T2)
+    assert p["phase"] == "Succeeded"
+
+
+def test_pod_succeeded_before_job_complete_keeps_phase():
+    j = job(active=0, succeeded=1)
+    p = S.derive_status(tj({"phase": "Uploading", "stage": "Uploading"}), j, [pod(phase="Succeeded")], now=T2)
+    assert "phase" not in p  # unchanged; not flipped back to Pending
+
+
+def test_unschedulable_then_scheduled():
+    msg = "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."
+    unsched = pod(
+        conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg}]
+    )
+    j = job(active=1)
+    p = S.derive_status(tj(), j, [unsched], now=T1)
+    assert p["phase"] == "Pending"
+    c = cond(p, R.UNSCHEDULABLE)
+    assert (c["status"], c["reason"], c["message"]) == ("True", R.REASON_UNSCHEDULABLE, msg)
+    assert c["lastTransitionTime"] == T1
+    state = apply(tj(), p)
+    # same observation again: nothing to write (idempotent)
+    assert S.derive_status(state, j, [unsched], now=T2) == {}
+    # now it runs: Unschedulable turns False, Running True
+    p2 = S.derive_status(
+        state, j, [pod(phase="Running", conditions=[{"type": "PodScheduled", "status": "True"}])], T2
+    )
+    assert cond(p2, R.UNSCHEDULABLE)["status"] == "False"
+    assert cond(p2, R.UNSCHEDULABLE)["lastTransitionTime"] == T2
+    assert cond(p2, R.RUNNING)["status"] == "True"
+
+
+@pytest.mark.parametrize(
+    ("waiting", "reason"),
+    [
+        ("ImagePullBackOff", R.REASON_IMAGE_PULL_FAILED),
+        ("ErrImagePull", R.REASON_IMAGE_PULL_FAILED),
+        ("CreateContainerConfigError", R.REASON_CONTAINER_CONFIG_ERROR),
+    ],
+)
+def test_stalled_pod(waiting, reason):
+    detail = 'secret "s3-keys" not found' if waiting.startswith("Create") else "pull access denied"
+    st_ = {
+        "containerStatuses": [
+            {"name": "trainer", "state": {"waiting": {"reason": waiting, "message": detail}}}
+        ]
+    }
+    p = S.derive_status(tj(), job(active=1), [pod(**st_)], now=T1)
+    c = cond(p, R.STALLED)
+    assert (c["status"], c["reason"]) == ("True", reason)
+    assert detail in c["message"] and waiting in c["message"]
+    assert p["phase"] == "Pending"
+
+
+def test_suspended_and_resumed():
+    j = job([("Suspended", "JobSuspended", "Job suspended")])
+    p = S.derive_status(tj(suspend=True), j, [], now=T1)
+    assert p["phase"] == "Suspended"
+    assert cond(p, R.COND_SUSPENDED)["reason"] == R.REASON_JOB_SUSPENDED
+    resumed = S.derive_status(apply(tj(suspend=False), p), job(active=1), [pod()], now=T2)
+    assert resumed["phase"] == "Pending"
+    assert cond(resumed, R.COND_SUSPENDED)["status"] == "False"
+    assert cond(resumed, R.COND_SUSPENDED)["reason"] == R.REASON_RESUMED
+
+
+def test_queued_by_kueue():
+    j = job([("Suspended", "JobSuspended", "")])
+    p = S.derive_status(tj(queueName="gpu-queue"), j, [], now=T1)
+    assert p["phase"] == "Suspended"
+    assert cond(p, R.COND_SUSPENDED)["reason"] == R.REASON_QUEUED
+    assert "gpu-queue" in cond(p, R.COND_SUSPENDED)["message"]
+
+
+def test_restart_count_counts_failures_and_disruptions():
+    disrupted = pod(
+        "a",
+        "Failed",
+        T0,
+        conditions=[{"type": "DisruptionTarget", "status": "True"}],
+        **terminated(143, finished=T0),
+    )
+    interrupted = pod("b", "Failed", T1, **terminated(75, "checkpointed after SIGTERM", finished=T1))
+    retried = pod("c", "Failed", T1, **terminated(20, "nan loss", finished=T1))
+    current = pod("d", "Running", T2)
+    j = job(active=1, failed=1)  # Ignore'd pods are not counted in Job.status.failed
+    p = S.derive_status(tj(), j, [disrupted, interrupted, retried, current], now=T2)
+    assert p["restartCount"] == 3
+    assert p["phase"] == "Staging"
+    # pods garbage-collected later do not lower it
+    p2 = S.derive_status(apply(tj(), p), j, [current], now=T2)
+    assert "restartCount" not in p2
+
+
+def test_disrupted_pod_is_not_the_failure_reason():
+    j = job([("Failed", "BackoffLimitExceeded", "")], failed=1)
+    pods = [
+        pod("a", "Failed", T0, **terminated(20, "real failure", finished=T0)),
+        pod("b", "Failed", T1, **terminated(75, "interrupted", finished=T1)),
+    ]
+    assert cond(S.derive_status(tj(), j, pods, now=T2), R.COND_FAILED)["reason"] == "TrainingError"
+
+
+def test_set_condition_keeps_transition_time_when_status_unchanged():
+    c1 = S.set_condition([], "Running", True, "PodRunning", "a", generation=1, now=T0)
+    c2 = S.set_condition(c1, "Running", True, "PodRunning", "b", generation=2, now=T1)
+    assert c2[0]["lastTransitionTime"] == T0 and c2[0]["message"] == "b" and c2[0]["observedGeneration"] == 2
+    c3 = S.set_condition(c2, "Running", False, "JobFinished", "c", generation=2, now=T2)
+    assert c3[0]["lastTransitionTime"] == T2
+    assert c1[0]["message"] == "a"  # inputs are not mutated
+
+
+def test_long_termination_message_truncated():
+    j = job([("Failed", "PodFailurePolicy", "")], failed=1)
+    p = S.derive_status(tj(), j, [pod(phase="Failed", **terminated(10, "x" * 100_000))], now=T2)
+    assert len(cond(p, R.COND_FAILED)["message"]) <= S.MAX_MESSAGE
+
+
+OBSERVATIONS = st.sampled_from(
+    [
+        (job(active=1), [pod()]),
+        (job(active=1), [pod(phase="Running")]),
+        (job([("Complete", "CompletionsReached", "")], succeeded=1), [pod(phase="Succeeded")]),
+        (
+            job([("Failed", "PodFailurePolicy", "")], failed=1),
+            [pod(phase="Failed", **terminated(12, "denied"))],
+        ),
+        (job([("Suspended", "JobSuspended", "")]), []),
+    ]
+)
+
+
+@given(st.lists(OBSERVATIONS, min_size=1, max_size=6))
+def test_derive_is_idempotent(observations):
+    """Applying a patch and deriving again from the same observation yields no patch (no write loops)."""
+    state = tj()
+    for j, pods in observations:
+        state = apply(state, S.derive_status(state, j, pods, now=T1))
+        assert S.derive_status(state, j, pods, now=T2) == {}
+        assert state["status"]["phase"] in R.PHASES
+
+
+def test_creation_and_waiting_status():
+    p = S.job_created_status(tj(), "helmets-train", "yolov8n.pt", now=T0)
+    assert p["phase"] == "Pending" and p["jobName"] == "helmets-train" and p["model"] == "yolov8n.pt"
+    assert cond(p, R.JOB_CREATED)["status"] == "True"
+    assert cond(p, R.MODEL_RESOLVED)["status"] == "True"
+    assert S.job_created_status(apply(tj(), p), "helmets-train", "yolov8n.pt", now=T1) == {}
+    w = S.waiting_for_model_status(
+        tj(), R.REASON_WAITING_FOR_SOURCE, "waiting for prev", terminal=False, now=T0
+    )
+    assert w["phase"] == "Pending" and cond(w, R.MODEL_RESOLVED)["reason"] == R.REASON_WAITING_FOR_SOURCE
+    f = S.waiting_for_model_status(tj(), R.REASON_SOURCE_FAILED, "prev failed", terminal=True, now=T0)
+    assert f["phase"] == "Failed" and cond(f, R.COND_FAILED)["reason"] == R.REASON_SOURCE_FAILED
+
+
+def test_job_missing():
+    p = S.job_missing_status(tj({"phase": "Training", "jobName": "helmets-train"}), now=T1)
+    assert p["phase"] == "Failed" and cond(p, R.COND_FAILED)["reason"] == R.REASON_JOB_DELETED
+    assert S.job_missing_status(tj({"phase": "Succeeded"}), now=T1) == {}
+
+
+def test_events_for_transitions():
+    j = job([("Failed", "PodFailurePolicy", "")], failed=1)
+    p = S.derive_status(
+        tj({"phase": "Training"}), j, [pod(phase="Failed", **terminated(12, "denied"))], now=T2
+    )
+    (ev,) = S.events_for({"phase": "Training"}, p)
+    assert ev[0] == "Warning" and ev[1] == R.EVENT_FAILED and "S3AccessDenied" in ev[2]
+    msg = "0/2 nodes are available"
+    unsched = pod(
+        conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg}]
+    )
+    p2 = S.derive_status(tj({"phase": "Pending"}), job(active=1), [unsched], now=T1)
+    evs = S.events_for({"phase": "Pending"}, p2)
+    assert [e[1] for e in evs] == [R.EVENT_UNSCHEDULABLE]
+    assert S.events_for(apply(tj({"phase": "Pending"}), p2)["status"], p2) == []
