@@ -1,0 +1,38 @@
+"""``python -m yolo_operator`` / ``yolo-operator``: runs the kopf operator.
+
+Configuration comes from the environment (see yolo_operator.config): YOLO_OPERATOR_TRAINER_IMAGE,
+YOLO_OPERATOR_NAMESPACES (comma list; empty = cluster-wide), YOLO_OPERATOR_LOG_LEVEL,
+YOLO_OPERATOR_METRICS_PORT (Prometheus /metrics), YOLO_OPERATOR_HEALTH_PORT (/healthz).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import kopf
+
+from yolo_operator.config import OperatorConfig
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = OperatorConfig.from_env()
+    logging.basicConfig(
+        level=getattr(logging, config.log_level, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    import yolo_operator.handlers  # noqa: F401  (registers the handlers)
+
+    liveness = f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None
+    kopf.run(
+        clusterwide=config.clusterwide,
+        namespaces=list(config.namespaces),
+        liveness_endpoint=liveness,
+        standalone=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

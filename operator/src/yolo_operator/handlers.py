@@ -1,0 +1,366 @@
+"""kopf handlers: thin glue between the cluster and the pure functions in builders.py and status.py.
+
+* TrainingJob created / operator resumed -> ``ensure``: resolve the model, create the ServiceAccount, Role,
+  RoleBinding and Job if absent (deterministic names; 409 AlreadyExists is success), record jobName.
+* Mutable spec fields changed -> ``sync_mutable``: patch suspend/activeDeadlineSeconds/ttl onto the Job.
+* Job, pod or TrainingJob events -> ``sync_status``: derive phase/conditions from the Job and its pods.
+
+No handler is an ``on.delete`` handler, so kopf never puts a finalizer on TrainingJobs: deleting one works
+while the operator is down, and the garbage collector removes its Job, pods and RBAC via owner references.
+Handler progress lives in annotations (``yolo-operator.io/...``), never in ``status``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import defaultdict
+from typing import Any
+
+import kopf
+from kubernetes import client
+from kubernetes import config as kube_config
+from kubernetes.client.rest import ApiException
+from pydantic import ValidationError
+from yolo_trainer.config import CONFIG_ENV
+
+from yolo_operator import GROUP, PLURAL, VERSION, metrics
+from yolo_operator import reasons as R
+from yolo_operator.api import TrainingJob
+from yolo_operator.builders import (
+    LABEL_TRAINING_JOB,
+    build_job,
+    build_role,
+    build_role_binding,
+    build_service_account,
+    job_mutable_patch,
+    job_name,
+    resolve_model,
+)
+from yolo_operator.config import OperatorConfig
+from yolo_operator.status import (
+    derive_status,
+    events_for,
+    job_created_status,
+    job_missing_status,
+    now_rfc3339,
+    set_condition,
+    waiting_for_model_status,
+)
+
+log = logging.getLogger("yolo_operator")
+MERGE = "application/merge-patch+json"
+WAIT_FOR_SOURCE_SECONDS = 15
+
+CONFIG = OperatorConfig.from_env()
+_api_client: client.ApiClient | None = None
+_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+_locks_guard = threading.Lock()
+
+
+def api() -> client.ApiClient:
+    global _api_client
+    if _api_client is None:
+        try:
+            kube_config.load_incluster_config()
+        except kube_config.ConfigException:
+            kube_config.load_kube_config()
+        _api_client = client.ApiClient()
+    return _api_client
+
+
+def _lock(namespace: str, name: str) -> threading.Lock:
+    with _locks_guard:
+        return _locks[(namespace, name)]
+
+
+# --- setup -----------------------------------------------------------------------------------------------
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{GROUP}/finalizer"  # unused: there are no on.delete handlers
+    settings.posting.level = logging.INFO
+    settings.posting.reporting_component = "yolo-operator"
+    settings.peering.standalone = True
+    # Server-side filtering: only the Jobs and pods this operator created are streamed.
+    settings.watching.label_selectors["batch", "v1", "jobs"] = LABEL_TRAINING_JOB
+    settings.watching.label_selectors["v1", "pods"] = LABEL_TRAINING_JOB
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.execution.max_workers = 16
+
+
+@kopf.on.startup()
+def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    global CONFIG
+    CONFIG = OperatorConfig.from_env()
+    configure(settings)
+    api()
+    metrics.serve(CONFIG.metrics_port)
+    log.info(
+        "yolo-operator started: trainer image %s, %s",
+        CONFIG.trainer_image,
+        "cluster-wide" if CONFIG.clusterwide else f"namespaces {','.join(CONFIG.namespaces)}",
+    )
+
+
+@kopf.on.probe(id="api")
+def probe_api(**_: Any) -> str:
+    """Part of /healthz: the API server answers."""
+    return client.VersionApi(api()).get_code().git_version
+
+
+# --- API helpers -----------------------------------------------------------------------------------------
+
+
+def get_trainingjob(namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        return client.CustomObjectsApi(api()).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name
+        )
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+
+
+def patch_status(namespace: str, name: str, patch: dict[str, Any]) -> None:
+    if patch:
+        client.CustomObjectsApi(api()).patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, {"status": patch}
+        )
+
+
+def get_job(namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        resp = client.BatchV1Api(api()).read_namespaced_job(name, namespace, _preload_content=False)
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+    return json.loads(resp.data)
+
+
+def list_pods(namespace: str, tj_name: str) -> list[dict[str, Any]]:
+    resp = client.CoreV1Api(api()).list_namespaced_pod(
+        namespace, label_selector=f"{LABEL_TRAINING_JOB}={tj_name}", _preload_content=False
+    )
+    return json.loads(resp.data).get("items", [])
+
+
+def owned_by(obj: dict[str, Any], uid: str | None) -> bool:
+    return any(ref.get("uid") == uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or ())
+
+
+def create_if_absent(obj: dict[str, Any]) -> bool:
+    """Creates the object; True if created, False if it already existed (409)."""
+    ns = obj["metadata"]["namespace"]
+    kind = obj["kind"]
+    try:
+        if kind == "ServiceAccount":
+            client.CoreV1Api(api()).create_namespaced_service_account(ns, obj)
+        elif kind == "Role":
+            client.RbacAuthorizationV1Api(api()).create_namespaced_role(ns, obj)
+        elif kind == "RoleBinding":
+            client.RbacAuthorizationV1Api(api()).create_namespaced_role_binding(ns, obj)
+        elif kind == "Job":
+            client.BatchV1Api(api()).create_namespaced_job(ns, obj)
+        else:  # pragma: no cover
+            raise ValueError(kind)
+    except ApiException as e:
+        if e.status == 409:
+            return False
+        raise
+    return True
+
+
+# --- create / resume -------------------------------------------------------------------------------------
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+def ensure(body: kopf.Body, name: str, namespace: str, logger: logging.Logger, **_: Any) -> None:
+    # Returns nothing: kopf would store a result under status.<handler>, which the CRD schema prunes.
+    with metrics.timed("ensure", expected=(kopf.TemporaryError,)):
+        outcome = _ensure(dict(body), name, namespace)
+        log.info("%s/%s ensure: %s", namespace, name, outcome)
+
+
+def _fail_permanently(tj: dict[str, Any], reason: str, message: str) -> None:
+    status = tj.get("status") or {}
+    gen = (tj.get("metadata") or {}).get("generation")
+    conds = set_condition(
+        status.get("conditions"), R.COND_FAILED, True, reason, message, generation=gen, now=now_rfc3339()
+    )
+    patch_status(
+        tj["metadata"]["namespace"],
+        tj["metadata"]["name"],
+        {"phase": R.FAILED, "conditions": conds, "completionTime": now_rfc3339()},
+    )
+    kopf.warn(tj, reason=reason, message=message)
+    raise kopf.PermanentError(message)
+
+
+def _ensure(tj: dict[str, Any], name: str, namespace: str) -> dict[str, Any]:
+    status = tj.get("status") or {}
+    if status.get("phase") in R.TERMINAL_PHASES:
+        return {"skipped": f"already {status['phase']}"}
+    if (tj.get("metadata") or {}).get("deletionTimestamp"):
+        return {"skipped": "being deleted"}
+    try:
+        t = TrainingJob.from_body(tj)
+    except ValidationError as e:
+        _fail_permanently(tj, "InvalidSpec", f"spec does not validate: {e}")
+        raise  # unreachable
+
+    jname = job_name(name)
+    job = get_job(namespace, jname)
+    if job is None and status.get("jobName"):
+        # The Job was created before and is gone (deleted by hand while the operator was down).
+        # Never silently start over: that would be a second training run.
+        patch = job_missing_status(tj)
+        patch_status(namespace, name, patch)
+        kopf.warn(tj, reason=R.REASON_JOB_DELETED, message=f"Job {jname} was deleted before it finished")
+        return {"job": None}
+
+    if job is not None and not owned_by(job, t.uid):
+        raise kopf.TemporaryError(
+            f"Job {jname} belongs to another (deleted) TrainingJob; waiting for garbage collection",
+            delay=5,
+        )
+
+    if job is not None:
+        model = status.get("model") or (job and _model_from_job(job)) or ""
+    else:
+        source_tj = None
+        if t.spec.model.from_training_job:
+            source_tj = get_trainingjob(namespace, t.spec.model.from_training_job)
+        res = resolve_model(t.spec.model, source_tj)
+        if res.model is None:
+            patch = waiting_for_model_status(tj, res.reason, res.message, terminal=res.terminal)
+            first_time = (status.get("conditions") or []) == [] or any(
+                c.get("type") == R.MODEL_RESOLVED and c.get("reason") != res.reason
+                for c in status.get("conditions")
+            )
+            patch_status(namespace, name, patch)
+            if res.terminal:
+                kopf.warn(tj, reason=res.reason, message=res.message)
+                raise kopf.PermanentError(res.message)
+            if first_time:
+                kopf.info(tj, reason=R.EVENT_WAITING_FOR_MODEL, message=res.message)
+            raise kopf.TemporaryError(res.message, delay=WAIT_FOR_SOURCE_SECONDS)
+        model = res.model
+
+    # RBAC first, so that the pod finds its ServiceAccount; then the Job. All idempotent.
+    for obj in (build_service_account(t), build_role(t), build_role_binding(t)):
+        create_if_absent(obj)
+    created = False
+    if job is None:
+        created = create_if_absent(build_job(t, CONFIG, model))
+        if created:
+            metrics.JOBS_CREATED.inc()
+            kopf.info(tj, reason=R.EVENT_JOB_CREATED, message=f"created Job {jname} (model {model})")
+    else:
+        _sync_mutable_fields(t, job)
+
+    patch_status(namespace, name, job_created_status(tj, jname, model))
+    sync_status(namespace, name)
+    return {"job": jname, "created": created}
+
+
+def _model_from_job(job: dict[str, Any]) -> str | None:
+    for c in job["spec"]["template"]["spec"].get("containers", []):
+        for e in c.get("env", []):
+            if e.get("name") == CONFIG_ENV:
+                return json.loads(e["value"]).get("model")
+    return None
+
+
+# --- mutable fields --------------------------------------------------------------------------------------
+
+
+def _sync_mutable_fields(t: TrainingJob, job: dict[str, Any]) -> bool:
+    patch = job_mutable_patch(t)
+    current = job.get("spec") or {}
+    if all(current.get(k) == v for k, v in patch["spec"].items()):
+        return False
+    client.BatchV1Api(api()).patch_namespaced_job(
+        job["metadata"]["name"], t.namespace, patch, _content_type=MERGE
+    )
+    return True
+
+
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+def sync_mutable(body: kopf.Body, name: str, namespace: str, logger: logging.Logger, **_: Any) -> None:
+    with metrics.timed("sync_mutable"):
+        t = TrainingJob.from_body(dict(body))
+        job = get_job(namespace, job_name(name))
+        if job is not None and owned_by(job, t.uid) and _sync_mutable_fields(t, job):
+            kopf.info(
+                dict(body), reason="JobUpdated", message=f"applied {job_mutable_patch(t)['spec']} to the Job"
+            )
+
+
+# --- status ----------------------------------------------------------------------------------------------
+
+
+def sync_status(namespace: str, name: str) -> dict[str, Any]:
+    """Re-derives the operator's status fields from the Job and its pods and patches what changed."""
+    with _lock(namespace, name):
+        tj = get_trainingjob(namespace, name)
+        if tj is None or (tj.get("metadata") or {}).get("deletionTimestamp"):
+            return {}
+        status = tj.get("status") or {}
+        uid = tj["metadata"].get("uid")
+        job = get_job(namespace, job_name(name))
+        if job is not None and not owned_by(job, uid):
+            return {}
+        if job is None:
+            if status.get("jobName") and status.get("phase") not in R.TERMINAL_PHASES:
+                patch = job_missing_status(tj)
+            else:
+                return {}
+        else:
+            job_uid = job["metadata"].get("uid")
+            pods = [p for p in list_pods(namespace, name) if owned_by(p, job_uid)]
+            patch = derive_status(tj, job, pods)
+        if patch:
+            patch_status(namespace, name, patch)
+            for type_, reason, message in events_for(status, patch):
+                if type_ == "Warning":
+                    kopf.warn(tj, reason=reason, message=message)
+                else:
+                    kopf.info(tj, reason=reason, message=message)
+            if "phase" in patch:
+                metrics.observe_phase(namespace, name, patch["phase"])
+        return patch
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_TRAINING_JOB: kopf.PRESENT})
+def job_event(body: kopf.Body, namespace: str, **_: Any) -> None:
+    with metrics.timed("job_event"):
+        sync_status(namespace, body["metadata"]["labels"][LABEL_TRAINING_JOB])
+
+
+@kopf.on.event("v1", "pods", labels={LABEL_TRAINING_JOB: kopf.PRESENT})
+def pod_event(body: kopf.Body, namespace: str, **_: Any) -> None:
+    with metrics.timed("pod_event"):
+        sync_status(namespace, body["metadata"]["labels"][LABEL_TRAINING_JOB])
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def trainingjob_event(event: kopf.RawEvent, body: kopf.Body, name: str, namespace: str, **_: Any) -> None:
+    """Keeps the by-phase gauge current and maps the trainer's stage reports onto the phase."""
+    with metrics.timed("trainingjob_event"):
+        if event.get("type") == "DELETED":
+            metrics.observe_phase(namespace, name, None)
+            return
+        status = body.get("status") or {}
+        metrics.observe_phase(namespace, name, status.get("phase") or R.PENDING)
+        if status.get("jobName") and status.get("phase") not in R.TERMINAL_PHASES:
+            sync_status(namespace, name)

@@ -1,0 +1,59 @@
+"""Prometheus metrics of the operator (served by prometheus_client on $YOLO_OPERATOR_METRICS_PORT)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from yolo_operator.reasons import PHASES
+
+TRAININGJOBS = Gauge("yolo_operator_trainingjobs", "TrainingJobs seen by this operator, by phase", ["phase"])
+RECONCILE_ERRORS = Counter("yolo_operator_reconcile_errors_total", "Handler runs that raised", ["handler"])
+RECONCILE_SECONDS = Histogram(
+    "yolo_operator_reconcile_duration_seconds",
+    "Handler run time",
+    ["handler"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+JOBS_CREATED = Counter("yolo_operator_jobs_created_total", "batch/v1 Jobs created for TrainingJobs")
+
+_phases: dict[tuple[str, str], str] = {}
+_lock = threading.Lock()
+
+
+def observe_phase(namespace: str, name: str, phase: str | None) -> None:
+    """Records a TrainingJob's phase (None = deleted) and refreshes the by-phase gauge."""
+    with _lock:
+        if phase is None:
+            _phases.pop((namespace, name), None)
+        else:
+            _phases[(namespace, name)] = phase
+        counts = dict.fromkeys(PHASES, 0)
+        for p in _phases.values():
+            counts[p] = counts.get(p, 0) + 1
+    for p, n in counts.items():
+        TRAININGJOBS.labels(phase=p).set(n)
+
+
+@contextmanager
+def timed(handler: str, expected: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """Times a handler run; exceptions other than ``expected`` ones (e.g. waiting) count as errors."""
+    start = time.monotonic()
+    try:
+        yield
+    except expected:
+        raise
+    except Exception:
+        RECONCILE_ERRORS.labels(handler=handler).inc()
+        raise
+    finally:
+        RECONCILE_SECONDS.labels(handler=handler).observe(time.monotonic() - start)
+
+
+def serve(port: int) -> None:
+    if port:
+        start_http_server(port)
