@@ -19,7 +19,8 @@ venv_bin="$root/.venv/bin"
 export KWOK_WORKDIR="$tb/kwok"
 log() { echo "[testbed] $*" >&2; }
 
-s3_port=${TESTBED_S3_PORT:-18333}
+# Not SeaweedFS defaults (8333, 9333, ...; gRPC at +10000), so a developer's own weed can run beside it.
+s3_port=${TESTBED_S3_PORT:-7333}
 
 healthy() {
   [ -s "$tb/kubeconfig" ] && [ -s "$tb/s3.env" ] && [ -s "$tb/bin" ] || return 1
@@ -43,9 +44,9 @@ start_s3() {
   # weed mini opens master, volume, filer and S3 ports; pin each (and their gRPC at +10000) on 127.0.0.1.
   AWS_ACCESS_KEY_ID=$key AWS_SECRET_ACCESS_KEY=$secret setsid "$venv_bin/weed" mini \
     -dir="$tb/s3" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
-    -s3.port="$s3_port" -master.port=$((s3_port + 1000)) -volume.port=$((s3_port + 1007)) \
-    -filer.port=$((s3_port + 555)) -admin.ui=false -webdav=false -s3.port.iceberg=0 -s3.port.lance=0 \
-    >"$tb/logs/weed.log" 2>&1 </dev/null &
+    -s3.port="$s3_port" -master.port=$((s3_port + 1)) -volume.port=$((s3_port + 2)) \
+    -filer.port=$((s3_port + 3)) -admin.ui=false -webdav=false -s3.port.iceberg=0 -s3.port.lance=0 \
+    >"$tb/logs/weed.log" 2>&1 </dev/null 9>&- &
   echo $! >"$tb/pids/weed.pid"
   cat >"$tb/s3.env" <<ENV
 S3_ENDPOINT=http://127.0.0.1:$s3_port
@@ -76,7 +77,7 @@ options:
   quietPull: true
 CFG
   PATH="$bin:$PATH" kwokctl --name "$cluster" -c "$tb/kwokctl.yaml" create cluster \
-    --kubeconfig "$tb/kubeconfig" --wait 3m >&2
+    --kubeconfig "$tb/kubeconfig" --wait 3m >&2 9>&-
   PATH="$bin:$PATH" kubectl --kubeconfig "$tb/kubeconfig" apply -f hack/testbed/nodes.yaml >&2
   PATH="$bin:$PATH" kubectl --kubeconfig "$tb/kubeconfig" wait --for=condition=Ready node --all --timeout=120s >&2
   # Workloads need their namespace's default ServiceAccount before pods are admitted.
@@ -85,6 +86,7 @@ CFG
 
 up() {
   mkdir -p "$tb"
+  # The lock serialises concurrent `up`s (parallel pytest sessions); daemons get `9>&-` so they don't hold it.
   exec 9>"$tb.lock"
   flock 9
   if healthy; then log "reusing the running bed"; return 0; fi
