@@ -124,18 +124,6 @@ def run(
     store = store or S3Store.from_config(cfg.s3)
     out_bucket, out_prefix = parse_s3_uri(job_prefix)
     store.check_bucket(out_bucket, out_prefix)  # missing output bucket / denied: fail before staging
-    reporter.report(
-        TrainerReport(
-            stage="Staging",
-            progress=Progress(
-                epoch=0,
-                epochs=cfg.training.epochs,
-                epoch_display=f"0/{cfg.training.epochs}",
-                updated_at=now_rfc3339(),
-            ),
-        )
-    )
-
     # --- stage and validate ----------------------------------------------------------------------------
     fingerprint = config_fingerprint(cfg)
     state = read_state(store, job_prefix)
@@ -145,6 +133,17 @@ def run(
     if state is not None and state.epoch + 1 >= cfg.training.epochs:
         log.warning("checkpoint %s is already at the last epoch; starting fresh", state.uri)
         state = None
+
+    # A resumed run keeps showing the epochs already done while it re-stages.
+    done = state.epoch + 1 if state else 0
+    n = cfg.training.epochs
+    reporter.report(
+        TrainerReport(
+            stage="Staging",
+            progress=Progress(epoch=done, epochs=n, epoch_display=f"{done}/{n}", updated_at=now_rfc3339()),
+            last_checkpoint=Checkpoint(epoch=done, uri=state.uri) if state else None,
+        )
+    )
 
     data_yaml = stage_dataset(store, cfg.dataset, work / "dataset")
     summary = validate_dataset(data_yaml)

@@ -1,0 +1,228 @@
+"""Helpers for the trainer's integration tests: run the real ``yolo-trainer`` CLI as a subprocess against the
+test bed's S3, and capture its status reports with a local fake Kubernetes API (a kubeconfig pointing at an
+HTTP server that records every PATCH)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAINER = Path(sys.executable).parent / "yolo-trainer"
+
+
+@dataclass
+class Patch:
+    path: str
+    content_type: str
+    body: dict[str, Any]
+
+
+class StatusSink:
+    """A fake API server: records PATCHes to .../status and answers 200."""
+
+    def __init__(self) -> None:
+        self.patches: list[Patch] = []
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_PATCH(self):
+                n = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(n) or b"{}")
+                sink.patches.append(Patch(self.path, self.headers.get("Content-Type", ""), body))
+                out = json.dumps({"apiVersion": "yolo-operator.io/v1alpha1", "kind": "TrainingJob"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def kubeconfig(self, path: Path) -> Path:
+        path.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "sink", "cluster": {"server": f"http://127.0.0.1:{self.port}"}}],
+                    "users": [{"name": "sink", "user": {"token": "t"}}],
+                    "contexts": [{"name": "sink", "context": {"cluster": "sink", "user": "sink"}}],
+                    "current-context": "sink",
+                }
+            )
+        )
+        return path
+
+    def statuses(self) -> list[dict[str, Any]]:
+        return [p.body.get("status", {}) for p in self.patches]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class Result:
+    rc: int
+    stdout: str
+    stderr: str
+    termination: str
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e.get("event") == kind]
+
+
+def parse_events(stdout: str) -> list[dict[str, Any]]:
+    out = []
+    for line in stdout.splitlines():
+        if line.startswith('{"event"'):
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+    return out
+
+
+class TrainerRunner:
+    """Builds configs and runs the trainer CLI with the bed's S3 credentials."""
+
+    def __init__(self, s3_env, tmp: Path, sink: StatusSink | None = None):
+        self.s3_env = s3_env
+        self.tmp = tmp
+        self.sink = sink
+        self.n = 0
+
+    def config(self, name: str, model: str, dataset: str, output: str, **training: Any) -> dict[str, Any]:
+        hyper = training.pop("hyperparameters", {})
+        t = {"epochs": 2, "imgsz": 32, "batch": 8, **training}
+        t["hyperparameters"] = {"warmup_epochs": 0, **hyper}  # tiny runs: no warmup so every step counts
+        cfg = {
+            "namespace": "ns1",
+            "name": name,
+            "model": model,
+            "dataset": dataset,
+            "output": output,
+            "s3": {"endpoint": self.s3_env.endpoint, "region": self.s3_env.region},
+            "training": t,
+            "offline": True,
+            "workDir": str(self.tmp / f"work-{name}"),
+            "status": {"namespace": "ns1", "name": name},
+        }
+        return cfg
+
+    def env(
+        self, access_key: str | None = None, secret_key: str | None = None, **extra: str
+    ) -> dict[str, str]:
+        self.n += 1
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "YOLO_", "KUBE"))}
+        env.update(
+            {
+                "AWS_ACCESS_KEY_ID": access_key or self.s3_env.access_key,
+                "AWS_SECRET_ACCESS_KEY": secret_key or self.s3_env.secret_key,
+                "YOLO_CONFIG_DIR": str(self.tmp / "ultralytics-config"),
+                "YOLO_TERMINATION_LOG": str(self.tmp / f"termination-{self.n}.log"),
+                "YOLO_TRAINER_S3_RETRY_BUDGET": "5",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        if self.sink is not None:
+            env["KUBECONFIG"] = str(self.sink.kubeconfig(self.tmp / "kubeconfig.json"))
+        env.update(extra)
+        return env
+
+    def _write(self, cfg: dict[str, Any]) -> Path:
+        path = self.tmp / f"config-{cfg['name']}-{self.n}.json"
+        path.write_text(json.dumps(cfg))
+        return path
+
+    def run(self, cfg: dict[str, Any], timeout: float = 300, **env_kw: Any) -> Result:
+        env = self.env(**env_kw)
+        path = self._write(cfg)
+        proc = subprocess.run(
+            [str(TRAINER), "--config", str(path)], capture_output=True, text=True, env=env, timeout=timeout
+        )
+        term = Path(env["YOLO_TERMINATION_LOG"])
+        return Result(
+            proc.returncode,
+            proc.stdout,
+            proc.stderr,
+            term.read_text().strip() if term.exists() else "",
+            parse_events(proc.stdout),
+        )
+
+    def start(self, cfg: dict[str, Any], **env_kw: Any) -> tuple[subprocess.Popen, Path, Path]:
+        """Starts the trainer in the background; stdout goes to a file the test can poll."""
+        env = self.env(**env_kw)
+        path = self._write(cfg)
+        out = self.tmp / f"stdout-{self.n}.txt"
+        err = self.tmp / f"stderr-{self.n}.txt"
+        proc = subprocess.Popen(
+            [str(TRAINER), "--config", str(path)],
+            stdout=open(out, "w"),  # noqa: SIM115 - owned by the child
+            stderr=open(err, "w"),  # noqa: SIM115
+            env=env,
+        )
+        return proc, out, Path(env["YOLO_TERMINATION_LOG"])
+
+
+def wait_until(predicate, timeout: float = 120, interval: float = 0.2, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def list_keys(s3_client, bucket: str, prefix: str) -> list[str]:
+    keys: list[str] = []
+    for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys.extend(o["Key"] for o in page.get("Contents", []))
+    return keys
+
+
+def read_json(s3_client, bucket: str, key: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except s3_client.exceptions.NoSuchKey:
+        return None
+
+
+def live_s3_env():
+    """The bed's S3 settings if its S3 endpoint answers right now, else None.
+
+    The trainer tests need S3 only; reusing a running S3 directly spares them waiting for the whole bed
+    (control plane included) when another session holds the bed's lock.
+    """
+    import urllib.error
+    import urllib.request
+
+    from tests import testbed
+
+    if not testbed.S3_ENV.exists():
+        return None
+    env = testbed.s3_env()
+    try:
+        urllib.request.urlopen(env.endpoint, timeout=2)
+    except urllib.error.HTTPError:
+        return env  # 403 for an anonymous request: it is up
+    except OSError:
+        return None
+    return env

@@ -1,0 +1,144 @@
+"""Exit codes, termination messages, model resolution and the status reporter (local fake API server)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from yolo_trainer.cli import classify, main, termination_message, write_termination_message
+from yolo_trainer.config import StatusTarget
+from yolo_trainer.exitcodes import DatasetInvalid, ExitCode, ModelUnavailable, S3AccessDenied, TrainerError
+from yolo_trainer.model import model_kind, resolve_model
+from yolo_trainer.progress import Progress, TrainerReport
+from yolo_trainer.report import KubeStatusReporter, LogReporter, make_reporter
+
+from tests.trainer_fixtures import StatusSink
+
+pytestmark = pytest.mark.unit
+
+
+def test_classify_trainer_errors_even_when_wrapped():
+    assert classify(DatasetInvalid("bad"))[0] == ExitCode.DATASET_INVALID
+    try:
+        try:
+            raise S3AccessDenied("denied on s3://b")
+        except S3AccessDenied as e:
+            raise RuntimeError("Dataset error") from e
+    except RuntimeError as wrapped:
+        assert classify(wrapped) == (ExitCode.S3_ACCESS_DENIED, "denied on s3://b")
+
+
+def test_classify_oom_and_others():
+    import torch
+
+    assert classify(torch.cuda.OutOfMemoryError("CUDA out of memory"))[0] == ExitCode.OUT_OF_MEMORY
+    assert classify(MemoryError())[0] == ExitCode.OUT_OF_MEMORY
+    assert classify(RuntimeError("CUDA error: out of memory"))[0] == ExitCode.OUT_OF_MEMORY
+    code, msg = classify(ValueError("boom"))
+    assert code == ExitCode.TRAINING_ERROR and msg == "ValueError: boom"
+    assert classify(TrainerError("x", code=ExitCode.S3_UNAVAILABLE))[0] == ExitCode.S3_UNAVAILABLE
+
+
+def test_termination_message_is_one_line_with_reason():
+    msg = termination_message(ExitCode.DATASET_INVALID, "labels/a.txt:3: class id 9\n  out of range")
+    assert msg == "DatasetInvalid: labels/a.txt:3: class id 9 out of range"
+    assert len(termination_message(ExitCode.TRAINING_ERROR, "x" * 10000)) <= 3500
+
+
+def test_write_termination_message(tmp_path, capsys):
+    path = tmp_path / "termination-log"
+    write_termination_message("ConfigInvalid: nope", {"YOLO_TERMINATION_LOG": str(path)})
+    assert path.read_text() == "ConfigInvalid: nope\n"
+    assert "ConfigInvalid: nope" in capsys.readouterr().err
+    write_termination_message("x", {"YOLO_TERMINATION_LOG": str(tmp_path / "no" / "dir" / "log")})  # no crash
+
+
+def test_main_with_invalid_config_exits_10(tmp_path, monkeypatch):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(
+        json.dumps({"name": "j", "model": "m.yaml", "dataset": "http://x", "output": "s3://b", "bogus": 1})
+    )
+    log = tmp_path / "term"
+    monkeypatch.setenv("YOLO_TERMINATION_LOG", str(log))
+    assert main(["--config", str(cfg)]) == 10
+    text = log.read_text()
+    assert text.startswith("ConfigInvalid: ") and "dataset" in text and "bogus" in text
+
+
+def test_main_without_config_exits_10(tmp_path, monkeypatch):
+    monkeypatch.delenv("YOLO_TRAINER_CONFIG", raising=False)
+    monkeypatch.setenv("YOLO_TERMINATION_LOG", str(tmp_path / "term"))
+    assert main([]) == 10
+    assert "YOLO_TRAINER_CONFIG" in (tmp_path / "term").read_text()
+
+
+@pytest.mark.parametrize(
+    ("spec", "kind"),
+    [
+        ("yolov8n.yaml", "yaml"),
+        ("s3://b/m.pt", "s3"),
+        ("https://x/m.pt", "https"),
+        ("yolov8n.pt", "hub"),
+        ("/models/m.pt", "local"),
+    ],
+)
+def test_model_kind(spec, kind):
+    assert model_kind(spec) == kind
+
+
+def test_offline_hub_and_https_models_are_unavailable_with_alternatives(tmp_path):
+    for spec in ("yolov8n.pt", "https://example.com/m.pt"):
+        with pytest.raises(ModelUnavailable) as e:
+            resolve_model(spec, None, tmp_path, offline=True)
+        assert "offline" in str(e.value) and "s3://" in str(e.value) and "yolov8n.yaml" in str(e.value)
+        assert e.value.code == ExitCode.MODEL_UNAVAILABLE
+
+
+def test_yaml_models(tmp_path):
+    assert resolve_model("yolov8n.yaml", None, tmp_path, offline=True) == "yolov8n.yaml"
+    with pytest.raises(ModelUnavailable, match=r"nosuchmodel.yaml"):
+        resolve_model("nosuchmodel.yaml", None, tmp_path, offline=True)
+    with pytest.raises(ModelUnavailable, match=r"does not exist"):
+        resolve_model("/nope/m.pt", None, tmp_path, offline=True)
+
+
+def test_reporter_selection(tmp_path):
+    target = StatusTarget(namespace="ns", name="j")
+    assert isinstance(make_reporter(None, {}), LogReporter)
+    assert isinstance(make_reporter(target, {}), LogReporter)
+    sink = StatusSink()
+    try:
+        kc = sink.kubeconfig(tmp_path / "kc.json")
+        assert isinstance(make_reporter(target, {"KUBECONFIG": str(kc)}), KubeStatusReporter)
+    finally:
+        sink.close()
+
+
+def test_kube_reporter_sends_merge_patch_to_status_subresource(tmp_path):
+    sink = StatusSink()
+    try:
+        rep = make_reporter(
+            StatusTarget(namespace="ns", name="job"),
+            {"KUBECONFIG": str(sink.kubeconfig(tmp_path / "kc.json"))},
+        )
+        rep.report(TrainerReport(stage="Training", progress=Progress(epoch=1, epochs=3, epoch_display="1/3")))
+    finally:
+        sink.close()
+    (patch,) = sink.patches
+    assert patch.path == "/apis/yolo-operator.io/v1alpha1/namespaces/ns/trainingjobs/job/status"
+    assert patch.content_type == "application/merge-patch+json"
+    assert patch.body == {
+        "status": {"stage": "Training", "progress": {"epoch": 1, "epochs": 3, "epochDisplay": "1/3"}}
+    }
+
+
+def test_kube_reporter_failures_never_raise(tmp_path):
+    sink = StatusSink()
+    kc = sink.kubeconfig(tmp_path / "kc.json")
+    sink.close()  # the API server is gone
+    rep = make_reporter(StatusTarget(namespace="ns", name="job"), {"KUBECONFIG": str(kc)})
+    assert isinstance(rep, KubeStatusReporter)
+    rep.report(TrainerReport(stage="Training"))  # must not raise
+    assert rep.failures == 1
+    assert Path(kc).exists()

@@ -1,0 +1,287 @@
+"""Dataset staging safety (zip-slip, links, bombs) and validation, on local files only."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+from yolo_trainer.dataset import (
+    Limits,
+    extract_tar,
+    extract_zip,
+    find_data_yaml,
+    label_path,
+    parse_label_line,
+    safe_relpath,
+    validate_dataset,
+)
+from yolo_trainer.exitcodes import DatasetInvalid
+from yolo_trainer.testing import write_roboflow_dataset, write_yolo_dataset, zip_dir
+
+pytestmark = pytest.mark.unit
+BIG = Limits(max_bytes=1 << 30, max_files=100_000)
+
+
+@pytest.mark.parametrize(
+    "name", ["../evil.txt", "a/../../evil.txt", "/etc/passwd", "C:/x.txt", "a\\..\\..\\x"]
+)
+def test_safe_relpath_rejects_escapes(name):
+    with pytest.raises(DatasetInvalid):
+        safe_relpath(name)
+
+
+def test_safe_relpath_normalizes_harmless_names():
+    assert str(safe_relpath("./train//images/a.jpg")) == "train/images/a.jpg"
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ("0 0.5 0.5 0.2 0.2", None),
+        ("1 0.1 0.1 0.2 0.1 0.3 0.4", None),  # polygon (segment) labels are valid for detection too
+        ("2 0.5 0.5 0.2 0.2", "class id 2 out of range"),
+        ("-1 0.5 0.5 0.2 0.2", "class id -1 out of range"),
+        ("0.5 0.5 0.5 0.2 0.2", "not an integer"),
+        ("0 0.5 0.5 0.2", "expected 5 numbers"),
+        ("0 0.5 0.5 0.2 0.2 0.1", "expected 5 numbers"),
+        ("0 0.5 abc 0.2 0.2", "not a number"),
+        ("0 0.5 nan 0.2 0.2", "not finite"),
+        ("0 0.5 inf 0.2 0.2", "not finite"),
+        ("0 120 80 20 20", "outside [0, 1]"),
+        ("0 0.5 -0.1 0.2 0.2", "outside [0, 1]"),
+    ],
+)
+def test_parse_label_line(line, why):
+    got = parse_label_line(line, nc=2)
+    if why is None:
+        assert got is None
+    else:
+        assert got is not None and why in got
+
+
+def test_label_path_follows_ultralytics_rule():
+    assert label_path(Path("/d/train/images/x.1.jpg")) == Path("/d/train/labels/x.1.txt")
+    assert label_path(Path("/d/images/val/a.png")) == Path("/d/labels/val/a.txt")
+
+
+def _zip(path: Path, entries: dict[str, bytes], symlink: str | None = None) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+        if symlink:
+            info = zipfile.ZipInfo("link")
+            info.external_attr = 0o120777 << 16
+            zf.writestr(info, symlink)
+    return path
+
+
+def test_zip_slip_is_rejected_and_nothing_escapes(tmp_path):
+    archive = _zip(tmp_path / "a.zip", {"data.yaml": b"x", "../../escaped.txt": b"evil"})
+    dest = tmp_path / "out" / "ds"
+    dest.mkdir(parents=True)
+    with pytest.raises(DatasetInvalid, match=r"escapes"):
+        extract_zip(archive, dest, BIG, "s3://b/a.zip")
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "out" / "escaped.txt").exists()
+
+
+def test_zip_absolute_path_and_symlink_rejected(tmp_path):
+    dest = tmp_path / "ds"
+    dest.mkdir()
+    with pytest.raises(DatasetInvalid, match=r"absolute"):
+        extract_zip(_zip(tmp_path / "a.zip", {"/etc/x": b"1"}), dest, BIG, "a.zip")
+    with pytest.raises(DatasetInvalid, match=r"symlink"):
+        extract_zip(_zip(tmp_path / "b.zip", {"data.yaml": b"1"}, symlink="/etc/passwd"), dest, BIG, "b.zip")
+
+
+def test_zip_bomb_is_stopped_at_the_limit_not_after(tmp_path):
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("big.bin", b"\0" * (8 << 20))  # 8 MiB of zeros compresses to ~8 KiB
+    assert archive.stat().st_size < 100_000
+    dest = tmp_path / "ds"
+    dest.mkdir()
+    with pytest.raises(DatasetInvalid, match=r"more than 1048576 bytes"):
+        extract_zip(archive, dest, Limits(max_bytes=1 << 20, max_files=10), "bomb.zip")
+    assert (dest / "big.bin").stat().st_size <= (1 << 20) + (1 << 20)  # stopped within one chunk
+
+
+def test_file_count_limit(tmp_path):
+    archive = _zip(tmp_path / "many.zip", {f"f{i}.txt": b"x" for i in range(20)})
+    dest = tmp_path / "ds"
+    dest.mkdir()
+    with pytest.raises(DatasetInvalid, match=r"more than 10 files"):
+        extract_zip(archive, dest, Limits(max_bytes=1 << 20, max_files=10), "many.zip")
+
+
+def test_corrupt_zip_is_dataset_invalid(tmp_path):
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(b"PK\x03\x04 this is not really a zip")
+    dest = tmp_path / "ds"
+    dest.mkdir()
+    with pytest.raises(DatasetInvalid, match=r"not a valid zip"):
+        extract_zip(bad, dest, BIG, "s3://b/bad.zip")
+
+
+def test_truncated_zip_is_dataset_invalid(tmp_path):
+    src = tmp_path / "src"
+    write_yolo_dataset(src, n_train=2, n_val=1)
+    good = zip_dir(src, tmp_path / "good.zip")
+    bad = tmp_path / "trunc.zip"
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    dest = tmp_path / "ds"
+    dest.mkdir()
+    with pytest.raises(DatasetInvalid):
+        extract_zip(bad, dest, BIG, "trunc.zip")
+
+
+def _tar(path: Path, build) -> Path:
+    with tarfile.open(path, "w:gz") as tf:
+        build(tf)
+    return path
+
+
+def _add(tf: tarfile.TarFile, name: str, data: bytes = b"", link: str | None = None, kind=tarfile.REGTYPE):
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    if link is not None:
+        info.linkname = link
+    info.size = len(data) if kind == tarfile.REGTYPE else 0
+    tf.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+
+
+@pytest.mark.parametrize("target", ["/etc/passwd", "../../outside", "./../a/../../x"])
+def test_tar_symlink_pointing_out_is_rejected(tmp_path, target):
+    archive = _tar(
+        tmp_path / "a.tar.gz",
+        lambda tf: (_add(tf, "data.yaml", b"x"), _add(tf, "sub/link", link=target, kind=tarfile.SYMTYPE)),
+    )
+    dest = tmp_path / "ds"
+    dest.mkdir()
+    with pytest.raises(DatasetInvalid, match=r"outside"):
+        extract_tar(archive, dest, BIG, "a.tar.gz")
+    assert not (dest / "sub" / "link").exists()
+
+
+def test_tar_symlink_inside_becomes_a_copy(tmp_path):
+    archive = _tar(
+        tmp_path / "a.tar.gz",
+        lambda tf: (
+            _add(tf, "a/real.txt", b"hello"),
+            _add(tf, "b/alias.txt", link="../a/real.txt", kind=tarfile.SYMTYPE),
+        ),
+    )
+    dest = tmp_path / "ds"
+    dest.mkdir()
+    extract_tar(archive, dest, BIG, "a.tar.gz")
+    alias = dest / "b" / "alias.txt"
+    assert alias.read_text() == "hello" and not alias.is_symlink()
+
+
+def test_tar_device_and_corrupt(tmp_path):
+    dest = tmp_path / "ds"
+    dest.mkdir()
+    archive = _tar(tmp_path / "dev.tar.gz", lambda tf: _add(tf, "dev", kind=tarfile.CHRTYPE))
+    with pytest.raises(DatasetInvalid, match=r"device"):
+        extract_tar(archive, dest, BIG, "dev.tar.gz")
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(b"\x1f\x8b garbage")
+    with pytest.raises(DatasetInvalid):
+        extract_tar(bad, dest, BIG, "bad.tar.gz")
+
+
+def test_find_data_yaml_in_single_top_folder(tmp_path):
+    (tmp_path / "export" / "train").mkdir(parents=True)
+    (tmp_path / "export" / "data.yaml").write_text("x: 1")
+    assert find_data_yaml(tmp_path) == tmp_path / "export" / "data.yaml"
+    with pytest.raises(DatasetInvalid, match=r"no data.yaml"):
+        find_data_yaml(tmp_path / "export" / "train")
+
+
+def test_validate_yolo_layout_counts_and_rewrites_absolute_paths(tmp_path):
+    data_yaml = write_yolo_dataset(tmp_path / "ds", n_train=6, n_val=3)
+    s = validate_dataset(data_yaml)
+    assert s.nc == 2 and s.names == {0: "red", 1: "green"}
+    assert s.splits["train"].images == 6 and s.splits["val"].images == 3 and "test" not in s.splits
+    assert s.splits["train"].instances >= 6
+    local = yaml.safe_load(s.data_yaml.read_text())
+    assert (
+        Path(local["train"]).is_absolute()
+        and Path(local["train"]) == (tmp_path / "ds/images/train").resolve()
+    )
+
+
+def test_validate_roboflow_relative_parent_paths(tmp_path):
+    data_yaml = write_roboflow_dataset(tmp_path / "rf", n_train=4, n_val=2, n_test=2)
+    s = validate_dataset(data_yaml)
+    assert {k: v.images for k, v in s.splits.items()} == {"train": 4, "val": 2, "test": 2}
+    local = yaml.safe_load(s.data_yaml.read_text())
+    assert local["val"] == str((tmp_path / "rf/valid/images").resolve())
+
+
+def test_class_id_out_of_range_names_file_and_line(tmp_path):
+    data_yaml = write_yolo_dataset(tmp_path / "ds", n_train=4, n_val=2)
+    lbl = tmp_path / "ds/labels/train/train_0002.txt"
+    lbl.write_text("0 0.5 0.5 0.2 0.2\n5 0.5 0.5 0.2 0.2\n")
+    with pytest.raises(
+        DatasetInvalid, match=r"labels/train/train_0002.txt:2: class id 5 out of range \(nc=2"
+    ):
+        validate_dataset(data_yaml)
+
+
+def test_empty_val_split(tmp_path):
+    data_yaml = write_yolo_dataset(tmp_path / "ds", n_train=4, n_val=2)
+    for p in (tmp_path / "ds/images/val").iterdir():
+        p.unlink()
+    with pytest.raises(DatasetInvalid, match=r"'val' split .* has no images"):
+        validate_dataset(data_yaml)
+
+
+def test_missing_split_key_and_escaping_path(tmp_path):
+    data_yaml = write_yolo_dataset(tmp_path / "ds", n_train=2, n_val=1)
+    data = yaml.safe_load(data_yaml.read_text())
+    del data["val"]
+    data_yaml.write_text(yaml.safe_dump(data))
+    with pytest.raises(DatasetInvalid, match=r"'val' split is missing"):
+        validate_dataset(data_yaml)
+    (tmp_path / "outside" / "images").mkdir(parents=True)
+    data["val"] = "../outside/images"
+    data_yaml.write_text(yaml.safe_dump(data))
+    with pytest.raises(DatasetInvalid, match=r"outside the dataset"):
+        validate_dataset(data_yaml)
+    data["val"] = "/etc"
+    data_yaml.write_text(yaml.safe_dump(data))
+    with pytest.raises(DatasetInvalid, match=r"absolute path"):
+        validate_dataset(data_yaml)
+
+
+def test_corrupt_image_is_named(tmp_path):
+    data_yaml = write_yolo_dataset(tmp_path / "ds", n_train=3, n_val=2)
+    (tmp_path / "ds/images/val/val_0001.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    with pytest.raises(DatasetInvalid, match=r"images/val/val_0001.jpg: unreadable image"):
+        validate_dataset(data_yaml)
+
+
+def test_names_nc_mismatch_and_dict_names(tmp_path):
+    data_yaml = write_yolo_dataset(tmp_path / "ds", n_train=2, n_val=1)
+    data = yaml.safe_load(data_yaml.read_text())
+    data["nc"] = 3
+    data_yaml.write_text(yaml.safe_dump(data))
+    with pytest.raises(DatasetInvalid, match=r"nc=3 but 2 names"):
+        validate_dataset(data_yaml)
+    data.pop("nc")
+    data["names"] = {0: "a", 1: "b"}
+    data_yaml.write_text(yaml.safe_dump(data))
+    assert validate_dataset(data_yaml).names == {0: "a", 1: "b"}
+
+
+def test_background_images_are_counted_not_rejected(tmp_path):
+    data_yaml = write_yolo_dataset(tmp_path / "ds", n_train=4, n_val=2)
+    os.remove(tmp_path / "ds/labels/train/train_0000.txt")
+    (tmp_path / "ds/labels/train/train_0001.txt").write_text("")
+    s = validate_dataset(data_yaml)
+    assert s.splits["train"].backgrounds == 2 and s.splits["train"].labeled == 2
