@@ -285,3 +285,10 @@ def test_background_images_are_counted_not_rejected(tmp_path):
     (tmp_path / "ds/labels/train/train_0001.txt").write_text("")
     s = validate_dataset(data_yaml)
     assert s.splits["train"].backgrounds == 2 and s.splits["train"].labeled == 2
+
+
+def test_listed_but_missing_test_split_is_ignored(tmp_path):
+    data_yaml = write_roboflow_dataset(tmp_path / "rf", n_train=2, n_val=1, n_test=0)
+    (tmp_path / "rf/test/images").rmdir()
+    s = validate_dataset(data_yaml)
+    assert "test" not in s.splits and "test" not in yaml.safe_load(s.data_yaml.read_text())

@@ -431,7 +431,14 @@ def validate_dataset(data_yaml: Path, threads: int = 8) -> DatasetSummary:
                 continue
             raise DatasetInvalid(f"{yname}: the {key!r} split is missing")
         values = value if isinstance(value, list) else [value]
-        paths = [_resolve_split(str(v), base, root, key, yname) for v in values]
+        try:
+            paths = [_resolve_split(str(v), base, root, key, yname) for v in values]
+        except DatasetInvalid as e:
+            # Training never reads the test split; Roboflow lists ../test/images even when it exported none.
+            if key == "test" and "does not exist" in str(e):
+                log.warning("%s; ignoring the optional test split", e)
+                continue
+            raise
         splits[key] = paths
 
     summary = DatasetSummary(data_yaml=root / LOCAL_DATA_YAML, nc=nc, names=names)

@@ -37,6 +37,7 @@ from .train import (
     available_cpus,
     choose_device,
     choose_workers,
+    ddp_supported,
     epoch_metrics,
     prepare_environment,
     run_ultralytics,
@@ -154,6 +155,11 @@ def run(
     if save_dir.exists():
         shutil.rmtree(save_dir)  # a retried container starts clean; S3 holds what survives
     n_gpus = _gpu_count()
+    if n_gpus > 1 and not ddp_supported():
+        log.warning("%d GPUs but no cloudpickle (Ultralytics DDP needs it): training on one GPU", n_gpus)
+        n_gpus = 1
+    elif n_gpus > 1:
+        log.warning("DDP on %d GPUs: no per-epoch progress or checkpoint uploads under DDP", n_gpus)
     device = choose_device(n_gpus)
     workers = cfg.training.workers
     if workers is None:

@@ -243,6 +243,11 @@ class TrainingHooks:
         self._t0 = time.monotonic()
         self.epochs_reported: list[int] = []
 
+    def __reduce__(self):
+        # Multi-GPU: Ultralytics pickles the callbacks into its DDP worker processes. The uploader thread and
+        # the reporter cannot follow; the workers get inert hooks instead (see ddp_supported()).
+        return (_InertHooks, ())
+
     def attach(self, model) -> None:
         model.add_callback("on_train_start", self.on_train_start)
         model.add_callback("on_train_batch_end", self.on_train_batch_end)
@@ -304,6 +309,22 @@ class TrainingHooks:
             TrainerReport(stage="Training", progress=progress, last_checkpoint=self.last_checkpoint())
         )
         self._check()
+
+
+class _InertHooks:
+    """What TrainingHooks become inside DDP worker processes: nothing."""
+
+    def __getattr__(self, name):
+        if name.startswith("on_"):
+            return lambda trainer: None
+        raise AttributeError(name)
+
+
+def ddp_supported() -> bool:
+    """Ultralytics' DDP launcher needs cloudpickle; without it (and offline) it cannot start at all."""
+    import importlib.util
+
+    return importlib.util.find_spec("cloudpickle") is not None
 
 
 def run_ultralytics(model_path: str, kwargs: dict[str, Any], hooks: TrainingHooks, resume: bool) -> Path:
