@@ -75,6 +75,16 @@ options:
   etcdBinary: $bin/etcd
   kwokControllerBinary: $bin/kwok
   quietPull: true
+# kwok plays the kubelet only for nodes annotated kwok.x-k8s.io/node=fake, so the local pod runner
+# (tests/podrunner.py) can play it for its own node. The binary runtime passes --manage-all-nodes=true
+# first; these later flags win.
+componentsPatches:
+- name: kwok-controller
+  extraArgs:
+  - key: manage-all-nodes
+    value: "false"
+  - key: manage-nodes-with-annotation-selector
+    value: kwok.x-k8s.io/node=fake
 CFG
   PATH="$bin:$PATH" kwokctl --name "$cluster" -c "$tb/kwokctl.yaml" create cluster \
     --kubeconfig "$tb/kubeconfig" --wait 3m >&2 9>&-

@@ -43,8 +43,13 @@ def kubectl(kubeconfig: Path) -> KubectlRunner:
     """kubectl(*args, input=None, check=True, namespace=None) -> CompletedProcess (text)."""
     env = {**os.environ, "PATH": testbed.tool_path(), "KUBECONFIG": str(kubeconfig)}
 
-    def run(*args: str, input: str | None = None, check: bool = True, namespace: str | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess:
+    def run(
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        namespace: str | None = None,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess:
         cmd = ["kubectl", *(["-n", namespace] if namespace else []), *args]
         proc = subprocess.run(cmd, input=input, capture_output=True, text=True, env=env, timeout=timeout)
         if check and proc.returncode != 0:
@@ -56,7 +61,7 @@ def kubectl(kubeconfig: Path) -> KubectlRunner:
 
 @pytest.fixture(scope="session")
 def k8s_api(kubeconfig: Path):
-    from kubernetes import client, config
+    from kubernetes import config
 
     api_client = config.new_client_from_config(config_file=str(kubeconfig))
     yield api_client
@@ -110,3 +115,43 @@ def s3_bucket(s3_client) -> str:
     name = f"t-{uuid.uuid4().hex[:12]}"
     s3_client.create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="session")
+def pod_runner(kubeconfig: Path) -> Iterator[str]:
+    """The local pod runner (tests/podrunner.py) playing the kubelet of node local-runner-0; yields its name.
+
+    Pods reach it with nodeSelector yolo-operator.io/local-runner=true and a toleration of that taint.
+    """
+    import signal
+    import sys
+    import time
+
+    node = "local-runner-0"
+    log = open(testbed.TESTBED / "podrunner.log", "ab")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.podrunner", "--kubeconfig", str(kubeconfig), "--node", node],
+        cwd=testbed.ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    env = {**os.environ, "PATH": testbed.tool_path(), "KUBECONFIG": str(kubeconfig)}
+    deadline = time.monotonic() + 60
+    while (
+        subprocess.run(
+            ["kubectl", "wait", "--for=condition=Ready", f"node/{node}", "--timeout=5s"],
+            env=env,
+            capture_output=True,
+        ).returncode
+        != 0
+    ):
+        assert proc.poll() is None, "the local pod runner exited; see .testbed/podrunner.log"
+        assert time.monotonic() < deadline, "the local pod runner's node never became Ready"
+        time.sleep(1)
+    yield node
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()

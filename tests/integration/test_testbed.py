@@ -30,9 +30,14 @@ def get_json(kubectl, *args, namespace=None):
 
 
 def test_control_plane_binaries_report_the_pinned_version():
-    versions = dict(line.split("=", 1) for line in (testbed.ROOT / "hack/versions.env").read_text().splitlines()
-                    if "=" in line and not line.startswith("#"))
-    out = subprocess.run([str(testbed.bin_dir() / "kube-apiserver"), "--version"], capture_output=True, text=True)
+    versions = dict(
+        line.split("=", 1)
+        for line in (testbed.ROOT / "hack/versions.env").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    out = subprocess.run(
+        [str(testbed.bin_dir() / "kube-apiserver"), "--version"], capture_output=True, text=True
+    )
     assert out.stdout.strip() == f"Kubernetes {versions['KUBE_VERSION']}"
 
 
@@ -54,11 +59,13 @@ def test_gpu_job_is_scheduled_onto_the_gpu_node_and_completes(kubectl, namespace
             "template": {
                 "spec": {
                     "restartPolicy": "Never",
-                    "containers": [{
-                        "name": "main",
-                        "image": "example.invalid/never-pulled:1",
-                        "resources": {"limits": {"nvidia.com/gpu": "1"}},
-                    }],
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": "example.invalid/never-pulled:1",
+                            "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                        }
+                    ],
                 },
             },
         },
@@ -76,11 +83,15 @@ def test_pod_asking_for_more_gpus_than_any_node_has_stays_pending(kubectl, names
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "too-many-gpus"},
-        "spec": {"containers": [{
-            "name": "main",
-            "image": "example.invalid/never-pulled:1",
-            "resources": {"limits": {"nvidia.com/gpu": "9"}},
-        }]},
+        "spec": {
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "example.invalid/never-pulled:1",
+                    "resources": {"limits": {"nvidia.com/gpu": "9"}},
+                }
+            ]
+        },
     }
     kubectl("apply", "-f", "-", input=json.dumps(pod), namespace=namespace)
 
@@ -91,8 +102,9 @@ def test_pod_asking_for_more_gpus_than_any_node_has_stays_pending(kubectl, names
 
     status = wait_until(unschedulable, timeout=60, what="PodScheduled=False/Unschedulable")
     assert status["phase"] == "Pending"
-    events = get_json(kubectl, "events", "--field-selector", "involvedObject.name=too-many-gpus",
-                      namespace=namespace)["items"]
+    events = get_json(
+        kubectl, "events", "--field-selector", "involvedObject.name=too-many-gpus", namespace=namespace
+    )["items"]
     failed = [e for e in events if e["reason"] == "FailedScheduling"]
     assert failed and "nvidia.com/gpu" in failed[0]["message"]
 
@@ -102,11 +114,15 @@ def test_restricted_namespace_rejects_a_privileged_pod(kubectl, restricted_names
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "privileged"},
-        "spec": {"containers": [{
-            "name": "main",
-            "image": "example.invalid/never-pulled:1",
-            "securityContext": {"privileged": True},
-        }]},
+        "spec": {
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "example.invalid/never-pulled:1",
+                    "securityContext": {"privileged": True},
+                }
+            ]
+        },
     }
     proc = kubectl("apply", "-f", "-", input=json.dumps(pod), namespace=restricted_namespace, check=False)
     assert proc.returncode != 0
@@ -146,12 +162,23 @@ def test_crd_with_a_cel_rule_rejects_a_bad_object(kubectl, namespace):
     kubectl("wait", "--for=condition=Established", "crd/widgets.smoke.yolo-operator.io", "--timeout=30s")
 
     def widget(imgsz):
-        return json.dumps({"apiVersion": "smoke.yolo-operator.io/v1", "kind": "Widget",
-                           "metadata": {"name": f"w{imgsz}"}, "spec": {"imgsz": imgsz}})
+        return json.dumps(
+            {
+                "apiVersion": "smoke.yolo-operator.io/v1",
+                "kind": "Widget",
+                "metadata": {"name": f"w{imgsz}"},
+                "spec": {"imgsz": imgsz},
+            }
+        )
 
     # The CRD may need a moment before the API server serves it.
-    wait_until(lambda: kubectl("apply", "-f", "-", input=widget(64), namespace=namespace, check=False)
-               .returncode == 0, timeout=30, what="Widget served")
+    wait_until(
+        lambda: (
+            kubectl("apply", "-f", "-", input=widget(64), namespace=namespace, check=False).returncode == 0
+        ),
+        timeout=30,
+        what="Widget served",
+    )
     bad = kubectl("apply", "-f", "-", input=widget(65), namespace=namespace, check=False)
     assert bad.returncode != 0
     assert "spec.imgsz must be a multiple of 32" in bad.stderr
@@ -165,13 +192,25 @@ def test_s3_round_trip_and_wrong_secret_is_refused(s3_env, s3_client, s3_bucket)
     s3_client.put_object(Bucket=s3_bucket, Key="a/b.bin", Body=body)
     assert s3_client.get_object(Bucket=s3_bucket, Key="a/b.bin")["Body"].read() == body
 
-    intruder = boto3.client("s3", endpoint_url=s3_env.endpoint, region_name=s3_env.region,
-                            aws_access_key_id=s3_env.access_key, aws_secret_access_key="wrong-" + s3_env.secret_key)
+    intruder = boto3.client(
+        "s3",
+        endpoint_url=s3_env.endpoint,
+        region_name=s3_env.region,
+        aws_access_key_id=s3_env.access_key,
+        aws_secret_access_key="wrong-" + s3_env.secret_key,
+    )
     with pytest.raises(ClientError) as denied:
         intruder.get_object(Bucket=s3_bucket, Key="a/b.bin")
-    assert denied.value.response["Error"]["Code"] in ("SignatureDoesNotMatch", "AccessDenied", "InvalidAccessKeyId")
-    anonymous = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
-                                f"{s3_env.endpoint}/{s3_bucket}/a/b.bin"], capture_output=True, text=True)
+    assert denied.value.response["Error"]["Code"] in (
+        "SignatureDoesNotMatch",
+        "AccessDenied",
+        "InvalidAccessKeyId",
+    )
+    anonymous = subprocess.run(
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"{s3_env.endpoint}/{s3_bucket}/a/b.bin"],
+        capture_output=True,
+        text=True,
+    )
     assert anonymous.stdout in ("401", "403")
 
 
