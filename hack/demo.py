@@ -1,0 +1,113 @@
+"""`make demo`: the whole product on the local test bed, as a user would see it.
+
+Installs the chart with helm, runs the operator (with the chart's ServiceAccount) and the local pod runner
+(the kubelet stand-in of a fake GPU node), uploads a generated dataset to S3, applies a TrainingJob,
+follows it live the way `kubectl get tj -w` would, and ends with where the weights, metrics and plots are.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests import testbed
+from tests.e2e.stack import Stack
+
+NAMESPACE = "yolo-demo"
+BUCKET = "yolo-demo"
+EPOCHS = 12
+
+
+def step(text: str) -> None:
+    print(f"\n==> {text}", flush=True)
+
+
+def main() -> int:
+    t0 = time.monotonic()
+    stack = Stack()
+    try:
+        step("installing the chart with helm (CRD, RBAC, ServiceAccount, Deployment)")
+        stack.install_chart()
+        step("starting the operator (as the chart's ServiceAccount) and the local pod runner (GPU node)")
+        stack.start_pod_runner()
+        stack.start_operator()
+
+        step(f"uploading a generated dataset to s3://{BUCKET}/datasets/shapes/")
+        dataset = stack.upload_dataset(BUCKET, "datasets/shapes", images=64)
+        stack.kubectl("create", "namespace", NAMESPACE, check=False)
+        stack.kubectl("delete", "tj", "--all", "-n", NAMESPACE, "--wait=true", check=False)
+        if stack.kubectl("get", "secret", "s3-credentials", "-n", NAMESPACE, check=False).returncode:
+            stack.s3_secret(NAMESPACE)
+
+        tj = stack.training_job("shapes", dataset, f"s3://{BUCKET}/runs/", epochs=EPOCHS)
+        manifest = stack.workdir / "trainingjob.yaml"
+        manifest.write_text(json.dumps(tj, indent=2))
+        step(f"kubectl apply -f {manifest.relative_to(testbed.ROOT)}   (model yolov8n.yaml, {EPOCHS} epochs)")
+        stack.kubectl("apply", "-n", NAMESPACE, "-f", str(manifest))
+
+        step(f"kubectl get tj -n {NAMESPACE} -w")
+        last = None
+        status: dict = {}
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            out = (
+                stack.kubectl("get", "tj", "shapes", "-n", NAMESPACE, check=False).stdout.strip().splitlines()
+            )
+            row = out[-1] if len(out) > 1 else None
+            if row and row.split()[1:4] != (last or "").split()[1:4]:
+                if last is None:
+                    print(out[0])
+                print(row, flush=True)
+                last = row
+            status = stack.get("tj", "shapes", "-n", NAMESPACE).get("status", {})
+            if status.get("phase") in ("Succeeded", "Failed"):
+                break
+            time.sleep(0.5)
+        else:
+            print("the TrainingJob did not finish in 15 minutes", file=sys.stderr)
+            return 1
+        return summary(stack, status, time.monotonic() - t0)
+    finally:
+        stack.close()
+
+
+def summary(stack: Stack, status: dict, elapsed: float) -> int:
+    phase = status.get("phase")
+    art = status.get("artifacts", {})
+    prog = status.get("progress", {})
+    metrics = prog.get("metrics") or {}
+    step(f"TrainingJob {NAMESPACE}/shapes: {phase} in {elapsed:.0f}s")
+    if phase != "Succeeded":
+        for c in status.get("conditions", []):
+            print(f"  {c['type']}={c['status']} {c['reason']}: {c.get('message', '')}")
+        return 1
+    print(f"  epochs       {prog.get('epoch')}/{prog.get('epochs')}")
+    print(
+        f"  mAP50-95     {metrics.get('map50-95')}   (best {prog.get('bestMap50-95')} at epoch {prog.get('bestEpoch')})"
+    )
+    print(
+        f"  mAP50        {metrics.get('map50')}   precision {metrics.get('precision')}   recall {metrics.get('recall')}"
+    )
+    print(f"  best weights {art.get('bestWeights')}")
+    print(f"  last weights {art.get('lastWeights')}")
+    print(f"  metrics      {art.get('metrics')}")
+    print(f"  results      {art.get('results')}")
+    print(f"  plots        {art.get('plots')}")
+    s3 = testbed.s3_env()
+    print("\nFetch them with any S3 client, e.g.:")
+    print(
+        f"  set -a; . .testbed/s3.env; set +a; .venv/bin/s5cmd --endpoint-url {s3.endpoint} ls "
+        f"'s3://{BUCKET}/runs/{NAMESPACE}/shapes/*'"
+    )
+    print(
+        "The bed keeps running: kubectl --kubeconfig .testbed/kubeconfig get tj -A; stop it with make testbed-down"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

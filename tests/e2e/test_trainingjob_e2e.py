@@ -1,0 +1,101 @@
+"""The whole product on the local test bed: chart via real helm, operator with the chart's RBAC, trainer in a
+pod run by the local pod runner, real S3. A TrainingJob trains to Succeeded; a second continues from it."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+
+import pytest
+
+from tests.e2e.stack import Stack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+
+@pytest.fixture(scope="module")
+def stack(bed):
+    s = Stack()
+    s.install_chart()
+    s.start_pod_runner()
+    s.start_operator()
+    yield s
+    s.close()
+
+
+class PhaseRecorder:
+    """Watches `kubectl get tj` output (the printer columns) and every phase the TrainingJob passes through."""
+
+    def __init__(self, stack: Stack, namespace: str, name: str):
+        self.stack, self.namespace, self.name = stack, namespace, name
+        self.phases: list[str] = []
+        self.table_rows: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+
+    def _poll(self) -> None:
+        while not self.stop.wait(0.3):
+            proc = self.stack.kubectl(
+                "get", "tj", self.name, "-n", self.namespace, "--no-headers", check=False
+            )
+            if proc.returncode == 0 and proc.stdout.strip():
+                row = proc.stdout.split()
+                self.table_rows.append(proc.stdout.strip())
+                if len(row) > 1 and (not self.phases or self.phases[-1] != row[1]):
+                    self.phases.append(row[1])
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+
+
+def test_trainingjob_trains_to_succeeded_and_a_second_continues_from_it(stack, namespace, s3_client):
+    bucket = f"e2e-{uuid.uuid4().hex[:8]}"
+    dataset = stack.upload_dataset(bucket, "datasets/shapes", images=16)
+    stack.s3_secret(namespace)
+    first = stack.training_job("shapes-v1", dataset, f"s3://{bucket}/runs/", epochs=3)
+    recorder = PhaseRecorder(stack, namespace, "shapes-v1")
+    stack.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(first))
+
+    def finished(name):
+        status = stack.get("tj", name, "-n", namespace).get("status", {})
+        return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+    try:
+        status = stack.wait(lambda: finished("shapes-v1"), 600, "shapes-v1 to finish", interval=1)
+    finally:
+        recorder.close()
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+    phases = [p for p in recorder.phases if p != "<none>"]
+    assert phases[0] == "Pending" and phases[-1] == "Succeeded", phases
+    assert "Training" in phases and phases.index("Training") < phases.index("Succeeded"), phases
+    assert "Staging" in phases and phases.index("Staging") < phases.index("Training"), phases
+    # While it trained, `kubectl get tj` showed the epoch and a mAP.
+    training_rows = [r.split() for r in recorder.table_rows if r.split()[1] == "Training"]
+    assert any(row[2].endswith("/3") and row[2] != "0/3" for row in training_rows), recorder.table_rows
+    assert status["progress"]["epoch"] == 3 and status["progress"]["epochs"] == 3
+    assert status["progress"]["metrics"]["map50-95"] is not None
+
+    # The weights are in S3 where the status says.
+    best = status["artifacts"]["bestWeights"]
+    assert best == f"s3://{bucket}/runs/{namespace}/shapes-v1/weights/best.pt"
+    head = s3_client.head_object(Bucket=bucket, Key=best.split("/", 3)[3])
+    assert head["ContentLength"] > 100_000
+
+    # The trainer ran in a pod on the runner's GPU node, under the per-job ServiceAccount.
+    pods = stack.get("pods", "-n", namespace, "-l", "yolo-operator.io/training-job=shapes-v1")["items"]
+    assert pods and pods[0]["spec"]["nodeName"] == "local-runner-0"
+
+    second = stack.training_job("shapes-v2", dataset, f"s3://{bucket}/runs/", epochs=2)
+    second["spec"]["model"] = {"fromTrainingJob": "shapes-v1"}
+    second["spec"]["training"]["freeze"] = 10
+    stack.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(second))
+    status2 = stack.wait(lambda: finished("shapes-v2"), 600, "shapes-v2 to finish", interval=1)
+    assert status2["phase"] == "Succeeded", json.dumps(status2, indent=1)
+    job2 = stack.get("job", status2["jobName"], "-n", namespace)
+    config_env = next(e for e in job2["spec"]["template"]["spec"]["containers"][0]["env"]
+                      if e["name"] == "YOLO_TRAINER_CONFIG")  # fmt: skip
+    assert json.loads(config_env["value"])["model"] == best
+    s3_client.head_object(Bucket=bucket, Key=f"runs/{namespace}/shapes-v2/weights/best.pt")
