@@ -1,0 +1,81 @@
+"""Generates docs/reference.md, the TrainingJob field reference, from the CRD schema (and so from the
+pydantic models' field docs). `python -m yolo_operator.reference --write`; a unit test fails on drift."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from yolo_operator.crd import REPO_ROOT, spec_schema, status_schema
+
+REFERENCE_PATH = Path("docs/reference.md")
+
+
+def _type(node: dict[str, Any]) -> str:
+    t = node.get("type", "any" if node.get("x-kubernetes-preserve-unknown-fields") else "object")
+    if t == "array":
+        return f"[]{_type(node.get('items', {}))}"
+    if t == "object" and "additionalProperties" in node:
+        return f"map[string]{_type(node['additionalProperties'])}"
+    return t
+
+
+def _constraints(node: dict[str, Any]) -> str:
+    parts = []
+    for key, label in (("minimum", ">="), ("maximum", "<="), ("multipleOf", "multiple of"),
+                       ("minLength", "min length"), ("maxLength", "max length"), ("maxItems", "max items"),
+                       ("pattern", "pattern"), ("enum", "one of"), ("default", "default")):  # fmt: skip
+        if key in node:
+            value = node[key]
+            value = ", ".join(map(str, value)) if isinstance(value, list) else value
+            parts.append(f"{label} `{value}`")
+    parts += [f"rule: {r['message']}" for r in node.get("x-kubernetes-validations", []) if "message" in r]
+    return "; ".join(parts)
+
+
+def _rows(node: dict[str, Any], path: str, required: bool) -> list[str]:
+    desc = " ".join(node.get("description", "").split()).replace("|", "\\|")
+    rules = _constraints(node).replace("|", "\\|")
+    rows = [f"| `{path}` | {_type(node)}{' (required)' if required else ''} | {desc} | {rules} |"]
+    children = node.get("properties") or node.get("items", {}).get("properties") or {}
+    req = set(node.get("required") or node.get("items", {}).get("required") or [])
+    suffix = "[]" if node.get("type") == "array" else ""
+    for name, child in children.items():
+        rows += _rows(child, f"{path}{suffix}.{name}", name in req)
+    return rows
+
+
+def render() -> str:
+    out = ["# TrainingJob reference (`yolo-operator.io/v1alpha1`)", "",
+           "Generated from the API models by `python -m yolo_operator.reference --write`; do not edit.", ""]  # fmt: skip
+    for title, schema in (("spec", spec_schema()), ("status", status_schema())):
+        out += [f"## {title}", "", "| field | type | description | validation |", "|---|---|---|---|"]
+        for name, child in schema.get("properties", {}).items():
+            out += _rows(child, f"{title}.{name}", name in set(schema.get("required", [])))
+        out.append("")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--write", action="store_true")
+    p.add_argument("--check", action="store_true")
+    args = p.parse_args(argv)
+    path = REPO_ROOT / REFERENCE_PATH
+    text = render()
+    if args.write:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    elif args.check:
+        if not path.exists() or path.read_text() != text:
+            print(f"{REFERENCE_PATH} is stale: run python -m yolo_operator.reference --write", file=sys.stderr)
+            return 1
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
