@@ -109,7 +109,29 @@ def run(
     interruption: Interruption | None = None,
     store: S3Store | None = None,
 ) -> dict[str, Any]:
-    """Runs the job; returns the final metrics.json body. Raises TrainerError subclasses on failure."""
+    """Runs the job; returns the final metrics.json body. Raises TrainerError subclasses on failure.
+
+    After a SIGTERM every failure is ``Interrupted`` (exit 75): the signal may surface as any exception
+    (a broad ``except`` in a library can turn it into something else), and a disruption must never be
+    reported as a non-retriable error.
+    """
+    interruption = interruption or Interruption()
+    try:
+        return _run(cfg, reporter, interruption, store)
+    except Interrupted:
+        raise
+    except BaseException as e:
+        if interruption.event.is_set():
+            raise Interrupted(f"interrupted by signal (while: {type(e).__name__}: {e})") from e
+        raise
+
+
+def _run(
+    cfg: TrainerConfig,
+    reporter: Reporter | None = None,
+    interruption: Interruption | None = None,
+    store: S3Store | None = None,
+) -> dict[str, Any]:
     prepare_environment(cfg)
     interruption = interruption or Interruption()
     interruption.install()
@@ -217,17 +239,19 @@ def run(
         if interruption.event.is_set():
             raise Interrupted("interrupted by SIGTERM")
         save_dir = run_ultralytics(model_path, kwargs, hooks, resume)
-    except Interrupted:
+    except BaseException as e:
+        if not interruption.event.is_set():
+            uploader.close()
+            raise
+        # Whatever the exception became on its way out of Ultralytics, a SIGTERM caused it.
         interruption.raise_now = False  # a second SIGTERM must not abort the flush
-        grace = grace_seconds()
-        flushed = uploader.flush(grace)
+        flushed = uploader.flush(grace_seconds())
         uploader.close()
         s = uploader.uploaded
         _log_event("interrupted", flushed=flushed, checkpointEpoch=(s.epoch + 1) if s else None)
-        raise
-    except BaseException:
-        uploader.close()
-        raise
+        if isinstance(e, Interrupted):
+            raise
+        raise Interrupted(f"interrupted by signal (while: {type(e).__name__}: {e})") from e
     uploader.close(timeout=grace_seconds())
 
     # --- outputs ---------------------------------------------------------------------------------------

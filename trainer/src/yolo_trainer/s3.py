@@ -317,16 +317,21 @@ class S3Store:
             key, dest, size = item
             return self.download(bucket, key, dest, expected_size=size)
 
-        with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="s3-dl") as pool:
+        pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="s3-dl")
+        try:
             futures = [pool.submit(one, it) for it in items]
-            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             for f in done:
                 if f.exception() is not None:
-                    cancel.set()
-                    for p in pending:
-                        p.cancel()
                     raise f.exception()  # type: ignore[misc]
             total = sum(f.result() for f in futures)
+        except BaseException:
+            # First failure, or SIGTERM raised in this (main) thread: drop the queue instead of
+            # downloading the rest of a large dataset inside the grace period.
+            cancel.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
         return total
 
     # --- writes ------------------------------------------------------------------------------------------
