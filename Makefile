@@ -44,8 +44,9 @@ test: venv binaries lint ## everything: lint, unit, integration and e2e tests on
 demo: testbed-up ## the whole product end to end on the local test bed: chart, operator, a TrainingJob trained live
 	$(PY) hack/demo.py
 
-crds: venv ## regenerate the CRD in manifests/ and charts/ from the pydantic models
+crds: venv ## regenerate the CRD (manifests/, charts/) and docs/reference.md from the pydantic models
 	$(PY) -m yolo_operator.crd --write
+	$(PY) -m yolo_operator.reference --write
 
 clean: testbed-down
 	rm -rf $(VENV) .pytest_cache .ruff_cache

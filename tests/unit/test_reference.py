@@ -1,5 +1,4 @@
 import pytest
-
 from yolo_operator import reference
 from yolo_operator.crd import REPO_ROOT
 

@@ -48,8 +48,12 @@ def _rows(node: dict[str, Any], path: str, required: bool) -> list[str]:
 
 
 def render() -> str:
-    out = ["# TrainingJob reference (`yolo-operator.io/v1alpha1`)", "",
-           "Generated from the API models by `python -m yolo_operator.reference --write`; do not edit.", ""]  # fmt: skip
+    out = [
+        "# TrainingJob reference (`yolo-operator.io/v1alpha1`)",
+        "",
+        "Generated from the API models by `python -m yolo_operator.reference --write`; do not edit.",
+        "",
+    ]
     for title, schema in (("spec", spec_schema()), ("status", status_schema())):
         out += [f"## {title}", "", "| field | type | description | validation |", "|---|---|---|---|"]
         for name, child in schema.get("properties", {}).items():
