@@ -1,7 +1,7 @@
 """Generates the TrainingJob CustomResourceDefinition from the pydantic models in ``yolo_operator.api``.
 
     python -m yolo_operator.crd            # print the CRD as YAML
-    python -m yolo_operator.crd --write    # write manifests/crd/ and charts/yolo-operator/crds/
+    python -m yolo_operator.crd --write    # write manifests/crd/ and charts/yolo-operator/files/crd/
     python -m yolo_operator.crd --check    # exit 1 when a committed copy differs from the generated CRD
 
 The pydantic JSON schema is turned into a *structural* OpenAPI v3 schema: every ``$ref`` is inlined,
@@ -35,7 +35,9 @@ MAX_NAME_LENGTH = 63  # the name is a label value (yolo-operator.io/training-job
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CRD_PATHS = (
     Path("manifests/crd/trainingjobs.yaml"),
-    Path("charts/yolo-operator/crds/trainingjobs.yaml"),
+    # Not the chart's crds/ (helm installs those once and never upgrades them): templates/crd.yaml renders
+    # this file, so `helm upgrade` upgrades the CRD too (value crd.install).
+    Path("charts/yolo-operator/files/crd/trainingjobs.yaml"),
 )
 
 _KEEP = {
