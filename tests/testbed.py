@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTBED = ROOT / ".testbed"
@@ -59,3 +64,15 @@ def s3_env() -> S3Env:
 def tool_path() -> str:
     """PATH with the bed's binaries (kubectl, helm, kwokctl) first."""
     return f"{bin_dir()}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 60, interval: float = 0.5, what: str = "condition") -> T:
+    """Polls predicate until it returns something truthy, which is returned; AssertionError on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)

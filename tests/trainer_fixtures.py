@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -180,15 +179,6 @@ class TrainerRunner:
         return proc, out, Path(env["YOLO_TERMINATION_LOG"])
 
 
-def wait_until(predicate, timeout: float = 120, interval: float = 0.2, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def list_keys(s3_client, bucket: str, prefix: str) -> list[str]:
@@ -204,25 +194,3 @@ def read_json(s3_client, bucket: str, key: str) -> dict[str, Any] | None:
     except s3_client.exceptions.NoSuchKey:
         return None
 
-
-def live_s3_env():
-    """The bed's S3 settings if its S3 endpoint answers right now, else None.
-
-    The trainer tests need S3 only; reusing a running S3 directly spares them waiting for the whole bed
-    (control plane included) when another session holds the bed's lock.
-    """
-    import urllib.error
-    import urllib.request
-
-    from tests import testbed
-
-    if not testbed.S3_ENV.exists():
-        return None
-    env = testbed.s3_env()
-    try:
-        urllib.request.urlopen(env.endpoint, timeout=2)
-    except urllib.error.HTTPError:
-        return env  # 403 for an anonymous request: it is up
-    except OSError:
-        return None
-    return env

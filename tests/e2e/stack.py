@@ -14,8 +14,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,16 +186,7 @@ class Stack:
         return {"apiVersion": "yolo-operator.io/v1alpha1", "kind": "TrainingJob", "metadata": {"name": name},
                 "spec": body}  # fmt: skip
 
-    @staticmethod
-    def wait(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-            time.sleep(interval)
+    wait = staticmethod(testbed.wait_until)
 
     def close(self) -> None:
         for proc in reversed(self.processes):

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from tests.integration.test_testbed import get_json, wait_until
+from tests.integration.test_testbed import get_json
+from tests.testbed import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -11,28 +11,9 @@ import zipfile
 import pytest
 from yolo_trainer.testing import upload_dir, write_roboflow_dataset, write_yolo_dataset, zip_dir
 
-from tests.trainer_fixtures import Result, TrainerRunner, list_keys, live_s3_env
+from tests.trainer_fixtures import Result, TrainerRunner, list_keys
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def s3_env(request):
-    """Shadows conftest's: a running bed S3 is used as is; otherwise the bed is brought up."""
-    return live_s3_env() or request.getfixturevalue("s3_env")
-
-
-@pytest.fixture(scope="module")
-def s3_client(s3_env):
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=s3_env.endpoint,
-        region_name=s3_env.region,
-        aws_access_key_id=s3_env.access_key,
-        aws_secret_access_key=s3_env.secret_key,
-    )
 
 
 @pytest.fixture(scope="module")
