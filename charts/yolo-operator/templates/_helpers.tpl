@@ -1,0 +1,122 @@
+{{/* Chart name. */}}
+{{- define "yolo-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: <release>-<chart>, or <release> when it already contains the chart name. */}}
+{{- define "yolo-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "yolo-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Common labels. */}}
+{{- define "yolo-operator.labels" -}}
+helm.sh/chart: {{ include "yolo-operator.chart" . }}
+{{ include "yolo-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: yolo-operator
+{{- end }}
+
+{{/* Selector labels (immutable on a Deployment: never add to them). */}}
+{{- define "yolo-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "yolo-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The operator's ServiceAccount. */}}
+{{- define "yolo-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "yolo-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "yolo-operator.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.operator.image.tag }}
+{{- if hasPrefix "sha256:" $tag }}
+{{- printf "%s@%s" .Values.operator.image.repository $tag }}
+{{- else }}
+{{- printf "%s:%s" .Values.operator.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{- define "yolo-operator.trainerImage" -}}
+{{- $tag := default .Chart.AppVersion .Values.trainer.image.tag }}
+{{- if hasPrefix "sha256:" $tag }}
+{{- printf "%s@%s" .Values.trainer.image.repository $tag }}
+{{- else }}
+{{- printf "%s:%s" .Values.trainer.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/*
+RBAC rules for the namespaces the operator reconciles in: a ClusterRole in cluster-wide mode, a Role in each
+watched namespace otherwise. Each rule names the code that needs it (operator/src/yolo_operator/handlers.py
+and kopf). No wildcards and no access to Secrets: the trainer pod reads the S3 Secret through secretKeyRef,
+the operator never does.
+*/}}
+{{- define "yolo-operator.rules" -}}
+# TrainingJobs: kopf lists and watches them; handlers.get_trainingjob reads one; kopf patches them to keep
+# its handler progress and last-handled spec in yolo-operator.io/* annotations.
+- apiGroups: ["yolo-operator.io"]
+  resources: ["trainingjobs"]
+  verbs: ["get", "list", "watch", "patch"]
+# TrainingJob status: handlers.patch_status (merge patch of phase, conditions, jobName, ...). get and patch
+# are also what the per-job Role grants the trainer: RBAC escalation prevention lets the operator create
+# that Role only because it holds these verbs itself.
+- apiGroups: ["yolo-operator.io"]
+  resources: ["trainingjobs/status"]
+  verbs: ["get", "patch", "update"]
+# Owner references with blockOwnerDeletion on the Job, ServiceAccount, Role and RoleBinding: clusters that
+# enable the OwnerReferencesPermissionEnforcement admission plugin (OpenShift does) require this.
+- apiGroups: ["yolo-operator.io"]
+  resources: ["trainingjobs/finalizers"]
+  verbs: ["update"]
+# The trainer Job: handlers.create_if_absent creates it, get_job reads it, _sync_mutable_fields patches
+# suspend / activeDeadlineSeconds / ttlSecondsAfterFinished; kopf lists and watches the labelled Jobs.
+# No delete: the garbage collector removes a Job through its owner reference.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["create", "get", "list", "watch", "patch"]
+# Trainer pods: handlers.list_pods derives the phase from them; kopf watches the labelled pods.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+# Per-job ServiceAccount / Role / RoleBinding (builders.build_service_account, build_role,
+# build_role_binding): created once; read-only verbs for inspection and idempotent re-creation.
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["create", "get", "list", "watch"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["create", "get", "list", "watch"]
+# Events on TrainingJobs (kopf.info / kopf.warn and kopf's handler failure events).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
+
+{{/* Cluster-scoped reads kopf needs in both modes. */}}
+{{- define "yolo-operator.clusterRules" -}}
+# kopf discovers the TrainingJob resource and notices CRDs being added or removed.
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["get", "list", "watch"]
+{{- end }}
