@@ -1,0 +1,435 @@
+"""The Helm chart (charts/yolo-operator) and the plain manifests rendered from it, with the real `helm` and the
+real kube-apiserver of the local test bed.
+
+* lint (also --strict), the values schema refusing misspelled or out-of-range values;
+* the rendered objects: Deployment (Recreate, /healthz probes on the operator's health port, restricted
+  security context without a fixed UID, env read by OperatorConfig), RBAC without wildcards or Secrets,
+  the CRD identical to the generator's;
+* `kubectl apply --dry-run=server` of the rendering, cluster-wide and namespaced;
+* a real `helm install` and what its ServiceAccount may and may not do (kubectl auth can-i), including
+  creating the per-job ServiceAccount/Role/RoleBinding/Job exactly as the operator builds them (RBAC
+  escalation prevention, owner references);
+* both pods admitted by Pod Security "restricted";
+* manifests/ regenerated into a temporary directory equals the committed copy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from yolo_operator import crd
+from yolo_operator.builders import build_children
+from yolo_operator.config import OperatorConfig
+
+from tests import testbed
+
+pytestmark = pytest.mark.integration
+
+ROOT = testbed.ROOT
+CHART = ROOT / "charts" / "yolo-operator"
+GEN = ROOT / "hack" / "gen-manifests.sh"
+
+
+# --- tools -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def helm_bin() -> Path:
+    """The pinned helm of hack/build-binaries.sh (instant once built); no running bed needed."""
+    out = subprocess.run(
+        [str(ROOT / "hack" / "build-binaries.sh")], capture_output=True, text=True, check=True, timeout=1800
+    )
+    helm = Path(out.stdout.strip().splitlines()[-1]) / "helm"
+    assert helm.is_file(), helm
+    return helm
+
+
+def run(cmd: list[str], env: dict[str, str] | None = None, check: bool = True, input: str | None = None):
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, input=input, timeout=180)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def set_args(values: dict[str, str]) -> list[str]:
+    return [a for k, v in values.items() for a in ("--set", f"{k}={v}")]
+
+
+def template(helm_bin: Path, values: dict[str, str] | None = None, *extra: str, namespace: str = "yolo-operator",
+             release: str = "yolo-operator") -> list[dict[str, Any]]:  # fmt: skip
+    out = run([str(helm_bin), "template", release, str(CHART), "--namespace", namespace,
+               *set_args(values or {}), *extra]).stdout  # fmt: skip
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+@pytest.fixture(scope="module")
+def bed_env(bed) -> dict[str, str]:
+    return {**os.environ, "PATH": testbed.tool_path(), "KUBECONFIG": str(testbed.KUBECONFIG)}
+
+
+@pytest.fixture
+def other_namespace(kubectl) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    kubectl("create", "namespace", name)
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def release(bed_env) -> Iterator[list[tuple[str, str]]]:
+    """Records (release, namespace) pairs and uninstalls them afterwards: their ClusterRoles and
+    ClusterRoleBindings outlive the test namespace otherwise."""
+    installed: list[tuple[str, str]] = []
+    yield installed
+    for name, ns in installed:
+        run(["helm", "uninstall", name, "--namespace", ns, "--wait", "--timeout", "60s"], bed_env, check=False)
+
+
+def helm_install(bed_env, release, namespace: str, values: dict[str, str] | None = None) -> str:
+    name = f"yo-{namespace}"
+    release.append((name, namespace))
+    out = run(["helm", "install", name, str(CHART), "--namespace", namespace, *set_args(values or {})], bed_env)
+    return out.stdout
+
+
+def can_i(kubectl, sa: str, *args: str) -> bool:
+    proc = kubectl("auth", "can-i", *args, f"--as={sa}", check=False)
+    assert proc.stdout.strip() in ("yes", "no"), proc.stdout + proc.stderr
+    return proc.stdout.strip() == "yes"
+
+
+# --- lint and schema -------------------------------------------------------------------------------------
+
+VALUE_SETS = {
+    "defaults": {},
+    "namespaced": {"watchNamespaces": "{team-a,team-b}"},
+    "no-crd-no-rbac-existing-sa": {
+        "crd.install": "false",
+        "rbac.create": "false",
+        "serviceAccount.create": "false",
+        "serviceAccount.name": "operator",
+    },
+    "tuned": {
+        "replicaCount": "0",
+        "operator.logLevel": "DEBUG",
+        "operator.image.tag": "sha256:" + "a" * 64,
+        "trainer.image.pullPolicy": "Always",
+        "trainer.offline": "true",
+        "metrics.service.enabled": "false",
+    },
+}
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+@pytest.mark.parametrize("strict", [False, True], ids=["lint", "lint-strict"])
+def test_helm_lint_clean(helm_bin, values, strict):
+    proc = run([str(helm_bin), "lint", str(CHART), *(["--strict"] if strict else []), *set_args(values)])
+    assert "0 chart(s) failed" in proc.stdout
+    assert "[WARNING]" not in proc.stdout and "[ERROR]" not in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"opertor.image": "x"}, "opertor"),  # misspelled top-level key
+        ({"operator.imgae.tag": "x"}, "imgae"),  # misspelled nested key
+        ({"crd.instal": "false"}, "instal"),
+        ({"replicaCount": "2"}, "replicaCount"),  # no leader election: at most one operator
+        ({"operator.logLevel": "verbose"}, "logLevel"),
+        ({"watchNamespaces": "{Team_A}"}, "watchNamespaces"),
+        ({"operator.healthPort": "0"}, "healthPort"),
+        ({"trainer.image.pullPolicy": "Sometimes"}, "pullPolicy"),
+    ],
+)
+def test_values_schema_rejects_bad_values_naming_them(helm_bin, values, named):
+    proc = run([str(helm_bin), "template", "x", str(CHART), *set_args(values)], check=False)
+    assert proc.returncode != 0, f"{values} was accepted"
+    assert "schema" in proc.stderr and named in proc.stderr, proc.stderr
+
+
+def test_every_value_is_commented():
+    """values.yaml documents each value: a comment stands right above the key or above one of its parents
+    (pass-through Kubernetes objects such as resources are documented once)."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    documented: list[tuple[int, bool]] = []  # (indent, documented) of the enclosing keys
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("#", "-")) or ":" not in stripped:
+            continue
+        indent = len(line) - len(line.lstrip())
+        while documented and documented[-1][0] >= indent:
+            documented.pop()
+        here = i > 0 and lines[i - 1].strip().startswith("#")
+        inherited = any(d for _, d in documented)
+        leaf = not stripped.endswith(":")
+        assert not leaf or here or inherited, f"values.yaml:{i + 1} {stripped!r} has no comment"
+        documented.append((indent, here))
+
+
+# --- what the chart renders ------------------------------------------------------------------------------
+
+
+def test_deployment(helm_bin):
+    docs = template(helm_bin)
+    (dep,) = by_kind(docs, "Deployment")
+    spec = dep["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    (c,) = pod["containers"]
+    defaults = OperatorConfig()
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"metrics": defaults.metrics_port, "health": defaults.health_port}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "health"}, probe
+    assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
+    # restricted, and no fixed UID/GID anywhere so that OpenShift's restricted-v2 SCC assigns one
+    assert pod["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    assert c["securityContext"] == {
+        "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
+    }  # fmt: skip
+    text = json.dumps(docs)
+    for fixed in ("runAsUser", "runAsGroup", "fsGroup"):
+        assert fixed not in text
+    assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+    assert pod["serviceAccountName"] == "yolo-operator"
+    # every YOLO_OPERATOR_* variable is one the operator reads, and they configure it as intended
+    env = {e["name"]: e["value"] for e in c["env"]}
+    cfg_source = (ROOT / "operator" / "src" / "yolo_operator" / "config.py").read_text()
+    for name in env:
+        assert not name.startswith("YOLO_OPERATOR_") or f'"{name}"' in cfg_source, name
+    cfg = OperatorConfig.from_env(env)
+    assert cfg.clusterwide and cfg.trainer_image == "ghcr.io/yolo-operator/yolo-trainer:0.1.0"
+    assert cfg.read_only_root_filesystem and not cfg.offline and cfg.log_level == "INFO"
+
+
+def test_deployment_env_follows_values(helm_bin):
+    docs = template(helm_bin, {"watchNamespaces": "{team-a,team-b}", "trainer.image.tag": "1.2.3",
+                               "trainer.image.pullPolicy": "Always", "trainer.offline": "true",
+                               "operator.logLevel": "DEBUG", "operator.healthPort": "9000"})  # fmt: skip
+    (dep,) = by_kind(docs, "Deployment")
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    cfg = OperatorConfig.from_env({e["name"]: e["value"] for e in c["env"]})
+    assert cfg.namespaces == ("team-a", "team-b") and not cfg.clusterwide
+    assert cfg.trainer_image == "ghcr.io/yolo-operator/yolo-trainer:1.2.3"
+    assert cfg.image_pull_policy == "Always" and cfg.offline and cfg.log_level == "DEBUG"
+    assert cfg.health_port == 9000 and {"name": "health", "containerPort": 9000, "protocol": "TCP"} in c["ports"]
+
+
+def rules_of(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for d in docs if d["kind"] in ("ClusterRole", "Role") for r in d["rules"]]
+
+
+def grants(rules: list[dict[str, Any]], group: str, resource: str) -> set[str]:
+    return {v for r in rules if group in r["apiGroups"] and resource in r["resources"] for v in r["verbs"]}
+
+
+@pytest.mark.parametrize("values", [{}, {"watchNamespaces": "{team-a,team-b}"}], ids=["clusterwide", "namespaced"])
+def test_rbac_least_privilege(helm_bin, values):
+    docs = template(helm_bin, values)
+    rules = rules_of(docs)
+    for r in rules:
+        for key in ("apiGroups", "resources", "verbs"):
+            assert "*" not in r[key], r
+        assert "secrets" not in r["resources"] and "nonResourceURLs" not in r
+        assert not {"escalate", "bind", "impersonate", "deletecollection"} & set(r["verbs"]), r
+    g = "yolo-operator.io"
+    assert grants(rules, g, "trainingjobs") == {"get", "list", "watch", "patch"}
+    assert grants(rules, g, "trainingjobs/status") == {"get", "patch", "update"}
+    assert grants(rules, g, "trainingjobs/finalizers") == {"update"}
+    assert grants(rules, "batch", "jobs") == {"create", "get", "list", "watch", "patch"}
+    assert grants(rules, "", "pods") == {"get", "list", "watch"}
+    assert grants(rules, "", "events") >= {"create"} and grants(rules, "events.k8s.io", "events") >= {"create"}
+    for group, res in (("", "serviceaccounts"), ("rbac.authorization.k8s.io", "roles"),
+                       ("rbac.authorization.k8s.io", "rolebindings")):  # fmt: skip
+        assert "create" in grants(rules, group, res)
+    # the per-job Role the operator creates grants nothing the operator lacks (escalation prevention)
+    tj = {"apiVersion": "yolo-operator.io/v1alpha1", "kind": "TrainingJob",
+          "metadata": {"name": "x", "namespace": "team-a", "uid": "u"},
+          "spec": {"model": {"hub": "yolov8n.pt"}, "dataset": "s3://datasets/d/", "output": "s3://runs/"}}  # fmt: skip
+    role = next(o for o in build_children(tj, OperatorConfig(), "yolov8n.pt") if o["kind"] == "Role")
+    for r in role["rules"]:
+        for group in r["apiGroups"]:
+            for res in r["resources"]:
+                assert set(r["verbs"]) <= grants(rules, group, res), (res, r["verbs"])
+    (cluster_role,) = by_kind(docs, "ClusterRole")
+    if values:
+        assert {d["metadata"]["namespace"] for d in by_kind(docs, "Role")} == {"team-a", "team-b"}
+        assert {d["metadata"]["namespace"] for d in by_kind(docs, "RoleBinding")} == {"team-a", "team-b"}
+        # cluster-wide only what kopf needs to discover the CRD
+        assert [res for r in cluster_role["rules"] for res in r["resources"]] == ["customresourcedefinitions"]
+    else:
+        assert not by_kind(docs, "Role") and not by_kind(docs, "RoleBinding")
+        assert grants(cluster_role["rules"], "batch", "jobs")
+    (crb,) = by_kind(docs, "ClusterRoleBinding")
+    assert crb["subjects"] == [{"kind": "ServiceAccount", "name": "yolo-operator", "namespace": "yolo-operator"}]
+
+
+def test_crd_rendered_from_the_generator_and_kept_on_uninstall(helm_bin):
+    (rendered,) = by_kind(template(helm_bin), "CustomResourceDefinition")
+    assert rendered["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    generated = crd.build_crd()
+    for key, value in generated["metadata"]["labels"].items():
+        assert rendered["metadata"]["labels"][key] == value
+    rendered["metadata"] = generated["metadata"]
+    assert rendered == generated
+    assert not by_kind(template(helm_bin, {"crd.install": "false"}), "CustomResourceDefinition")
+
+
+def test_helm_test_pod_checks_the_crd(helm_bin):
+    (pod,) = by_kind(template(helm_bin), "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert pod["spec"]["serviceAccountName"] == "yolo-operator"
+    script = pod["spec"]["containers"][0]["command"][-1]
+    assert "trainingjobs.yolo-operator.io" in script and "Established" in script
+    compile(script, "test-crd", "exec")
+
+
+def test_metrics_service_targets_the_metrics_port(helm_bin):
+    docs = template(helm_bin)
+    (svc,) = by_kind(docs, "Service")
+    (dep,) = by_kind(docs, "Deployment")
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    assert svc["spec"]["ports"][0]["targetPort"] == "metrics"
+
+
+# --- against the API server ------------------------------------------------------------------------------
+
+
+def test_dry_run_server_clusterwide(helm_bin, kubectl, namespace):
+    docs = template(helm_bin, {}, "--skip-tests", namespace=namespace, release=f"yo-{namespace}")
+    out = kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(docs)).stdout
+    for kind in ("serviceaccount", "clusterrole", "clusterrolebinding", "service", "deployment",
+                 "customresourcedefinition"):  # fmt: skip
+        assert f"{kind}." in out or f"{kind}/" in out, out
+
+
+def test_dry_run_server_namespaced(helm_bin, kubectl, namespace, other_namespace):
+    values = {"watchNamespaces": f"{{{namespace},{other_namespace}}}", "crd.install": "false"}
+    docs = template(helm_bin, values, "--skip-tests", namespace=namespace, release=f"yo-{namespace}")
+    out = kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(docs)).stdout
+    lines = out.splitlines()
+    assert sum(x.startswith("role.rbac") for x in lines) == 2, out
+    assert sum(x.startswith("rolebinding.rbac") for x in lines) == 2, out
+
+
+def test_helm_install_clusterwide_permissions(bed_env, kubectl, release, namespace, other_namespace):
+    crd_before = json.loads(kubectl("get", "crd", crd.CRD_NAME, "-o", "json", check=False).stdout or "{}")
+    notes = helm_install(bed_env, release, namespace)
+    fullname = f"yo-{namespace}-yolo-operator"
+    for obj in (f"deployment/{fullname}", f"serviceaccount/{fullname}", f"service/{fullname}-metrics"):
+        kubectl("get", obj, namespace=namespace)
+    kubectl("get", f"clusterrole/{fullname}", f"clusterrolebinding/{fullname}")
+    manifest = run(["helm", "get", "manifest", f"yo-{namespace}", "-n", namespace], bed_env).stdout
+    if crd_before:  # the bed's CRD belongs to kubectl or another release: left alone, and NOTES says so
+        assert "kind: CustomResourceDefinition" not in manifest
+        assert "not managed by this release" in notes
+
+    sa = f"system:serviceaccount:{namespace}:{fullname}"
+    ns = other_namespace
+    allowed = [
+        ("create", "jobs.batch", "-n", ns), ("patch", "jobs.batch", "-n", ns), ("watch", "pods", "-A"),
+        ("list", "trainingjobs.yolo-operator.io", "-A"), ("patch", "trainingjobs.yolo-operator.io", "-n", ns),
+        ("patch", "trainingjobs.yolo-operator.io", "--subresource=status", "-n", ns),
+        ("update", "trainingjobs.yolo-operator.io", "--subresource=finalizers", "-n", ns),
+        ("create", "serviceaccounts", "-n", ns), ("create", "roles.rbac.authorization.k8s.io", "-n", ns),
+        ("create", "rolebindings.rbac.authorization.k8s.io", "-n", ns), ("create", "events", "-n", ns),
+        ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
+    ]  # fmt: skip
+    denied = [
+        ("get", "secrets", "-n", ns), ("list", "secrets", "-A"), ("get", "secrets", "-n", namespace),
+        ("delete", "nodes"), ("delete", "jobs.batch", "-n", ns), ("create", "pods", "-n", ns),
+        ("delete", "trainingjobs.yolo-operator.io", "-n", ns), ("get", "configmaps", "-n", ns),
+        ("create", "clusterroles.rbac.authorization.k8s.io"), ("bind", "roles.rbac.authorization.k8s.io", "-n", ns),
+        ("escalate", "roles.rbac.authorization.k8s.io", "-n", ns), ("impersonate", "serviceaccounts", "-n", ns),
+        ("create", "serviceaccounts", "--subresource=token", "-n", ns),
+        ("update", "customresourcedefinitions.apiextensions.k8s.io"),
+    ]  # fmt: skip
+    assert [a for a in allowed if not can_i(kubectl, sa, *a)] == []
+    assert [a for a in denied if can_i(kubectl, sa, *a)] == []
+
+    # What the operator creates for a TrainingJob, created by its ServiceAccount: the Role passes RBAC
+    # escalation prevention and the owner references (blockOwnerDeletion) pass admission.
+    tj = {"apiVersion": "yolo-operator.io/v1alpha1", "kind": "TrainingJob", "metadata": {"name": "rbac-probe"},
+          "spec": {"model": {"hub": "yolov8n.pt"}, "dataset": "s3://datasets/d/", "output": "s3://runs/",
+                   "suspend": True}}  # fmt: skip
+    if not crd_before:
+        kubectl("wait", "--for=condition=Established", f"crd/{crd.CRD_NAME}", "--timeout=60s")
+    created = json.loads(kubectl("create", "-o", "json", "-f", "-", namespace=ns, input=json.dumps(tj)).stdout)
+    children = build_children(created, OperatorConfig(), "yolov8n.pt")
+    kubectl("create", f"--as={sa}", "-f", "-", namespace=ns, input=yaml.safe_dump_all(children))
+    job = json.loads(kubectl("get", "job", "rbac-probe-train", "-o", "json", namespace=ns).stdout)
+    assert job["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]
+    # ... and the trainer's per-job ServiceAccount may patch its own TrainingJob's status and nothing else
+    trainer = f"system:serviceaccount:{ns}:rbac-probe-trainer"
+    assert can_i(kubectl, trainer, "patch", "trainingjobs.yolo-operator.io/rbac-probe", "--subresource=status",
+                 "-n", ns)  # fmt: skip
+    assert not can_i(kubectl, trainer, "patch", "trainingjobs.yolo-operator.io/other", "--subresource=status",
+                     "-n", ns)  # fmt: skip
+    assert not can_i(kubectl, trainer, "get", "secrets", "-n", ns)
+
+
+def test_helm_install_namespaced_permissions(bed_env, kubectl, release, namespace, other_namespace):
+    helm_install(bed_env, release, namespace, {"watchNamespaces": f"{{{other_namespace}}}", "crd.install": "false"})
+    fullname = f"yo-{namespace}-yolo-operator"
+    kubectl("get", f"role/{fullname}", f"rolebinding/{fullname}", namespace=other_namespace)
+    sa = f"system:serviceaccount:{namespace}:{fullname}"
+    assert can_i(kubectl, sa, "create", "jobs.batch", "-n", other_namespace)
+    assert can_i(kubectl, sa, "watch", "trainingjobs.yolo-operator.io", "-n", other_namespace)
+    assert can_i(kubectl, sa, "watch", "customresourcedefinitions.apiextensions.k8s.io")
+    for args in (("create", "jobs.batch", "-n", namespace), ("create", "jobs.batch", "-n", "default"),
+                 ("list", "trainingjobs.yolo-operator.io", "-A"), ("list", "pods", "-A"),
+                 ("get", "secrets", "-n", other_namespace), ("list", "namespaces")):  # fmt: skip
+        assert not can_i(kubectl, sa, *args), args
+
+
+def test_pods_pass_restricted_pod_security(helm_bin, bed_env, kubectl, release, restricted_namespace):
+    """The operator pod and the helm test pod are admitted where Pod Security "restricted" is enforced
+    (OpenShift's restricted-v2 SCC is stricter still about UIDs: the chart fixes none)."""
+    ns = restricted_namespace
+    helm_install(bed_env, release, ns, {"replicaCount": "0", "crd.install": "false"})  # creates the SA
+    docs = template(helm_bin, {}, namespace=ns, release=f"yo-{ns}")
+    (dep,) = by_kind(docs, "Deployment")
+    (test_pod,) = by_kind(docs, "Pod")
+    operator_pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "operator-psa-probe", "namespace": ns},
+                    "spec": dep["spec"]["template"]["spec"]}  # fmt: skip
+    for pod in (operator_pod, test_pod):
+        proc = kubectl("create", "--dry-run=server", "-f", "-", namespace=ns, input=json.dumps(pod))
+        assert "PodSecurity" not in proc.stderr, proc.stderr
+
+
+# --- plain manifests -------------------------------------------------------------------------------------
+
+
+def test_manifests_are_up_to_date(helm_bin, tmp_path):
+    """Drift: rerun hack/gen-manifests.sh after changing the chart (or the CRD)."""
+    run([str(GEN), str(tmp_path)], {**os.environ, "HELM": str(helm_bin)})
+    for name in ("install.yaml", "kustomization.yaml"):
+        committed = ROOT / "manifests" / name
+        assert committed.exists(), f"manifests/{name} missing; run hack/gen-manifests.sh"
+        assert committed.read_text() == (tmp_path / name).read_text(), (
+            f"manifests/{name} is stale; run hack/gen-manifests.sh"
+        )
+
+
+def test_manifests_apply_with_kustomize(helm_bin, kubectl, namespace, tmp_path):
+    """`kubectl apply --server-side -k` of the generated manifests (rendered for a test namespace)."""
+    run([str(GEN), str(tmp_path), namespace], {**os.environ, "HELM": str(helm_bin)})
+    docs = [d for d in yaml.safe_load_all((tmp_path / "install.yaml").read_text()) if d]
+    assert docs[0]["kind"] == "Namespace" and docs[0]["metadata"]["name"] == namespace
+    assert {d["kind"] for d in docs} == {"Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
+                                         "ClusterRoleBinding", "Service", "Deployment"}  # fmt: skip
+    out = kubectl("apply", "--server-side", "--force-conflicts", "--dry-run=server", "-k", str(tmp_path)).stdout
+    assert "deployment.apps/yolo-operator serverside-applied (server dry run)" in out, out
