@@ -1,0 +1,439 @@
+"""Operator benchmark on the local control plane: TrainingJob -> Job latency against kube-controller-manager's
+Job -> Pod latency, operator memory with many TrainingJobs, idle CPU, and API requests per TrainingJob.
+
+    .venv/bin/python bench/operator_latency.py [--n 200] [--rss-n 1000] [--idle 30] [--life-n 20]
+
+Method
+- The operator runs as a local process (`python -m yolo_operator`, watching only this benchmark's namespaces)
+  against the API server through a counting reverse proxy (bench/common.py: plain HTTP on 127.0.0.1, TLS
+  with the admin certificate upstream). Every request it makes is recorded: method, path, time.
+- Latency: N TrainingJobs are created at once (8 client threads); the client-side time each create call
+  returns is the start; a watch on Jobs (opened before the first create) records when each Job arrives.
+  The baseline does the same with N plain batch/v1 Jobs and a watch on Pods: kube-controller-manager's
+  Job controller with its default client rate limits (20 QPS, burst 30). Pods target a node label that no node
+  has, so they stay Pending in both runs (nothing else churns). The two runs alternate (TJ, Job, Job, TJ ...).
+- Lifecycle: `--life-n` TrainingJobs that run to completion on kwok's fake nodes (kwok moves pods of Jobs to
+  Succeeded), then are deleted; requests counted from the first create until the proxy is quiet.
+- Memory: RSS (psutil) of the operator with `--rss-n` TrainingJobs (and their Jobs and Pending pods) present.
+- Idle CPU: the operator's CPU time over `--idle` seconds once everything is settled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (
+    CountingProxy,
+    Row,
+    bed_up,
+    fmt_ratio,
+    free_port,
+    log,
+    median,
+    percentile,
+    testbed,
+)
+
+GROUP, VERSION, PLURAL = "yolo-operator.io", "v1alpha1", "trainingjobs"
+LABEL_TJ = "yolo-operator.io/training-job"
+LABEL_BENCH = "bench.yolo-operator.io/run"
+NOWHERE = {"bench.yolo-operator.io/no-such-node": "true"}  # pods stay Pending
+CREATE_THREADS = 8
+
+
+def admin_client():
+    from kubernetes import client, config
+
+    cfg = client.Configuration()
+    config.load_kube_config(str(testbed.KUBECONFIG), client_configuration=cfg)
+    cfg.connection_pool_maxsize = 32
+    return client.ApiClient(cfg)
+
+
+def trainingjob(name: str, pending: bool) -> dict[str, Any]:
+    s3 = testbed.s3_env()
+    spec: dict[str, Any] = {
+        "model": {"yaml": "yolov8n.yaml"},
+        "dataset": "s3://bench-datasets/none/",
+        "output": "s3://bench-runs/",
+        "s3": {"endpoint": s3.endpoint, "region": s3.region, "credentialsSecretRef": {"name": "s3-credentials"}},
+        "training": {"epochs": 1, "imgsz": 64, "batch": 8, "workers": 0},
+        "resources": {"gpus": 0, "cpu": "10m", "memory": "64Mi"},
+    }
+    if pending:
+        spec["scheduling"] = {"nodeSelector": NOWHERE}
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TrainingJob",
+            "metadata": {"name": name, "labels": {LABEL_BENCH: "1"}}, "spec": spec}  # fmt: skip
+
+
+def plain_job(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "labels": {LABEL_BENCH: "1"}},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"labels": {LABEL_BENCH: "1"}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "nodeSelector": NOWHERE,
+                    "containers": [{"name": "c", "image": "localhost/none:0",
+                                    "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}}}],
+                },
+            },
+        },
+    }  # fmt: skip
+
+
+class ArrivalWatch:
+    """Watches a namespace's Jobs or Pods (opened before the creates) and records when each key first arrives."""
+
+    def __init__(self, api, namespace: str, kind: str, key_label: str, label_selector: str):
+        from kubernetes import client
+
+        self.seen: dict[str, float] = {}
+        self.kind, self.key_label = kind, key_label
+        if kind == "jobs":
+            self._list = client.BatchV1Api(api).list_namespaced_job
+        else:
+            self._list = client.CoreV1Api(api).list_namespaced_pod
+        self.namespace, self.selector = namespace, label_selector
+        rv = self._list(namespace, label_selector=label_selector).metadata.resource_version
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(rv,), daemon=True)
+        self._thread.start()
+
+    def _run(self, rv: str) -> None:
+        from kubernetes import watch
+
+        while not self._stop.is_set():
+            w = watch.Watch()
+            try:
+                for ev in w.stream(self._list, self.namespace, label_selector=self.selector,
+                                   resource_version=rv, timeout_seconds=60, allow_watch_bookmarks=False):  # fmt: skip
+                    t = time.monotonic()
+                    obj = ev["object"]
+                    rv = obj.metadata.resource_version
+                    key = (obj.metadata.labels or {}).get(self.key_label)
+                    if ev["type"] == "ADDED" and key and key not in self.seen:
+                        self.seen[key] = t
+                    if self._stop.is_set():
+                        w.stop()
+            except Exception as e:  # a dropped watch: re-open from the last resourceVersion
+                log(f"watch {self.kind} reopened: {e}")
+
+    def wait_for(self, names: set[str], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if names <= self.seen.keys():
+                return True
+            time.sleep(0.1)
+        return False
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def create_all(create, bodies: list[dict[str, Any]]) -> dict[str, float]:
+    """Creates the objects from CREATE_THREADS threads; returns name -> time the create call returned."""
+    done: dict[str, float] = {}
+
+    def one(body: dict[str, Any]) -> None:
+        create(body)
+        done[body["metadata"]["name"]] = time.monotonic()
+
+    with ThreadPoolExecutor(CREATE_THREADS) as pool:
+        list(pool.map(one, bodies))
+    return done
+
+
+def latencies(created: dict[str, float], seen: dict[str, float]) -> dict[str, float]:
+    lat = [seen[k] - created[k] for k in created if k in seen]
+    t0 = min(created.values())
+    span = max(seen[k] for k in created) - t0
+    return {"p50": percentile(lat, 50), "p99": percentile(lat, 99), "max": max(lat),
+            "throughput": len(created) / span, "n": len(lat)}  # fmt: skip
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace):
+        from kubernetes import client
+
+        self.args = args
+        self.api = admin_client()
+        self.core = client.CoreV1Api(self.api)
+        self.batch = client.BatchV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+        run = uuid.uuid4().hex[:6]
+        self.ns = {k: f"bench-{k}-{run}" for k in ("tj0", "tj1", "job0", "job1", "life", "rss")}
+        self.workdir = testbed.TESTBED / "bench" / f"operator-{run}"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proxy = CountingProxy.for_bed().start()
+        self.operator: subprocess.Popen | None = None
+        self.results: dict[str, Any] = {}
+
+    # -- setup / teardown ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        for ns in self.ns.values():
+            self.core.create_namespace({"metadata": {"name": ns, "labels": {LABEL_BENCH: "1"}}})
+        health = free_port()
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.proxy.kubeconfig(self.workdir / "proxy.kubeconfig")),
+            "YOLO_OPERATOR_NAMESPACES": ",".join(self.ns.values()),
+            "YOLO_OPERATOR_TRAINER_IMAGE": "localhost/yolo-operator-trainer:bench",
+            "YOLO_OPERATOR_OFFLINE": "true",
+            "YOLO_OPERATOR_HEALTH_PORT": str(health),
+            "YOLO_OPERATOR_METRICS_PORT": str(free_port()),
+        }
+        logf = open(self.workdir / "operator.log", "ab")  # noqa: SIM115 - the child holds it
+        self.operator = subprocess.Popen([sys.executable, "-m", "yolo_operator"], env=env, cwd=testbed.ROOT,
+                                         stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        logf.close()
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.operator.poll() is not None:
+                raise RuntimeError(f"operator exited; see {self.workdir / 'operator.log'}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.3)
+        else:
+            raise RuntimeError("operator not healthy after 90 s")
+        self.wait_quiet()
+        self.rss_boot = self.rss_mib()
+        log(f"operator pid {self.operator.pid} up ({self.rss_boot:.0f} MiB RSS); "
+            f"namespaces {', '.join(self.ns.values())}")
+
+    def close(self) -> None:
+        if self.operator and self.operator.poll() is None:
+            self.operator.terminate()
+            try:
+                self.operator.wait(20)
+            except subprocess.TimeoutExpired:
+                self.operator.kill()
+        for ns in self.ns.values():
+            try:
+                self.core.delete_namespace(ns)
+            except Exception as e:  # already gone
+                log(f"delete namespace {ns}: {e}")
+        self.proxy.stop()
+
+    def wait_quiet(self, quiet: float = 3.0, timeout: float = 240.0) -> float:
+        """Waits until the operator has sent no request for `quiet` seconds; returns the last request's time."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            reqs = self.proxy.snapshot()
+            last = reqs[-1].t if reqs else 0.0
+            if time.monotonic() - last >= quiet:
+                return last
+            time.sleep(0.25)
+        log("operator did not go quiet within the timeout")
+        return time.monotonic()
+
+    def rss_mib(self) -> float:
+        import psutil
+
+        p = psutil.Process(self.operator.pid)
+        return (p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))) / 2**20
+
+    # -- phases --------------------------------------------------------------------------------------------
+    def tj_latency(self, ns: str, n: int) -> dict[str, float]:
+        watch = ArrivalWatch(self.api, ns, "jobs", LABEL_TJ, LABEL_TJ)
+        names = [f"tj-{i:05d}" for i in range(n)]
+        t0 = time.monotonic()
+        created = create_all(
+            lambda b: self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, b),
+            [trainingjob(x, pending=True) for x in names],
+        )
+        ok = watch.wait_for(set(names), 600)
+        watch.stop()
+        if not ok:
+            log(f"only {len(watch.seen)}/{n} Jobs appeared")
+        res = latencies(created, watch.seen)
+        last = self.wait_quiet()
+        res["requests_per_tj"] = self.proxy.count(t0 - 0.5, last + 0.001) / n
+        res["breakdown"] = {k: v / n for k, v in self.proxy.breakdown(t0 - 0.5, last + 0.001).most_common()}
+        res["created_by_us"] = self.proxy.breakdown(t0 - 0.5, last + 0.001)["create jobs"]
+        log(f"TJ->Job  n={n}: p50 {res['p50']:.3f}s p99 {res['p99']:.3f}s {res['throughput']:.1f}/s, "
+            f"{res['requests_per_tj']:.1f} requests/TJ")  # fmt: skip
+        return res
+
+    def job_latency(self, ns: str, n: int) -> dict[str, float]:
+        watch = ArrivalWatch(self.api, ns, "pods", "batch.kubernetes.io/job-name", LABEL_BENCH)
+        names = [f"job-{i:05d}" for i in range(n)]
+        created = create_all(lambda b: self.batch.create_namespaced_job(ns, b), [plain_job(x) for x in names])
+        ok = watch.wait_for(set(names), 600)
+        watch.stop()
+        if not ok:
+            log(f"only {len(watch.seen)}/{n} pods appeared")
+        res = latencies(created, watch.seen)
+        log(f"Job->Pod n={n}: p50 {res['p50']:.3f}s p99 {res['p99']:.3f}s {res['throughput']:.1f}/s")
+        self.wait_quiet()  # our operator reacts to nothing here; this only lets the bed settle
+        time.sleep(2)
+        return res
+
+    def lifecycle(self, n: int) -> dict[str, Any]:
+        """n TrainingJobs that kwok runs to completion, then deleted: requests per TrainingJob over its life."""
+        ns = self.ns["life"]
+        names = [f"life-{i:03d}" for i in range(n)]
+        t0 = time.monotonic()
+        create_all(lambda b: self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, b),
+                   [trainingjob(x, pending=False) for x in names])  # fmt: skip
+        deadline = time.monotonic() + 180
+        phases: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            items = self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]
+            phases = {}
+            for it in items:
+                ph = (it.get("status") or {}).get("phase", "-")
+                phases[ph] = phases.get(ph, 0) + 1
+            if phases.get("Succeeded", 0) + phases.get("Failed", 0) == n:
+                break
+            time.sleep(1)
+        last = self.wait_quiet()
+        life = self.proxy.breakdown(t0 - 0.5, last + 0.001)
+        t1 = time.monotonic()
+        for x in names:
+            self.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, x)
+        time.sleep(2)
+        last = self.wait_quiet(timeout=60)
+        deletion = self.proxy.breakdown(t1, last + 0.001)
+        res = {
+            "phases": phases,
+            "requests_per_tj": sum(life.values()) / n,
+            "breakdown": {k: round(v / n, 2) for k, v in life.most_common()},
+            "delete_requests_per_tj": sum(deletion.values()) / n,
+            "delete_breakdown": {k: round(v / n, 2) for k, v in deletion.most_common()},
+        }
+        log(f"lifecycle n={n}: final phases {phases}; {res['requests_per_tj']:.1f} requests/TJ "
+            f"(+{res['delete_requests_per_tj']:.1f} on delete)")  # fmt: skip
+        return res
+
+    def rss_and_idle(self, n: int, idle: float) -> dict[str, Any]:
+        import psutil
+
+        ns = self.ns["rss"]
+        rss0 = self.rss_mib()
+        watch = ArrivalWatch(self.api, ns, "jobs", LABEL_TJ, LABEL_TJ)
+        names = [f"rss-{i:05d}" for i in range(n)]
+        t0 = time.monotonic()
+        created = create_all(lambda b: self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, b),
+                             [trainingjob(x, pending=True) for x in names])  # fmt: skip
+        watch.wait_for(set(names), 900)
+        watch.stop()
+        lat = latencies(created, watch.seen)
+        last = self.wait_quiet(quiet=5)
+        reqs = self.proxy.count(t0 - 0.5, last + 0.001) / n
+        rss = self.rss_mib()
+        proc = psutil.Process(self.operator.pid)
+        c0, r0, w0 = proc.cpu_times(), self.proxy.count(), time.monotonic()
+        time.sleep(idle)
+        c1, r1, w1 = proc.cpu_times(), self.proxy.count(), time.monotonic()
+        cpu = (c1.user + c1.system - c0.user - c0.system) / (w1 - w0)
+        rss_after = self.rss_mib()
+        held = sum(len(self.custom.list_namespaced_custom_object(GROUP, VERSION, x, PLURAL)["items"])
+                   for x in self.ns.values())  # fmt: skip
+        res = {"n": n, "jobs_seen": len(watch.seen), "held": held, "rss_boot_mib": self.rss_boot,
+               "rss_start_mib": rss0, "rss_mib": max(rss, rss_after),
+               "idle_cpu_fraction": cpu, "idle_requests": r1 - r0, "idle_seconds": w1 - w0,
+               "requests_per_tj": reqs, "p99": lat["p99"], "throughput": lat["throughput"]}  # fmt: skip
+        log(f"RSS with {n} TJs: {res['rss_mib']:.0f} MiB (start {rss0:.0f}); idle CPU {cpu * 100:.2f}% of a core, "
+            f"{r1 - r0} requests in {w1 - w0:.0f}s")  # fmt: skip
+        return res
+
+
+def run(n: int = 200, rss_n: int = 1000, idle: float = 30, life_n: int = 20, rounds: int = 2) -> list[Row]:
+    args = argparse.Namespace(n=n, rss_n=rss_n, idle=idle, life_n=life_n)
+    bed_up()
+    b = Bench(args)
+    tj: list[dict] = []
+    job: list[dict] = []
+    try:
+        b.start()
+        for r in range(rounds):  # ABBA: TJ, Job, Job, TJ
+            order = ("tj", "job") if r % 2 == 0 else ("job", "tj")
+            for kind in order:
+                if kind == "tj":
+                    tj.append(b.tj_latency(b.ns[f"tj{r % 2}"], n))
+                else:
+                    job.append(b.job_latency(b.ns[f"job{r % 2}"], n))
+            # the next round's namespaces are fresh; remove this round's objects in the background
+        life = b.lifecycle(life_n) if life_n else None
+        mem = b.rss_and_idle(rss_n, idle)
+    finally:
+        b.close()
+    b.results = {"tj": tj, "job": job, "life": life, "mem": mem}
+    (b.workdir / "results.json").write_text(json.dumps(b.results, indent=2, default=str))
+    return rows(b.results, n, rounds)
+
+
+def rows(res: dict[str, Any], n: int, rounds: int) -> list[Row]:
+    tj, job, life, mem = res["tj"], res["job"], res["life"], res["mem"]
+    p50 = median([x["p50"] for x in tj]), median([x["p50"] for x in job])
+    p99 = median([x["p99"] for x in tj]), median([x["p99"] for x in job])
+    thr = median([x["throughput"] for x in tj]), median([x["throughput"] for x in job])
+    note = f"N={n} created at once, {rounds} rounds interleaved (TJ,Job,Job,TJ), medians"
+    out = [
+        Row("create -> Job p50 (ours: TrainingJob->Job; baseline: Job->Pod by kube-controller-manager)",
+            f"{p50[0]:.2f} s", f"{p50[1]:.2f} s", fmt_ratio(*p50), "-", "n/a", note),
+        Row("create -> Job p99 (same)", f"{p99[0]:.2f} s", f"{p99[1]:.2f} s", fmt_ratio(*p99),
+            "ours <= baseline", "yes" if p99[0] <= p99[1] else "no", note),
+        Row("throughput, objects/s (same)", f"{thr[0]:.1f}/s", f"{thr[1]:.1f}/s", fmt_ratio(*thr), "-", "n/a"),
+        Row(f"operator RSS with {mem['held']} TrainingJobs (+ their Jobs, Pending pods, RBAC)",
+            f"{mem['rss_mib']:.0f} MiB", f"{mem['rss_boot_mib']:.0f} MiB (same operator at startup, 0 objects)",
+            fmt_ratio(mem["rss_mib"], mem["rss_boot_mib"]), "< 150 MiB with 1,000",
+            "yes" if mem["rss_mib"] < 150 and mem["held"] >= 1000 else "no",
+            f"{mem['rss_start_mib']:.0f} MiB before the last {mem['n']} were created; "
+            f"those {mem['n']}: Job p99 {mem['p99']:.1f} s, {mem['throughput']:.1f}/s"),
+        Row(f"operator CPU while idle ({mem['idle_seconds']:.0f} s, {mem['jobs_seen']} TrainingJobs present)",
+            f"{mem['idle_cpu_fraction'] * 100:.2f}% of a core", "-", "-", "< 1% of a core",
+            "yes" if mem["idle_cpu_fraction"] < 0.01 else "no",
+            f"{mem['idle_requests']} API requests while idle"),
+        Row("API requests per TrainingJob, create until settled (Job created, pod Pending)",
+            f"{median([x['requests_per_tj'] for x in tj]):.1f} (N={n}); {mem['requests_per_tj']:.1f} (N={mem['n']})",
+            "-", "-", "small constant, independent of N", "see note",
+            "per-TJ breakdown: " + ", ".join(f"{k} {v:.2f}" for k, v in list(tj[0]["breakdown"].items())[:8])),
+    ]  # fmt: skip
+    if life:
+        out.append(Row(
+            "API requests per TrainingJob over its whole life (created, Running, Succeeded; then deleted)",
+            f"{life['requests_per_tj']:.1f} + {life['delete_requests_per_tj']:.1f} on delete", "-", "-",
+            "small constant; no polling", "see note",
+            f"final phases {life['phases']}; " + ", ".join(f"{k} {v}" for k, v in life["breakdown"].items()),
+        ))  # fmt: skip
+    return out
+
+
+def main(argv: list[str] | None = None) -> list[Row]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=200, help="TrainingJobs (and plain Jobs) created at once")
+    ap.add_argument("--rss-n", type=int, default=1000, help="TrainingJobs present for the memory figure")
+    ap.add_argument("--idle", type=float, default=30, help="seconds of idle CPU measurement")
+    ap.add_argument("--life-n", type=int, default=20, help="TrainingJobs run to completion (0 = skip)")
+    ap.add_argument("--rounds", type=int, default=2, help="latency rounds (alternating order)")
+    a = ap.parse_args(argv)
+    rs = run(a.n, a.rss_n, a.idle, a.life_n, a.rounds)
+    for r in rs:
+        print(f"{r.figure}: ours {r.ours} | baseline {r.baseline} | {r.ratio} | goal {r.goal}: {r.met}  {r.note}")
+    return rs
+
+
+if __name__ == "__main__":
+    main()
