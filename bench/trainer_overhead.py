@@ -1,0 +1,89 @@
+"""Trainer overhead: `yolo-trainer` (staging from S3, hooks, per-epoch checkpoint upload to S3) against the plain
+Ultralytics CLI `yolo train` on the same data, model and arguments.
+
+    .venv/bin/python bench/trainer_overhead.py [--images 240] [--epochs 5] [--imgsz 64] [--repeats 3]
+
+Both train yolov8n.yaml from scratch on CPU (`workers=0`, as the trainer chooses on CPU) with the arguments
+`yolo_trainer.train.train_args` produces. Runs alternate (trainer, yolo, yolo, trainer, ...), medians of
+`--repeats` each. Figures:
+- training phase: Ultralytics' own clock, the `time` column of the last results.csv row (start of training to
+  the end of the last epoch, validation and hooks included: the trainer's checkpoint hand-off runs inside the
+  epoch loop and its upload thread competes for the same CPUs), identical for both tools;
+- whole process: wall time from spawn to exit (the trainer's also stages from S3, validates and publishes).
+The dataset is the staging benchmark's generator (640x480 JPEGs) at `--images` images: 2,000 images x 5 epochs
+x 6 runs does not fit the 15-minute budget of bench/run_all.py on two shared cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import trainer_runs as tr
+from bench.common import Row, bed_up, fmt_ratio, log, median, testbed
+
+
+def run(images: int = 240, epochs: int = 5, imgsz: int = 64, batch: int = 16, repeats: int = 3) -> list[Row]:
+    bed_up()
+    tr.ensure_output_bucket()
+    data_yaml, prefix = tr.prepare_dataset(images)
+    base = testbed.TESTBED / "bench" / f"overhead-{uuid.uuid4().hex[:6]}"
+    res: dict[str, dict[str, list[float]]] = {k: {"train": [], "wall": []} for k in ("trainer", "yolo")}
+    for r in range(repeats):
+        order = ("trainer", "yolo") if r % 2 == 0 else ("yolo", "trainer")
+        for kind in order:
+            wd = base / f"{kind}-{r}"
+            if kind == "trainer":
+                cfg = tr.trainer_config(wd, prefix, epochs, imgsz, batch)
+                run_ = tr.start_trainer(wd, cfg)
+                csv_path = wd / "work" / "runs" / "run" / "results.csv"
+            else:
+                run_ = tr.start_yolo(wd, data_yaml, epochs, imgsz, batch)
+                csv_path = wd / "runs" / "run" / "results.csv"
+            rc = tr.finish(run_, 900)
+            wall = time.monotonic() - run_.started
+            if rc != 0:
+                raise RuntimeError(f"{kind} exited {rc}; see {wd}")
+            res[kind]["train"].append(tr.train_seconds(csv_path))
+            res[kind]["wall"].append(wall)
+            log(f"repeat {r + 1}: {kind}: training {res[kind]['train'][-1]:.1f}s, process {wall:.1f}s")
+    for d in [*base.glob("trainer-*/work/dataset"), *base.glob("yolo-*/dataset")]:  # the staged copies; logs and runs stay for inspection
+        shutil.rmtree(d, ignore_errors=True)
+    tr.delete_prefix(f"{tr.OUTPUT}bench/")
+    t = median(res["trainer"]["train"]), median(res["yolo"]["train"])
+    w = median(res["trainer"]["wall"]), median(res["yolo"]["wall"])
+    spread = "; ".join(f"{k} training " + "/".join(f"{x:.1f}" for x in v["train"]) + " s, process "
+                       + "/".join(f"{x:.1f}" for x in v["wall"]) + " s" for k, v in res.items())  # fmt: skip
+    note = (f"{images} images 640x480, yolov8n.yaml, {epochs} epochs, imgsz {imgsz}, batch {batch}, CPU, "
+            f"{repeats} repeats interleaved, medians; all runs: {spread}")  # fmt: skip
+    return [
+        Row("training phase: yolo-trainer (checkpoint upload every epoch) vs plain `yolo train`",
+            f"{t[0]:.1f} s", f"{t[1]:.1f} s", fmt_ratio(*t), "<= 1.03x", "yes" if t[0] <= 1.03 * t[1] else "no",
+            note),
+        Row("whole process (trainer: + S3 staging, validation, publish)", f"{w[0]:.1f} s", f"{w[1]:.1f} s",
+            fmt_ratio(*w), "-", "n/a"),
+    ]  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> list[Row]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--images", type=int, default=240)
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--imgsz", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=3)
+    a = ap.parse_args(argv)
+    rs = run(a.images, a.epochs, a.imgsz, a.batch, a.repeats)
+    for r in rs:
+        print(f"{r.figure}: ours {r.ours} | baseline {r.baseline} | {r.ratio} | goal {r.goal}: {r.met}  {r.note}")
+    return rs
+
+
+if __name__ == "__main__":
+    main()
