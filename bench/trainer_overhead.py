@@ -53,7 +53,8 @@ def run(images: int = 240, epochs: int = 5, imgsz: int = 64, batch: int = 16, re
             res[kind]["train"].append(tr.train_seconds(csv_path))
             res[kind]["wall"].append(wall)
             log(f"repeat {r + 1}: {kind}: training {res[kind]['train'][-1]:.1f}s, process {wall:.1f}s")
-    for d in [*base.glob("trainer-*/work/dataset"), *base.glob("yolo-*/dataset")]:  # the staged copies; logs and runs stay for inspection
+    # the staged copies; logs and runs stay for inspection
+    for d in [*base.glob("trainer-*/work/dataset"), *base.glob("yolo-*/dataset")]:
         shutil.rmtree(d, ignore_errors=True)
     tr.delete_prefix(f"{tr.OUTPUT}bench/")
     t = median(res["trainer"]["train"]), median(res["yolo"]["train"])
