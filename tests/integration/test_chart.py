@@ -94,7 +94,7 @@ def release(bed_env) -> Iterator[list[tuple[str, str]]]:
     installed: list[tuple[str, str]] = []
     yield installed
     for name, ns in installed:
-        run(["helm", "uninstall", name, "--namespace", ns, "--wait", "--timeout", "60s"], bed_env, check=False)
+        run(["helm", "uninstall", name, "--namespace", ns], bed_env, check=False)
 
 
 def helm_install(bed_env, release, namespace: str, values: dict[str, str] | None = None) -> str:
@@ -368,12 +368,20 @@ def test_helm_install_clusterwide_permissions(bed_env, kubectl, release, namespa
     if not crd_before:
         kubectl("wait", "--for=condition=Established", f"crd/{crd.CRD_NAME}", "--timeout=60s")
     created = json.loads(kubectl("create", "-o", "json", "-f", "-", namespace=ns, input=json.dumps(tj)).stdout)
+    # Renamed (suffix -x): an operator running against the shared bed may create the real ones meanwhile.
     children = build_children(created, OperatorConfig(), "yolov8n.pt")
+    for obj in children:
+        obj["metadata"]["name"] += "-x"
+        if obj["kind"] == "RoleBinding":
+            obj["roleRef"]["name"] += "-x"
+            obj["subjects"][0]["name"] += "-x"
+        if obj["kind"] == "Job":
+            obj["spec"]["template"]["spec"]["serviceAccountName"] += "-x"
     kubectl("create", f"--as={sa}", "-f", "-", namespace=ns, input=yaml.safe_dump_all(children))
-    job = json.loads(kubectl("get", "job", "rbac-probe-train", "-o", "json", namespace=ns).stdout)
+    job = json.loads(kubectl("get", "job", "rbac-probe-train-x", "-o", "json", namespace=ns).stdout)
     assert job["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]
     # ... and the trainer's per-job ServiceAccount may patch its own TrainingJob's status and nothing else
-    trainer = f"system:serviceaccount:{ns}:rbac-probe-trainer"
+    trainer = f"system:serviceaccount:{ns}:rbac-probe-trainer-x"
     assert can_i(kubectl, trainer, "patch", "trainingjobs.yolo-operator.io/rbac-probe", "--subresource=status",
                  "-n", ns)  # fmt: skip
     assert not can_i(kubectl, trainer, "patch", "trainingjobs.yolo-operator.io/other", "--subresource=status",
