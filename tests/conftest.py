@@ -134,6 +134,7 @@ def pod_runner(kubeconfig: Path) -> Iterator[str]:
         cwd=testbed.ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
+        preexec_fn=testbed.die_with_parent,
     )
     env = {**os.environ, "PATH": testbed.tool_path(), "KUBECONFIG": str(kubeconfig)}
     deadline = time.monotonic() + 60

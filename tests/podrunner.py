@@ -430,7 +430,21 @@ class LocalPodRunner:
             if e.status not in (404, 409):
                 log.warning("could not finish deleting pod %s: %s", pod.metadata.name, e.reason)
 
+    def lock(self) -> None:
+        """One runner per node: two would each start every pod (and the pid file lets testbed down stop us)."""
+        import fcntl
+
+        self._lock = open(self.workdir / "runner.lock", "w")  # noqa: SIM115 - held for the process's life
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SystemExit(f"another local pod runner already plays node {self.node}") from None
+        pids = ROOT / ".testbed" / "pids"
+        pids.mkdir(parents=True, exist_ok=True)
+        (pids / f"podrunner-{self.node}.pid").write_text(str(os.getpid()))
+
     def run(self) -> None:
+        self.lock()
         self.register_node()
         threading.Thread(target=self._heartbeats, daemon=True).start()
         log.info("local pod runner playing the kubelet of node %s", self.node)

@@ -76,3 +76,11 @@ def wait_until(predicate: Callable[[], T], timeout: float = 60, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def die_with_parent() -> None:
+    """preexec_fn for helper processes (operator, pod runner): SIGTERM them when the test process dies."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

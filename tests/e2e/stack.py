@@ -114,10 +114,11 @@ class Stack:
         }
         log = open(self.workdir / "operator.log", "ab")  # noqa: SIM115 - the child holds it
         proc = subprocess.Popen([sys.executable, "-m", "yolo_operator"], env=env, cwd=testbed.ROOT,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=testbed.die_with_parent)  # fmt: skip
         log.close()
         self.processes.append(proc)
-        self.wait(lambda: self._healthy(proc), 60, "the operator's /healthz")
+        self.wait(lambda: self._healthy(proc), 60, what="the operator's /healthz")
         return proc
 
     def _healthy(self, proc: subprocess.Popen) -> bool:
@@ -135,12 +136,12 @@ class Stack:
         log = open(self.workdir / "podrunner.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen([sys.executable, "-m", "tests.podrunner", "--node", RUNNER_NODE],
                                 cwd=testbed.ROOT, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                start_new_session=True)  # fmt: skip
+                                start_new_session=True, preexec_fn=testbed.die_with_parent)  # fmt: skip
         log.close()
         self.processes.append(proc)
         self.kubectl("wait", "--for=condition=Ready", f"node/{RUNNER_NODE}", "--timeout=60s", check=False)
         self.wait(
-            lambda: self.kubectl("get", "node", RUNNER_NODE, check=False).returncode == 0, 60, "runner node"
+            lambda: self.kubectl("get", "node", RUNNER_NODE, check=False).returncode == 0, 60, what="runner node"
         )
         return proc
 
