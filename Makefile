@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 export YOLO_CONFIG_DIR ?= $(CURDIR)/.venv/ultralytics-config
 
-.PHONY: help venv binaries testbed-up testbed-down lint unit test test-integration demo crds clean
+.PHONY: help venv binaries testbed-up testbed-down lint unit test demo crds manifests chart-lint images bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -44,9 +44,22 @@ test: venv binaries lint ## everything: lint, unit, integration and e2e tests on
 demo: testbed-up ## the whole product end to end on the local test bed: chart, operator, a TrainingJob trained live
 	$(PY) hack/demo.py
 
-crds: venv ## regenerate the CRD (manifests/, charts/) and docs/reference.md from the pydantic models
+crds: venv binaries ## regenerate the CRD (manifests/, charts/), docs/reference.md and manifests/ from the models
 	$(PY) -m yolo_operator.crd --write
 	$(PY) -m yolo_operator.reference --write
+	hack/gen-manifests.sh
+
+manifests: binaries ## regenerate manifests/ (plain YAML) from the chart
+	hack/gen-manifests.sh
+
+chart-lint: binaries ## helm lint --strict
+	"$$(hack/build-binaries.sh)/helm" lint --strict charts/yolo-operator
+
+OPERATOR_IMAGE ?= yolo-operator:dev
+TRAINER_IMAGE ?= yolo-operator-trainer:dev
+images: ## build the operator and trainer images (needs a container engine; none runs on the dev machines)
+	docker build --target operator -t $(OPERATOR_IMAGE) .
+	docker build --target trainer -t $(TRAINER_IMAGE) .
 
 clean: testbed-down
 	rm -rf $(VENV) .pytest_cache .ruff_cache
