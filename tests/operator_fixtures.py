@@ -57,7 +57,7 @@ class OperatorProcess:
         self.extra_env = env
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 60) -> OperatorProcess:
+    def start(self, timeout: float = 180) -> OperatorProcess:
         env = {
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
@@ -161,7 +161,7 @@ def condition(status: dict[str, Any], type_: str) -> dict[str, Any] | None:
     return next((c for c in status.get("conditions") or () if c.get("type") == type_), None)
 
 
-def wait_phase(kubectl: Kubectl, namespace: str, name: str, phase: str, timeout: float = 60) -> dict[str, Any]:
+def wait_phase(kubectl: Kubectl, namespace: str, name: str, phase: str, timeout: float = 180) -> dict[str, Any]:
     return wait_for(
         lambda: (s := status_of(kubectl, namespace, name)).get("phase") == phase and s,
         timeout,
@@ -170,7 +170,7 @@ def wait_phase(kubectl: Kubectl, namespace: str, name: str, phase: str, timeout:
 
 
 def wait_condition(
-    kubectl: Kubectl, namespace: str, name: str, type_: str, status: str = "True", timeout: float = 60
+    kubectl: Kubectl, namespace: str, name: str, type_: str, status: str = "True", timeout: float = 180
 ) -> dict[str, Any]:
     def check() -> dict[str, Any] | None:
         c = condition(status_of(kubectl, namespace, name), type_)

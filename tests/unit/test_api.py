@@ -63,9 +63,7 @@ def test_examples_exist():
     } <= names
 
 
-@pytest.mark.parametrize(
-    ("name", "doc"), example_trainingjobs(), ids=lambda x: x if isinstance(x, str) else ""
-)
+@pytest.mark.parametrize(("name", "doc"), example_trainingjobs(), ids=lambda x: x if isinstance(x, str) else "")
 def test_examples_parse(name, doc):
     tj = TrainingJob.model_validate(doc)
     assert tj.spec.dataset.startswith("s3://")

@@ -257,9 +257,7 @@ def shm_volume(job: dict) -> dict:
 
 
 def test_shm_volume_memory_backed_and_memory_accounts_for_it():
-    job = b.build_job(
-        make_tj(training={"workers": 8, "batch": 16, "imgsz": 640}, resources={"memory": "16Gi"}), CFG
-    )
+    job = b.build_job(make_tj(training={"workers": 8, "batch": 16, "imgsz": 640}, resources={"memory": "16Gi"}), CFG)
     vol = shm_volume(job)
     assert vol["emptyDir"]["medium"] == "Memory"
     assert vol["emptyDir"]["sizeLimit"] == "896Mi"  # the docstring's worked example
@@ -384,9 +382,7 @@ def test_resolve_from_training_job():
     assert "prev" in running.message and "Training" in running.message
     failed = b.resolve_model(src, {"status": {"phase": "Failed"}})
     assert failed.terminal and failed.reason == "SourceTrainingJobFailed"
-    done = b.resolve_model(
-        src, {"status": {"phase": "Succeeded", "artifacts": {"bestWeights": "s3://r/best.pt"}}}
-    )
+    done = b.resolve_model(src, {"status": {"phase": "Succeeded", "artifacts": {"bestWeights": "s3://r/best.pt"}}})
     assert done.model == "s3://r/best.pt"
     no_weights = b.resolve_model(src, {"status": {"phase": "Succeeded"}})
     assert no_weights.model is None and no_weights.terminal

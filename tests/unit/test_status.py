@@ -90,9 +90,7 @@ def test_succeeded():
 
 
 def test_failed_with_non_retriable_exit_code_and_termination_message():
-    j = job(
-        [("Failed", "PodFailurePolicy", "Container trainer for pod ns/x failed with exit code 11")], failed=1
-    )
+    j = job([("Failed", "PodFailurePolicy", "Container trainer for pod ns/x failed with exit code 11")], failed=1)
     pods = [pod(phase="Failed", **terminated(11, "data.yaml not found under s3://datasets/helmets/"))]
     p = S.derive_status(tj({"phase": "Staging"}), j, pods, now=T2)
     assert p["phase"] == "Failed"
@@ -175,9 +173,7 @@ def test_pod_succeeded_before_job_complete_keeps_phase():
 
 def test_unschedulable_then_scheduled():
     msg = "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."
-    unsched = pod(
-        conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg}]
-    )
+    unsched = pod(conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg}])
     j = job(active=1)
     p = S.derive_status(tj(), j, [unsched], now=T1)
     assert p["phase"] == "Pending"
@@ -188,9 +184,7 @@ def test_unschedulable_then_scheduled():
     # same observation again: nothing to write (idempotent)
     assert S.derive_status(state, j, [unsched], now=T2) == {}
     # now it runs: Unschedulable turns False, Running True
-    p2 = S.derive_status(
-        state, j, [pod(phase="Running", conditions=[{"type": "PodScheduled", "status": "True"}])], T2
-    )
+    p2 = S.derive_status(state, j, [pod(phase="Running", conditions=[{"type": "PodScheduled", "status": "True"}])], T2)
     assert cond(p2, R.UNSCHEDULABLE)["status"] == "False"
     assert cond(p2, R.UNSCHEDULABLE)["lastTransitionTime"] == T2
     assert cond(p2, R.RUNNING)["status"] == "True"
@@ -206,11 +200,7 @@ def test_unschedulable_then_scheduled():
 )
 def test_stalled_pod(waiting, reason):
     detail = 'secret "s3-keys" not found' if waiting.startswith("Create") else "pull access denied"
-    st_ = {
-        "containerStatuses": [
-            {"name": "trainer", "state": {"waiting": {"reason": waiting, "message": detail}}}
-        ]
-    }
+    st_ = {"containerStatuses": [{"name": "trainer", "state": {"waiting": {"reason": waiting, "message": detail}}}]}
     p = S.derive_status(tj(), job(active=1), [pod(**st_)], now=T1)
     c = cond(p, R.STALLED)
     assert (c["status"], c["reason"]) == ("True", reason)
@@ -311,9 +301,7 @@ def test_creation_and_waiting_status():
     assert cond(p, R.JOB_CREATED)["status"] == "True"
     assert cond(p, R.MODEL_RESOLVED)["status"] == "True"
     assert S.job_created_status(apply(tj(), p), "helmets-train", "yolov8n.pt", now=T1) == {}
-    w = S.waiting_for_model_status(
-        tj(), R.REASON_WAITING_FOR_SOURCE, "waiting for prev", terminal=False, now=T0
-    )
+    w = S.waiting_for_model_status(tj(), R.REASON_WAITING_FOR_SOURCE, "waiting for prev", terminal=False, now=T0)
     assert w["phase"] == "Pending" and cond(w, R.MODEL_RESOLVED)["reason"] == R.REASON_WAITING_FOR_SOURCE
     f = S.waiting_for_model_status(tj(), R.REASON_SOURCE_FAILED, "prev failed", terminal=True, now=T0)
     assert f["phase"] == "Failed" and cond(f, R.COND_FAILED)["reason"] == R.REASON_SOURCE_FAILED
@@ -327,15 +315,11 @@ def test_job_missing():
 
 def test_events_for_transitions():
     j = job([("Failed", "PodFailurePolicy", "")], failed=1)
-    p = S.derive_status(
-        tj({"phase": "Training"}), j, [pod(phase="Failed", **terminated(12, "denied"))], now=T2
-    )
+    p = S.derive_status(tj({"phase": "Training"}), j, [pod(phase="Failed", **terminated(12, "denied"))], now=T2)
     (ev,) = S.events_for({"phase": "Training"}, p)
     assert ev[0] == "Warning" and ev[1] == R.EVENT_FAILED and "S3AccessDenied" in ev[2]
     msg = "0/2 nodes are available"
-    unsched = pod(
-        conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg}]
-    )
+    unsched = pod(conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg}])
     p2 = S.derive_status(tj({"phase": "Pending"}), job(active=1), [unsched], now=T1)
     evs = S.events_for({"phase": "Pending"}, p2)
     assert [e[1] for e in evs] == [R.EVENT_UNSCHEDULABLE]

@@ -33,7 +33,9 @@ HUB_MODEL = r"^[A-Za-z0-9][A-Za-z0-9._-]*\.pt$"
 MODEL_YAML = r"^[A-Za-z0-9][A-Za-z0-9._/-]*\.ya?ml$"
 S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
 HTTP_URL = r"^https?://[^\s/]+(/\S*)?$"
-RESOURCE_NAME = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-_.A-Za-z0-9]*[A-Za-z0-9])?$"  # noqa: E501
+RESOURCE_NAME = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-_.A-Za-z0-9]*[A-Za-z0-9])?$"
+)
 UNSUPPORTED_ARCHIVE = r"\.(rar|7z|gz|tgz|bz2|xz|zst|lz4)$"
 
 MAX_URI = 1024
@@ -83,8 +85,7 @@ class ModelSource(_Model):
     model_config = ConfigDict(
         json_schema_extra=rules(
             cel(
-                "[has(self.hub), has(self.uri), has(self.yaml), has(self.fromTrainingJob)]"
-                ".filter(x, x).size() == 1",
+                "[has(self.hub), has(self.uri), has(self.yaml), has(self.fromTrainingJob)].filter(x, x).size() == 1",
                 "spec.model: exactly one of hub, uri, yaml or fromTrainingJob must be set",
             )
         )
@@ -205,9 +206,7 @@ class TrainingSpec(_Model):
     epochs: int = Field(100, ge=1, le=10000, description="Number of epochs to train.")
     imgsz: int = Field(640, ge=32, le=4096, multiple_of=32, description="Image size; a multiple of 32.")
     batch: int = Field(16, ge=1, le=1024, description="Total batch size (split across GPUs).")
-    patience: int = Field(
-        100, ge=0, le=10000, description="Epochs without improvement before stopping early."
-    )
+    patience: int = Field(100, ge=0, le=10000, description="Epochs without improvement before stopping early.")
     freeze: int | None = Field(
         None,
         ge=0,
@@ -389,9 +388,7 @@ class TrainingJobSpec(_Model):
     @classmethod
     def _dataset(cls, v: str) -> str:
         if not re.search(S3_URI, v):
-            raise ValueError(
-                "spec.dataset must be an s3:// URI (s3://bucket/prefix/ or s3://bucket/dataset.zip)"
-            )
+            raise ValueError("spec.dataset must be an s3:// URI (s3://bucket/prefix/ or s3://bucket/dataset.zip)")
         if re.search(UNSUPPORTED_ARCHIVE, v) and not v.endswith(".tar.gz"):
             raise ValueError("spec.dataset: only .zip, .tar and .tar.gz archives are supported")
         return v
@@ -430,9 +427,7 @@ class Condition(_Model):
         description="When status last changed (RFC 3339).",
         json_schema_extra={"format": "date-time"},
     )
-    observed_generation: int | None = Field(
-        None, ge=0, description="metadata.generation the condition is for."
-    )
+    observed_generation: int | None = Field(None, ge=0, description="metadata.generation the condition is for.")
 
 
 class TrainingJobStatus(TrainerReport):

@@ -166,8 +166,7 @@ def resolve_model(source: ModelSource, source_tj: dict[str, Any] | None) -> Mode
         return ModelResolution(
             None,
             REASON_WAITING_FOR_SOURCE,
-            f"waiting for TrainingJob {name!r} "
-            f"(spec.model.fromTrainingJob) to succeed; it is {phase or 'not started'}",
+            f"waiting for TrainingJob {name!r} (spec.model.fromTrainingJob) to succeed; it is {phase or 'not started'}",
         )
     if not best:
         return ModelResolution(
@@ -218,17 +217,13 @@ def pod_shm_bytes(t: TrainingJob, config: OperatorConfig) -> int:
     if t.spec.resources.shm_size:
         return quantity_bytes(t.spec.resources.shm_size)
     tr = t.spec.training
-    return shm_size_bytes(
-        tr.workers, tr.batch, tr.imgsz, min_mib=config.shm_min_mib, max_mib=config.shm_max_mib
-    )
+    return shm_size_bytes(tr.workers, tr.batch, tr.imgsz, min_mib=config.shm_min_mib, max_mib=config.shm_max_mib)
 
 
 # --- trainer config --------------------------------------------------------------------------------------
 
 
-def build_trainer_config(
-    tj: dict[str, Any] | TrainingJob, config: OperatorConfig, model: str
-) -> TrainerConfig:
+def build_trainer_config(tj: dict[str, Any] | TrainingJob, config: OperatorConfig, model: str) -> TrainerConfig:
     """The TrainerConfig the pod receives in $YOLO_TRAINER_CONFIG (credentials are never part of it)."""
     t = _tj(tj)
     s = t.spec
@@ -295,11 +290,7 @@ def pod_failure_policy() -> dict[str, Any]:
 
 def _tolerations(t: TrainingJob) -> list[dict[str, Any]]:
     sched = t.spec.scheduling
-    out = (
-        [tol.model_dump(by_alias=True, exclude_none=True) for tol in (sched.tolerations or [])]
-        if sched
-        else []
-    )
+    out = [tol.model_dump(by_alias=True, exclude_none=True) for tol in (sched.tolerations or [])] if sched else []
     res = t.spec.resources
     if res.gpus > 0:
         gpu_tol = {"key": res.gpu_resource_name, "operator": "Exists", "effect": "NoSchedule"}
@@ -334,9 +325,7 @@ def _env(t: TrainingJob, config: OperatorConfig, model: str) -> list[dict[str, A
     return env
 
 
-def build_job(
-    tj: dict[str, Any] | TrainingJob, config: OperatorConfig, model: str | None = None
-) -> dict[str, Any]:
+def build_job(tj: dict[str, Any] | TrainingJob, config: OperatorConfig, model: str | None = None) -> dict[str, Any]:
     """The batch/v1 Job running the trainer. ``model`` is the resolved model (see ``resolve_model``); it
     may be omitted for hub/uri/yaml sources."""
     t = _tj(tj)
@@ -493,8 +482,6 @@ def build_role_binding(tj: dict[str, Any] | TrainingJob) -> dict[str, Any]:
     }
 
 
-def build_children(
-    tj: dict[str, Any] | TrainingJob, config: OperatorConfig, model: str
-) -> list[dict[str, Any]]:
+def build_children(tj: dict[str, Any] | TrainingJob, config: OperatorConfig, model: str) -> list[dict[str, Any]]:
     """Everything to create, in creation order (the Job last, so its pod finds its ServiceAccount)."""
     return [build_service_account(tj), build_role(tj), build_role_binding(tj), build_job(tj, config, model)]

@@ -20,9 +20,7 @@ class OperatorConfig(BaseModel):
     log_level: str = Field("INFO", description="Python log level.")
     metrics_port: int = Field(8080, ge=0, le=65535, description="Prometheus /metrics port; 0 disables.")
     health_port: int = Field(8081, ge=0, le=65535, description="/healthz port; 0 disables.")
-    image_pull_policy: str | None = Field(
-        None, description="Default pull policy; unset = Kubernetes default."
-    )
+    image_pull_policy: str | None = Field(None, description="Default pull policy; unset = Kubernetes default.")
     read_only_root_filesystem: bool = Field(True, description="Trainer container's readOnlyRootFilesystem.")
     offline: bool = Field(False, description="Tell the trainer never to reach the internet.")
     shm_min_mib: int = Field(256, ge=64, description="Lower clamp of the computed /dev/shm size (MiB).")

@@ -60,9 +60,7 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
         # siblings of $ref (description, default, x-kubernetes-*) describe the field and win
         merged = {**target, **node}
         if "x-kubernetes-validations" in target and "x-kubernetes-validations" in node:
-            merged["x-kubernetes-validations"] = (
-                target["x-kubernetes-validations"] + node["x-kubernetes-validations"]
-            )
+            merged["x-kubernetes-validations"] = target["x-kubernetes-validations"] + node["x-kubernetes-validations"]
         return _resolve(merged, defs)
     if "allOf" in node and len(node["allOf"]) == 1:
         inner = node.pop("allOf")[0]
@@ -75,9 +73,7 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
         inner = options[0]
         merged = {**inner, **rest}
         if "x-kubernetes-validations" in inner and "x-kubernetes-validations" in rest:
-            merged["x-kubernetes-validations"] = (
-                inner["x-kubernetes-validations"] + rest["x-kubernetes-validations"]
-            )
+            merged["x-kubernetes-validations"] = inner["x-kubernetes-validations"] + rest["x-kubernetes-validations"]
         return _resolve(merged, defs)
     return {k: _resolve(v, defs) for k, v in node.items()}
 
@@ -137,10 +133,7 @@ def immutability_rules(spec_schema: dict[str, Any]) -> list[dict[str, str]]:
         if name in required or "default" in spec_schema["properties"][name]:
             rule = f"self.{name} == oldSelf.{name}"
         else:
-            rule = (
-                f"has(self.{name}) == has(oldSelf.{name}) && "
-                f"(!has(self.{name}) || self.{name} == oldSelf.{name})"
-            )
+            rule = f"has(self.{name}) == has(oldSelf.{name}) && (!has(self.{name}) || self.{name} == oldSelf.{name})"
         out.append(
             cel(
                 rule,
@@ -154,9 +147,7 @@ def immutability_rules(spec_schema: dict[str, Any]) -> list[dict[str, str]]:
 
 def spec_schema() -> dict[str, Any]:
     schema = model_schema(TrainingJobSpec)
-    schema["x-kubernetes-validations"] = schema.get("x-kubernetes-validations", []) + immutability_rules(
-        schema
-    )
+    schema["x-kubernetes-validations"] = schema.get("x-kubernetes-validations", []) + immutability_rules(schema)
     return schema
 
 
@@ -263,9 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         elif not path.exists() or path.read_text() != text:
             stale.append(str(rel))
     if stale:
-        print(
-            f"stale CRD files (run python -m yolo_operator.crd --write): {', '.join(stale)}", file=sys.stderr
-        )
+        print(f"stale CRD files (run python -m yolo_operator.crd --write): {', '.join(stale)}", file=sys.stderr)
         return 1
     return 0
 

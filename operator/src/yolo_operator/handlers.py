@@ -16,6 +16,7 @@ import json
 import logging
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -120,20 +121,45 @@ def probe_api(**_: Any) -> str:
 
 def get_trainingjob(namespace: str, name: str) -> dict[str, Any] | None:
     try:
-        return client.CustomObjectsApi(api()).get_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, name
-        )
+        return client.CustomObjectsApi(api()).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
     except ApiException as e:
         if e.status == 404:
             return None
         raise
 
 
-def patch_status(namespace: str, name: str, patch: dict[str, Any]) -> None:
+def patch_status(namespace: str, name: str, patch: dict[str, Any], resource_version: str | None = None) -> None:
+    """Merge-patches .status; with resource_version the write fails with 409 if the object changed since."""
     if patch:
+        body: dict[str, Any] = {"status": patch}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         client.CustomObjectsApi(api()).patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, name, {"status": patch}
+            GROUP, VERSION, namespace, PLURAL, name, body
         )
+
+
+def update_status(
+    namespace: str, name: str, compute: Callable[[dict[str, Any]], dict[str, Any]], attempts: int = 5
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Read-compute-write of the operator's status fields: under a per-TrainingJob lock (handlers of Job,
+    pod and TrainingJob events run in parallel threads) and with an optimistic-concurrency precondition
+    (conditions are written as a whole list, so a write computed from a stale read must not land).
+    Returns (the TrainingJob as read, the patch written)."""
+    with _lock(namespace, name):
+        for attempt in range(attempts):
+            tj = get_trainingjob(namespace, name)
+            if tj is None:
+                return None, {}
+            patch = compute(tj)
+            try:
+                patch_status(namespace, name, patch, tj["metadata"].get("resourceVersion"))
+            except ApiException as e:
+                if e.status == 409 and attempt < attempts - 1:
+                    continue
+                raise
+            return tj, patch
+    raise AssertionError("unreachable")
 
 
 def get_job(namespace: str, name: str) -> dict[str, Any] | None:
@@ -192,21 +218,23 @@ def ensure(body: kopf.Body, name: str, namespace: str, logger: logging.Logger, *
 
 
 def _fail_permanently(tj: dict[str, Any], reason: str, message: str) -> None:
-    status = tj.get("status") or {}
-    gen = (tj.get("metadata") or {}).get("generation")
-    conds = set_condition(
-        status.get("conditions"), R.COND_FAILED, True, reason, message, generation=gen, now=now_rfc3339()
-    )
-    patch_status(
-        tj["metadata"]["namespace"],
-        tj["metadata"]["name"],
-        {"phase": R.FAILED, "conditions": conds, "completionTime": now_rfc3339()},
-    )
+    def compute(fresh: dict[str, Any]) -> dict[str, Any]:
+        status = fresh.get("status") or {}
+        gen = (fresh.get("metadata") or {}).get("generation")
+        conds = set_condition(
+            status.get("conditions"), R.COND_FAILED, True, reason, message, generation=gen, now=now_rfc3339()
+        )
+        return {"phase": R.FAILED, "conditions": conds, "completionTime": now_rfc3339()}
+
+    update_status(tj["metadata"]["namespace"], tj["metadata"]["name"], compute)
     kopf.warn(tj, reason=reason, message=message)
     raise kopf.PermanentError(message)
 
 
-def _ensure(tj: dict[str, Any], name: str, namespace: str) -> dict[str, Any]:
+def _ensure(body: dict[str, Any], name: str, namespace: str) -> dict[str, Any]:
+    tj = get_trainingjob(namespace, name)  # fresh: kopf's body may predate our own status writes
+    if tj is None:
+        return {"skipped": "gone"}
     status = tj.get("status") or {}
     if status.get("phase") in R.TERMINAL_PHASES:
         return {"skipped": f"already {status['phase']}"}
@@ -223,8 +251,7 @@ def _ensure(tj: dict[str, Any], name: str, namespace: str) -> dict[str, Any]:
     if job is None and status.get("jobName"):
         # The Job was created before and is gone (deleted by hand while the operator was down).
         # Never silently start over: that would be a second training run.
-        patch = job_missing_status(tj)
-        patch_status(namespace, name, patch)
+        update_status(namespace, name, job_missing_status)
         kopf.warn(tj, reason=R.REASON_JOB_DELETED, message=f"Job {jname} was deleted before it finished")
         return {"job": None}
 
@@ -242,12 +269,14 @@ def _ensure(tj: dict[str, Any], name: str, namespace: str) -> dict[str, Any]:
             source_tj = get_trainingjob(namespace, t.spec.model.from_training_job)
         res = resolve_model(t.spec.model, source_tj)
         if res.model is None:
-            patch = waiting_for_model_status(tj, res.reason, res.message, terminal=res.terminal)
             first_time = (status.get("conditions") or []) == [] or any(
-                c.get("type") == R.MODEL_RESOLVED and c.get("reason") != res.reason
-                for c in status.get("conditions")
+                c.get("type") == R.MODEL_RESOLVED and c.get("reason") != res.reason for c in status.get("conditions")
             )
-            patch_status(namespace, name, patch)
+            update_status(
+                namespace,
+                name,
+                lambda fresh: waiting_for_model_status(fresh, res.reason, res.message, terminal=res.terminal),
+            )
             if res.terminal:
                 kopf.warn(tj, reason=res.reason, message=res.message)
                 raise kopf.PermanentError(res.message)
@@ -268,7 +297,7 @@ def _ensure(tj: dict[str, Any], name: str, namespace: str) -> dict[str, Any]:
     else:
         _sync_mutable_fields(t, job)
 
-    patch_status(namespace, name, job_created_status(tj, jname, model))
+    update_status(namespace, name, lambda fresh: job_created_status(fresh, jname, model))
     sync_status(namespace, name)
     return {"job": jname, "created": created}
 
@@ -289,9 +318,7 @@ def _sync_mutable_fields(t: TrainingJob, job: dict[str, Any]) -> bool:
     current = job.get("spec") or {}
     if all(current.get(k) == v for k, v in patch["spec"].items()):
         return False
-    client.BatchV1Api(api()).patch_namespaced_job(
-        job["metadata"]["name"], t.namespace, patch, _content_type=MERGE
-    )
+    client.BatchV1Api(api()).patch_namespaced_job(job["metadata"]["name"], t.namespace, patch, _content_type=MERGE)
     return True
 
 
@@ -301,9 +328,7 @@ def sync_mutable(body: kopf.Body, name: str, namespace: str, logger: logging.Log
         t = TrainingJob.from_body(dict(body))
         job = get_job(namespace, job_name(name))
         if job is not None and owned_by(job, t.uid) and _sync_mutable_fields(t, job):
-            kopf.info(
-                dict(body), reason="JobUpdated", message=f"applied {job_mutable_patch(t)['spec']} to the Job"
-            )
+            kopf.info(dict(body), reason="JobUpdated", message=f"applied {job_mutable_patch(t)['spec']} to the Job")
 
 
 # --- status ----------------------------------------------------------------------------------------------
@@ -311,34 +336,31 @@ def sync_mutable(body: kopf.Body, name: str, namespace: str, logger: logging.Log
 
 def sync_status(namespace: str, name: str) -> dict[str, Any]:
     """Re-derives the operator's status fields from the Job and its pods and patches what changed."""
-    with _lock(namespace, name):
-        tj = get_trainingjob(namespace, name)
-        if tj is None or (tj.get("metadata") or {}).get("deletionTimestamp"):
+
+    def compute(tj: dict[str, Any]) -> dict[str, Any]:
+        if (tj.get("metadata") or {}).get("deletionTimestamp"):
             return {}
         status = tj.get("status") or {}
-        uid = tj["metadata"].get("uid")
         job = get_job(namespace, job_name(name))
-        if job is not None and not owned_by(job, uid):
-            return {}
         if job is None:
             if status.get("jobName") and status.get("phase") not in R.TERMINAL_PHASES:
-                patch = job_missing_status(tj)
+                return job_missing_status(tj)
+            return {}
+        if not owned_by(job, tj["metadata"].get("uid")):
+            return {}
+        pods = [p for p in list_pods(namespace, name) if owned_by(p, job["metadata"].get("uid"))]
+        return derive_status(tj, job, pods)
+
+    tj, patch = update_status(namespace, name, compute)
+    if tj is not None and patch:
+        for type_, reason, message in events_for(tj.get("status"), patch):
+            if type_ == "Warning":
+                kopf.warn(tj, reason=reason, message=message)
             else:
-                return {}
-        else:
-            job_uid = job["metadata"].get("uid")
-            pods = [p for p in list_pods(namespace, name) if owned_by(p, job_uid)]
-            patch = derive_status(tj, job, pods)
-        if patch:
-            patch_status(namespace, name, patch)
-            for type_, reason, message in events_for(status, patch):
-                if type_ == "Warning":
-                    kopf.warn(tj, reason=reason, message=message)
-                else:
-                    kopf.info(tj, reason=reason, message=message)
-            if "phase" in patch:
-                metrics.observe_phase(namespace, name, patch["phase"])
-        return patch
+                kopf.info(tj, reason=reason, message=message)
+        if "phase" in patch:
+            metrics.observe_phase(namespace, name, patch["phase"])
+    return patch
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_TRAINING_JOB: kopf.PRESENT})

@@ -133,9 +133,7 @@ def is_disrupted(pod: dict[str, Any]) -> bool:
     st = pod.get("status") or {}
     if st.get("phase") != "Failed":
         return False
-    if any(
-        c.get("type") == "DisruptionTarget" and c.get("status") == "True" for c in st.get("conditions") or ()
-    ):
+    if any(c.get("type") == "DisruptionTarget" and c.get("status") == "True" for c in st.get("conditions") or ()):
         return True
     term = terminated_state(pod)
     return bool(term and term.get("exitCode") in DISRUPTION)
@@ -143,11 +141,7 @@ def is_disrupted(pod: dict[str, Any]) -> bool:
 
 def unschedulable_message(pod: dict[str, Any]) -> str | None:
     for c in (pod.get("status") or {}).get("conditions") or ():
-        if (
-            c.get("type") == "PodScheduled"
-            and c.get("status") == "False"
-            and c.get("reason") == "Unschedulable"
-        ):
+        if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable":
             return c.get("message") or "the scheduler cannot place the pod"
     return None
 
@@ -262,9 +256,7 @@ def derive_status(
         msg = "training finished; artifacts are listed in status.artifacts"
         setc(R.COND_SUCCEEDED, True, R.REASON_COMPLETED, msg)
         finished("the Job completed")
-        desired["completionTime"] = (
-            jst.get("completionTime") or jconds["Complete"].get("lastTransitionTime") or now
-        )
+        desired["completionTime"] = jst.get("completionTime") or jconds["Complete"].get("lastTransitionTime") or now
     elif "Failed" in jconds:
         phase = R.FAILED
         reason, msg = failure_reason(job, all_pods)
@@ -313,9 +305,7 @@ def derive_status(
                 if stalled is not None:
                     setc(R.STALLED, True, *stalled)
                 elif (latest.get("status") or {}).get("phase") != "Pending":
-                    clearc(
-                        R.STALLED, R.REASON_RECOVERED, f"pod {pod_name} is {latest['status'].get('phase')}"
-                    )
+                    clearc(R.STALLED, R.REASON_RECOVERED, f"pod {pod_name} is {latest['status'].get('phase')}")
 
     desired["phase"] = phase
     desired["conditions"] = conds
@@ -338,9 +328,7 @@ def restart_count(previous: int | None, job: dict[str, Any], pods: list[dict[str
 # --- status outside the Job's lifecycle ------------------------------------------------------------------
 
 
-def job_created_status(
-    tj: dict[str, Any], job_name: str, model: str, now: str | None = None
-) -> dict[str, Any]:
+def job_created_status(tj: dict[str, Any], job_name: str, model: str, now: str | None = None) -> dict[str, Any]:
     """Status patch after the Job (and its RBAC) exist."""
     now = now or now_rfc3339()
     status = tj.get("status") or {}
@@ -369,9 +357,7 @@ def waiting_for_model_status(
     now = now or now_rfc3339()
     status = tj.get("status") or {}
     gen = (tj.get("metadata") or {}).get("generation")
-    conds = set_condition(
-        status.get("conditions"), R.MODEL_RESOLVED, False, reason, message, generation=gen, now=now
-    )
+    conds = set_condition(status.get("conditions"), R.MODEL_RESOLVED, False, reason, message, generation=gen, now=now)
     desired: dict[str, Any] = {"conditions": conds, "observedGeneration": gen, "phase": R.PENDING}
     if terminal:
         conds = set_condition(conds, R.COND_FAILED, True, reason, message, generation=gen, now=now)
@@ -408,13 +394,9 @@ def events_for(old_status: dict[str, Any] | None, patch: dict[str, Any]) -> list
             out.append(("Normal", R.EVENT_SUCCEEDED, "training succeeded"))
         elif new_phase == R.FAILED:
             c = get_condition(patch.get("conditions"), R.COND_FAILED) or {}
-            out.append(
-                ("Warning", R.EVENT_FAILED, f"{c.get('reason', 'Failed')}: {c.get('message', '')}".strip())
-            )
+            out.append(("Warning", R.EVENT_FAILED, f"{c.get('reason', 'Failed')}: {c.get('message', '')}".strip()))
         else:
-            out.append(
-                ("Normal", R.EVENT_PHASE_CHANGED, f"phase {old_status.get('phase') or '-'} -> {new_phase}")
-            )
+            out.append(("Normal", R.EVENT_PHASE_CHANGED, f"phase {old_status.get('phase') or '-'} -> {new_phase}"))
     for type_, ev in ((R.UNSCHEDULABLE, R.EVENT_UNSCHEDULABLE), (R.STALLED, R.EVENT_STALLED)):
         new = get_condition(patch.get("conditions"), type_)
         if new and new.get("status") == "True" and not is_true(old_status.get("conditions"), type_):
