@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests import testbed
-from tests.e2e.stack import Stack
+from tests.e2e.stack import Stack, table_row
 
 NAMESPACE = "yolo-demo"
 BUCKET = "yolo-demo"
@@ -54,15 +54,15 @@ def main() -> int:
         status: dict = {}
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
-            out = (
-                stack.kubectl("get", "tj", "shapes", "-n", NAMESPACE, check=False).stdout.strip().splitlines()
-            )
-            row = out[-1] if len(out) > 1 else None
-            if row and row.split()[1:4] != (last or "").split()[1:4]:
-                if last is None:
-                    print(out[0])
-                print(row, flush=True)
-                last = row
+            out = stack.kubectl("get", "tj", "shapes", "-n", NAMESPACE, check=False).stdout.splitlines()
+            if len(out) == 2:
+                row = table_row(*out)
+                shown = [row.get(k) for k in ("PHASE", "EPOCH", "MAP50-95", "BEST")]
+                if shown != last:  # like -w: a line per change
+                    if last is None:
+                        print(out[0])
+                    print(out[1], flush=True)
+                    last = shown
             status = stack.get("tj", "shapes", "-n", NAMESPACE).get("status", {})
             if status.get("phase") in ("Succeeded", "Failed"):
                 break

@@ -40,6 +40,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def table_row(header: str, line: str) -> dict[str, str]:
+    """One row of kubectl's table output, by column (columns may be blank, so split on header offsets)."""
+    starts = [i for i, c in enumerate(header) if c != " " and (i == 0 or header[i - 1] == " ")]
+    bounds = [*starts[1:], None]
+    return {header[a:b].strip(): line[a:b].strip() for a, b in zip(starts, bounds, strict=True)}
+
+
 @dataclass
 class Stack:
     """Starts what the bed lacks for a whole-system run; `close()` stops what it started."""

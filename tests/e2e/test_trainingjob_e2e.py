@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from tests.e2e.stack import Stack
+from tests.e2e.stack import Stack, table_row
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -22,13 +22,6 @@ def stack(bed, pod_runner):
         yield s
     finally:
         s.close()
-
-
-def table_row(header: str, line: str) -> dict[str, str]:
-    """One row of kubectl's table output, by column (columns may be blank, so split on header offsets)."""
-    starts = [i for i, c in enumerate(header) if c != " " and (i == 0 or header[i - 1] == " ")]
-    bounds = [*starts[1:], None]
-    return {header[a:b].strip(): line[a:b].strip() for a, b in zip(starts, bounds, strict=True)}
 
 
 class PhaseRecorder:
