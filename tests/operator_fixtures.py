@@ -45,8 +45,15 @@ def wait_for(fn: Callable[[], T], timeout: float = 30, interval: float = 0.3, wh
         time.sleep(interval)
 
 
+INSTANCE_LABEL = "yolo-operator.io/operator-instance"
+
+
 class OperatorProcess:
-    """``python -m yolo_operator`` watching the given namespaces, with its own metrics/health ports."""
+    """``python -m yolo_operator`` watching the given namespaces, with its own metrics/health ports.
+
+    Its instance name (YOLO_OPERATOR_INSTANCE) is the first namespace, and ``apply`` labels TrainingJobs
+    with their namespace: another operator running cluster-wide on the shared test bed (a demo, an e2e run)
+    leaves these TrainingJobs alone, and this one leaves everybody else's alone."""
 
     def __init__(self, kubeconfig: Path, namespaces: list[str], log_path: Path, **env: str):
         self.kubeconfig = kubeconfig
@@ -62,6 +69,7 @@ class OperatorProcess:
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
             "YOLO_OPERATOR_NAMESPACES": ",".join(self.namespaces),
+            "YOLO_OPERATOR_INSTANCE": self.namespaces[0],
             "YOLO_OPERATOR_TRAINER_IMAGE": "registry.invalid/yolo-trainer:test",
             "YOLO_OPERATOR_METRICS_PORT": str(self.metrics_port),
             "YOLO_OPERATOR_HEALTH_PORT": str(self.health_port),
@@ -133,7 +141,15 @@ def trainingjob(name: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-def apply(kubectl: Kubectl, namespace: str, *objs: dict[str, Any], check: bool = True) -> subprocess.CompletedProcess:
+def apply(
+    kubectl: Kubectl, namespace: str, *objs: dict[str, Any], check: bool = True, instance: str | None = ""
+) -> subprocess.CompletedProcess:
+    """kubectl apply; TrainingJobs get the operator-instance label of the namespace's test operator
+    (instance="" means the namespace; None means no label)."""
+    objs = tuple(copy.deepcopy(o) for o in objs)
+    for o in objs:
+        if o.get("kind") == "TrainingJob" and instance is not None:
+            o["metadata"].setdefault("labels", {})[INSTANCE_LABEL] = instance or namespace
     doc = {"apiVersion": "v1", "kind": "List", "items": list(objs)}
     return kubectl("apply", "-f", "-", input=json.dumps(doc), namespace=namespace, check=check)
 

@@ -455,3 +455,21 @@ def test_health_and_metrics(kubectl, namespace, start_operator):
     assert "yolo_operator_reconcile_duration_seconds_count" in text
     assert 'yolo_operator_reconcile_errors_total{handler="ensure"} 0.0' in text
     assert "yolo_operator_jobs_created_total 1.0" in text
+
+
+def test_operator_instances_leave_each_others_trainingjobs_alone(kubectl, namespace, start_operator):
+    """YOLO_OPERATOR_INSTANCE: an instance handles only TrainingJobs labelled with its name."""
+    op = start_operator(namespace)  # instance name = the namespace
+    apply(kubectl, namespace, trainingjob("foreign"), instance="someone-else")
+    apply(kubectl, namespace, trainingjob("unlabelled"), instance=None)
+    apply(kubectl, namespace, trainingjob("mine"))
+    wait_phase(kubectl, namespace, "mine", "Succeeded")
+    (job,) = jobs_of(kubectl, namespace, "mine")
+    assert job["metadata"]["labels"]["yolo-operator.io/operator-instance"] == namespace
+    assert job["spec"]["template"]["metadata"]["labels"]["yolo-operator.io/operator-instance"] == namespace
+    assert f"{namespace}/mine ensure" in op.logs()
+    time.sleep(2)
+    for other in ("foreign", "unlabelled"):
+        assert f"{namespace}/{other} " not in op.logs(), other  # never handled by this instance
+        ours = items(kubectl, namespace, "jobs", f"{LABEL}={other},yolo-operator.io/operator-instance={namespace}")
+        assert ours == [], other

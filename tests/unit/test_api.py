@@ -212,8 +212,11 @@ def test_operator_config_from_env():
             "YOLO_OPERATOR_METRICS_PORT": "9100",
             "YOLO_OPERATOR_HEALTH_PORT": "9101",
             "YOLO_OPERATOR_READ_ONLY_ROOT_FS": "false",
+            "YOLO_OPERATOR_INSTANCE": "staging",
         }
     )
+    assert cfg.instance == "staging"
+    assert OperatorConfig.from_env({}).instance is None
     assert cfg.trainer_image == "registry.local/trainer:1"
     assert cfg.namespaces == ("a", "b")
     assert not cfg.clusterwide

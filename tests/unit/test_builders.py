@@ -386,3 +386,17 @@ def test_resolve_from_training_job():
     assert done.model == "s3://r/best.pt"
     no_weights = b.resolve_model(src, {"status": {"phase": "Succeeded"}})
     assert no_weights.model is None and no_weights.terminal
+
+
+def test_operator_instance_label_propagates_to_children():
+    tj = make_tj()
+    tj["metadata"]["labels"] = {"yolo-operator.io/operator-instance": "staging"}
+    assert b.operator_instance(tj) == "staging"
+    job = b.build_job(tj, CFG)
+    assert job["metadata"]["labels"][b.LABEL_OPERATOR_INSTANCE] == "staging"
+    assert job["spec"]["template"]["metadata"]["labels"][b.LABEL_OPERATOR_INSTANCE] == "staging"
+    for obj in (b.build_service_account(tj), b.build_role(tj), b.build_role_binding(tj)):
+        assert obj["metadata"]["labels"][b.LABEL_OPERATOR_INSTANCE] == "staging"
+    plain = b.build_job(make_tj(), CFG)
+    assert b.LABEL_OPERATOR_INSTANCE not in plain["metadata"]["labels"]
+    assert b.operator_instance(make_tj()) is None

@@ -38,6 +38,9 @@ from yolo_operator.reasons import (
 # --- labels and names -----------------------------------------------------------------------------------
 LABEL_TRAINING_JOB = "yolo-operator.io/training-job"
 LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+#: Optional label on a TrainingJob naming the operator instance that owns it (YOLO_OPERATOR_INSTANCE);
+#: copied to every child object so each instance watches only its own Jobs and pods.
+LABEL_OPERATOR_INSTANCE = "yolo-operator.io/operator-instance"
 MANAGED_BY = "yolo-operator"
 CONTAINER_NAME = "trainer"
 JOB_SUFFIX = "train"
@@ -80,9 +83,9 @@ def rbac_name(tj_name: str) -> str:
     return child_name(tj_name, RBAC_SUFFIX)
 
 
-def labels(tj_name: str) -> dict[str, str]:
+def labels(tj_name: str, instance: str | None = None) -> dict[str, str]:
     """Labels of every object the operator creates for a TrainingJob (and of the training pod)."""
-    return {
+    out = {
         "app.kubernetes.io/name": "yolo-trainer",
         "app.kubernetes.io/instance": tj_name,
         "app.kubernetes.io/component": "training",
@@ -90,6 +93,15 @@ def labels(tj_name: str) -> dict[str, str]:
         "app.kubernetes.io/managed-by": MANAGED_BY,
         LABEL_TRAINING_JOB: tj_name,
     }
+    if instance:
+        out[LABEL_OPERATOR_INSTANCE] = instance
+    return out
+
+
+def operator_instance(tj: dict[str, Any] | TrainingJob) -> str | None:
+    """The operator instance a TrainingJob belongs to (its yolo-operator.io/operator-instance label)."""
+    meta = tj.metadata if isinstance(tj, TrainingJob) else (tj.get("metadata") or {})
+    return (meta.get("labels") or {}).get(LABEL_OPERATOR_INSTANCE) or None
 
 
 def _tj(tj: dict[str, Any] | TrainingJob) -> TrainingJob:
@@ -114,7 +126,7 @@ def _metadata(t: TrainingJob, name: str, extra_labels: dict[str, str] | None = N
     return {
         "name": name,
         "namespace": t.namespace,
-        "labels": {**labels(t.name), **(extra_labels or {})},
+        "labels": {**labels(t.name, operator_instance(t)), **(extra_labels or {})},
         "ownerReferences": [owner_reference(t)],
     }
 
@@ -415,7 +427,7 @@ def build_job(tj: dict[str, Any] | TrainingJob, config: OperatorConfig, model: s
         "podReplacementPolicy": "Failed",  # never two GPU pods at once: replace only after termination
         # With Kueue the Job starts suspended and Kueue un-suspends it on admission.
         "suspend": bool(s.suspend or s.queue_name),
-        "template": {"metadata": {"labels": labels(t.name)}, "spec": pod_spec},
+        "template": {"metadata": {"labels": labels(t.name, operator_instance(t))}, "spec": pod_spec},
     }
     if s.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = s.active_deadline_seconds

@@ -17,6 +17,11 @@ class OperatorConfig(BaseModel):
         DEFAULT_TRAINER_IMAGE, description="Default trainer image ($YOLO_OPERATOR_TRAINER_IMAGE)."
     )
     namespaces: tuple[str, ...] = Field((), description="Namespaces to watch; empty = cluster-wide.")
+    instance: str | None = Field(
+        None,
+        description="Operator instance name ($YOLO_OPERATOR_INSTANCE): handle only TrainingJobs labelled "
+        "yolo-operator.io/operator-instance=<instance>. Unset: handle only TrainingJobs without that label.",
+    )
     log_level: str = Field("INFO", description="Python log level.")
     metrics_port: int = Field(8080, ge=0, le=65535, description="Prometheus /metrics port; 0 disables.")
     health_port: int = Field(8081, ge=0, le=65535, description="/healthz port; 0 disables.")
@@ -34,6 +39,8 @@ class OperatorConfig(BaseModel):
             values["trainer_image"] = env["YOLO_OPERATOR_TRAINER_IMAGE"]
         ns = env.get("YOLO_OPERATOR_NAMESPACES", "")
         values["namespaces"] = tuple(n.strip() for n in ns.split(",") if n.strip())
+        if env.get("YOLO_OPERATOR_INSTANCE"):
+            values["instance"] = env["YOLO_OPERATOR_INSTANCE"].strip()
         if env.get("YOLO_OPERATOR_LOG_LEVEL"):
             values["log_level"] = env["YOLO_OPERATOR_LOG_LEVEL"].upper()
         for key, var in (

@@ -30,6 +30,7 @@ from yolo_operator import GROUP, PLURAL, VERSION, metrics
 from yolo_operator import reasons as R
 from yolo_operator.api import TrainingJob
 from yolo_operator.builders import (
+    LABEL_OPERATOR_INSTANCE,
     LABEL_TRAINING_JOB,
     build_job,
     build_role,
@@ -37,6 +38,7 @@ from yolo_operator.builders import (
     build_service_account,
     job_mutable_patch,
     job_name,
+    operator_instance,
     resolve_model,
 )
 from yolo_operator.config import OperatorConfig
@@ -88,9 +90,11 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = "yolo-operator"
     settings.peering.standalone = True
-    # Server-side filtering: only the Jobs and pods this operator created are streamed.
-    settings.watching.label_selectors["batch", "v1", "jobs"] = LABEL_TRAINING_JOB
-    settings.watching.label_selectors["v1", "pods"] = LABEL_TRAINING_JOB
+    # Server-side filtering: only this instance's TrainingJobs, and the Jobs and pods created for them.
+    mine = f"{LABEL_OPERATOR_INSTANCE}={CONFIG.instance}" if CONFIG.instance else f"!{LABEL_OPERATOR_INSTANCE}"
+    settings.watching.label_selectors[GROUP, PLURAL] = mine
+    settings.watching.label_selectors["batch", "v1", "jobs"] = f"{LABEL_TRAINING_JOB},{mine}"
+    settings.watching.label_selectors["v1", "pods"] = f"{LABEL_TRAINING_JOB},{mine}"
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.execution.max_workers = 16
@@ -236,6 +240,8 @@ def _ensure(body: dict[str, Any], name: str, namespace: str) -> dict[str, Any]:
     if tj is None:
         return {"skipped": "gone"}
     status = tj.get("status") or {}
+    if operator_instance(tj) != CONFIG.instance:
+        return {"skipped": f"belongs to operator instance {operator_instance(tj)!r}"}
     if status.get("phase") in R.TERMINAL_PHASES:
         return {"skipped": f"already {status['phase']}"}
     if (tj.get("metadata") or {}).get("deletionTimestamp"):
@@ -338,7 +344,7 @@ def sync_status(namespace: str, name: str) -> dict[str, Any]:
     """Re-derives the operator's status fields from the Job and its pods and patches what changed."""
 
     def compute(tj: dict[str, Any]) -> dict[str, Any]:
-        if (tj.get("metadata") or {}).get("deletionTimestamp"):
+        if (tj.get("metadata") or {}).get("deletionTimestamp") or operator_instance(tj) != CONFIG.instance:
             return {}
         status = tj.get("status") or {}
         job = get_job(namespace, job_name(name))
