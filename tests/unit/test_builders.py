@@ -400,3 +400,19 @@ def test_operator_instance_label_propagates_to_children():
     plain = b.build_job(make_tj(), CFG)
     assert b.LABEL_OPERATOR_INSTANCE not in plain["metadata"]["labels"]
     assert b.operator_instance(make_tj()) is None
+
+
+def test_trainer_flush_budget_ends_before_the_grace_period():
+    job = b.build_job(_grace_tj(), OperatorConfig())
+    pod = job["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert 0 < int(env["YOLO_TRAINER_GRACE_SECONDS"]) < pod["terminationGracePeriodSeconds"]
+
+
+def _grace_tj():
+    return {
+        "apiVersion": "yolo-operator.io/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": "g", "namespace": "ns", "uid": "u-1", "generation": 1},
+        "spec": {"model": {"yaml": "yolov8n.yaml"}, "dataset": "s3://datasets/d/", "output": "s3://runs/o/"},
+    }

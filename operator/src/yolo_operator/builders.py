@@ -54,6 +54,7 @@ CA_DIR = "/etc/yolo-trainer/ca"
 CA_FILE = "ca.crt"
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 TERMINATION_GRACE_SECONDS = 120  # the trainer flushes a checkpoint on SIGTERM, then exits 75
+TRAINER_GRACE_MARGIN_SECONDS = 20  # left for the trainer to exit after its flush budget
 
 # --- shm sizing ------------------------------------------------------------------------------------------
 MIB = 1024 * 1024
@@ -321,6 +322,8 @@ def _env(t: TrainingJob, config: OperatorConfig, model: str) -> list[dict[str, A
         {"name": "XDG_CACHE_HOME", "value": f"{WORK_DIR}/.cache"},
         {"name": "TORCH_HOME", "value": f"{WORK_DIR}/torch"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
+        # The trainer's checkpoint flush on SIGTERM must end before the kubelet's SIGKILL.
+        {"name": "YOLO_TRAINER_GRACE_SECONDS", "value": str(TERMINATION_GRACE_SECONDS - TRAINER_GRACE_MARGIN_SECONDS)},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
     ]
