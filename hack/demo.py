@@ -34,11 +34,11 @@ def main() -> int:
         stack.install_chart()
         step("starting the operator (as the chart's ServiceAccount) and the local pod runner (GPU node)")
         stack.start_pod_runner()
-        stack.start_operator()
+        stack.kubectl("create", "namespace", NAMESPACE, check=False)
+        stack.start_operator({"YOLO_OPERATOR_NAMESPACES": NAMESPACE})  # leaves other namespaces' jobs alone
 
         step(f"uploading a generated dataset to s3://{BUCKET}/datasets/shapes/")
         dataset = stack.upload_dataset(BUCKET, "datasets/shapes", images=128)
-        stack.kubectl("create", "namespace", NAMESPACE, check=False)
         stack.kubectl("delete", "tj", "--all", "-n", NAMESPACE, "--wait=true", check=False)
         if stack.kubectl("get", "secret", "s3-credentials", "-n", NAMESPACE, check=False).returncode:
             stack.s3_secret(NAMESPACE)
