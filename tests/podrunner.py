@@ -15,8 +15,8 @@ evicted, ``KUBERNETES_SERVICE_HOST``/``PORT`` pointing at the API server.
 What it does not: images. The container's ``command`` (or, without one, ``--default-command``, the trainer
 image's entrypoint) runs from this checkout's virtualenv. One container per pod, no init containers, no
 probes, no restarts (``restartPolicy: Never`` pods only), no resource enforcement beyond the shm tmpfs.
-The termination message is read from ``$YOLO_TERMINATION_LOG`` (a file in the pod's directory) because
-``/dev/termination-log`` cannot be created on this host.
+The termination message is read from ``$YOLO_TERMINATION_LOG`` (a directory of the pod's mounted at
+``/run/yolo-podrunner``) because ``/dev/termination-log`` cannot be created on this host.
 
     python -m tests.podrunner --kubeconfig .testbed/kubeconfig
 """
@@ -48,6 +48,7 @@ TAINT = {"key": LABEL, "value": "true", "effect": "NoSchedule"}
 # The UID OpenShift's restricted-v2 would pick from a namespace's range; group 0 as OpenShift runs images.
 ARBITRARY_UID = 1000680000
 TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+TERMINATION_DIR = "/run/yolo-podrunner"
 
 log = logging.getLogger("podrunner")
 
@@ -92,6 +93,13 @@ def ready_conditions(ready: bool) -> list[dict[str, Any]]:
     ]
 
 
+def shadows_a_source(mount: tuple[str, str, str | None], mounts: list[tuple[str, str, str | None]]) -> bool:
+    """True when mounting at this target would hide another mount's source (a checkout under /tmp and an
+    emptyDir at /tmp, say): such mounts go last."""
+    target = mount[1].rstrip("/") + "/"
+    return any(src.startswith(target) for src, _, size in mounts if size is None and (src, _, size) != mount)
+
+
 class PodProcess:
     """One pod's container, run as a local process in its own mount namespace."""
 
@@ -123,9 +131,12 @@ class PodProcess:
             sources[vol.name] = (str(path), size)
         mounts = [(*sources[m.name], m.mount_path) for m in container.volume_mounts or []]
         mounts = [(src, mp, size) for src, size, mp in mounts]
-        termination_log = self.dir / "termination-log"
-        termination_log.touch()
-        termination_log.chmod(0o666)  # the kubelet, too, creates it writable for the container's user
+        termination = self.dir / "termination"
+        termination.mkdir(exist_ok=True)
+        (termination / "termination-log").touch()
+        (termination / "termination-log").chmod(0o666)  # the kubelet, too, makes it writable for the container
+        mounts.append((str(termination), TERMINATION_DIR, None))
+        mounts.sort(key=lambda m: shadows_a_source(m, mounts))
         env = self._env(container)
         command = (container.command or self.runner.default_command) + (container.args or [])
         return command, env, mounts
@@ -163,7 +174,7 @@ class PodProcess:
             "HOSTNAME": self.pod.metadata.name,
             "KUBERNETES_SERVICE_HOST": self.runner.api_host,
             "KUBERNETES_SERVICE_PORT": self.runner.api_port,
-            "YOLO_TERMINATION_LOG": str(self.dir / "termination-log"),
+            "YOLO_TERMINATION_LOG": f"{TERMINATION_DIR}/termination-log",
             **self.runner.extra_env,
         }
         for var in container.env or []:
@@ -302,7 +313,7 @@ class PodProcess:
         )
 
     def _termination_message(self, code: int) -> str:
-        path = self.dir / "termination-log"
+        path = self.dir / "termination" / "termination-log"
         message = path.read_text(errors="replace").strip() if path.exists() else ""
         if not message and code != 0:  # terminationMessagePolicy: FallbackToLogsOnError
             lines = (self.dir / "container.log").read_text(errors="replace").splitlines()

@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 
+from tests import testbed
 from tests.e2e.stack import Stack, table_row
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -25,29 +26,50 @@ def stack(bed, pod_runner):
 
 
 class PhaseRecorder:
-    """Watches `kubectl get tj` output (the printer columns) and every phase the TrainingJob passes through."""
+    """Records every phase the TrainingJob passes through (from a watch, so none is missed) and what
+    `kubectl get tj` (its printer columns) showed meanwhile."""
 
     def __init__(self, stack: Stack, namespace: str, name: str):
+        from kubernetes import client, config
+
         self.stack, self.namespace, self.name = stack, namespace, name
         self.phases: list[str] = []
         self.table_rows: list[dict[str, str]] = []
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._poll, daemon=True)
-        self.thread.start()
+        self.api = client.CustomObjectsApi(config.new_client_from_config(config_file=str(testbed.KUBECONFIG)))
+        # Watching from this resourceVersion replays every change made after now, however late the thread runs.
+        self.resource_version = self._list()["metadata"]["resourceVersion"]
+        self.threads = [threading.Thread(target=f, daemon=True) for f in (self._watch, self._poll_table)]
+        for t in self.threads:
+            t.start()
 
-    def _poll(self) -> None:
+    def _list(self, **kwargs):
+        return self.api.list_namespaced_custom_object(
+            "yolo-operator.io", "v1alpha1", self.namespace, "trainingjobs",
+            field_selector=f"metadata.name={self.name}", **kwargs,
+        )  # fmt: skip
+
+    def _watch(self) -> None:
+        from kubernetes import watch
+
+        while not self.stop.is_set():
+            for event in watch.Watch().stream(self._list, resource_version=self.resource_version, timeout_seconds=2):
+                self.resource_version = event["object"]["metadata"]["resourceVersion"]
+                phase = event["object"].get("status", {}).get("phase")
+                if phase and (not self.phases or self.phases[-1] != phase):
+                    self.phases.append(phase)
+
+    def _poll_table(self) -> None:
         while not self.stop.wait(0.3):
             proc = self.stack.kubectl("get", "tj", self.name, "-n", self.namespace, check=False)
             lines = proc.stdout.splitlines()
             if proc.returncode == 0 and len(lines) == 2:
-                row = table_row(*lines)
-                self.table_rows.append(row)
-                if row["PHASE"] and (not self.phases or self.phases[-1] != row["PHASE"]):
-                    self.phases.append(row["PHASE"])
+                self.table_rows.append(table_row(*lines))
 
     def close(self) -> None:
         self.stop.set()
-        self.thread.join(5)
+        for t in self.threads:
+            t.join(10)
 
 
 def test_trainingjob_trains_to_succeeded_and_a_second_continues_from_it(stack, namespace, s3_client):
