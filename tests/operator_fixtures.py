@@ -73,6 +73,7 @@ class OperatorProcess:
             "YOLO_OPERATOR_TRAINER_IMAGE": "registry.invalid/yolo-trainer:test",
             "YOLO_OPERATOR_METRICS_PORT": str(self.metrics_port),
             "YOLO_OPERATOR_HEALTH_PORT": str(self.health_port),
+            "YOLO_OPERATOR_BIND_ADDRESS": "127.0.0.1",
             "YOLO_OPERATOR_LOG_LEVEL": "DEBUG",
             **self.extra_env,
         }

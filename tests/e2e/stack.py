@@ -115,6 +115,7 @@ class Stack:
             "KUBECONFIG": str(self.operator_kubeconfig()),
             "YOLO_OPERATOR_TRAINER_IMAGE": "localhost/yolo-operator-trainer:dev",
             "YOLO_OPERATOR_OFFLINE": "true",
+            "YOLO_OPERATOR_BIND_ADDRESS": "127.0.0.1",  # not a pod: nothing listens beyond loopback
             "YOLO_OPERATOR_HEALTH_PORT": str(self.health_port),
             "YOLO_OPERATOR_METRICS_PORT": str(free_port()),
             **(extra_env or {}),

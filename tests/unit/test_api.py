@@ -224,3 +224,10 @@ def test_operator_config_from_env():
     assert (cfg.metrics_port, cfg.health_port) == (9100, 9101)
     assert cfg.read_only_root_filesystem is False
     assert OperatorConfig.from_env({}).clusterwide
+
+
+def test_operator_servers_bind_where_configured():
+    from yolo_operator.config import OperatorConfig
+
+    assert OperatorConfig.from_env({}).bind_address == "0.0.0.0"  # in a pod: probes come from the kubelet
+    assert OperatorConfig.from_env({"YOLO_OPERATOR_BIND_ADDRESS": "127.0.0.1"}).bind_address == "127.0.0.1"

@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     import yolo_operator.handlers  # noqa: F401  (registers the handlers)
 
-    liveness = f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None
+    liveness = f"http://{config.bind_address}:{config.health_port}/healthz" if config.health_port else None
     kopf.run(
         clusterwide=config.clusterwide,
         namespaces=list(config.namespaces),

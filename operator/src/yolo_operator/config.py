@@ -25,6 +25,9 @@ class OperatorConfig(BaseModel):
     log_level: str = Field("INFO", description="Python log level.")
     metrics_port: int = Field(8080, ge=0, le=65535, description="Prometheus /metrics port; 0 disables.")
     health_port: int = Field(8081, ge=0, le=65535, description="/healthz port; 0 disables.")
+    bind_address: str = Field(
+        "0.0.0.0", description="Address of the /healthz and /metrics servers; 127.0.0.1 outside a pod."
+    )
     image_pull_policy: str | None = Field(None, description="Default pull policy; unset = Kubernetes default.")
     read_only_root_filesystem: bool = Field(True, description="Trainer container's readOnlyRootFilesystem.")
     offline: bool = Field(False, description="Tell the trainer never to reach the internet.")
@@ -49,6 +52,8 @@ class OperatorConfig(BaseModel):
         ):
             if env.get(var):
                 values[key] = int(env[var])
+        if env.get("YOLO_OPERATOR_BIND_ADDRESS"):
+            values["bind_address"] = env["YOLO_OPERATOR_BIND_ADDRESS"].strip()
         if env.get("YOLO_OPERATOR_IMAGE_PULL_POLICY"):
             values["image_pull_policy"] = env["YOLO_OPERATOR_IMAGE_PULL_POLICY"]
         for key, var in (

@@ -106,7 +106,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     CONFIG = OperatorConfig.from_env()
     configure(settings)
     api()
-    metrics.serve(CONFIG.metrics_port)
+    metrics.serve(CONFIG.metrics_port, CONFIG.bind_address)
     log.info(
         "yolo-operator started: trainer image %s, %s",
         CONFIG.trainer_image,

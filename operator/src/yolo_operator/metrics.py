@@ -57,6 +57,6 @@ def timed(handler: str, expected: tuple[type[BaseException], ...] = ()) -> Itera
         RECONCILE_SECONDS.labels(handler=handler).observe(time.monotonic() - start)
 
 
-def serve(port: int) -> None:
+def serve(port: int, addr: str = "0.0.0.0") -> None:
     if port:
-        start_http_server(port)
+        start_http_server(port, addr=addr)
