@@ -123,3 +123,18 @@ def test_trainingjob_trains_to_succeeded_and_a_second_continues_from_it(stack, n
                       if e["name"] == "YOLO_TRAINER_CONFIG")  # fmt: skip
     assert json.loads(config_env["value"])["model"] == best
     s3_client.head_object(Bucket=bucket, Key=f"runs/{namespace}/shapes-v2/weights/best.pt")
+
+    # No secret value anywhere the system wrote: status, Jobs, pods, events, operator and trainer logs.
+    s3 = testbed.s3_env()
+    written = {
+        "trainingjobs": stack.kubectl("get", "tj", "-n", namespace, "-o", "json").stdout,
+        "jobs+pods": stack.kubectl("get", "jobs,pods", "-n", namespace, "-o", "json").stdout,
+        "events": stack.kubectl("get", "events", "-n", namespace, "-o", "json").stdout,
+        "operator log": (stack.workdir / "operator.log").read_text(errors="replace"),
+        "trainer logs": "".join(
+            p.read_text(errors="replace") for p in (testbed.TESTBED / "podrunner").glob("*/pods/*/container.log")
+        ),
+    }
+    assert "shapes-v2" in written["operator log"] and "epoch" in written["trainer logs"], "scanned the wrong files"
+    for where, text in written.items():
+        assert s3.secret_key not in text, f"the S3 secret key leaked into {where}"
