@@ -49,6 +49,7 @@ TAINT = {"key": LABEL, "value": "true", "effect": "NoSchedule"}
 ARBITRARY_UID = 1000680000
 TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 TERMINATION_DIR = "/run/yolo-podrunner"
+IMAGE_STAGING = "/run/yolo-podrunner-image"
 
 log = logging.getLogger("podrunner")
 
@@ -136,7 +137,8 @@ class PodProcess:
         (termination / "termination-log").touch()
         (termination / "termination-log").chmod(0o666)  # the kubelet, too, makes it writable for the container
         mounts.append((str(termination), TERMINATION_DIR, None))
-        mounts.sort(key=lambda m: shadows_a_source(m, mounts))
+        snapshot = list(mounts)  # CPython empties a list while sorting it: keys must not read it
+        mounts.sort(key=lambda m: shadows_a_source(m, snapshot))
         env = self._env(container)
         command = (container.command or self.runner.default_command) + (container.args or [])
         return command, env, mounts
@@ -210,12 +212,20 @@ class PodProcess:
         command, env, mounts = self.prepare()
         # In a private mount namespace: tmpfs or bind mounts at each mountPath, then drop to the pod's UID.
         script = ["set -e"]
+        # The checkout's virtualenv is the "image": if a volume (an emptyDir at /tmp, say) would hide it, keep
+        # it reachable through a staging mount and put it back in place after the volumes.
+        image = shlex.quote(str(ROOT))
+        hidden = any(str(ROOT).startswith(mp.rstrip("/") + "/") for _, mp, _ in mounts)
+        if hidden:
+            script += [f"mkdir -p {IMAGE_STAGING}", f"mount --bind {image} {IMAGE_STAGING}"]
         for src, mount_path, size in mounts:
             script.append(f"mkdir -p {shlex.quote(mount_path)}")
             if size:
                 script.append(f"mount -t tmpfs -o size={size},mode=1777 tmpfs {shlex.quote(mount_path)}")
             else:
                 script.append(f"mount --bind {shlex.quote(src)} {shlex.quote(mount_path)}")
+        if hidden:
+            script += [f"mkdir -p {image}", f"mount --bind {IMAGE_STAGING} {image}"]
         uid = self._uid()
         drop = ["setpriv", f"--reuid={uid}", "--regid=0", "--clear-groups"] if uid is not None else []
         script.append('exec "$@"')
