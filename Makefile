@@ -55,6 +55,9 @@ manifests: binaries ## regenerate manifests/ (plain YAML) from the chart
 chart-lint: binaries ## helm lint --strict
 	"$$(hack/build-binaries.sh)/helm" lint --strict charts/yolo-operator
 
+bench: testbed-up ## benchmarks against baselines run beside them (~15 min); writes bench/results.md
+	$(PY) bench/run_all.py
+
 OPERATOR_IMAGE ?= yolo-operator:dev
 TRAINER_IMAGE ?= yolo-operator-trainer:dev
 images: ## build the operator and trainer images (needs a container engine; none runs on the dev machines)
