@@ -201,6 +201,12 @@ def events_for(kubectl: Kubectl, namespace: str, name: str) -> list[dict[str, An
     return [e for e in evs if e["involvedObject"].get("kind") == "TrainingJob"]
 
 
+def patch_pod_status(kubectl: Kubectl, namespace: str, pod: str, status: dict[str, Any]) -> None:
+    """Writes a pod's status as its kubelet would (merge patch on the status subresource)."""
+    kubectl("patch", "pod", pod, "--subresource=status", "--type=merge", "-p", json.dumps({"status": status}),
+            namespace=namespace)  # fmt: skip
+
+
 def terminate_pod(
     kubectl: Kubectl,
     namespace: str,
@@ -234,16 +240,7 @@ def terminate_pod(
     }
     if conditions:
         status["conditions"] = conditions
-    kubectl(
-        "patch",
-        "pod",
-        pod,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": status}),
-        namespace=namespace,
-    )
+    patch_pod_status(kubectl, namespace, pod, status)
 
 
 def set_pod_waiting(kubectl: Kubectl, namespace: str, pod: str, reason: str, message: str) -> None:
@@ -259,13 +256,4 @@ def set_pod_waiting(kubectl: Kubectl, namespace: str, pod: str, reason: str, mes
             }
         ]
     }
-    kubectl(
-        "patch",
-        "pod",
-        pod,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": status}),
-        namespace=namespace,
-    )
+    patch_pod_status(kubectl, namespace, pod, status)
