@@ -50,6 +50,10 @@ from bench.common import (
 GROUP, VERSION, PLURAL = "yolo-operator.io", "v1alpha1", "trainingjobs"
 LABEL_TJ = "yolo-operator.io/training-job"
 LABEL_BENCH = "bench.yolo-operator.io/run"
+# Other operators may run on the same bed (other people's tests): this benchmark's TrainingJobs carry an instance
+# label that only its own operator (YOLO_OPERATOR_INSTANCE) handles, so no other operator touches them.
+LABEL_INSTANCE = "yolo-operator.io/operator-instance"
+INSTANCE = f"bench-{uuid.uuid4().hex[:6]}"
 NOWHERE = {"bench.yolo-operator.io/no-such-node": "true"}  # pods stay Pending
 CREATE_THREADS = 8
 
@@ -76,7 +80,8 @@ def trainingjob(name: str, pending: bool) -> dict[str, Any]:
     if pending:
         spec["scheduling"] = {"nodeSelector": NOWHERE}
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TrainingJob",
-            "metadata": {"name": name, "labels": {LABEL_BENCH: "1"}}, "spec": spec}  # fmt: skip
+            "metadata": {"name": name, "labels": {LABEL_BENCH: "1", LABEL_INSTANCE: INSTANCE}},
+            "spec": spec}  # fmt: skip
 
 
 def plain_job(name: str) -> dict[str, Any]:
@@ -195,6 +200,8 @@ class Bench:
             **os.environ,
             "KUBECONFIG": str(self.proxy.kubeconfig(self.workdir / "proxy.kubeconfig")),
             "YOLO_OPERATOR_NAMESPACES": ",".join(self.ns.values()),
+            "YOLO_OPERATOR_INSTANCE": INSTANCE,
+            "YOLO_OPERATOR_BIND_ADDRESS": "127.0.0.1",
             "YOLO_OPERATOR_TRAINER_IMAGE": "localhost/yolo-operator-trainer:bench",
             "YOLO_OPERATOR_OFFLINE": "true",
             "YOLO_OPERATOR_HEALTH_PORT": str(health),
