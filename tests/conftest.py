@@ -20,7 +20,7 @@ from tests import testbed
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # A test without a marker is a unit test: it must not need the bed.
     for item in items:
-        if not any(item.get_closest_marker(m) for m in ("unit", "integration", "e2e")):
+        if not any(item.get_closest_marker(m) for m in ("unit", "integration", "e2e", "fault")):
             item.add_marker(pytest.mark.unit)
 
 
