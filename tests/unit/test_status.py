@@ -324,3 +324,88 @@ def test_events_for_transitions():
     evs = S.events_for({"phase": "Pending"}, p2)
     assert [e[1] for e in evs] == [R.EVENT_UNSCHEDULABLE]
     assert S.events_for(apply(tj({"phase": "Pending"}), p2)["status"], p2) == []
+
+
+# --- compact views: what the operator keeps in memory must derive the same status -----------------------
+
+
+def _full(obj: dict, **extra_status) -> dict:
+    """A fuller object as the API server returns it: noise the views must drop, and sidecar containers."""
+    out = copy.deepcopy(obj)
+    out["metadata"].update(
+        uid="uid-" + out["metadata"]["name"],
+        resourceVersion="42",
+        labels={"yolo-operator.io/training-job": "helmets", "other": "x"},
+        annotations={"yolo-operator.io/last-handled-configuration": "{" + "x" * 2000 + "}"},
+        managedFields=[{"manager": "kube-controller-manager", "fieldsV1": {"f:status": {}}}],
+        ownerReferences=[{"apiVersion": "v1", "kind": "X", "name": "owner", "uid": "owner-uid", "controller": True}],
+    )
+    out.setdefault("spec", {})["volumes"] = [{"name": "shm", "emptyDir": {"medium": "Memory"}}]
+    st_ = out.setdefault("status", {})
+    st_.update(extra_status)
+    sidecar = {"name": "sidecar", "state": {"terminated": {"exitCode": 1, "message": "not the trainer"}}}
+    if "containerStatuses" in st_:
+        st_["containerStatuses"] = [sidecar, *st_["containerStatuses"]]
+    return out
+
+
+UNSCHEDULABLE = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/2 nodes"}]
+DISRUPTED = [{"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"}]
+WAITING = {"containerStatuses": [{"name": "trainer", "state": {"waiting": {"reason": "ImagePullBackOff"}}}]}
+MORE_OBSERVATIONS = st.one_of(
+    OBSERVATIONS,
+    st.sampled_from(
+        [
+            (job(active=1), [pod(conditions=UNSCHEDULABLE)]),
+            (job(active=1), [pod(**WAITING)]),
+            (job(active=2), [pod(phase="Failed", conditions=DISRUPTED, **terminated(1)), pod("b", created=T1)]),
+            (job([("Failed", "BackoffLimitExceeded", "")], failed=2), [pod(phase="Failed", **terminated(20, "x"))]),
+        ]
+    ),
+)
+
+
+@given(st.lists(MORE_OBSERVATIONS, min_size=1, max_size=6))
+def test_views_derive_the_same_status(observations):
+    state = tj({"phase": "Pending"}, queueName="q", suspend=False)
+    for j, pods in observations:
+        full_job, full_pods = _full(j), [_full(p, hostIP="10.0.0.1", qosClass="Burstable") for p in pods]
+        want = S.derive_status(state, full_job, full_pods, now=T1)
+        got = S.derive_status(
+            S.trainingjob_view(state), S.job_view(full_job), [S.pod_view(p) for p in full_pods], now=T1
+        )
+        assert got == want
+        state = apply(state, want)
+
+
+def test_views_keep_what_the_handlers_need_and_drop_the_rest():
+    full = _full(tj({"phase": "Pending", "jobName": "helmets-train"}, queueName="q", suspend=True))
+    full.update(apiVersion="yolo-operator.io/v1alpha1", kind="TrainingJob")
+    full["metadata"]["labels"]["yolo-operator.io/operator-instance"] = "a"
+    v = S.trainingjob_view(full)
+    assert v["metadata"] == {
+        "name": "helmets",
+        "namespace": "ns",
+        "uid": "uid-helmets",
+        "generation": 2,
+        "resourceVersion": "42",
+        "labels": {"yolo-operator.io/operator-instance": "a"},
+    }
+    assert v["spec"] == {"queueName": "q", "suspend": True} and v["status"] == full["status"]
+    assert v["apiVersion"] == "yolo-operator.io/v1alpha1" and v["kind"] == "TrainingJob"  # events' involvedObject
+
+    j = _full(job(active=1))
+    j["spec"].update(suspend=False, activeDeadlineSeconds=60, backoffLimit=3)
+    env = [{"name": "YOLO_TRAINER_CONFIG", "value": '{"model": "m.pt"}'}]
+    j["spec"]["template"] = {"spec": {"containers": [{"name": "trainer", "env": env}]}}
+    jv = S.job_view(j)
+    assert jv["model"] == "m.pt"
+    assert jv["spec"] == {"suspend": False, "activeDeadlineSeconds": 60}
+    assert jv["metadata"]["ownerReferences"] == [{"uid": "owner-uid"}]
+    assert "annotations" not in jv["metadata"] and "managedFields" not in jv["metadata"]
+
+    pv = S.pod_view(_full(pod(phase="Failed", **terminated(12, "denied"))))
+    assert [c["name"] for c in pv["status"]["containerStatuses"]] == ["trainer"]
+    assert set(pv["metadata"]) == {"name", "creationTimestamp", "ownerReferences"}
+    j["status"]["active"] = 0
+    assert jv["status"]["active"] == 1  # a copy, not a reference into kopf's body

@@ -9,14 +9,16 @@ redelivered events and restarts are harmless, and the handlers never write uncha
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from yolo_trainer.config import CONFIG_ENV
 from yolo_trainer.exitcodes import DISRUPTION, REASONS, ExitCode
 
 from yolo_operator import reasons as R
-from yolo_operator.builders import CONTAINER_NAME
+from yolo_operator.builders import CONTAINER_NAME, LABEL_OPERATOR_INSTANCE
 
 MAX_MESSAGE = 4096
 IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
@@ -378,6 +380,70 @@ def job_missing_status(tj: dict[str, Any], now: str | None = None) -> dict[str, 
     )
     conds = clear_condition(conds, R.RUNNING, R.REASON_JOB_DELETED, msg, generation=gen, now=now)
     return {"phase": R.FAILED, "conditions": conds, "completionTime": now}
+
+
+# --- compact views (what the operator keeps in memory) --------------------------------------------------
+
+
+def _pick(d: dict[str, Any] | None, keys: Iterable[str]) -> dict[str, Any]:
+    d = d or {}
+    return {k: copy.deepcopy(d[k]) for k in keys if d.get(k) is not None}
+
+
+def _owner_uids(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"uid": r.get("uid")} for r in meta.get("ownerReferences") or ()]
+
+
+def trainingjob_view(tj: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a TrainingJob that status derivation, the instance check, events (involvedObject) and
+    a resourceVersion-guarded status write need; the spec (and kopf's annotations) stay out."""
+    meta = tj.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    view_meta = _pick(meta, ("name", "namespace", "uid", "generation", "resourceVersion", "deletionTimestamp"))
+    if LABEL_OPERATOR_INSTANCE in labels:
+        view_meta["labels"] = {LABEL_OPERATOR_INSTANCE: labels[LABEL_OPERATOR_INSTANCE]}
+    return {
+        "apiVersion": tj.get("apiVersion"),
+        "kind": tj.get("kind"),
+        "metadata": view_meta,
+        "spec": _pick(tj.get("spec"), ("queueName", "suspend")),
+        "status": copy.deepcopy(tj.get("status") or {}),
+    }
+
+
+def job_view(job: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a Job that derive_status, ownership checks and the mutable-field sync read, plus the
+    model its trainer was started with (for adopting a Job created before a crash)."""
+    meta = job.get("metadata") or {}
+    spec = job.get("spec") or {}
+    view = {
+        "metadata": {**_pick(meta, ("name", "namespace", "uid")), "ownerReferences": _owner_uids(meta)},
+        "spec": _pick(spec, ("suspend", "activeDeadlineSeconds", "ttlSecondsAfterFinished")),
+        "status": copy.deepcopy(job.get("status") or {}),
+    }
+    for c in ((spec.get("template") or {}).get("spec") or {}).get("containers") or ():
+        for e in c.get("env") or ():
+            if e.get("name") == CONFIG_ENV and e.get("value"):
+                view["model"] = json.loads(e["value"]).get("model")
+    return view
+
+
+def pod_view(pod: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a pod that derive_status reads: phase, conditions, the trainer container's state."""
+    meta = pod.get("metadata") or {}
+    st = pod.get("status") or {}
+    view_st = _pick(st, ("phase", "conditions"))
+    trainer = _trainer_status(pod)
+    if trainer is not None:
+        view_st["containerStatuses"] = [_pick(trainer, ("name", "state", "lastState"))]
+    return {
+        "metadata": {
+            **_pick(meta, ("name", "creationTimestamp", "deletionTimestamp")),
+            "ownerReferences": _owner_uids(meta),
+        },
+        "spec": _pick(pod.get("spec"), ("nodeName",)),
+        "status": view_st,
+    }
 
 
 # --- events ----------------------------------------------------------------------------------------------
