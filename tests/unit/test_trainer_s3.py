@@ -122,3 +122,222 @@ def test_unreachable_endpoint_is_s3_unavailable():
 def test_credentials_must_come_in_pairs():
     with pytest.raises(ConfigInvalid, match=r"both"):
         make_client(S3Config(endpoint="http://127.0.0.1:1"), environ={"AWS_ACCESS_KEY_ID": "k"})
+
+
+# --- the lean GET client (yolo_trainer.s3get) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "key", "params"),
+    [
+        ("http://127.0.0.1:7333", "ds/images/train/0001.jpg", None),
+        ("https://s3.eu-west-1.example.com", "a dir/ü+x~y=1 (2).jpg", None),
+        ("https://minio.local:9000/base", "k", None),
+        ("http://127.0.0.1:7333", "", {"list-type": "2", "prefix": "a dir/+x", "encoding-type": "url",
+                                       "continuation-token": "1/a+b=="}),
+    ],
+)  # fmt: skip
+def test_sigv4_signer_matches_botocore(endpoint, key, params):
+    """Same canonical request, string to sign and signature as botocore's S3 signer for a GET."""
+    from urllib.parse import quote
+
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    from yolo_trainer.s3get import ObjectGetter
+
+    getter = ObjectGetter(endpoint, "eu-west-1", "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+    amz_date = "20261123T175600Z"
+    path = getter.path("my-bucket", key) if key else f"{getter.base_path}/my-bucket"
+    query = "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted((params or {}).items()))
+    ours = getter.signer.sign("GET", getter.host, path, query, amz_date=amz_date)
+
+    auth = S3SigV4Auth(Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"), "s3", "eu-west-1")
+    req = AWSRequest(method="GET", url=endpoint.rstrip("/").rsplit("/base", 1)[0] + path, params=params or {},
+                     headers={"X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD", "X-Amz-Date": amz_date})  # fmt: skip
+    req.context["timestamp"] = amz_date
+    signature = auth.signature(auth.string_to_sign(req, auth.canonical_request(req)), req)
+    auth._inject_signature_to_request(req, signature)
+    assert ours["Authorization"] == req.headers["Authorization"]
+    assert ours["X-Amz-Date"] == amz_date and ours["X-Amz-Content-SHA256"] == "UNSIGNED-PAYLOAD"
+
+
+class FakeS3:
+    """A tiny path-style S3 over HTTP/1.1 keep-alive, scripted per key: a list of responses to give first
+    (``(status, code)``, ``"truncate"``: headers promise more bytes than are sent, then the socket closes)."""
+
+    def __init__(self, objects: dict[str, bytes], page_size: int = 1000):
+        import http.server
+        import threading
+        from urllib.parse import parse_qs, unquote, urlsplit
+
+        self.objects, self.page_size = objects, page_size
+        self.script: dict[str, list] = {}
+        self.connections = 0
+        self.gets: list[str] = []
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                fake.connections += 1
+                super().setup()
+
+            def log_message(self, *a):
+                pass
+
+            def _error(self, status: int, code: str) -> None:
+                body = f"<Error><Code>{code}</Code><Message>msg {code}</Message></Error>".encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                assert self.headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=k/")
+                parts = urlsplit(self.path)
+                bucket, _, key = unquote(parts.path).lstrip("/").partition("/")
+                if bucket != "b":
+                    return self._error(404, "NoSuchBucket")
+                if not key:
+                    return self._list(parse_qs(parts.query))
+                fake.gets.append(key)
+                todo = fake.script.get(key)
+                action = todo.pop(0) if todo else None
+                if action == "truncate":
+                    data = fake.objects[key]
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data[: len(data) // 2])
+                    self.close_connection = True
+                    return
+                if action is not None:
+                    return self._error(*action)
+                if key not in fake.objects:
+                    return self._error(404, "NoSuchKey")
+                data = fake.objects[key]
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("ETag", '"e"')
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _list(self, q):
+                from urllib.parse import quote_plus
+
+                prefix = q.get("prefix", [""])[0]
+                keys = sorted(k for k in fake.objects if k.startswith(prefix))
+                start = int(q.get("continuation-token", ["0"])[0])
+                page = keys[start : start + fake.page_size]
+                more = start + fake.page_size < len(keys)
+                entries = "".join(f"<Contents><Key>{quote_plus(k, safe='/')}</Key><Size>{len(fake.objects[k])}</Size>"
+                                  f"<ETag>&quot;e&quot;</ETag></Contents>" for k in page)  # fmt: skip
+                token = f"<NextContinuationToken>{start + fake.page_size}</NextContinuationToken>" if more else ""
+                body = ('<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><EncodingType>url'
+                        f"</EncodingType><IsTruncated>{str(more).lower()}</IsTruncated>{token}{entries}"
+                        "</ListBucketResult>").encode()  # fmt: skip
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def store(self, budget: float = 30):
+        from yolo_trainer.s3get import ObjectGetter
+
+        getter = ObjectGetter(self.url, "us-east-1", "k", "s")
+        return S3Store(None, retry_budget=budget, sleep=lambda s: None, getter=getter)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake_s3():
+    objects = {f"ds/images/{i:03d}.jpg": bytes([i % 256]) * (1000 + i * 37) for i in range(60)}
+    objects["ds/a b+c.txt"] = b"plus and space"
+    fake = FakeS3(objects, page_size=25)
+    yield fake
+    fake.close()
+
+
+def test_lean_list_pages_and_decodes_keys(fake_s3):
+    got = fake_s3.store().list("b", "ds/")
+    assert [o.key for o in got] == sorted(fake_s3.objects)  # 3 pages of 25
+    assert {o.key: o.size for o in got} == {k: len(v) for k, v in fake_s3.objects.items()}
+    assert got[0].etag == '"e"'
+
+
+def test_lean_download_many_reuses_connections(fake_s3, tmp_path):
+    store = fake_s3.store()
+    items = [(o.key, tmp_path / o.key, o.size) for o in store.list("b", "ds/")]
+    assert store.download_many("b", items, concurrency=4) == sum(map(len, fake_s3.objects.values()))
+    for key, data in fake_s3.objects.items():
+        assert (tmp_path / key).read_bytes() == data
+    assert fake_s3.connections <= 5  # keep-alive: at most one per worker (+ the list's), not one per object
+    assert not list(tmp_path.rglob("*.part"))
+
+
+def test_lean_download_retries_throttling_and_truncated_bodies(fake_s3, tmp_path):
+    key = "ds/images/007.jpg"
+    fake_s3.script[key] = [(503, "SlowDown"), "truncate", (500, "InternalError")]
+    store = fake_s3.store()
+    assert store.download("b", key, tmp_path / "x.jpg", expected_size=len(fake_s3.objects[key])) > 0
+    assert (tmp_path / "x.jpg").read_bytes() == fake_s3.objects[key]
+    assert fake_s3.gets.count(key) == 4
+    assert list(tmp_path.iterdir()) == [tmp_path / "x.jpg"]  # no half-written .part left behind
+
+
+def test_lean_download_classifies_errors(fake_s3, tmp_path):
+    store = fake_s3.store()
+    with pytest.raises(S3NotFound, match=r"s3://b/ds/missing"):
+        store.download("b", "ds/missing", tmp_path / "m")
+    with pytest.raises(S3AccessDenied, match="does not exist"):
+        store.download("nobucket", "k", tmp_path / "m")
+    fake_s3.script["ds/a b+c.txt"] = [(403, "AccessDenied")] * 5
+    with pytest.raises(S3AccessDenied):
+        store.download("b", "ds/a b+c.txt", tmp_path / "m")
+    assert fake_s3.gets.count("ds/a b+c.txt") == 1  # never retried
+    fake_s3.script["ds/a b+c.txt"] = ["truncate"] * 1000
+    t = time.monotonic()
+    with pytest.raises(S3Unavailable, match=r"s3://b/ds/a b\+c.txt"):
+        fake_s3.store(budget=0.5).download("b", "ds/a b+c.txt", tmp_path / "m")
+    assert time.monotonic() - t < 5
+    assert not (tmp_path / "m").exists() and not list(tmp_path.iterdir())
+
+
+def test_lean_size_change_is_an_error_not_a_retry(fake_s3, tmp_path):
+    with pytest.raises(TrainerError, match="changed while staging"):
+        fake_s3.store().download("b", "ds/a b+c.txt", tmp_path / "m", expected_size=3)
+
+
+def test_lean_unreachable_endpoint_is_s3_unavailable(tmp_path):
+    from yolo_trainer.s3get import ObjectGetter
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = S3Store(None, retry_budget=0.5, getter=ObjectGetter(f"http://127.0.0.1:{port}", "us-east-1", "k", "s"))
+    with pytest.raises(S3Unavailable, match="unavailable"):
+        store.download("b", "k", tmp_path / "k")
+    with pytest.raises(S3Unavailable):
+        store.list("b", "")
+
+
+def test_from_config_uses_the_lean_getter_unless_a_proxy_applies(monkeypatch):
+    for var in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    store = S3Store.from_config(S3Config(endpoint="http://127.0.0.1:7333", region="eu-west-1"))
+    assert store.getter is not None and store.getter.host == "127.0.0.1:7333"
+    assert store.getter.signer.region == "eu-west-1"
+    monkeypatch.setenv("http_proxy", "http://proxy.local:3128")
+    assert S3Store.from_config(S3Config(endpoint="http://10.1.2.3:7333")).getter is None

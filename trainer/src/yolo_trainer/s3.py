@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from .config import S3Config
 from .exitcodes import ConfigInvalid, S3AccessDenied, S3Unavailable, TrainerError
+from .s3get import ObjectGetter, proxy_applies
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -125,6 +126,7 @@ def classify_error(exc: BaseException, bucket: str, key: str | None) -> Exceptio
         ClientError,
         ConnectionClosedError,
         EndpointConnectionError,
+        HTTPClientError,
         NoCredentialsError,
         ReadTimeoutError,
     )
@@ -149,8 +151,10 @@ def classify_error(exc: BaseException, bucket: str, key: str | None) -> Exceptio
         return S3AccessDenied(
             f"no S3 credentials for {where}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
         )
+    # HTTPClientError also covers ResponseStreamingError: a connection reset while a body streams.
     if isinstance(
-        exc, EndpointConnectionError | ConnectionClosedError | ReadTimeoutError | BotoConnectionError
+        exc,
+        EndpointConnectionError | ConnectionClosedError | ReadTimeoutError | BotoConnectionError | HTTPClientError,
     ):
         return None
     if isinstance(exc, ConnectionError | TimeoutError):  # socket-level errors while streaming a body
@@ -194,19 +198,45 @@ def make_client(cfg: S3Config, max_pool: int = 16, environ: dict[str, str] | Non
     return session.client("s3", endpoint_url=cfg.endpoint or None, config=bc, verify=verify)
 
 
+def make_getter(cfg: S3Config, client, environ: dict[str, str] | None = None) -> ObjectGetter | None:
+    """The lean GET client with the boto3 client's endpoint, region, credentials and TLS settings; None (boto3
+    downloads) when HTTP(S)_PROXY applies to the endpoint, which botocore honours and the lean client does not."""
+    env = os.environ if environ is None else environ
+    endpoint = client.meta.endpoint_url
+    if proxy_applies(endpoint):
+        log.info("S3 endpoint %s goes through a proxy: downloads use boto3", endpoint)
+        return None
+    verify: bool | str = cfg.ca_bundle if cfg.ca_bundle else cfg.verify_tls
+    return ObjectGetter(
+        endpoint,
+        client.meta.region_name or cfg.region,
+        env.get("AWS_ACCESS_KEY_ID") or None,
+        env.get("AWS_SECRET_ACCESS_KEY") or None,
+        verify=verify,
+        connect_timeout=10,
+        read_timeout=60,
+    )
+
+
 class S3Store:
     """Thin wrapper: every call retried within the budget and classified."""
 
     def __init__(
-        self, client, retry_budget: float = DEFAULT_RETRY_BUDGET, sleep: Callable[[float], None] = time.sleep
+        self,
+        client,
+        retry_budget: float = DEFAULT_RETRY_BUDGET,
+        sleep: Callable[[float], None] = time.sleep,
+        getter: ObjectGetter | None = None,
     ):
         self.client = client
         self.retry_budget = retry_budget
         self._sleep = sleep
+        self.getter = getter  # lean GET path for downloads; None: boto3's get_object
 
     @classmethod
     def from_config(cls, cfg: S3Config, max_pool: int = 16) -> S3Store:
-        return cls(make_client(cfg, max_pool=max_pool), retry_budget=retry_budget_from_env())
+        client = make_client(cfg, max_pool=max_pool)
+        return cls(client, retry_budget=retry_budget_from_env(), getter=make_getter(cfg, client))
 
     def call(self, what: str, bucket: str, key: str | None, fn: Callable[[], T]) -> T:
         delays = backoff_delays(self.retry_budget)
@@ -232,6 +262,12 @@ class S3Store:
     # --- reads -------------------------------------------------------------------------------------------
 
     def list(self, bucket: str, prefix: str) -> list[S3Object]:
+        if self.getter is not None:
+            getter = self.getter
+            return self.call(
+                "list", bucket, prefix, lambda: [S3Object(*o) for o in getter.list_objects(bucket, prefix)]
+            )
+
         def run() -> list[S3Object]:
             out: list[S3Object] = []
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
@@ -274,20 +310,19 @@ class S3Store:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
 
-        def run() -> int:
-            extra = {"IfMatch": if_match} if if_match else {}
-            resp = self.client.get_object(Bucket=bucket, Key=key, **extra)
-            size = int(resp["ContentLength"])
+        def check(size: int) -> None:
             if expected_size is not None and size != expected_size:
                 raise TrainerError(
                     f"s3://{bucket}/{key} changed while staging ({size} != {expected_size} bytes)"
                 )
             if max_size is not None and size > max_size:
                 raise TrainerError(f"s3://{bucket}/{key} is {size} bytes, more than the {max_size} allowed")
+
+        def write(chunks: Iterable[bytes], size: int) -> int:
             got = 0
             try:
                 with open(tmp, "wb") as f:
-                    for chunk in resp["Body"].iter_chunks(1 << 20):
+                    for chunk in chunks:
                         got += len(chunk)
                         f.write(chunk)
                 if got != size:
@@ -297,7 +332,22 @@ class S3Store:
                 tmp.unlink(missing_ok=True)
             return size
 
-        return self.call("download", bucket, key, run)
+        def run_boto3() -> int:
+            extra = {"IfMatch": if_match} if if_match else {}
+            resp = self.client.get_object(Bucket=bucket, Key=key, **extra)
+            size = int(resp["ContentLength"])
+            check(size)
+            return write(resp["Body"].iter_chunks(1 << 20), size)
+
+        def run_lean() -> int:
+            assert self.getter is not None
+            with self.getter.get(bucket, key, {"If-Match": if_match} if if_match else None) as body:
+                if body.size is None:  # S3 always sends it for GetObject; without it a short body goes unnoticed
+                    raise IncompleteDownload(f"s3://{bucket}/{key}: response without Content-Length")
+                check(body.size)
+                return write(iter(lambda: body.read(1 << 20), b""), body.size)
+
+        return self.call("download", bucket, key, run_lean if self.getter is not None else run_boto3)
 
     def download_many(
         self,
