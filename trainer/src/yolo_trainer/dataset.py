@@ -78,14 +78,17 @@ class DatasetSummary:
 # --- path safety -------------------------------------------------------------------------------------------
 
 
-def safe_relpath(name: str) -> PurePosixPath:
-    """A member/key name as a relative path inside the dataset, or DatasetInvalid (zip-slip, absolute)."""
+def safe_relpath(name: str, source: str = "") -> PurePosixPath:
+    """A member/key name as a relative path inside the dataset, or DatasetInvalid (zip-slip, absolute).
+
+    ``source`` (the archive or prefix URI) leads the message, so it names the dataset as well as the entry."""
+    where = f"{source}: " if source else ""
     name = name.replace("\\", "/")
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
-        raise DatasetInvalid(f"archive/prefix entry {name!r} is an absolute path")
+        raise DatasetInvalid(f"{where}archive/prefix entry {name!r} is an absolute path")
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if any(p == ".." for p in parts):
-        raise DatasetInvalid(f"archive/prefix entry {name!r} escapes the dataset directory ('..')")
+        raise DatasetInvalid(f"{where}archive/prefix entry {name!r} escapes the dataset directory ('..')")
     return PurePosixPath(*parts) if parts else PurePosixPath(".")
 
 
@@ -135,7 +138,7 @@ def extract_zip(archive: Path, dest: Path, limits: Limits, source: str) -> None:
         raise DatasetInvalid(f"{source} is not a valid zip archive: {e}") from e
     with zf:
         for info in zf.infolist():
-            rel = safe_relpath(info.filename)
+            rel = safe_relpath(info.filename, source)
             mode = info.external_attr >> 16
             if stat.S_ISLNK(mode):
                 raise DatasetInvalid(
@@ -162,7 +165,7 @@ def extract_tar(archive: Path, dest: Path, limits: Limits, source: str) -> None:
     try:
         with tf:
             for m in tf:  # iterating streams member by member; no member list held up front
-                rel = safe_relpath(m.name)
+                rel = safe_relpath(m.name, source)
                 if m.isdir():
                     (dest / rel).mkdir(parents=True, exist_ok=True)
                 elif m.issym() or m.islnk():
@@ -256,7 +259,7 @@ def stage_dataset(
         budget = _Budget(limits, uri)
         items = []
         for o in objects:
-            rel = safe_relpath(o.key[len(prefix) :])
+            rel = safe_relpath(o.key[len(prefix) :], uri)
             budget.add_file()
             budget.add_bytes(o.size)
             items.append((o.key, dest / rel, o.size))
@@ -388,15 +391,73 @@ def check_label_file(path: Path, nc: int, root: Path) -> tuple[int, list[str]]:
     return n, problems
 
 
+def _jpeg_complete(path: Path) -> bool:
+    """A JPEG ends with the EOI marker; one cut short (an interrupted upload) does not."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() < 2:
+            return False
+        f.seek(-2, os.SEEK_END)
+        return f.read() == b"\xff\xd9"
+
+
 def check_image(path: Path, root: Path) -> str | None:
     from PIL import Image
 
     try:
         with Image.open(path) as im:
+            fmt = (im.format or "").upper()
             im.verify()
+        # verify() reads only the headers of a JPEG, so a truncated one passes it (Ultralytics would later drop
+        # it with a warning). Only JPEGs without EOI are decoded in full: that keeps validation cheap.
+        if fmt in ("JPEG", "MPO") and not _jpeg_complete(path):
+            with Image.open(path) as im:
+                im.load()
         return None
     except Exception as e:  # PIL raises many types for corrupt files
         return f"{path.relative_to(root)}: unreadable image: {e}"
+
+
+def check_split_overlap(train: list[Path], val: list[Path], root: Path, yaml_name: str) -> None:
+    """The same image in train and val is an error; the same file name with other bytes only a warning.
+
+    A validation image that is also trained on makes mAP, and so best.pt, measure memorisation: the run would
+    "succeed" with results that are silently wrong. Equal names alone prove nothing (many exports number each
+    split from 0001.jpg), so they are compared byte for byte; only name collisions are compared, not every pair.
+    """
+    import filecmp
+
+    by_name: dict[str, Path] = {}
+    for p in train:
+        by_name.setdefault(p.name, p)
+    same, differ = [], []
+    for v in val:
+        t = by_name.get(v.name)
+        if t is None:
+            continue
+        if t.resolve() == v.resolve() or filecmp.cmp(t, v, shallow=False):
+            same.append((t, v))
+        else:
+            differ.append((t, v))
+    if differ:
+        t, v = differ[0]
+        log.warning(
+            "%s: %d val image(s) share a file name with a train image but differ in content (e.g. %s and %s)",
+            yaml_name,
+            len(differ),
+            t.relative_to(root),
+            v.relative_to(root),
+        )
+    if same:
+        t, v = same[0]
+        if t.resolve() == v.resolve():
+            what = f"{v.relative_to(root)} is listed in both"
+        else:
+            what = f"{v.relative_to(root)} is identical to {t.relative_to(root)}"
+        raise DatasetInvalid(
+            f"{yaml_name}: {len(same)} val image(s) are also train images ({what}): validation would score "
+            "images the model was trained on; remove them from one of the splits"
+        )
 
 
 def validate_dataset(data_yaml: Path, threads: int = 8) -> DatasetSummary:
@@ -443,9 +504,10 @@ def validate_dataset(data_yaml: Path, threads: int = 8) -> DatasetSummary:
 
     summary = DatasetSummary(data_yaml=root / LOCAL_DATA_YAML, nc=nc, names=names)
     problems: list[str] = []
+    split_images: dict[str, list[Path]] = {}
     with ThreadPoolExecutor(max_workers=threads) as pool:
         for key, paths in splits.items():
-            images = _split_images(paths, root, key)
+            images = split_images[key] = _split_images(paths, root, key)
             if not images and key in ("train", "val"):
                 raise DatasetInvalid(f"{yname}: the {key!r} split ({data[key]}) has no images")
             s = SplitSummary(images=len(images))
@@ -463,6 +525,7 @@ def validate_dataset(data_yaml: Path, threads: int = 8) -> DatasetSummary:
         for p in problems[:MAX_REPORTED_PROBLEMS]:
             log.error("dataset: %s", p)
         raise DatasetInvalid(f"{problems[0]}{more}")
+    check_split_overlap(split_images["train"], split_images["val"], root, yname)
     if summary.splits["train"].instances == 0:
         raise DatasetInvalid(f"{yname}: the 'train' split has no labeled objects")
 
