@@ -203,6 +203,22 @@ class CheckpointUploader:
             self._cv.notify_all()
         return ok
 
+    def finish(self) -> None:
+        """After the last epoch: drops the checkpoint still waiting (the final outputs follow at once) and waits
+        for the upload in flight, however long its retries take (each S3 call is bounded by the retry budget).
+
+        So nothing is written under checkpoints/ once this returns: an upload still running while the outputs
+        are published could re-create state.json after ``delete_all`` and make a re-created job of the same
+        name resume a finished run.
+        """
+        with self._cv:
+            dropped, self._pending = self._pending, None
+            self._closed = True
+            self._cv.notify_all()
+        if dropped is not None:
+            shutil.rmtree(dropped.folder, ignore_errors=True)
+        self._thread.join()
+
     def delete_all(self) -> None:
         """After a successful run: a re-created job of the same name must start fresh, not resume."""
         try:

@@ -252,7 +252,7 @@ def _run(
         if isinstance(e, Interrupted):
             raise
         raise Interrupted(f"interrupted by signal (while: {type(e).__name__}: {e})") from e
-    uploader.close(timeout=grace_seconds())
+    uploader.finish()
 
     # --- outputs ---------------------------------------------------------------------------------------
     reporter.report(TrainerReport(stage="Uploading"))
