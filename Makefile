@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 export YOLO_CONFIG_DIR ?= $(CURDIR)/.venv/ultralytics-config
 
-.PHONY: help venv binaries testbed-up testbed-down lint unit test demo crds manifests chart-lint images bench clean
+.PHONY: help venv binaries testbed-up testbed-down lint unit test fault demo crds manifests chart-lint images bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -40,6 +40,10 @@ unit: venv ## unit tests only (no servers)
 
 test: venv binaries lint ## everything: lint, unit, integration and e2e tests on the local test bed
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+fault: venv binaries ## the fault, bad-input and security suite alone (tests/fault/, marker fault); prints FAULT-FIGURE lines
+	mkdir -p .testbed && set -o pipefail && $(VENV)/bin/pytest -m fault -q -s -p no:cacheprovider $(PYTEST_ARGS) 2>&1 \
+	  | tee .testbed/fault.log | grep --line-buffered -E 'FAULT-FIGURE|passed|failed|error'
 
 demo: testbed-up ## the whole product end to end on the local test bed: chart, operator, a TrainingJob trained live
 	$(PY) hack/demo.py
