@@ -6,7 +6,9 @@ Put it between a client and the shared test bed's S3 (``FaultProxy(s3_env.endpoi
 - ``"refuse"``: the listening socket is closed, so new connections are refused (ECONNREFUSED), and open
   ones are reset;
 - ``"reset"``: connections are accepted and reset at once (RST), open ones are reset;
-- ``"hang"``: connections are accepted and nothing is ever answered (the client's read timeout decides).
+- ``"hang"``: connections are accepted and nothing is ever answered (the client's read timeout decides);
+- a *partial* outage (``scope=``): only requests matching a predicate fail (their connection is reset),
+  everything else flows, e.g. checkpoint uploads failing while the rest of the bucket works.
 
 Outages can be started by hand (``set_mode``/``outage``) or armed to start at a precise moment:
 ``arm(predicate, seconds)`` starts an outage when the first request whose ``(method, path)`` matches
@@ -43,8 +45,9 @@ class Outage:
     """One outage window; ``started``/``ended`` are events a test can wait on."""
 
     predicate: Callable[[str, str], bool] | None
-    seconds: float | None  # None: until ``end()``
+    seconds: float | None  # None: until ``end_outage``
     mode: str = "refuse"
+    scope: Callable[[str, str], bool] | None = None  # partial outage: only these requests fail
     started: threading.Event = field(default_factory=threading.Event)
     ended: threading.Event = field(default_factory=threading.Event)
     start_at: float | None = None
@@ -142,6 +145,7 @@ class FaultProxy:
         self.requests: list[Request] = []
         self.outages: list[Outage] = []
         self._armed: list[Outage] = []
+        self._partial: list[Outage] = []
         self._conns: set[_Conn] = set()
         self._hung: list[socket.socket] = []
         self._lock = threading.RLock()
@@ -178,9 +182,16 @@ class FaultProxy:
             self._begin(o, None)
         return o
 
-    def arm(self, predicate: Callable[[str, str], bool], seconds: float | None, mode: str = "refuse") -> Outage:
-        """Starts an outage when the first request matching ``predicate(method, path)`` arrives."""
-        o = Outage(predicate, seconds, mode)
+    def arm(
+        self,
+        predicate: Callable[[str, str], bool],
+        seconds: float | None,
+        mode: str = "refuse",
+        scope: Callable[[str, str], bool] | None = None,
+    ) -> Outage:
+        """Starts an outage when the first request matching ``predicate(method, path)`` arrives; with ``scope``
+        only requests matching ``scope(method, path)`` fail while it lasts (``mode`` is then ignored)."""
+        o = Outage(predicate, seconds, mode, scope)
         with self._lock:
             self._armed.append(o)
         return o
@@ -190,7 +201,10 @@ class FaultProxy:
             if o.started.is_set() and not o.ended.is_set():
                 o.end_at = time.monotonic()
                 o.ended.set()
-                self.set_mode("pass")
+                if o.scope is None:
+                    self.set_mode("pass")
+                else:
+                    self._partial.remove(o)
 
     def forwarded(self, method: str | None = None, contains: str = "") -> list[Request]:
         with self._lock:
@@ -299,6 +313,9 @@ class FaultProxy:
                     self._begin(o, (method, path))
                     break
             ok = self.mode == "pass"
+            for o in self._partial:
+                if o.scope(method, path):  # type: ignore[misc]
+                    ok = False
             self.requests.append(Request(time.monotonic(), method, path, ok))
             return ok
 
@@ -306,7 +323,10 @@ class FaultProxy:
         o.trigger = trigger
         o.start_at = time.monotonic()
         self.outages.append(o)
-        self.set_mode(o.mode)
+        if o.scope is None:
+            self.set_mode(o.mode)
+        else:
+            self._partial.append(o)
         o.started.set()
         if o.seconds is not None:
             t = threading.Timer(o.seconds, self.end_outage, args=(o,))

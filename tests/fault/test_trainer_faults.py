@@ -110,6 +110,39 @@ def test_30s_outages_in_staging_and_in_a_checkpoint_upload_are_ridden_out(
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(400)
+def test_a_checkpoint_upload_still_retrying_after_the_last_epoch_lands_before_publishing(
+    s3_env, s3_client, bucket, dataset, proxy, tmp_path
+):
+    """Checkpoint PUTs fail for 20 s from the last checkpoint's upload on; the rest of S3 works.
+
+    Publishing must wait for that upload: one still retrying while the outputs are published and
+    checkpoints/ deleted can write state.json afterwards, and a re-created job of the same name would then
+    resume a finished run instead of starting fresh. (Before the fix the trainer waited only the SIGTERM
+    grace, 5 s here, then published beside the retrying upload, which either died with the process or, if a
+    retry landed after the clean-up, left a stale checkpoint.)
+    """
+    name, epochs = "lateckpt", 4
+    runner = TrainerRunner(s3_env, tmp_path)
+    cfg = _config(runner, proxy, name, dataset, bucket, epochs)
+    outage = proxy.arm(
+        _is_checkpoint_put(bucket, name, "e000003/"),
+        20,
+        scope=lambda method, path: method == "PUT" and f"/ns1/{name}/checkpoints/" in path,
+    )
+    res = runner.run(cfg, timeout=300, YOLO_TRAINER_S3_RETRY_BUDGET="120", YOLO_TRAINER_GRACE_SECONDS="5")
+
+    assert res.rc == 0, f"rc={res.rc} {res.termination}\n{res.stderr[-4000:]}"
+    assert outage.started.is_set(), "the last checkpoint's upload never started"
+    assert outage.ended.is_set(), "the trainer finished while the last checkpoint's upload was still failing"
+    method, path = outage.trigger
+    assert [r for r in proxy.forwarded(method, path) if r.at > outage.end_at], "the upload was not retried"
+    metrics_put = proxy.forwarded("PUT", f"/ns1/{name}/metrics.json")
+    assert metrics_put and metrics_put[0].at > outage.end_at, "published while the checkpoint upload was retrying"
+    _assert_committed(s3_client, bucket, name, epochs)
+
+
+@pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_staging_outage_longer_than_the_budget_is_s3_unavailable(
     s3_env, s3_client, bucket, dataset, proxy, tmp_path
