@@ -103,6 +103,30 @@ def test_newest_wins_while_an_upload_is_in_flight(tmp_path):
     assert not list((tmp_path / "staging").iterdir()), "staging copies must be removed"
 
 
+def test_weights_are_copied_off_the_training_thread_and_a_rewritten_file_is_never_uploaded(tmp_path):
+    """submit() does not copy last.pt; the upload thread does, and drops a checkpoint whose file Ultralytics
+    rewrote in the meantime (its object would mix two epochs) instead of uploading it under the old epoch."""
+    gate = threading.Event()
+    store = FakeStore(gate=gate)
+    up = CheckpointUploader(store, "s3://b/p", tmp_path / "staging", "r", "fp")
+    up.submit(0, *_ckpt(tmp_path, 0))
+    assert store.uploading.wait(5)  # epoch 1 in flight
+    up.submit(1, *_ckpt(tmp_path, 1))
+    assert not (tmp_path / "staging" / "e000002" / "last.pt").exists()  # not copied by submit
+    assert (tmp_path / "staging" / "e000002" / "results.csv").read_text() == "epoch\n2\n"
+    last, _ = _ckpt(tmp_path, 12)  # the next epoch rewrites last.pt in place before epoch 2 was staged
+    gate.set()
+    assert up.flush(10)
+    assert [k for op, k in store.ops if op == "put" and k.endswith("last.pt")] == ["p/checkpoints/e000001/last.pt"]
+    assert json.loads(store.objects["p/checkpoints/state.json"])["epoch"] == 1
+    up.submit(12, last, None)  # the newer one, submitted right after its write, is uploaded whole
+    assert up.flush(10)
+    up.close()
+    assert store.objects["p/checkpoints/e000013/last.pt"] == b"weights-12"
+    assert json.loads(store.objects["p/checkpoints/state.json"])["epoch"] == 13
+    assert not list((tmp_path / "staging").iterdir())
+
+
 def test_access_denied_is_fatal_unavailable_is_not(tmp_path):
     up = CheckpointUploader(FakeStore(fail=S3AccessDenied("denied")), "s3://b/p", tmp_path / "s1", "r", "fp")
     up.submit(0, *_ckpt(tmp_path, 0))

@@ -12,8 +12,12 @@ names, which are complete (S3 PUT is atomic) and belong together, whatever momen
 state.json, state.json would describe a different version than the object under its name.
 
 The uploader never uploads a file Ultralytics may still be writing: ``submit`` (called from the training
-thread right after Ultralytics saved last.pt) copies the files into a per-epoch staging folder first. If
-an upload is in flight when a newer checkpoint arrives, only the newest waiting one is uploaded next.
+thread right after Ultralytics saved last.pt) copies results.csv into a per-epoch staging folder and notes
+last.pt's identity (inode, size, mtime, ctime); the upload thread copies last.pt there before uploading and
+drops the checkpoint if the file changed before or during that copy (Ultralytics rewrites it in place at the
+end of the next epoch, and submits that newer one right after). So the training thread never waits for a
+copy of the weights (30 MB for yolov8n with optimizer state: 10-30 ms, ~1 % of a 2-second epoch). If an
+upload is in flight when a newer checkpoint arrives, only the newest waiting one is uploaded next.
 """
 
 from __future__ import annotations
@@ -88,6 +92,14 @@ def epoch_folder(epoch: int) -> str:
 class _Pending:
     epoch: int
     folder: Path
+    last_pt: Path | None = None  # copied into folder by the upload thread, if still ``signature``
+    signature: tuple[int, ...] | None = None
+
+
+def _signature(path: Path) -> tuple[int, ...]:
+    """What an in-place rewrite changes (truncation and writes update mtime and ctime)."""
+    st = path.stat()
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 class CheckpointUploader:
@@ -116,13 +128,13 @@ class CheckpointUploader:
         tmp = self.staging / f".{epoch_folder(epoch)}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        shutil.copyfile(last_pt, tmp / "last.pt")
         if results_csv is not None and results_csv.is_file():
             shutil.copyfile(results_csv, tmp / "results.csv")
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)  # the staged folder appears complete or not at all
+        job = _Pending(epoch, folder, last_pt, _signature(last_pt))
         with self._cv:
-            old, self._pending = self._pending, _Pending(epoch, folder)
+            old, self._pending = self._pending, job
             self._cv.notify_all()
         if old is not None:  # superseded before it was uploaded: newest wins
             log.info("checkpoint of epoch %d superseded by epoch %d before upload", old.epoch + 1, epoch + 1)
@@ -153,7 +165,23 @@ class CheckpointUploader:
                     self._busy = False
                     self._cv.notify_all()
 
+    def _stage_weights(self, job: _Pending) -> bool:
+        """Copies last.pt into the job's folder; False if Ultralytics rewrote it before or during the copy."""
+        if job.last_pt is None:
+            return True
+        try:
+            if _signature(job.last_pt) == job.signature:
+                shutil.copyfile(job.last_pt, job.folder / "last.pt")
+                if _signature(job.last_pt) == job.signature:
+                    return True
+        except FileNotFoundError:
+            pass
+        log.info("checkpoint of epoch %d was overwritten by a newer epoch before it was staged", job.epoch + 1)
+        return False
+
     def _upload(self, job: _Pending) -> None:
+        if not self._stage_weights(job):
+            return
         folder_key = join_key(self.prefix, epoch_folder(job.epoch))
         ckpt_key = f"{folder_key}/last.pt"
         self.store.upload_file(job.folder / "last.pt", self.bucket, ckpt_key, "application/octet-stream")
