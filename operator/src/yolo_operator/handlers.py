@@ -3,7 +3,8 @@
 * TrainingJob created / operator resumed -> ``ensure``: resolve the model, create the ServiceAccount, Role,
   RoleBinding and Job if absent (deterministic names; 409 AlreadyExists is success), record jobName.
 * Mutable spec fields changed -> ``sync_mutable``: patch suspend/activeDeadlineSeconds/ttl onto the Job.
-* Job, pod or TrainingJob events -> ``sync_status``: derive phase/conditions from the Job and its pods.
+* Job, pod or TrainingJob events -> ``sync_status``: derive phase/conditions from the Job and its pods as
+  the watches show them (kopf indexes, ``observed.py``); an API request only when the status changes.
 
 No handler is an ``on.delete`` handler, so kopf never puts a finalizer on TrainingJobs: deleting one works
 while the operator is down, and the garbage collector removes its Job, pods and RBAC via owner references.
@@ -26,7 +27,7 @@ from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 from yolo_trainer.config import CONFIG_ENV
 
-from yolo_operator import GROUP, PLURAL, VERSION, metrics
+from yolo_operator import GROUP, PLURAL, VERSION, metrics, observed
 from yolo_operator import reasons as R
 from yolo_operator.api import TrainingJob
 from yolo_operator.builders import (
@@ -42,19 +43,28 @@ from yolo_operator.builders import (
     resolve_model,
 )
 from yolo_operator.config import OperatorConfig
+from yolo_operator.observed import Observed
 from yolo_operator.status import (
     derive_status,
     events_for,
     job_created_status,
+    job_failed,
     job_missing_status,
+    job_view,
     now_rfc3339,
     set_condition,
+    terminated_state,
     waiting_for_model_status,
 )
 
 log = logging.getLogger("yolo_operator")
 MERGE = "application/merge-patch+json"
 WAIT_FOR_SOURCE_SECONDS = 15
+MAX_WORKERS = 16  # kopf's handler threads; also the API client's connection pool size
+# kopf judges a TrainingJob's next event only once the watch shows its own last patch (or after this long).
+# Under load that takes longer than kopf's default 5 s, and a body from before kopf's "handled" annotation
+# looks like a new creation: the create handler ran 2-3 times per TrainingJob at N >= 200.
+CONSISTENCY_TIMEOUT_SECONDS = 60
 
 CONFIG = OperatorConfig.from_env()
 _api_client: client.ApiClient | None = None
@@ -69,7 +79,9 @@ def api() -> client.ApiClient:
             kube_config.load_incluster_config()
         except kube_config.ConfigException:
             kube_config.load_kube_config()
-        _api_client = client.ApiClient()
+        cfg = client.Configuration.get_default_copy()
+        cfg.connection_pool_maxsize = MAX_WORKERS  # the default 10 < kopf's threads: connections were dropped
+        _api_client = client.ApiClient(cfg)
     return _api_client
 
 
@@ -97,7 +109,8 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.label_selectors["v1", "pods"] = f"{LABEL_TRAINING_JOB},{mine}"
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    settings.execution.max_workers = 16
+    settings.execution.max_workers = MAX_WORKERS
+    settings.persistence.consistency_timeout = CONSISTENCY_TIMEOUT_SECONDS
 
 
 @kopf.on.startup()
@@ -114,12 +127,6 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
 
 
-@kopf.on.probe(id="api")
-def probe_api(**_: Any) -> str:
-    """Part of /healthz: the API server answers."""
-    return client.VersionApi(api()).get_code().git_version
-
-
 # --- API helpers -----------------------------------------------------------------------------------------
 
 
@@ -132,36 +139,52 @@ def get_trainingjob(namespace: str, name: str) -> dict[str, Any] | None:
         raise
 
 
-def patch_status(namespace: str, name: str, patch: dict[str, Any], resource_version: str | None = None) -> None:
-    """Merge-patches .status; with resource_version the write fails with 409 if the object changed since."""
-    if patch:
-        body: dict[str, Any] = {"status": patch}
-        if resource_version:
-            body["metadata"] = {"resourceVersion": resource_version}
-        client.CustomObjectsApi(api()).patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, name, body
-        )
+def patch_status(
+    namespace: str, name: str, patch: dict[str, Any], resource_version: str | None = None
+) -> dict[str, Any] | None:
+    """Merge-patches .status; with resource_version the write fails with 409 if the object changed since.
+    Returns the TrainingJob as written."""
+    if not patch:
+        return None
+    body: dict[str, Any] = {"status": patch}
+    if resource_version:
+        body["metadata"] = {"resourceVersion": resource_version}
+    return client.CustomObjectsApi(api()).patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, PLURAL, name, body
+    )
 
 
 def update_status(
-    namespace: str, name: str, compute: Callable[[dict[str, Any]], dict[str, Any]], attempts: int = 5
+    namespace: str,
+    name: str,
+    compute: Callable[[dict[str, Any]], dict[str, Any]],
+    read: Callable[[], dict[str, Any] | None] | None = None,
+    attempts: int = 5,
 ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """Read-compute-write of the operator's status fields: under a per-TrainingJob lock (handlers of Job,
     pod and TrainingJob events run in parallel threads) and with an optimistic-concurrency precondition
     (conditions are written as a whole list, so a write computed from a stale read must not land).
+
+    The first read is ``read()`` (the indexes: no request; None = the TrainingJob is gone) if given, and a
+    GET after a 409 or without it. Nothing is written when ``compute`` returns ``{}``.
     Returns (the TrainingJob as read, the patch written)."""
     with _lock(namespace, name):
         for attempt in range(attempts):
-            tj = get_trainingjob(namespace, name)
+            tj = read() if read is not None and attempt == 0 else get_trainingjob(namespace, name)
             if tj is None:
                 return None, {}
             patch = compute(tj)
+            if not patch:
+                return tj, {}
             try:
-                patch_status(namespace, name, patch, tj["metadata"].get("resourceVersion"))
+                written = patch_status(namespace, name, patch, tj["metadata"].get("resourceVersion"))
             except ApiException as e:
                 if e.status == 409 and attempt < attempts - 1:
+                    observed.forget_written(namespace, name)
                     continue
                 raise
+            if written:
+                observed.wrote(namespace, name, written)
             return tj, patch
     raise AssertionError("unreachable")
 
@@ -187,26 +210,23 @@ def owned_by(obj: dict[str, Any], uid: str | None) -> bool:
     return any(ref.get("uid") == uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or ())
 
 
-def create_if_absent(obj: dict[str, Any]) -> bool:
-    """Creates the object; True if created, False if it already existed (409)."""
+def create_if_absent(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """Creates the object; returns it as created, or None if it already existed (409)."""
     ns = obj["metadata"]["namespace"]
     kind = obj["kind"]
+    create = {
+        "ServiceAccount": client.CoreV1Api(api()).create_namespaced_service_account,
+        "Role": client.RbacAuthorizationV1Api(api()).create_namespaced_role,
+        "RoleBinding": client.RbacAuthorizationV1Api(api()).create_namespaced_role_binding,
+        "Job": client.BatchV1Api(api()).create_namespaced_job,
+    }[kind]
     try:
-        if kind == "ServiceAccount":
-            client.CoreV1Api(api()).create_namespaced_service_account(ns, obj)
-        elif kind == "Role":
-            client.RbacAuthorizationV1Api(api()).create_namespaced_role(ns, obj)
-        elif kind == "RoleBinding":
-            client.RbacAuthorizationV1Api(api()).create_namespaced_role_binding(ns, obj)
-        elif kind == "Job":
-            client.BatchV1Api(api()).create_namespaced_job(ns, obj)
-        else:  # pragma: no cover
-            raise ValueError(kind)
+        resp = create(ns, obj, _preload_content=False)
     except ApiException as e:
         if e.status == 409:
-            return False
+            return None
         raise
-    return True
+    return json.loads(resp.data)
 
 
 # --- create / resume -------------------------------------------------------------------------------------
@@ -214,10 +234,10 @@ def create_if_absent(obj: dict[str, Any]) -> bool:
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
-def ensure(body: kopf.Body, name: str, namespace: str, logger: logging.Logger, **_: Any) -> None:
+def ensure(body: kopf.Body, name: str, namespace: str, logger: logging.Logger, **kwargs: Any) -> None:
     # Returns nothing: kopf would store a result under status.<handler>, which the CRD schema prunes.
     with metrics.timed("ensure", expected=(kopf.TemporaryError,)):
-        outcome = _ensure(dict(body), name, namespace)
+        outcome = _ensure(dict(body), name, namespace, Observed.of(kwargs))
         log.info("%s/%s ensure: %s", namespace, name, outcome)
 
 
@@ -235,11 +255,13 @@ def _fail_permanently(tj: dict[str, Any], reason: str, message: str) -> None:
     raise kopf.PermanentError(message)
 
 
-def _ensure(body: dict[str, Any], name: str, namespace: str) -> dict[str, Any]:
-    tj = get_trainingjob(namespace, name)  # fresh: kopf's body may predate our own status writes
-    if tj is None:
+def _ensure(body: dict[str, Any], name: str, namespace: str, obs: Observed) -> dict[str, Any]:
+    # kopf's body may predate our own status writes: status and resourceVersion from the newest view
+    current = obs.trainingjob(namespace, name)
+    if current is None:
         return {"skipped": "gone"}
-    status = tj.get("status") or {}
+    tj = {**body, "metadata": {**body["metadata"], **_pick_meta(current)}, "status": current.get("status") or {}}
+    status = tj["status"]
     if operator_instance(tj) != CONFIG.instance:
         return {"skipped": f"belongs to operator instance {operator_instance(tj)!r}"}
     if status.get("phase") in R.TERMINAL_PHASES:
@@ -253,7 +275,9 @@ def _ensure(body: dict[str, Any], name: str, namespace: str) -> dict[str, Any]:
         raise  # unreachable
 
     jname = job_name(name)
-    job = get_job(namespace, jname)
+    job = obs.job(namespace, name, t.uid)
+    if job is None and status.get("jobName"):
+        job = get_job(namespace, jname)  # the index may lag: confirm before declaring the Job gone
     if job is None and status.get("jobName"):
         # The Job was created before and is gone (deleted by hand while the operator was down).
         # Never silently start over: that would be a second training run.
@@ -266,6 +290,13 @@ def _ensure(body: dict[str, Any], name: str, namespace: str) -> dict[str, Any]:
             f"Job {jname} belongs to another (deleted) TrainingJob; waiting for garbage collection",
             delay=5,
         )
+
+    if job is not None and status.get("jobName") == jname and status.get("model"):
+        # Done before (a resume, or kopf repeating the create handler): nothing to create, no request
+        # unless a mutable field or the status has to follow.
+        _sync_mutable_fields(t, job)
+        sync_status(namespace, name, obs)
+        return {"job": jname, "created": False}
 
     if job is not None:
         model = status.get("model") or (job and _model_from_job(job)) or ""
@@ -282,6 +313,7 @@ def _ensure(body: dict[str, Any], name: str, namespace: str) -> dict[str, Any]:
                 namespace,
                 name,
                 lambda fresh: waiting_for_model_status(fresh, res.reason, res.message, terminal=res.terminal),
+                read=lambda: obs.trainingjob(namespace, name),
             )
             if res.terminal:
                 kopf.warn(tj, reason=res.reason, message=res.message)
@@ -296,19 +328,47 @@ def _ensure(body: dict[str, Any], name: str, namespace: str) -> dict[str, Any]:
         create_if_absent(obj)
     created = False
     if job is None:
-        created = create_if_absent(build_job(t, CONFIG, model))
-        if created:
+        new = create_if_absent(build_job(t, CONFIG, model))
+        if new is not None:
+            created = True
+            observed.created(namespace, name, new)
+            job = job_view(new)
             metrics.JOBS_CREATED.inc()
             kopf.info(tj, reason=R.EVENT_JOB_CREATED, message=f"created Job {jname} (model {model})")
+        else:  # it exists after all (created by an earlier run the index has not shown yet): adopt it
+            job = get_job(namespace, jname)
+            if job is None or not owned_by(job, t.uid):
+                raise kopf.TemporaryError(f"Job {jname} exists but is not this TrainingJob's (yet)", delay=5)
     else:
         _sync_mutable_fields(t, job)
 
-    update_status(namespace, name, lambda fresh: job_created_status(fresh, jname, model))
-    sync_status(namespace, name)
+    # One write: the creation conditions and what the Job already shows.
+    before: dict[str, Any] = {}
+
+    def compute(fresh: dict[str, Any]) -> dict[str, Any]:
+        nonlocal before
+        created_patch = job_created_status(fresh, jname, model)
+        before = {**(fresh.get("status") or {}), **created_patch}
+        derived = derive_status({**fresh, "status": before}, job, obs.pods(namespace, name, _uid(job)))
+        return {**created_patch, **derived}
+
+    written_from, patch = update_status(namespace, name, compute, read=lambda: obs.trainingjob(namespace, name))
+    _announce(written_from, before, patch)
     return {"job": jname, "created": created}
 
 
+def _pick_meta(view: dict[str, Any]) -> dict[str, Any]:
+    meta = view.get("metadata") or {}
+    return {k: meta[k] for k in ("resourceVersion", "deletionTimestamp") if k in meta}
+
+
+def _uid(obj: dict[str, Any]) -> str | None:
+    return (obj.get("metadata") or {}).get("uid")
+
+
 def _model_from_job(job: dict[str, Any]) -> str | None:
+    if "model" in job:  # a view (status.job_view) carries it
+        return job["model"]
     for c in job["spec"]["template"]["spec"].get("containers", []):
         for e in c.get("env", []):
             if e.get("name") == CONFIG_ENV:
@@ -329,10 +389,10 @@ def _sync_mutable_fields(t: TrainingJob, job: dict[str, Any]) -> bool:
 
 
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-def sync_mutable(body: kopf.Body, name: str, namespace: str, logger: logging.Logger, **_: Any) -> None:
+def sync_mutable(body: kopf.Body, name: str, namespace: str, logger: logging.Logger, **kwargs: Any) -> None:
     with metrics.timed("sync_mutable"):
         t = TrainingJob.from_body(dict(body))
-        job = get_job(namespace, job_name(name))
+        job = Observed.of(kwargs).job(namespace, name, t.uid)
         if job is not None and owned_by(job, t.uid) and _sync_mutable_fields(t, job):
             kopf.info(dict(body), reason="JobUpdated", message=f"applied {job_mutable_patch(t)['spec']} to the Job")
 
@@ -340,55 +400,71 @@ def sync_mutable(body: kopf.Body, name: str, namespace: str, logger: logging.Log
 # --- status ----------------------------------------------------------------------------------------------
 
 
-def sync_status(namespace: str, name: str) -> dict[str, Any]:
-    """Re-derives the operator's status fields from the Job and its pods and patches what changed."""
+def sync_status(namespace: str, name: str, obs: Observed) -> dict[str, Any]:
+    """Re-derives the operator's status fields from the Job and its pods as the indexes show them, and
+    patches what changed. Most events change nothing (e.g. the TrainingJob event of our own last write):
+    those cost no API request."""
 
     def compute(tj: dict[str, Any]) -> dict[str, Any]:
         if (tj.get("metadata") or {}).get("deletionTimestamp") or operator_instance(tj) != CONFIG.instance:
             return {}
         status = tj.get("status") or {}
-        job = get_job(namespace, job_name(name))
-        if job is None:
-            if status.get("jobName") and status.get("phase") not in R.TERMINAL_PHASES:
+        uid = _uid(tj)
+        job = obs.job(namespace, name, uid)
+        if job is None and status.get("jobName") and status.get("phase") not in R.TERMINAL_PHASES:
+            job = get_job(namespace, status["jobName"])  # the index says gone: confirm before failing it
+            if job is None:
                 return job_missing_status(tj)
+        if job is None or not owned_by(job, uid):
             return {}
-        if not owned_by(job, tj["metadata"].get("uid")):
-            return {}
-        pods = [p for p in list_pods(namespace, name) if owned_by(p, job["metadata"].get("uid"))]
+        pods = obs.pods(namespace, name, _uid(job))
+        if job_failed(job) and status.get("phase") not in R.TERMINAL_PHASES and not any(map(terminated_state, pods)):
+            # The pod watch may lag the Job's: list the pods once, so that the failure is reported (and
+            # announced) with the trainer's exit code and message rather than the Job's generic reason.
+            pods = [p for p in list_pods(namespace, name) if owned_by(p, _uid(job))]
         return derive_status(tj, job, pods)
 
-    tj, patch = update_status(namespace, name, compute)
-    if tj is not None and patch:
-        for type_, reason, message in events_for(tj.get("status"), patch):
-            if type_ == "Warning":
-                kopf.warn(tj, reason=reason, message=message)
-            else:
-                kopf.info(tj, reason=reason, message=message)
-        if "phase" in patch:
-            metrics.observe_phase(namespace, name, patch["phase"])
+    tj, patch = update_status(namespace, name, compute, read=lambda: obs.trainingjob(namespace, name))
+    _announce(tj, (tj or {}).get("status"), patch)
     return patch
 
 
+def _announce(tj: dict[str, Any] | None, old_status: dict[str, Any] | None, patch: dict[str, Any]) -> None:
+    """Events and the phase gauge for a status patch that was written."""
+    if tj is None or not patch:
+        return
+    for type_, reason, message in events_for(old_status, patch):
+        if type_ == "Warning":
+            kopf.warn(tj, reason=reason, message=message)
+        else:
+            kopf.info(tj, reason=reason, message=message)
+    if "phase" in patch:
+        metrics.observe_phase(tj["metadata"]["namespace"], tj["metadata"]["name"], patch["phase"])
+
+
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_TRAINING_JOB: kopf.PRESENT})
-def job_event(body: kopf.Body, namespace: str, **_: Any) -> None:
+def job_event(body: kopf.Body, namespace: str, **kwargs: Any) -> None:
     with metrics.timed("job_event"):
-        sync_status(namespace, body["metadata"]["labels"][LABEL_TRAINING_JOB])
+        sync_status(namespace, body["metadata"]["labels"][LABEL_TRAINING_JOB], Observed.of(kwargs))
 
 
 @kopf.on.event("v1", "pods", labels={LABEL_TRAINING_JOB: kopf.PRESENT})
-def pod_event(body: kopf.Body, namespace: str, **_: Any) -> None:
+def pod_event(body: kopf.Body, namespace: str, **kwargs: Any) -> None:
     with metrics.timed("pod_event"):
-        sync_status(namespace, body["metadata"]["labels"][LABEL_TRAINING_JOB])
+        sync_status(namespace, body["metadata"]["labels"][LABEL_TRAINING_JOB], Observed.of(kwargs))
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def trainingjob_event(event: kopf.RawEvent, body: kopf.Body, name: str, namespace: str, **_: Any) -> None:
+def trainingjob_event(event: kopf.RawEvent, body: kopf.Body, name: str, namespace: str, **kwargs: Any) -> None:
     """Keeps the by-phase gauge current and maps the trainer's stage reports onto the phase."""
     with metrics.timed("trainingjob_event"):
         if event.get("type") == "DELETED":
             metrics.observe_phase(namespace, name, None)
+            observed.forget(namespace, name)
+            with _locks_guard:
+                _locks.pop((namespace, name), None)
             return
         status = body.get("status") or {}
         metrics.observe_phase(namespace, name, status.get("phase") or R.PENDING)
         if status.get("jobName") and status.get("phase") not in R.TERMINAL_PHASES:
-            sync_status(namespace, name)
+            sync_status(namespace, name, Observed.of(kwargs))

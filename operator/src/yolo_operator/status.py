@@ -175,6 +175,11 @@ def exit_reason(code: int) -> str:
         return f"ExitCode{code}"
 
 
+def job_failed(job: dict[str, Any]) -> bool:
+    conditions = (job.get("status") or {}).get("conditions") or ()
+    return any(c.get("type") == "Failed" and c.get("status") == "True" for c in conditions)
+
+
 def failure_reason(job: dict[str, Any], pods: list[dict[str, Any]]) -> tuple[str, str]:
     """(reason, message) for a failed Job: the trainer's classified exit code and termination message
     when a pod says why, else the Job's own reason (DeadlineExceeded, BackoffLimitExceeded, ...)."""

@@ -1,0 +1,125 @@
+"""What the operator knows without asking the API server.
+
+kopf indexes hold compact views (``status.trainingjob_view``/``job_view``/``pod_view``) of this instance's
+TrainingJobs, Jobs and pods, filled from the watch streams the operator has anyway, so deriving a status
+costs no GET or LIST. kopf fills every index before it calls any other handler (also on a restart), so a
+missing entry means "not there", up to watch lag; callers confirm with a GET before acting on an absence.
+
+The watches lag the operator's own writes: right after it created a Job or wrote a status, its index still
+shows the old state. Until the watch delivers that write, the written object is overlaid here, so the next
+event is judged against what the operator wrote instead of being answered by a redundant (and, for status
+writes, 409-bound) request. An overlay that the watch never confirms (e.g. after a relist) only costs one
+rejected write: ``forget_written`` drops it when a resourceVersion precondition fails.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from yolo_operator import GROUP, PLURAL, VERSION
+from yolo_operator.builders import LABEL_TRAINING_JOB
+from yolo_operator.status import job_view, pod_view, trainingjob_view
+
+Key = tuple[str, str]  # (namespace, TrainingJob name)
+
+_guard = threading.Lock()  # indexers run in the event loop, handlers in threads
+_written: dict[Key, dict[str, Any]] = {}  # TrainingJob views as returned by our own status writes
+_created: dict[Key, dict[str, Any]] = {}  # Job views as returned by our own creates
+
+
+@kopf.index(GROUP, VERSION, PLURAL, id="tj_index")
+async def tj_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Key, dict[str, Any]]:
+    view = trainingjob_view(body)
+    with _guard:
+        w = _written.get((namespace, name))
+        if w is not None and w["metadata"].get("resourceVersion") == view["metadata"].get("resourceVersion"):
+            del _written[(namespace, name)]  # the watch caught up with our write
+    return {(namespace, name): view}
+
+
+@kopf.index("batch", "v1", "jobs", labels={LABEL_TRAINING_JOB: kopf.PRESENT}, id="job_index")
+async def job_index(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict[Key, dict[str, Any]]:
+    key = (namespace, labels[LABEL_TRAINING_JOB])
+    view = job_view(body)
+    with _guard:
+        c = _created.get(key)
+        if c is not None and c["metadata"].get("uid") == view["metadata"].get("uid"):
+            del _created[key]  # the watch caught up with our create
+    return {key: view}
+
+
+@kopf.index("v1", "pods", labels={LABEL_TRAINING_JOB: kopf.PRESENT}, id="pod_index")
+async def pod_index(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict[Key, dict[str, Any]]:
+    return {(namespace, labels[LABEL_TRAINING_JOB]): pod_view(body)}
+
+
+def _values(index: kopf.Index | None, key: Key) -> list[dict[str, Any]]:
+    # list() of a dict's values runs without releasing the GIL: a consistent copy while the loop updates it
+    store = index.get(key) if index is not None else None
+    return list(store) if store else []
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The indexes as kopf hands them to a handler (``Observed.of(kwargs)``)."""
+
+    tj_idx: kopf.Index | None = None
+    job_idx: kopf.Index | None = None
+    pod_idx: kopf.Index | None = None
+
+    @classmethod
+    def of(cls, kwargs: dict[str, Any]) -> Observed:
+        return cls(kwargs.get("tj_index"), kwargs.get("job_index"), kwargs.get("pod_index"))
+
+    def trainingjob(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The newest known view of the TrainingJob (our last write if the watch has not shown it yet)."""
+        with _guard:
+            w = _written.get((namespace, name))
+        if w is not None:
+            return w
+        views = _values(self.tj_idx, (namespace, name))
+        return views[0] if views else None
+
+    def job(self, namespace: str, name: str, owner_uid: str | None) -> dict[str, Any] | None:
+        """The TrainingJob's Job: the one it owns if several carry its label (one left by a deleted
+        namesake), else any, so that callers can tell "absent" from "someone else's"."""
+        with _guard:
+            created = _created.get((namespace, name))
+        views = _values(self.job_idx, (namespace, name)) + ([created] if created else [])
+        owned = [j for j in views if any(r.get("uid") == owner_uid for r in j["metadata"]["ownerReferences"])]
+        return (owned or views or [None])[0]
+
+    def pods(self, namespace: str, name: str, job_uid: str | None) -> list[dict[str, Any]]:
+        return [
+            p
+            for p in _values(self.pod_idx, (namespace, name))
+            if any(r.get("uid") == job_uid for r in p["metadata"]["ownerReferences"])
+        ]
+
+
+def wrote(namespace: str, name: str, tj: dict[str, Any]) -> None:
+    """Records the TrainingJob as our status write returned it."""
+    with _guard:
+        _written[(namespace, name)] = trainingjob_view(tj)
+
+
+def created(namespace: str, name: str, job: dict[str, Any]) -> None:
+    """Records a Job we created, until its watch event arrives."""
+    with _guard:
+        _created[(namespace, name)] = job_view(job)
+
+
+def forget_written(namespace: str, name: str) -> None:
+    with _guard:
+        _written.pop((namespace, name), None)
+
+
+def forget(namespace: str, name: str) -> None:
+    """The TrainingJob is gone."""
+    with _guard:
+        _written.pop((namespace, name), None)
+        _created.pop((namespace, name), None)
