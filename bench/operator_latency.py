@@ -16,6 +16,8 @@ Method
   Succeeded), then are deleted; requests counted from the first create until the proxy is quiet.
 - Memory: RSS (psutil) of the operator with `--rss-n` TrainingJobs (and their Jobs and Pending pods) present.
 - Idle CPU: the operator's CPU time over `--idle` seconds once everything is settled.
+- `--tracemalloc`: the operator runs under tracemalloc (slower, more memory: not for the figures above) and
+  writes where its Python memory grew between startup and the `--rss-n` TrainingJobs (tracemalloc.txt).
 """
 
 from __future__ import annotations
@@ -56,6 +58,33 @@ LABEL_INSTANCE = "yolo-operator.io/operator-instance"
 INSTANCE = f"bench-{uuid.uuid4().hex[:6]}"
 NOWHERE = {"bench.yolo-operator.io/no-such-node": "true"}  # pods stay Pending
 CREATE_THREADS = 8
+# Runs the operator with a SIGUSR2 handler: the first signal takes a tracemalloc snapshot, the second
+# writes the growth since then (by line, by file, by call stack) to $BENCH_TRACEMALLOC_OUT.
+TRACEMALLOC_BOOT = """
+import gc, os, signal, sys, tracemalloc
+snaps = []
+def dump(*_):
+    gc.collect()
+    snap = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+    snaps.append(snap)
+    if len(snaps) < 2:
+        return
+    cur, peak = tracemalloc.get_traced_memory()
+    rss = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    out = [f"traced {cur / 2**20:.1f} MiB (peak {peak / 2**20:.1f}), RSS {rss / 2**20:.1f} MiB"]
+    for key, n in (("filename", 25), ("lineno", 40), ("traceback", 12)):
+        out.append(f"--- growth by {key} ---")
+        for st in snap.compare_to(snaps[0], key)[:n]:
+            where = str(st.traceback[-1])
+            out.append(f"{st.size_diff / 2**20:+8.2f} MiB {st.count_diff:+8d} blocks  {where}")
+            if key == "traceback":
+                out.extend("        " + line for line in st.traceback.format(limit=12))
+    with open(os.environ["BENCH_TRACEMALLOC_OUT"], "w") as f:
+        f.write("\\n".join(out) + "\\n")
+signal.signal(signal.SIGUSR2, dump)
+from yolo_operator.__main__ import main
+sys.exit(main())
+"""
 
 
 def admin_client():
@@ -207,8 +236,12 @@ class Bench:
             "YOLO_OPERATOR_HEALTH_PORT": str(health),
             "YOLO_OPERATOR_METRICS_PORT": str(free_port()),
         }
+        cmd = [sys.executable, "-m", "yolo_operator"]
+        if self.args.tracemalloc:
+            env["BENCH_TRACEMALLOC_OUT"] = str(self.workdir / "tracemalloc.txt")
+            cmd = [sys.executable, "-X", "tracemalloc=25", "-c", TRACEMALLOC_BOOT]
         logf = open(self.workdir / "operator.log", "ab")  # noqa: SIM115 - the child holds it
-        self.operator = subprocess.Popen([sys.executable, "-m", "yolo_operator"], env=env, cwd=testbed.ROOT,
+        self.operator = subprocess.Popen(cmd, env=env, cwd=testbed.ROOT,
                                          stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         logf.close()
         deadline = time.monotonic() + 90
@@ -225,6 +258,7 @@ class Bench:
             raise RuntimeError("operator not healthy after 90 s")
         self.wait_quiet()
         self.rss_boot = self.rss_mib()
+        self.tracemalloc_mark()
         log(f"operator pid {self.operator.pid} up ({self.rss_boot:.0f} MiB RSS); "
             f"namespaces {', '.join(self.ns.values())}")
 
@@ -253,6 +287,21 @@ class Bench:
             time.sleep(0.25)
         log("operator did not go quiet within the timeout")
         return time.monotonic()
+
+    def tracemalloc_mark(self) -> None:
+        """With --tracemalloc: the operator takes a snapshot (first call) or writes the growth (second)."""
+        if not self.args.tracemalloc:
+            return
+        import signal
+
+        self._marks = getattr(self, "_marks", 0) + 1
+        self.operator.send_signal(signal.SIGUSR2)
+        out = self.workdir / "tracemalloc.txt"
+        deadline = time.monotonic() + 300
+        while self._marks == 2 and not out.exists() and time.monotonic() < deadline:
+            time.sleep(1)
+        if self._marks == 2:
+            log(f"tracemalloc profile: {out}")
 
     def rss_mib(self) -> float:
         import psutil
@@ -349,6 +398,7 @@ class Bench:
         last = self.wait_quiet(quiet=5)
         reqs = self.proxy.count(t0 - 0.5, last + 0.001) / n
         rss = self.rss_mib()
+        self.tracemalloc_mark()
         proc = psutil.Process(self.operator.pid)
         c0, r0, w0 = proc.cpu_times(), self.proxy.count(), time.monotonic()
         time.sleep(idle)
@@ -366,8 +416,10 @@ class Bench:
         return res
 
 
-def run(n: int = 200, rss_n: int = 1000, idle: float = 30, life_n: int = 20, rounds: int = 2) -> list[Row]:
-    args = argparse.Namespace(n=n, rss_n=rss_n, idle=idle, life_n=life_n)
+def run(
+    n: int = 200, rss_n: int = 1000, idle: float = 30, life_n: int = 20, rounds: int = 2, tracemalloc: bool = False
+) -> list[Row]:
+    args = argparse.Namespace(n=n, rss_n=rss_n, idle=idle, life_n=life_n, tracemalloc=tracemalloc)
     bed_up()
     b = Bench(args)
     tj: list[dict] = []
@@ -435,8 +487,9 @@ def main(argv: list[str] | None = None) -> list[Row]:
     ap.add_argument("--idle", type=float, default=30, help="seconds of idle CPU measurement")
     ap.add_argument("--life-n", type=int, default=20, help="TrainingJobs run to completion (0 = skip)")
     ap.add_argument("--rounds", type=int, default=2, help="latency rounds (alternating order)")
+    ap.add_argument("--tracemalloc", action="store_true", help="profile the operator's memory (slows it down)")
     a = ap.parse_args(argv)
-    rs = run(a.n, a.rss_n, a.idle, a.life_n, a.rounds)
+    rs = run(a.n, a.rss_n, a.idle, a.life_n, a.rounds, a.tracemalloc)
     for r in rs:
         print(f"{r.figure}: ours {r.ours} | baseline {r.baseline} | {r.ratio} | goal {r.goal}: {r.met}  {r.note}")
     return rs
