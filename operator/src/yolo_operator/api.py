@@ -19,7 +19,7 @@ from pydantic.alias_generators import to_camel
 from yolo_trainer.progress import TrainerReport
 
 from yolo_operator import GROUP, KIND, VERSION
-from yolo_operator.reasons import Phase
+from yolo_operator.reasons import PHASES, Phase
 
 API_VERSION = f"{GROUP}/{VERSION}"
 
@@ -33,12 +33,19 @@ HUB_MODEL = r"^[A-Za-z0-9][A-Za-z0-9._-]*\.pt$"
 MODEL_YAML = r"^[A-Za-z0-9][A-Za-z0-9._/-]*\.ya?ml$"
 S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
 HTTP_URL = r"^https?://[^\s/]+(/\S*)?$"
+#: An extended resource name: the pod is only valid with a fully qualified one (domain/name).
 RESOURCE_NAME = (
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-_.A-Za-z0-9]*[A-Za-z0-9])?$"
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/[A-Za-z0-9]([-_.A-Za-z0-9]*[A-Za-z0-9])?$"
 )
+#: A taint key (empty allowed: with operator Exists it matches every taint) and a label or taint value.
+TAINT_KEY = (
+    r"^(([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-_.A-Za-z0-9]*[A-Za-z0-9])?)?$"
+)
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 UNSUPPORTED_ARCHIVE = r"\.(rar|7z|gz|tgz|bz2|xz|zst|lz4)$"
 
 MAX_URI = 1024
+MAX_NAME = 63  # metadata.name is a label value (yolo-operator.io/training-job) on every child object
 MAX_FREEZE = 24  # YOLOv8/11 detection models have 23 modules (0..22); freezing more freezes everything.
 
 #: Ultralytics export formats (``yolo export format=...``).
@@ -274,13 +281,24 @@ class Toleration(_Model):
             cel(
                 "!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
                 "spec.scheduling.tolerations[].value must be empty when operator is Exists",
-            )
+            ),
+            # The pod's own rules, so that a TrainingJob is refused at admission rather than its Job later.
+            cel(
+                "(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')",
+                "spec.scheduling.tolerations[].operator must be Exists when key is empty",
+            ),
+            cel(
+                "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+                "spec.scheduling.tolerations[].tolerationSeconds needs effect NoExecute",
+            ),
         )
     )
 
-    key: str | None = Field(None, max_length=316, description="Taint key; empty with Exists matches all.")
+    key: str | None = Field(
+        None, max_length=316, pattern=TAINT_KEY, description="Taint key; empty with Exists matches all."
+    )
     operator: Literal["Exists", "Equal"] | None = Field(None, description="Exists or Equal (default).")
-    value: str | None = Field(None, max_length=63, description="Taint value for Equal.")
+    value: str | None = Field(None, max_length=63, pattern=LABEL_VALUE, description="Taint value for Equal.")
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         None, description="Taint effect to match; empty matches all."
     )
@@ -290,6 +308,10 @@ class Toleration(_Model):
     def _exists_no_value(self) -> Toleration:
         if self.operator == "Exists" and self.value:
             raise ValueError("spec.scheduling.tolerations[].value must be empty when operator is Exists")
+        if not self.key and self.operator != "Exists":
+            raise ValueError("spec.scheduling.tolerations[].operator must be Exists when key is empty")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("spec.scheduling.tolerations[].tolerationSeconds needs effect NoExecute")
         return self
 
 
@@ -300,7 +322,7 @@ class SchedulingSpec(_Model):
         None,
         max_length=32,
         description="Node labels the pod requires.",
-        json_schema_extra={"additionalProperties": {"type": "string", "maxLength": 63}},
+        json_schema_extra={"additionalProperties": {"type": "string", "maxLength": 63, "pattern": LABEL_VALUE}},
     )
     tolerations: list[Toleration] | None = Field(
         None,
@@ -313,6 +335,14 @@ class SchedulingSpec(_Model):
     priority_class_name: str | None = Field(
         None, max_length=253, pattern=DNS_SUBDOMAIN, description="PriorityClass of the pod."
     )
+
+    @field_validator("node_selector")
+    @classmethod
+    def _label_values(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        for key, value in (v or {}).items():
+            if len(value) > 63 or not re.search(LABEL_VALUE, value):
+                raise ValueError(f"spec.scheduling.nodeSelector.{key}: {value!r} is not a label value")
+        return v
 
 
 class TrainingJobSpec(_Model):
@@ -470,6 +500,14 @@ class TrainingJob(_Model):
     spec: TrainingJobSpec = Field(..., description="Desired state.")
     status: TrainingJobStatus | None = Field(None, description="Observed state.")
 
+    @field_validator("metadata")
+    @classmethod
+    def _name(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # The CRD enforces this too; an object stored under an older CRD may still have a longer name.
+        if len(str(v.get("name") or "")) > MAX_NAME:
+            raise ValueError(f"metadata.name must be at most {MAX_NAME} characters (it is used as a label value)")
+        return v
+
     @property
     def name(self) -> str:
         return self.metadata["name"]
@@ -484,11 +522,44 @@ class TrainingJob(_Model):
 
     @classmethod
     def from_body(cls, body: Any) -> TrainingJob:
-        """Parses a TrainingJob from a dict (or kopf Body); unknown server-side status fields are dropped."""
+        """Parses a TrainingJob from a dict (or kopf Body); unknown server-side status fields are dropped, and
+        so is a status that does not parse (garbage from an older CRD): only the spec can make this fail."""
         data = dict(body)
-        status = data.get("status")
-        if isinstance(status, dict):
+        if "status" in data:
             known = {f.alias or n for n, f in TrainingJobStatus.model_fields.items()}
-            data["status"] = {k: v for k, v in status.items() if k in known}
+            status = {k: v for k, v in clean_status(data["status"]).items() if k in known}
+            try:
+                TrainingJobStatus.model_validate(status)
+            except ValueError:
+                status = {}
+            data["status"] = status or None
         meta = data.get("metadata") or {}
         return cls.model_validate({**data, "metadata": dict(meta)})
+
+
+#: Types of the operator-owned status fields, as the handlers read them back.
+_STATUS_TYPES: dict[str, type] = {
+    "phase": str, "conditions": list, "observedGeneration": int, "startTime": str, "completionTime": str,
+    "restartCount": int, "jobName": str, "model": str,
+}  # fmt: skip
+
+
+def clean_status(status: Any) -> dict[str, Any]:
+    """``status`` as the operator may read it: a dict whose operator-owned fields have their schema's types.
+
+    Garbage stored under an older or permissive CRD (status a string, conditions that are not objects, a
+    phase that is no phase) is dropped, so status derivation starts afresh and its next write replaces it
+    instead of crashing on it. Other fields (the trainer's) pass unchanged."""
+    if not isinstance(status, dict):
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in status.items():
+        typ = _STATUS_TYPES.get(key)
+        if typ is not None and (not isinstance(value, typ) or isinstance(value, bool)):
+            continue
+        if key == "conditions":
+            value = [c for c in value if isinstance(c, dict) and isinstance(c.get("type"), str)]
+        if key == "phase" and value not in PHASES:
+            continue
+        out[key] = value
+    return out

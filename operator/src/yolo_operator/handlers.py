@@ -29,7 +29,7 @@ from yolo_trainer.config import CONFIG_ENV
 
 from yolo_operator import GROUP, PLURAL, VERSION, metrics, observed
 from yolo_operator import reasons as R
-from yolo_operator.api import TrainingJob
+from yolo_operator.api import TrainingJob, clean_status
 from yolo_operator.builders import (
     LABEL_OPERATOR_INSTANCE,
     LABEL_TRAINING_JOB,
@@ -132,11 +132,14 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 def get_trainingjob(namespace: str, name: str) -> dict[str, Any] | None:
     try:
-        return client.CustomObjectsApi(api()).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        tj = client.CustomObjectsApi(api()).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
     except ApiException as e:
         if e.status == 404:
             return None
         raise
+    if "status" in tj:
+        tj["status"] = clean_status(tj["status"])  # garbage from an older CRD is rewritten, not tripped over
+    return tj
 
 
 def patch_status(
@@ -206,6 +209,14 @@ def list_pods(namespace: str, tj_name: str) -> list[dict[str, Any]]:
     return json.loads(resp.data).get("items", [])
 
 
+def _message(e: ApiException) -> str:
+    """The API server's message of a failed request (its Status body), or the exception as text."""
+    try:
+        return json.loads(e.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        return str(e)
+
+
 def owned_by(obj: dict[str, Any], uid: str | None) -> bool:
     return any(ref.get("uid") == uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or ())
 
@@ -250,7 +261,15 @@ def _fail_permanently(tj: dict[str, Any], reason: str, message: str) -> None:
         )
         return {"phase": R.FAILED, "conditions": conds, "completionTime": now_rfc3339()}
 
-    update_status(tj["metadata"]["namespace"], tj["metadata"]["name"], compute)
+    try:
+        update_status(tj["metadata"]["namespace"], tj["metadata"]["name"], compute)
+    except ApiException as e:
+        if e.status != 422:
+            raise
+        # A spec stored under an older CRD can make the API server refuse every write to the object (its CEL
+        # rules cannot evaluate on it): the Warning event is all that can be said, and retrying cannot help.
+        log.warning("%s/%s: status not writable (%s); %s", tj["metadata"]["namespace"], tj["metadata"]["name"],
+                    e.reason, message)  # fmt: skip
     kopf.warn(tj, reason=reason, message=message)
     raise kopf.PermanentError(message)
 
@@ -328,7 +347,13 @@ def _ensure(body: dict[str, Any], name: str, namespace: str, obs: Observed) -> d
         create_if_absent(obj)
     created = False
     if job is None:
-        new = create_if_absent(build_job(t, CONFIG, model))
+        try:
+            new = create_if_absent(build_job(t, CONFIG, model))
+        except ApiException as e:
+            if e.status not in (400, 422):
+                raise
+            # Admitted TrainingJob, refused Job (a free-form affinity, ...): the same spec is refused again.
+            _fail_permanently(tj, "InvalidSpec", f"the API server refused the Job built from the spec: {_message(e)}")
         if new is not None:
             created = True
             observed.created(namespace, name, new)
@@ -464,7 +489,7 @@ def trainingjob_event(event: kopf.RawEvent, body: kopf.Body, name: str, namespac
             with _locks_guard:
                 _locks.pop((namespace, name), None)
             return
-        status = body.get("status") or {}
+        status = clean_status(body.get("status"))
         metrics.observe_phase(namespace, name, status.get("phase") or R.PENDING)
         if status.get("jobName") and status.get("phase") not in R.TERMINAL_PHASES:
             sync_status(namespace, name, Observed.of(kwargs))

@@ -18,6 +18,7 @@ from yolo_trainer.config import CONFIG_ENV
 from yolo_trainer.exitcodes import DISRUPTION, REASONS, ExitCode
 
 from yolo_operator import reasons as R
+from yolo_operator.api import clean_status
 from yolo_operator.builders import CONTAINER_NAME, LABEL_OPERATOR_INSTANCE
 
 MAX_MESSAGE = 4096
@@ -411,8 +412,9 @@ def trainingjob_view(tj: dict[str, Any]) -> dict[str, Any]:
         "apiVersion": tj.get("apiVersion"),
         "kind": tj.get("kind"),
         "metadata": view_meta,
-        "spec": _pick(tj.get("spec"), ("queueName", "suspend")),
-        "status": copy.deepcopy(tj.get("status") or {}),
+        # garbage stored under an older CRD (spec or status not an object, ...) must not break the index
+        "spec": _pick(spec if isinstance(spec := tj.get("spec"), dict) else None, ("queueName", "suspend")),
+        "status": copy.deepcopy(clean_status(tj.get("status"))),
     }
 
 
