@@ -63,9 +63,20 @@ class Outage:
 
 
 def _reset(sock: socket.socket) -> None:
-    """Close with RST rather than FIN: the peer sees 'connection reset by peer'."""
+    """Close with RST rather than FIN: the peer sees 'connection reset by peer'.
+
+    A close alone is deferred while a pump thread is blocked in recv() on the socket; SHUT_RD wakes it first."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RD)
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+def _close(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)  # wakes a pump blocked in recv() and sends FIN now
     with contextlib.suppress(OSError):
         sock.close()
 
@@ -95,11 +106,9 @@ class _Conn:
         if reset:
             _reset(self.client)
         else:
-            with contextlib.suppress(OSError):
-                self.client.close()
+            _close(self.client)
         if self.upstream is not None:
-            with contextlib.suppress(OSError):
-                self.upstream.close()
+            _close(self.upstream)
         self.proxy._forget(self)
 
     def _client_to_upstream(self) -> None:
@@ -298,8 +307,7 @@ class FaultProxy:
                     conn.closed = True
                 self._conns.discard(conn)
                 if conn.upstream is not None:
-                    with contextlib.suppress(OSError):
-                        conn.upstream.close()
+                    _close(conn.upstream)
                 self._hung.append(conn.client)
                 return
         conn.close(reset=True)

@@ -248,23 +248,26 @@ def test_fault_proxy_refuses_resets_and_recovers():
     import socket
 
     sock_server = socket.create_server(("127.0.0.1", 0))
+    sock_server.settimeout(5)
     port = sock_server.getsockname()[1]
     try:
         with FaultProxy(f"http://127.0.0.1:{port}") as p:
             def attempt() -> str:
                 try:
-                    with socket.create_connection(("127.0.0.1", p.port), timeout=2) as c:
+                    with socket.create_connection(("127.0.0.1", p.port), timeout=1) as c:
                         c.sendall(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
                         if p.mode == "pass":
                             conn, _ = sock_server.accept()
                             with conn:
-                                assert conn.recv(100).startswith(b"GET /x")
-                                conn.sendall(b"ok")
+                                if conn.recv(100).startswith(b"GET /x"):  # nothing: the proxy reset it
+                                    conn.sendall(b"ok")
                         return c.recv(10).decode() or "closed"
                 except ConnectionRefusedError:
                     return "refused"
                 except ConnectionResetError:
                     return "reset"
+                except TimeoutError:
+                    return "hung"
 
             assert attempt() == "ok"
             o = p.outage(None, mode="refuse")
@@ -275,7 +278,15 @@ def test_fault_proxy_refuses_resets_and_recovers():
             assert attempt() == "reset"
             p.end_outage(o)
             assert attempt() == "ok"
-            assert [r.forwarded for r in p.requests] == [True, True, True]
+            o = p.outage(None, mode="hang")
+            assert attempt() == "hung"
+            p.end_outage(o)
+            assert attempt() == "ok"
+            o = p.arm(lambda m, path: path == "/x", None, scope=lambda m, path: path == "/x")
+            assert attempt() == "reset" and o.started.is_set()  # a partial outage: only /x fails
+            p.end_outage(o)
+            assert attempt() == "ok"
+            assert [r.forwarded for r in p.requests] == [True, True, True, True, False, True]
     finally:
         sock_server.close()
 
