@@ -10,6 +10,7 @@ Per repeat, in a rotated order (so no method always runs first or last):
 - trainer, prefix:   yolo_trainer.dataset.stage_dataset(store, "s3://bench-staging/prefix/", dest)
 - s5cmd, prefix:     s5cmd --endpoint-url ... cp 's3://bench-staging/prefix/*' dest/   (default 256 workers)
 - boto3 sequential:  list + get_object of each key, one after the other
+- (--boto3-path) trainer, prefix, with boto3 GETs: the trainer's download path before its lean GET client
 - trainer, archive:  stage_dataset(store, "s3://bench-staging/dataset.zip", dest) (download + safe extraction)
 Medians of the repeats. Plus the server's ceiling: one big object's GET throughput (the archive, to memory)
 and small-object GETs/s at high concurrency (s5cmd with 64 workers to a tmpfs).
@@ -151,7 +152,7 @@ def upload_once(root: Path, work: Path, n: int, archives: list[str]) -> dict[str
 # --- the methods --------------------------------------------------------------------------------------------
 
 
-def trainer_stage(uri: str, dest: Path) -> None:
+def trainer_stage(uri: str, dest: Path, boto3_gets: bool = False) -> None:
     from yolo_trainer.config import S3Config
     from yolo_trainer.dataset import stage_dataset
     from yolo_trainer.s3 import S3Store
@@ -159,7 +160,13 @@ def trainer_stage(uri: str, dest: Path) -> None:
     s3 = testbed.s3_env()
     os.environ.update(s3.as_environ())
     store = S3Store.from_config(S3Config(endpoint=s3.endpoint, region=s3.region))  # as pipeline.run does
+    if boto3_gets:
+        store.getter = None  # the trainer's previous download path: boto3 list + get_object per key
     stage_dataset(store, uri, dest)
+
+
+def trainer_stage_boto3(uri: str, dest: Path) -> None:
+    trainer_stage(uri, dest, boto3_gets=True)
 
 
 def s5cmd_stage(uri: str, dest: Path) -> None:
@@ -220,7 +227,7 @@ def profile_prefix(uri: str, dest: Path, out: Path) -> str:
 
 
 def run(images: int = 2000, repeats: int = 3, archives: tuple[str, ...] = ("zip",), profile: bool = False,
-        sequential: bool = True) -> list[Row]:  # fmt: skip
+        sequential: bool = True, boto3_path: bool = False) -> list[Row]:  # fmt: skip
     bed_up()
     work = testbed.TESTBED / "bench" / "staging"
     work.mkdir(parents=True, exist_ok=True)
@@ -234,6 +241,8 @@ def run(images: int = 2000, repeats: int = 3, archives: tuple[str, ...] = ("zip"
     methods = {"trainer prefix": (trainer_stage, uris["prefix"]), "s5cmd prefix": (s5cmd_stage, uris["prefix"])}
     if sequential:
         methods["boto3 sequential prefix"] = (boto3_sequential, uris["prefix"])
+    if boto3_path:
+        methods["trainer prefix, boto3 GETs"] = (trainer_stage_boto3, uris["prefix"])
     for kind in archives:
         methods[f"trainer {kind}"] = (trainer_stage, uris[kind])
     times: dict[str, list[float]] = {k: [] for k in methods}
@@ -267,6 +276,11 @@ def run(images: int = 2000, repeats: int = 3, archives: tuple[str, ...] = ("zip"
         rows.append(Row("prefix staging: trainer vs plain sequential boto3",
                         f"{med['trainer prefix']:.2f} s", f"{med['boto3 sequential prefix']:.2f} s",
                         fmt_ratio(med["trainer prefix"], med["boto3 sequential prefix"]), "-", "n/a"))  # fmt: skip
+    if boto3_path:
+        b = med["trainer prefix, boto3 GETs"]
+        rows.append(Row("prefix staging: trainer (lean GET client) vs the same with boto3 GETs",
+                        f"{med['trainer prefix']:.2f} s", f"{b:.2f} s", fmt_ratio(med["trainer prefix"], b), "-",
+                        "n/a"))  # fmt: skip
     for kind in archives:
         k = f"trainer {kind}"
         speedup = med["trainer prefix"] / med[k]
@@ -289,8 +303,10 @@ def main(argv: list[str] | None = None) -> list[Row]:
     ap.add_argument("--archives", default="zip", help="comma list of zip,tar")
     ap.add_argument("--profile", action="store_true", help="cProfile the trainer's prefix staging")
     ap.add_argument("--no-sequential", action="store_true", help="skip the (slow) sequential boto3 baseline")
+    ap.add_argument("--boto3-path", action="store_true",
+                    help="also time the trainer's staging with boto3 GETs (its download path before the lean client)")
     a = ap.parse_args(argv)
-    rs = run(a.images, a.repeats, tuple(a.archives.split(",")), a.profile, not a.no_sequential)
+    rs = run(a.images, a.repeats, tuple(a.archives.split(",")), a.profile, not a.no_sequential, a.boto3_path)
     for r in rs:
         print(f"{r.figure}: ours {r.ours} | baseline {r.baseline} | {r.ratio} | goal {r.goal}: {r.met}  {r.note}")
     return rs

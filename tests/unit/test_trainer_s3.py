@@ -341,3 +341,12 @@ def test_from_config_uses_the_lean_getter_unless_a_proxy_applies(monkeypatch):
     assert store.getter.signer.region == "eu-west-1"
     monkeypatch.setenv("http_proxy", "http://proxy.local:3128")
     assert S3Store.from_config(S3Config(endpoint="http://10.1.2.3:7333")).getter is None
+
+
+def test_lean_download_many_stops_at_the_first_failure_and_raises_it(fake_s3, tmp_path):
+    store = fake_s3.store()
+    objs = store.list("b", "ds/images/")
+    fake_s3.script[objs[10].key] = [(403, "AccessDenied")]
+    with pytest.raises(S3AccessDenied, match=objs[10].key):
+        store.download_many("b", [(o.key, tmp_path / o.key, o.size) for o in objs], concurrency=2)
+    assert len(fake_s3.gets) < len(objs) - 5  # the rest was dropped, not downloaded
