@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from yolo_trainer.progress import TrainerReport
 
@@ -563,3 +563,17 @@ def clean_status(status: Any) -> dict[str, Any]:
             continue
         out[key] = value
     return out
+
+
+def describe_errors(error: ValidationError, limit: int = 5) -> str:
+    """A ValidationError as one line per problem, each led by the field path the user wrote
+    ("spec.training.epochs: Input should be a valid integer ..."), without pydantic's URLs and type tags."""
+    errors = error.errors()
+    parts = []
+    for e in errors[:limit]:
+        loc = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in e["loc"]).replace(".[", "[")
+        msg = e["msg"].removeprefix("Value error, ")
+        parts.append(msg if msg.startswith(loc) else f"{loc}: {msg}")
+    if len(errors) > limit:
+        parts.append(f"and {len(errors) - limit} more")
+    return "; ".join(parts)

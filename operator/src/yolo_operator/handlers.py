@@ -29,7 +29,7 @@ from yolo_trainer.config import CONFIG_ENV
 
 from yolo_operator import GROUP, PLURAL, VERSION, metrics, observed
 from yolo_operator import reasons as R
-from yolo_operator.api import TrainingJob, clean_status
+from yolo_operator.api import TrainingJob, clean_status, describe_errors
 from yolo_operator.builders import (
     LABEL_OPERATOR_INSTANCE,
     LABEL_TRAINING_JOB,
@@ -290,7 +290,7 @@ def _ensure(body: dict[str, Any], name: str, namespace: str, obs: Observed) -> d
     try:
         t = TrainingJob.from_body(tj)
     except ValidationError as e:
-        _fail_permanently(tj, "InvalidSpec", f"spec does not validate: {e}")
+        _fail_permanently(tj, "InvalidSpec", f"invalid TrainingJob: {describe_errors(e)}")
         raise  # unreachable
 
     jname = job_name(name)
