@@ -2,7 +2,8 @@
 
 Configuration comes from the environment (see yolo_operator.config): YOLO_OPERATOR_TRAINER_IMAGE,
 YOLO_OPERATOR_NAMESPACES (comma list; empty = cluster-wide), YOLO_OPERATOR_LOG_LEVEL,
-YOLO_OPERATOR_METRICS_PORT (Prometheus /metrics), YOLO_OPERATOR_HEALTH_PORT (/healthz).
+YOLO_OPERATOR_METRICS_PORT (Prometheus /metrics), YOLO_OPERATOR_HEALTH_PORT (/healthz);
+YOLO_OPERATOR_WATCH_GRACE_SECONDS: how long /healthz tolerates unreachable watches (yolo_operator.health).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    import yolo_operator.handlers  # noqa: F401  (registers the handlers)
+    from yolo_operator import handlers, health  # noqa: F401  (registers the handlers and the /healthz probe)
 
     liveness = f"http://{config.bind_address}:{config.health_port}/healthz" if config.health_port else None
     kopf.run(

@@ -1,0 +1,491 @@
+"""The operator under faults.
+
+* SIGKILLed at random moments while TrainingJobs are created, edited and deleted: afterwards exactly one Job
+  per live TrainingJob, none for deleted ones, and every status converges (FAULT-FIGURE operator-kill).
+* Its API server restarted (a throwaway kwokctl cluster, never the shared bed's): the watches recover by
+  themselves, no status update is lost, and /healthz fails while the watches cannot work for longer than
+  the grace period, then recovers (FAULT-FIGURE apiserver-restart).
+* yolo_operator.health, the liveness verdict, as pure functions (unit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from yolo_operator import health
+
+from tests import testbed
+from tests.integration import test_operator_lifecycle as lifecycle
+from tests.operator_fixtures import (
+    OperatorProcess,
+    apply,
+    condition,
+    free_port,
+    get,
+    install_crd,
+    patch_pod_status,
+    status_of,
+    terminate_pod,
+    trainingjob,
+    wait_for,
+    wait_phase,
+)
+
+LABEL = lifecycle.LABEL
+NOWHERE = lifecycle.NOWHERE
+crd_installed = lifecycle.crd_installed  # fixtures shared with the lifecycle tests
+start_operator = lifecycle.start_operator
+
+# --- health.py, pure ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.fault
+@pytest.mark.unit
+def test_watch_health_fails_only_after_the_grace_period():
+    h = health.WatchHealth(grace_seconds=60)
+    assert h.problems(0, {}) == []
+    h.record(100, "MaxRetryError: connection refused")
+    h.record(130, "MaxRetryError: connection refused (again)")
+    assert h.problems(160, {}) == []  # 60 s since the first failure: still within the grace
+    (problem,) = h.problems(161, {})
+    assert "61s" in problem and "(again)" in problem
+    h.record(170, None)  # one success resets the clock
+    assert h.problems(1000, {}) == [] and h.failing_for(1000) == 0
+    h.record(2000, "ApiException: (503)")
+    assert h.problems(2060, {}) == [] and h.problems(2061, {})
+
+
+@pytest.mark.fault
+@pytest.mark.unit
+def test_dead_watcher_fails_at_once_cancelled_one_does_not():
+    async def scenario() -> tuple[dict[str, str], int]:
+        gate = asyncio.Event()
+
+        async def fails() -> None:
+            await gate.wait()
+            raise RuntimeError("APIServerError 503 after 9 attempts")
+
+        async def runs() -> None:
+            await asyncio.Event().wait()
+
+        async def returns() -> None:
+            await gate.wait()
+
+        tasks = [
+            asyncio.create_task(fails(), name="watcher for pods.v1@ns"),
+            asyncio.create_task(runs(), name="watcher for jobs.v1.batch@ns"),
+            asyncio.create_task(runs(), name="watcher for trainingjobs.v1alpha1.yolo-operator.io@ns"),
+            asyncio.create_task(returns(), name="watcher for configmaps.v1@ns"),
+            asyncio.create_task(fails(), name="peering keep-alive for x"),  # not a watcher
+        ]
+        watchers = health.WatcherTasks()
+        watchers.scan(asyncio.all_tasks())
+        assert watchers.running() == 4 and watchers.dead() == {}
+        tasks[2].cancel()  # kopf stops a watcher on purpose (shutdown, CRD deleted)
+        gate.set()
+        await asyncio.wait(tasks, timeout=5)
+        watchers.scan(asyncio.all_tasks())  # done tasks are no longer listed: they stay remembered
+        dead, running = watchers.dead(), watchers.running()
+        tasks[1].cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return dead, running
+
+    dead, running = asyncio.run(scenario())
+    assert dead == {
+        "watcher for pods.v1@ns": "RuntimeError: APIServerError 503 after 9 attempts",
+        "watcher for configmaps.v1@ns": "returned",
+    }
+    assert running == 1
+    problems = health.WatchHealth(grace_seconds=60).problems(0, dead)
+    assert len(problems) == 2 and "watcher for pods.v1@ns has ended (RuntimeError" in problems[1]
+
+
+@pytest.mark.fault
+@pytest.mark.unit
+def test_grace_from_env():
+    assert health.grace_from_env({}) == health.DEFAULT_GRACE_SECONDS == 60
+    assert health.grace_from_env({health.GRACE_ENV: "12.5"}) == 12.5
+
+
+# --- SIGKILL at random moments -----------------------------------------------------------------------------
+
+N_TRAININGJOBS = 50
+N_KILLS = 6
+GC_LEFT = "Job(s) left for a deleted TrainingJob"  # the garbage collector's part, not the operator's
+
+
+def _seed() -> int:
+    """FAULT_SEED=<n> replays a run's sequence of operations and kill points (the timing still varies)."""
+    return int(os.environ.get("FAULT_SEED") or random.SystemRandom().randrange(2**31))
+
+
+def _plan(rng: random.Random) -> list[dict[str, Any]]:
+    """Steps of create/edit/delete/re-create over N_TRAININGJOBS TrainingJobs. Each step is one kubectl apply
+    (new and edited TrainingJobs) and maybe one kubectl delete; `want` after a step is the desired state."""
+    names = [f"tj-{i:02d}" for i in range(N_TRAININGJOBS)]
+    want: dict[str, dict[str, Any]] = {}
+    deleted: list[str] = []
+    steps = []
+    while names or len(steps) < 12:
+        apply_now: dict[str, dict[str, Any]] = {}
+        for n in names[: rng.randint(4, 9)]:
+            apply_now[n] = {"suspend": rng.random() < 0.5, "activeDeadlineSeconds": rng.randrange(600, 7200)}
+            names.remove(n)
+        live = sorted(set(want) - set(apply_now))
+        for n in rng.sample(live, min(len(live), rng.randint(0, 6))):
+            spec = dict(want[n])
+            if rng.random() < 0.5:
+                spec["suspend"] = not spec["suspend"]
+            else:
+                spec["activeDeadlineSeconds"] = rng.randrange(600, 7200)
+            apply_now[n] = spec
+        if deleted and rng.random() < 0.3:  # the same name again: a new uid while the old Job may still exist
+            n = deleted.pop(rng.randrange(len(deleted)))
+            apply_now[n] = {"suspend": rng.random() < 0.5, "activeDeadlineSeconds": rng.randrange(600, 7200)}
+        want.update(apply_now)
+        delete = [n for n in sorted(set(want) - set(apply_now)) if rng.random() < 0.06]
+        for n in delete:
+            del want[n]
+            deleted.append(n)
+        steps.append({"apply": apply_now, "delete": delete, "want": copy.deepcopy(want)})
+    return steps
+
+
+def _not_converged(kubectl, ns: str, want: dict[str, dict[str, Any]]) -> list[str]:
+    """What still differs from the converged state; [] when converged. Two kubectl calls."""
+    tjs = {t["metadata"]["name"]: t for t in get(kubectl, ns, "trainingjobs")["items"]}
+    jobs: dict[str, list[dict]] = {}
+    for j in get(kubectl, ns, "jobs", "-l", LABEL)["items"]:
+        jobs.setdefault(j["metadata"]["labels"][LABEL], []).append(j)
+    assert sorted(tjs) == sorted(want), "the API server lost or kept a TrainingJob: a test bug"
+    out = []
+    for n, spec in sorted(want.items()):
+        tj, st = tjs[n], tjs[n].get("status") or {}
+        phase = "Suspended" if spec["suspend"] else "Pending"
+        if st.get("phase") != phase:
+            out.append(f"{n}: phase {st.get('phase')} (want {phase})")
+        if st.get("jobName") != f"{n}-train":
+            out.append(f"{n}: jobName {st.get('jobName')}")
+        if st.get("observedGeneration") != tj["metadata"]["generation"]:
+            out.append(f"{n}: observedGeneration {st.get('observedGeneration')} of {tj['metadata']['generation']}")
+        mine = jobs.get(n, [])
+        if len(mine) != 1 or mine[0]["metadata"]["ownerReferences"][0]["uid"] != tj["metadata"]["uid"]:
+            owners = [j["metadata"]["ownerReferences"][0]["uid"] for j in mine]
+            out.append(f"{n}: {len(mine)} Job(s), owned by {owners} (TrainingJob {tj['metadata']['uid']})")
+        elif {k: mine[0]["spec"].get(k) for k in spec} != spec:
+            out.append(f"{n}: Job has {({k: mine[0]['spec'].get(k) for k in spec})}, spec {spec}")
+    out += [f"{n}: {GC_LEFT}" for n in sorted(set(jobs) - set(want))]
+    return out
+
+
+@pytest.mark.fault
+@pytest.mark.integration
+@pytest.mark.timeout(600)
+def test_operator_sigkilled_at_random_moments_converges(kubectl, namespace, start_operator):
+    ns = namespace
+    seed = _seed()
+    print(f"FAULT seed {seed} (replay: FAULT_SEED={seed})")
+    rng = random.Random(seed)
+    steps = _plan(rng)
+    kill_after = set(rng.sample(range(len(steps) - 1), N_KILLS))
+    op = start_operator(ns)
+    kills, stay_down = 0, False
+    for i, step in enumerate(steps):
+        if op.proc.poll() is not None and not stay_down:
+            op = start_operator(ns)
+        stay_down = False
+        if step["apply"]:
+            apply(kubectl, ns, *(trainingjob(n, scheduling=NOWHERE, **spec) for n, spec in step["apply"].items()))
+        if step["delete"]:
+            kubectl("delete", "trainingjob", *step["delete"], "--wait=false", namespace=ns)
+        if i in kill_after:
+            if op.proc.poll() is not None:  # this step happened while it was down
+                op = start_operator(ns)
+            time.sleep(rng.uniform(0, 2.0))  # somewhere in the middle of the reconciles this step started
+            op.kill()
+            kills += 1
+            stay_down = rng.random() < 0.5  # the next step happens while the operator is down
+    want = steps[-1]["want"]
+    op.kill()  # right after the last change, if it is running: the last start has all the work to do
+    assert kills >= 5
+
+    restart = time.monotonic()
+    op = start_operator(ns)
+    healthy_s = time.monotonic() - restart
+    problems: list[str] = []
+
+    history: list[tuple[float, list[str]]] = []  # what was left, whenever that changed
+    live_done: list[float] = []  # when the live TrainingJobs had converged (the GC may still be at work)
+
+    def converged() -> bool:
+        problems[:] = _not_converged(kubectl, ns, want)
+        if not history or history[-1][1] != problems:
+            history.append((time.monotonic() - restart, list(problems)))
+        live_left = [p for p in problems if not p.endswith(GC_LEFT)]
+        if live_left:
+            live_done.clear()
+        elif not live_done:
+            live_done.append(time.monotonic() - restart)
+        return not problems
+
+    try:
+        wait_for(converged, 240, interval=1, what="convergence")
+    except AssertionError:
+        raise AssertionError(f"not converged after 240 s ({len(problems)} left): {problems[:20]}") from None
+    converge_s = time.monotonic() - restart
+    for at, left in history[-4:-1]:
+        print(f"  {at:5.1f} s after the last restart, {len(left)} left: {left[:6]}")
+    print(
+        f"FAULT-FIGURE operator-kill: {kills} SIGKILLs during {len(steps)} create/edit/delete steps over "
+        f"{N_TRAININGJOBS} TrainingJobs ({len(want)} live at the end, seed {seed}); after the last restart "
+        f"/healthz answered in {healthy_s:.1f} s, the statuses and Jobs of all {len(want)} live ones had "
+        f"converged {live_done[0]:.1f} s after it started, and the garbage collector had removed the Jobs of "
+        f"the deleted ones after {converge_s:.1f} s"
+    )
+
+
+# --- API server restart (a throwaway cluster: the shared bed's API server is never touched) -----------------
+
+GRACE_S = 15  # the operator's YOLO_OPERATOR_WATCH_GRACE_SECONDS here; 60 by default
+RUNNING_POD_STATUS = {
+    "phase": "Running",
+    "containerStatuses": [
+        {
+            "name": "trainer",
+            "image": "registry.invalid/yolo-trainer:test",
+            "imageID": "",
+            "ready": True,
+            "restartCount": 0,
+            "started": True,
+            "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}},
+        }
+    ],
+}
+
+
+class OwnCluster:
+    """A throwaway kwokctl cluster (binary runtime, the bed's cached binaries, 127.0.0.1, no scheduler) whose
+    kube-apiserver the test may kill and start again from the command line kwokctl recorded for it."""
+
+    def __init__(self, workdir: Path, bin_dir: Path):
+        self.name = f"fault-{uuid.uuid4().hex[:8]}"
+        self.workdir = workdir
+        self.kubeconfig = workdir / "kubeconfig"
+        self.env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "KWOK_WORKDIR": str(workdir)}
+        self.dir = workdir / "clusters" / self.name
+        self.bin_dir = bin_dir
+        self.started: list[subprocess.Popen] = []
+        # kwokctl hands out ports counting down from 32767, so a cluster another test creates during the
+        # outage would take a freed port of ours: this one comes from the kernel's range above that, and
+        # is held while the kube-apiserver is down.
+        self.apiserver_port = free_port()
+        self.hold: socket.socket | None = None
+
+    def kwokctl(self, *args: str, timeout: float = 300) -> None:
+        subprocess.run(["kwokctl", "--name", self.name, *args], env=self.env, check=True, timeout=timeout,
+                       stdin=subprocess.DEVNULL, capture_output=True)  # fmt: skip
+
+    def create(self) -> None:
+        config = self.workdir / "kwokctl.yaml"
+        config.write_text(
+            "apiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokctlConfiguration\noptions:\n"
+            "  runtime: binary\n  bindAddress: 127.0.0.1\n  disableKubeScheduler: true\n  quietPull: true\n"
+            f"  kubeApiserverPort: {self.apiserver_port}\n"
+            + "".join(
+                f"  {key}: {self.bin_dir / binary}\n"
+                for key, binary in (
+                    ("kubeApiserverBinary", "kube-apiserver"),
+                    ("kubeControllerManagerBinary", "kube-controller-manager"),
+                    ("kubeSchedulerBinary", "kube-scheduler"),
+                    ("kubectlBinary", "kubectl"),
+                    ("etcdBinary", "etcd"),
+                    ("kwokControllerBinary", "kwok"),
+                )
+            )
+            # A kube-controller-manager that loses its leader lease exits, and nothing here restarts it
+            # (a real control plane's kubelet would): without leader election it rides out the outage.
+            + "componentsPatches:\n- name: kube-controller-manager\n  extraArgs:\n"
+            "  - key: leader-elect\n    value: \"false\"\n"
+        )
+        self.kwokctl("-c", str(config), "create", "cluster", "--kubeconfig", str(self.kubeconfig), "--wait", "3m")
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True, namespace: str | None = None,
+                timeout: float = 60) -> subprocess.CompletedProcess:  # fmt: skip
+        cmd = ["kubectl", "--kubeconfig", str(self.kubeconfig), *(["-n", namespace] if namespace else []), *args]
+        proc = subprocess.run(cmd, input=input, capture_output=True, text=True, env=self.env, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def ready(self) -> bool:
+        return self.kubectl("get", "--raw", "/readyz", "--request-timeout=3s", check=False, timeout=10).returncode == 0
+
+    def _apiserver(self) -> dict[str, Any]:
+        docs = yaml.safe_load_all((self.dir / "kwok.yaml").read_text())
+        conf = next(d for d in docs if d and d.get("kind") == "KwokctlConfiguration")
+        return next(c for c in conf["components"] if c["name"] == "kube-apiserver")
+
+    def stop_apiserver(self) -> None:
+        pid = int((self.dir / "pids" / "kube-apiserver.pid").read_text())
+        os.kill(pid, signal.SIGKILL)  # a crash, not a graceful shutdown
+        wait_for(lambda: not _alive(pid), 10, what="kube-apiserver to exit")
+        # Bound but not listening: connections are refused as by a dead server, and nobody can take the port.
+        self.hold = socket.socket()
+        self.hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past its connections in TIME_WAIT
+        self.hold.bind(("127.0.0.1", self.apiserver_port))
+
+    def start_apiserver(self) -> None:
+        comp = self._apiserver()
+        if self.hold:
+            self.hold.close()
+            self.hold = None
+        env = {**os.environ, **{e["name"]: e["value"] for e in comp.get("envs") or ()}}
+        with (self.dir / "logs" / "kube-apiserver.log").open("ab") as log:
+            proc = subprocess.Popen([comp["binary"], *comp.get("args", [])], cwd=comp.get("workDir") or self.dir,
+                                    env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)  # fmt: skip
+        self.started.append(proc)
+        (self.dir / "pids" / "kube-apiserver.pid").write_text(str(proc.pid))
+        try:
+            wait_for(lambda: proc.poll() is None and self.ready(), 120, interval=0.5, what="kube-apiserver")
+        except AssertionError:
+            log = (self.dir / "logs" / "kube-apiserver.log").read_text(errors="replace")[-3000:]
+            raise AssertionError(f"the restarted kube-apiserver (pid {proc.pid}, exit code {proc.poll()}) is not "
+                                 f"ready after 120 s; its log ends:\n{log}") from None  # fmt: skip
+
+    def delete(self) -> None:
+        if self.hold:
+            self.hold.close()
+        pids = [int(f.read_text()) for f in (self.dir / "pids").glob("*.pid")] if (self.dir / "pids").is_dir() else []
+        if (self.dir / "logs").is_dir():  # kept for a post-mortem: `delete cluster` removes the cluster's dir
+            shutil.copytree(self.dir / "logs", self.workdir.parent / f"{self.name}-logs", dirs_exist_ok=True)
+        try:
+            self.kwokctl("delete", "cluster", timeout=120)
+        finally:  # kwokctl leaves the kube-apiserver the test started running; stop whatever is left of ours
+            for p in self.started:
+                p.kill()
+                p.wait(30)
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    if str(self.dir) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                        os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError):  # a zombie counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    return False
+
+
+@pytest.fixture
+def own_cluster(bed) -> Iterator[OwnCluster]:
+    # Not under tmp_path: parallel pytest sessions of the same user may prune each other's old tmp dirs.
+    workdir = Path(tempfile.mkdtemp(prefix="yolo-fault-"))
+    cluster = OwnCluster(workdir / "kwok", testbed.bin_dir())
+    cluster.workdir.mkdir()
+    try:
+        cluster.create()
+        yield cluster
+    finally:
+        cluster.delete()
+        shutil.rmtree(cluster.workdir, ignore_errors=True)
+        print(f"kwokctl cluster {cluster.name} deleted; its logs are in {workdir}/")
+
+
+def _healthz(op: OperatorProcess) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{op.health_port}/healthz", timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+@pytest.mark.fault
+@pytest.mark.integration
+@pytest.mark.timeout(480)
+def test_apiserver_restart_watches_recover_and_healthz_follows(own_cluster, tmp_path):
+    c, ns = own_cluster, "faults"
+    install_crd(c.kubectl)
+    c.kubectl("create", "namespace", ns)
+    op = OperatorProcess(c.kubeconfig, [ns], tmp_path / "operator.log", YOLO_OPERATOR_WATCH_GRACE_SECONDS=str(GRACE_S))
+    try:
+        op.start()
+        apply(c.kubectl, ns, trainingjob("running", scheduling=NOWHERE), trainingjob("paused", suspend=True))
+        pod = wait_for(lambda: c.kubectl("get", "pods", "-l", f"{LABEL}=running", "-o", "name", namespace=ns).stdout,
+                       60, what="the pod of 'running'").strip().removeprefix("pod/")  # fmt: skip
+        patch_pod_status(c.kubectl, ns, pod, RUNNING_POD_STATUS)  # the kubelet reports it running
+        wait_phase(c.kubectl, ns, "running", "Staging", 60)
+        wait_phase(c.kubectl, ns, "paused", "Suspended", 60)
+
+        # API server down: /healthz stays 200 within the grace period, then fails; the process lives on
+        c.stop_apiserver()
+        down = time.monotonic()
+        assert _healthz(op) == 200, "a short outage must not fail the liveness probe"
+        wait_for(lambda: _healthz(op) == 500, GRACE_S + 60, interval=1, what="/healthz to fail")
+        unhealthy_s = time.monotonic() - down
+        assert unhealthy_s > GRACE_S
+        assert op.proc.poll() is None
+
+        c.start_apiserver()
+        up = time.monotonic()
+        outage_s = up - down
+        # Changes right after it is back, while kopf's watches are still reconnecting (its backoff is up to
+        # 21 s): every one must reach a status through the resumed watches of pods, Jobs and TrainingJobs.
+        terminate_pod(c.kubectl, ns, pod, 11, "DatasetInvalid: data.yaml not found")
+        c.kubectl("patch", "tj", "paused", "--type=merge", "-p", '{"spec":{"suspend":false}}', namespace=ns)
+        apply(c.kubectl, ns, trainingjob("after", suspend=True))
+        wait_for(lambda: _healthz(op) == 200, 60, interval=1, what="/healthz to recover")
+        healthy_s = time.monotonic() - up
+
+        targets = {"running": "Failed", "paused": "Pending", "after": "Suspended"}
+        reached: dict[str, float] = {}  # seconds after the API server was back
+
+        def caught_up() -> bool:
+            if "job" not in reached and get(c.kubectl, ns, "job", "after-train"):
+                reached["job"] = time.monotonic() - up  # the operator saw the new TrainingJob
+            for n, phase in targets.items():
+                if n not in reached and status_of(c.kubectl, ns, n).get("phase") == phase:
+                    reached[n] = time.monotonic() - up
+            return len(reached) == len(targets) + 1
+
+        try:
+            wait_for(caught_up, 180, interval=0.5, what="statuses to catch up")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; caught up so far: {reached}") from None
+        assert condition(status_of(c.kubectl, ns, "running"), "Failed")["reason"] == "DatasetInvalid"
+        assert get(c.kubectl, ns, "job", "paused-train")["spec"]["suspend"] is False
+        assert status_of(c.kubectl, ns, "after")["jobName"] == "after-train"
+        assert op.proc.poll() is None, "the operator was not restarted: its watches recovered by themselves"
+        assert "has failed" not in op.logs()  # kopf's message for a dead watcher
+        print(
+            f"FAULT-FIGURE apiserver-restart: kube-apiserver SIGKILLed for {outage_s:.0f} s (grace {GRACE_S} s): "
+            f"/healthz 500 after {unhealthy_s:.1f} s down, 200 again {healthy_s:.1f} s after it was back; "
+            f"changes made right after it was back reached the statuses after (s) "
+            f"{ {k: round(v, 1) for k, v in reached.items()} } "
+            "(job: the new TrainingJob's Job created); same process, watches resumed by themselves"
+        )
+    finally:
+        op.stop()
+        print("--- operator log (tail) ---\n" + op.logs()[-5000:])
