@@ -271,14 +271,16 @@ def _known(touched: list[str], **spec: Any) -> tuple[dict[str, Any], list[str]]:
     return {"spec": {**base, **spec}}, touched
 
 
-#: Always tried (regressions the fuzzer found): specs the models accept whose Job the API server refuses, and
-#: tolerations / resource names it used to accept and the pod would not.
+#: Always tried (regressions the fuzzer found): specs the models accept whose Job the API server refuses,
+#: tolerations / resource names it used to accept and the pod would not, a spec of over 256 KiB.
 KNOWN = [
     _known([], scheduling={"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": 2.5}}}),
     _known([], scheduling={"nodeSelector": {"not a label key!": "v"}}),
     _known(["spec.scheduling.tolerations[1]"], scheduling={"tolerations": [{"operator": "Exists"}, {}]}),
     _known(["spec.scheduling.tolerations[0]"], scheduling={"tolerations": [{"key": "k", "tolerationSeconds": 5}]}),
     _known(["spec.resources.gpuResourceName"], resources={"gpuResourceName": "gpu"}),
+    # accepted (free-form), and must not push kopf's last-handled-configuration annotation past 256 KiB
+    _known([], training={"hyperparameters": {"notes": "x" * 300_000}}),
 ]
 
 

@@ -96,7 +96,11 @@ def _lock(namespace: str, name: str) -> threading.Lock:
 def configure(settings: kopf.OperatorSettings) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
+        prefix=GROUP,
+        key="last-handled-configuration",
+        # on.update compares only the mutable spec fields; leaving out the immutable free-form parts keeps a
+        # large spec.training.hyperparameters from pushing this annotation past the API server's 256 KiB.
+        ignored_fields=["spec.training", "spec.scheduling"],
     )
     settings.persistence.finalizer = f"{GROUP}/finalizer"  # unused: there are no on.delete handlers
     settings.posting.level = logging.INFO
