@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import json
 import os
 import random
 import shutil
@@ -414,9 +415,12 @@ def own_cluster(bed) -> Iterator[OwnCluster]:
         print(f"kwokctl cluster {cluster.name} deleted; its logs are in {workdir}/")
 
 
-def _healthz(op: OperatorProcess) -> int:
+def _healthz(op: OperatorProcess, body: dict | None = None) -> int:
+    """The status of /healthz; its JSON into body if given."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{op.health_port}/healthz", timeout=10) as r:
+            if body is not None:
+                body.update(json.loads(r.read()))
             return r.status
     except urllib.error.HTTPError as e:
         return e.code
@@ -438,6 +442,11 @@ def test_apiserver_restart_watches_recover_and_healthz_follows(own_cluster, tmp_
         patch_pod_status(c.kubectl, ns, pod, RUNNING_POD_STATUS)  # the kubelet reports it running
         wait_phase(c.kubectl, ns, "running", "Staging", 60)
         wait_phase(c.kubectl, ns, "paused", "Suspended", 60)
+        # health.py recognises kopf's real watcher tasks: TrainingJobs, Jobs and pods in the namespace
+        # (kopf caches probe results for 10 s, the first ones from before the watchers started)
+        body: dict[str, Any] = {}
+        wait_for(lambda: _healthz(op, body) == 200 and body["watches"]["watchers"] >= 3, 30, interval=1,
+                 what="/healthz to count the 3 watchers")  # fmt: skip
 
         # API server down: /healthz stays 200 within the grace period, then fails; the process lives on
         c.stop_apiserver()
