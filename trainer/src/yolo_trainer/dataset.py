@@ -230,9 +230,12 @@ def find_data_yaml(root: Path) -> Path:
 
 
 def stage_dataset(
-    store: S3Store, uri: str, dest: Path, limits: Limits | None = None, concurrency: int = 16
+    store: S3Store, uri: str, dest: Path, limits: Limits | None = None, concurrency: int = 32
 ) -> Path:
-    """Downloads (and extracts) the dataset into ``dest``; returns the path of its data.yaml."""
+    """Downloads (and extracts) the dataset into ``dest``; returns the path of its data.yaml.
+
+    ``concurrency``: GETs in flight for a prefix. With the lean GET client the client's CPU is no longer the
+    limit; the server's latency is, and 32 kept up with s5cmd's 256 on a loaded 2-core node where 16 did not."""
     limits = limits or Limits.from_env()
     bucket, key = parse_s3_uri(uri)
     if dest.exists():
