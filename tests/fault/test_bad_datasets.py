@@ -18,6 +18,7 @@ import io
 import random
 import shutil
 import tarfile
+import time
 import uuid
 import zipfile
 from collections.abc import Callable
@@ -149,9 +150,12 @@ def test_bad_dataset_is_dataset_invalid(case: Case, s3_env, s3_client, bucket, t
     name = case.__name__.replace("_", "-")
     upload_dir(s3_client, bucket, f"ds/{name}", root)
     runner = TrainerRunner(s3_env, tmp_path)
+    t0 = time.monotonic()
     res = runner.run(runner.config(name, "yolov8n.yaml", f"s3://{bucket}/ds/{name}", f"s3://{bucket}/out"))
+    took = time.monotonic() - t0
     assert_dataset_invalid(res, *needles)
     assert list_keys(s3_client, bucket, f"out/ns1/{name}/") == []
+    print(f"FAULT-FIGURE bad-dataset {case.__name__}: exit 11 in {took:.1f}s: {res.termination[:160]}")
 
 
 @pytest.mark.timeout(300)
@@ -306,7 +310,9 @@ def test_hostile_archive_is_dataset_invalid_and_writes_nothing_outside(case, s3_
     assert cfg["workDir"] == str(work)
     archive.unlink()
 
+    t0 = time.monotonic()
     res = runner.run(cfg, **env)
+    took = time.monotonic() - t0
 
     assert_dataset_invalid(res, f"s3://{bucket}/{key}", *needles)
     assert list_keys(s3_client, bucket, f"out/ns1/{name}/") == []
@@ -323,3 +329,4 @@ def test_hostile_archive_is_dataset_invalid_and_writes_nothing_outside(case, s3_
         assert written <= BOMB_LIMIT, f"{written} bytes written past the {BOMB_LIMIT} limit"
     if case is zip_bomb_files:
         assert sum(1 for p in dataset.rglob("*") if p.is_file()) <= 200
+    print(f"FAULT-FIGURE hostile-archive {case.__name__}: exit 11 in {took:.1f}s, nothing outside the dataset")

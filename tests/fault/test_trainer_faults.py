@@ -90,7 +90,9 @@ def test_30s_outages_in_staging_and_in_a_checkpoint_upload_are_ridden_out(
     staging = proxy.arm(_is_dataset_get(bucket), 30, mode="refuse")
     ckpt = proxy.arm(_is_checkpoint_put(bucket, name), 30, mode="reset")
 
+    t0 = time.monotonic()
     res = runner.run(cfg, timeout=540, YOLO_TRAINER_S3_RETRY_BUDGET="120")
+    took = time.monotonic() - t0
 
     assert res.rc == 0, f"rc={res.rc} {res.termination}\n{res.stderr[-4000:]}"
     for o, what in ((staging, "staging"), (ckpt, "checkpoint upload")):
@@ -98,15 +100,22 @@ def test_30s_outages_in_staging_and_in_a_checkpoint_upload_are_ridden_out(
         assert o.duration >= 29.9, (what, o.duration)
     # Both outages were retried through, not skipped: the very request that met each outage was sent again
     # (and answered) after the outage ended.
+    recovered = []
     for o in (staging, ckpt):
         method, path = o.trigger
         again = [r for r in proxy.forwarded(method, path) if r.at > o.end_at]
         assert again, f"{method} {path} was not retried after the outage"
+        recovered.append(again[0].at - o.end_at)
     assert "retrying in" in res.stderr
     assert res.stderr.count("S3 download") + res.stderr.count("S3 get") >= 1, res.stderr[-3000:]
     assert "S3 upload" in res.stderr  # the checkpoint PUT's retries were logged
     assert [e["epoch"] for e in res.of("epoch")] == list(range(1, epochs + 1))
     _assert_committed(s3_client, bucket, name, epochs)
+    print(
+        f"FAULT-FIGURE s3-outages-ridden-out: staging {staging.duration:.0f}s refused + checkpoint upload "
+        f"{ckpt.duration:.0f}s reset (budget 120s); the failed request went through {recovered[0]:.1f}s / "
+        f"{recovered[1]:.1f}s after each outage; rc 0, {epochs}/{epochs} epochs, committed, run {took:.0f}s"
+    )
 
 
 @pytest.mark.integration
@@ -140,6 +149,10 @@ def test_a_checkpoint_upload_still_retrying_after_the_last_epoch_lands_before_pu
     metrics_put = proxy.forwarded("PUT", f"/ns1/{name}/metrics.json")
     assert metrics_put and metrics_put[0].at > outage.end_at, "published while the checkpoint upload was retrying"
     _assert_committed(s3_client, bucket, name, epochs)
+    print(
+        f"FAULT-FIGURE checkpoint-before-publish: checkpoint PUTs failed {outage.duration:.0f}s after the last "
+        f"epoch; metrics.json written {metrics_put[0].at - outage.end_at:.1f}s after they worked again; rc 0"
+    )
 
 
 @pytest.mark.integration
@@ -153,6 +166,7 @@ def test_staging_outage_longer_than_the_budget_is_s3_unavailable(
     t0 = time.monotonic()
     res = runner.run(cfg, timeout=240, YOLO_TRAINER_S3_RETRY_BUDGET="10")
     took = time.monotonic() - t0
+    gave_up = outage.duration
 
     assert outage.started.is_set(), "no dataset GET reached the proxy"
     assert not outage.ended.is_set(), f"the trainer outlived a 40 s outage with a 10 s budget ({took:.0f}s)"
@@ -162,6 +176,10 @@ def test_staging_outage_longer_than_the_budget_is_s3_unavailable(
     assert "Traceback" not in res.stderr
     assert not res.of("epoch")
     assert list_keys(s3_client, bucket, "out/ns1/stagedown/") == []
+    print(
+        f"FAULT-FIGURE s3-outage-staging-over-budget: budget 10s, 40s refused from the first dataset GET: "
+        f"exit 21 {gave_up:.1f}s into the outage ({took:.0f}s run), nothing published"
+    )
 
 
 @pytest.mark.integration
@@ -218,6 +236,11 @@ def test_outage_longer_than_the_budget_after_a_checkpoint_keeps_it_intact_and_pu
     assert res.of("resume") and res.of("resume")[0]["fromEpoch"] == 1
     assert [e["epoch"] for e in res.of("epoch")] == list(range(2, epochs + 1))
     _assert_committed(s3_client, bucket, name, epochs)
+    print(
+        f"FAULT-FIGURE s3-outage-checkpoint-over-budget: budget 10s, reset from epoch 2's checkpoint upload: "
+        f"exit 21 {down_for:.0f}s into the outage after all {epochs} epochs; state.json -> e000001 intact, "
+        f"nothing final published; the rerun resumed at epoch 2 and committed"
+    )
 
 
 @pytest.mark.timeout(60)
