@@ -16,6 +16,7 @@ import copy
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -131,6 +132,7 @@ def test_grace_from_env():
 N_TRAININGJOBS = 50
 N_KILLS = 6
 GC_LEFT = "Job(s) left for a deleted TrainingJob"  # the garbage collector's part, not the operator's
+JOB_CONTROLLER = " [the Job controller is behind]"  # its Suspended condition does not show the Job's spec yet
 
 
 def _seed() -> int:
@@ -182,7 +184,11 @@ def _not_converged(kubectl, ns: str, want: dict[str, dict[str, Any]]) -> list[st
         tj, st = tjs[n], tjs[n].get("status") or {}
         phase = "Suspended" if spec["suspend"] else "Pending"
         if st.get("phase") != phase:
-            out.append(f"{n}: phase {st.get('phase')} (want {phase})")
+            susp = [c.get("status") for j in jobs.get(n, []) for c in j["status"].get("conditions") or ()
+                    if c["type"] == "Suspended"]  # fmt: skip
+            behind = (susp != ["True"]) if spec["suspend"] else ("True" in susp)
+            out.append(f"{n}: phase {st.get('phase')} (want {phase}; Job condition Suspended: {susp})"
+                       + (JOB_CONTROLLER if behind else ""))  # fmt: skip
         if st.get("jobName") != f"{n}-train":
             out.append(f"{n}: jobName {st.get('jobName')}")
         if st.get("observedGeneration") != tj["metadata"]["generation"]:
@@ -235,6 +241,7 @@ def test_operator_sigkilled_at_random_moments_converges(kubectl, namespace, star
 
     history: list[tuple[float, list[str]]] = []  # what was left, whenever that changed
     live_done: list[float] = []  # when the live TrainingJobs had converged (the GC may still be at work)
+    jc_done: list[float] = []  # when the Job controller had caught up with every Job's suspend
 
     def converged() -> bool:
         problems[:] = _not_converged(kubectl, ns, want)
@@ -245,6 +252,10 @@ def test_operator_sigkilled_at_random_moments_converges(kubectl, namespace, star
             live_done.clear()
         elif not live_done:
             live_done.append(time.monotonic() - restart)
+        if any(p.endswith(JOB_CONTROLLER) for p in problems):
+            jc_done.clear()
+        elif not jc_done:
+            jc_done.append(time.monotonic() - restart)
         return not problems
 
     try:
@@ -258,8 +269,9 @@ def test_operator_sigkilled_at_random_moments_converges(kubectl, namespace, star
         f"FAULT-FIGURE operator-kill: {kills} SIGKILLs during {len(steps)} create/edit/delete steps over "
         f"{N_TRAININGJOBS} TrainingJobs ({len(want)} live at the end, seed {seed}); after the last restart "
         f"/healthz answered in {healthy_s:.1f} s, the statuses and Jobs of all {len(want)} live ones had "
-        f"converged {live_done[0]:.1f} s after it started, and the garbage collector had removed the Jobs of "
-        f"the deleted ones after {converge_s:.1f} s"
+        f"converged {live_done[0]:.1f} s after it started (the Job controller's Suspended conditions had caught "
+        f"up after {jc_done[0]:.1f} s), and the garbage collector had removed the Jobs of the deleted ones after "
+        f"{converge_s:.1f} s"
     )
 
 
@@ -487,7 +499,7 @@ def test_apiserver_restart_watches_recover_and_healthz_follows(own_cluster, tmp_
         assert get(c.kubectl, ns, "job", "paused-train")["spec"]["suspend"] is False
         assert status_of(c.kubectl, ns, "after")["jobName"] == "after-train"
         assert op.proc.poll() is None, "the operator was not restarted: its watches recovered by themselves"
-        assert "has failed" not in op.logs()  # kopf's message for a dead watcher
+        assert not re.search(r"Watcher for .* has failed", op.logs())  # kopf's message for a dead watcher
         print(
             f"FAULT-FIGURE apiserver-restart: kube-apiserver SIGKILLed for {outage_s:.0f} s (grace {GRACE_S} s): "
             f"/healthz 500 after {unhealthy_s:.1f} s down, 200 again {healthy_s:.1f} s after it was back; "
