@@ -9,8 +9,13 @@ What it does like a kubelet: env (values, ``secretKeyRef``, ``configMapKeyRef``,
 mounted at their mountPaths inside a private mount namespace (``emptyDir`` as a directory, ``medium: Memory``
 as a tmpfs of its ``sizeLimit``; ``configMap``; the projected service-account token from the TokenRequest
 API, bound to the pod), a non-root UID with group 0 when ``runAsNonRoot`` is set without ``runAsUser`` (as
-OpenShift's restricted-v2 would), SIGTERM then SIGKILL after the grace period when the pod is deleted or
-evicted, ``KUBERNETES_SERVICE_HOST``/``PORT`` pointing at the API server.
+OpenShift's restricted-v2 would), SIGTERM then SIGKILL after the deletion's grace period when the pod is
+deleted or evicted, ``KUBERNETES_SERVICE_HOST``/``PORT`` pointing at the API server.
+
+For fault tests: ``--pool NAME`` labels and taints the node ``yolo-operator.io/runner-pool=NAME`` so that
+only pods placed there on purpose (``pool_placement``) run on it; SIGUSR1 plays a lost node (power off):
+every pod process is SIGKILLed and the runner exits without another word to the API server, leaving the
+Node object and its pods for the control plane to deal with.
 
 What it does not: images. The container's ``command`` (or, without one, ``--default-command``, the trainer
 image's entrypoint) runs from this checkout's virtualenv. One container per pod, no init containers, no
@@ -45,6 +50,7 @@ from kubernetes.client.rest import ApiException
 ROOT = Path(__file__).resolve().parents[1]
 LABEL = "yolo-operator.io/local-runner"
 TAINT = {"key": LABEL, "value": "true", "effect": "NoSchedule"}
+POOL_LABEL = "yolo-operator.io/runner-pool"
 # The UID OpenShift's restricted-v2 would pick from a namespace's range; group 0 as OpenShift runs images.
 ARBITRARY_UID = 1000680000
 TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -66,22 +72,37 @@ def quantity_bytes(q: str) -> int:
     return int(float(q))
 
 
-def node_manifest(name: str, gpus: int, gpu_resource: str) -> dict[str, Any]:
+def node_manifest(name: str, gpus: int, gpu_resource: str, pool: str | None = None) -> dict[str, Any]:
+    """The runner's Node. With ``pool`` it also carries label and taint ``POOL_LABEL=<pool>``: only pods that
+    select and tolerate that pool land there (fault tests that lose a node keep other tests' pods off it)."""
     capacity = {"cpu": str(os.cpu_count() or 2), "memory": "16Gi", "pods": "10", gpu_resource: str(gpus)}
+    labels = {
+        LABEL: "true",
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+        "nvidia.com/gpu.present": "true",
+    }
+    taints = [TAINT]
+    if pool:
+        labels[POOL_LABEL] = pool
+        taints.append({"key": POOL_LABEL, "value": pool, "effect": "NoSchedule"})
     return {
         "apiVersion": "v1",
         "kind": "Node",
-        "metadata": {
-            "name": name,
-            "labels": {
-                LABEL: "true",
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "nvidia.com/gpu.present": "true",
-            },
-        },
-        "spec": {"taints": [TAINT]},
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"taints": taints},
         "status": {"capacity": capacity, "allocatable": capacity},
+    }
+
+
+def pool_placement(pool: str) -> dict[str, Any]:
+    """nodeSelector and tolerations for pods that must run on the runner nodes of ``pool`` only."""
+    return {
+        "nodeSelector": {LABEL: "true", POOL_LABEL: pool},
+        "tolerations": [
+            {"key": LABEL, "operator": "Exists", "effect": "NoSchedule"},
+            {"key": POOL_LABEL, "operator": "Equal", "value": pool, "effect": "NoSchedule"},
+        ],
     }
 
 
@@ -247,6 +268,7 @@ class PodProcess:
             argv, env=env, stdout=logf, stderr=subprocess.STDOUT, cwd=self.dir, start_new_session=True
         )
         logf.close()
+        (self.dir / "pid").write_text(str(self.proc.pid))  # its process group, for cleanup after a crash
         log.info(
             "started pod %s/%s pid %d: %s",
             self.pod.metadata.namespace,
@@ -284,12 +306,24 @@ class PodProcess:
         }
 
     def stop(self, grace: int) -> None:
-        """SIGTERM now, SIGKILL after the grace period (from the reaper thread)."""
-        if self.proc and self.proc.poll() is None and self.killed_at is None:
+        """SIGTERM now, SIGKILL after the grace period (from the reaper thread). A second deletion with a
+        shorter grace period moves the SIGKILL earlier, as the kubelet does."""
+        if not self.proc or self.proc.poll() is not None:
+            return
+        deadline = time.monotonic() + grace
+        if self.killed_at is None:
             log.info("terminating pod %s (grace %ss)", self.pod.metadata.name, grace)
-            self.killed_at = time.monotonic() + grace
+            self.killed_at = deadline
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
+        elif deadline < self.killed_at:
+            log.info("grace period of pod %s shortened to %ss", self.pod.metadata.name, grace)
+            self.killed_at = deadline
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
 
     def wait(self) -> None:
         assert self.proc is not None
@@ -341,10 +375,11 @@ class LocalPodRunner:
         workdir: str | None = None,
         default_command: list[str] | None = None,
         extra_env: dict[str, str] | None = None,
+        pool: str | None = None,
     ):
         self.api = config.new_client_from_config(config_file=kubeconfig)
         self.core = client.CoreV1Api(self.api)
-        self.node, self.gpus, self.gpu_resource = node, gpus, gpu_resource
+        self.node, self.gpus, self.gpu_resource, self.pool = node, gpus, gpu_resource, pool
         self.workdir = Path(workdir or ROOT / ".testbed" / "podrunner" / node)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.default_command = default_command or ["yolo-trainer"]
@@ -354,8 +389,11 @@ class LocalPodRunner:
         self.ca_file = self.api.configuration.ssl_ca_cert
         self.pods: dict[str, PodProcess] = {}
         self.stopping = threading.Event()
+        self.lost = False  # the node lost power: no more writes to the API server
 
     def patch_pod_status(self, pod: Any, status: dict[str, Any]) -> None:
+        if self.lost:
+            return
         try:
             self.core.patch_namespaced_pod_status(
                 pod.metadata.name, pod.metadata.namespace, {"status": status}
@@ -365,7 +403,7 @@ class LocalPodRunner:
                 raise
 
     def register_node(self) -> None:
-        body = node_manifest(self.node, self.gpus, self.gpu_resource)
+        body = node_manifest(self.node, self.gpus, self.gpu_resource, self.pool)
         try:
             self.core.create_node(body)
         except ApiException as e:
@@ -375,8 +413,10 @@ class LocalPodRunner:
         self.heartbeat()
 
     def heartbeat(self) -> None:
+        if self.lost:
+            return
         t = now()
-        body = node_manifest(self.node, self.gpus, self.gpu_resource)["status"]
+        body = node_manifest(self.node, self.gpus, self.gpu_resource, self.pool)["status"]
         body["conditions"] = [
             {
                 "type": "Ready",
@@ -412,9 +452,12 @@ class LocalPodRunner:
     def handle(self, pod: Any) -> None:
         uid = pod.metadata.uid
         running = self.pods.get(uid)
+        if self.lost:
+            return
         if pod.metadata.deletion_timestamp is not None:
-            if running:
-                running.stop(pod.spec.termination_grace_period_seconds or 30)
+            if running:  # the deletion's grace period (eviction, kubectl delete --grace-period), as kubelets use
+                grace = pod.metadata.deletion_grace_period_seconds
+                running.stop(grace if grace is not None else pod.spec.termination_grace_period_seconds or 30)
             else:  # never started or already finished: let the deletion complete, as a kubelet would
                 self._finalize_delete(pod)
             return
@@ -439,6 +482,8 @@ class LocalPodRunner:
             self._finalize_delete(proc.pod)
 
     def _finalize_delete(self, pod: Any) -> None:
+        if self.lost:
+            return
         try:
             self.core.delete_namespaced_pod(
                 pod.metadata.name,
@@ -484,12 +529,28 @@ class LocalPodRunner:
                 log.exception("pod watch broke; watching again")
                 time.sleep(1)
 
-    def shutdown(self) -> None:
+    def shutdown(self, grace: float = 5) -> None:
         self.stopping.set()
-        for proc in self.pods.values():
-            proc.stop(5)
+        procs = list(self.pods.values())
+        for proc in procs:
+            proc.stop(int(grace))
+        deadline = time.monotonic() + grace
+        while any(p.proc and p.proc.poll() is None for p in procs) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for proc in procs:  # our pods must not outlive us
+            proc.kill()
         with contextlib.suppress(Exception):
             self.core.delete_node(self.node)
+
+    def power_off(self) -> None:
+        """The node dies (power loss, kernel panic): every pod's processes die at once, and nothing is reported
+        any more - no pod status, no heartbeat, no node deletion. The control plane has to notice by itself."""
+        self.lost = True
+        self.stopping.set()
+        alive = [p for p in self.pods.values() if p.proc and p.proc.poll() is None]
+        for proc in alive:
+            proc.kill()
+        log.warning("node %s lost power: killed %d pod(s), reporting nothing more", self.node, len(alive))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -498,12 +559,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--node", default="local-runner-0")
     p.add_argument("--gpus", type=int, default=1)
     p.add_argument("--default-command", default="yolo-trainer", help="run when a container has no command")
+    p.add_argument("--pool", help=f"also label and taint the node {POOL_LABEL}=POOL (see pool_placement)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s podrunner %(levelname)s %(message)s")
     runner = LocalPodRunner(
-        args.kubeconfig, node=args.node, gpus=args.gpus, default_command=shlex.split(args.default_command)
+        args.kubeconfig,
+        node=args.node,
+        gpus=args.gpus,
+        default_command=shlex.split(args.default_command),
+        pool=args.pool,
     )
     signal.signal(signal.SIGTERM, lambda *_: (runner.shutdown(), sys.exit(0)))
+    # SIGUSR1: the node is lost (fault tests); exit at once, leaving the Node object as a dead node leaves it.
+    signal.signal(signal.SIGUSR1, lambda *_: (runner.power_off(), os._exit(0)))
     try:
         runner.run()
     except KeyboardInterrupt:

@@ -140,17 +140,17 @@ class Stack:
         except OSError:
             return False
 
-    def start_pod_runner(self) -> subprocess.Popen:
-        log = open(self.workdir / "podrunner.log", "ab")  # noqa: SIM115
-        proc = subprocess.Popen([sys.executable, "-m", "tests.podrunner", "--node", RUNNER_NODE],
-                                cwd=testbed.ROOT, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+    def start_pod_runner(self, node: str = RUNNER_NODE, pool: str | None = None) -> subprocess.Popen:
+        """A local pod runner playing node ``node`` (in runner pool ``pool``, see podrunner.pool_placement)."""
+        name = "podrunner.log" if node == RUNNER_NODE else f"podrunner-{node}.log"
+        log = open(self.workdir / name, "ab")  # noqa: SIM115
+        cmd = [sys.executable, "-m", "tests.podrunner", "--node", node, *(["--pool", pool] if pool else [])]
+        proc = subprocess.Popen(cmd, cwd=testbed.ROOT, stdout=log, stderr=subprocess.STDOUT, env=self.env,
                                 start_new_session=True, preexec_fn=testbed.die_with_parent)  # fmt: skip
         log.close()
         self.processes.append(proc)
-        self.kubectl("wait", "--for=condition=Ready", f"node/{RUNNER_NODE}", "--timeout=60s", check=False)
-        self.wait(
-            lambda: self.kubectl("get", "node", RUNNER_NODE, check=False).returncode == 0, 60, what="runner node"
-        )
+        self.kubectl("wait", "--for=condition=Ready", f"node/{node}", "--timeout=60s", check=False)
+        self.wait(lambda: self.kubectl("get", "node", node, check=False).returncode == 0, 60, what="runner node")
         return proc
 
     def s3_secret(self, namespace: str, name: str = "s3-credentials") -> None:
