@@ -142,3 +142,26 @@ def test_kube_reporter_failures_never_raise(tmp_path):
     rep.report(TrainerReport(stage="Training"))  # must not raise
     assert rep.failures == 1
     assert Path(kc).exists()
+
+
+def test_interrupted_exits_75_at_once_without_interpreter_teardown(tmp_path):
+    """After SIGTERM the grace period may be seconds: exit 75 skips the teardown (atexit handlers, final GC)."""
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"name": "j", "model": "m.yaml", "dataset": "s3://b/d/", "output": "s3://b/o/"}))
+    script = (
+        "import atexit, sys, yolo_trainer.pipeline as p\n"
+        "from yolo_trainer import cli\n"
+        "from yolo_trainer.exitcodes import Interrupted\n"
+        "atexit.register(lambda: print('TEARDOWN RAN', flush=True))\n"
+        "def run(cfg): print('flushed', flush=True); raise Interrupted('interrupted by signal SIGTERM')\n"
+        "p.run = run\n"
+        "sys.exit(cli.main(['--config', sys.argv[1]]))\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "YOLO_TERMINATION_LOG": str(tmp_path / "term")}
+    proc = subprocess.run([sys.executable, "-c", script, str(cfg)], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 75, proc.stderr
+    assert proc.stdout == "flushed\n"  # printed output survives os._exit; the atexit handler never ran
+    assert (tmp_path / "term").read_text() == "Interrupted: interrupted by signal SIGTERM\n"
