@@ -247,6 +247,36 @@ def test_restart_count_counts_failures_and_disruptions():
     assert "restartCount" not in p2
 
 
+def test_restart_count_counts_evictions_whose_pods_are_gone_before_their_replacement_exists():
+    """Evicted pods are deleted (and Ignore'd by the Job): only status.podName remembers them."""
+    t = tj()
+    running = job(active=1)
+    a = pod("a", "Running", T0)
+    t = apply(t, S.derive_status(t, running, [a], now=T0))
+    assert t["status"]["restartCount"] == 0 and t["status"]["podName"] == "a"
+    evicted = pod("a", "Failed", T0, conditions=[{"type": "DisruptionTarget", "status": "True"}])
+    evicted["metadata"]["deletionTimestamp"] = T1
+    for seen in ([evicted], []):  # terminating, then gone: nothing replaced yet
+        t = apply(t, S.derive_status(t, job(active=0), seen, now=T1))
+        assert t["status"]["restartCount"] == 0
+    for phase in ("Pending", "Running", "Running"):  # the replacement, seen three times: counted once
+        t = apply(t, S.derive_status(t, running, [pod("b", phase, T1)], now=T1))
+        assert t["status"]["restartCount"] == 1 and t["status"]["podName"] == "b"
+    t = apply(t, S.derive_status(t, running, [pod("c", "Running", T2)], now=T2))  # second eviction
+    assert t["status"]["restartCount"] == 2
+
+
+def test_restart_count_counts_a_retried_failure_once():
+    t = tj()
+    t = apply(t, S.derive_status(t, job(active=1), [pod("a", "Running", T0)], now=T0))
+    failed = pod("a", "Failed", T0, **terminated(20, "nan loss"))
+    t = apply(t, S.derive_status(t, job(failed=1), [failed], now=T1))
+    assert t["status"]["restartCount"] == 0
+    for phase in ("Pending", "Running"):
+        t = apply(t, S.derive_status(t, job(failed=1, active=1), [failed, pod("b", phase, T1)], now=T1))
+        assert t["status"]["restartCount"] == 1
+
+
 def test_disrupted_pod_is_not_the_failure_reason():
     j = job([("Failed", "BackoffLimitExceeded", "")], failed=1)
     pods = [

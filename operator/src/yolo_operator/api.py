@@ -487,6 +487,9 @@ class TrainingJobStatus(TrainerReport):
         json_schema_extra={"format": "date-time"},
     )
     restart_count: int | None = Field(None, ge=0, description="Pods replaced after failures or disruptions.")
+    pod_name: str | None = Field(
+        None, max_length=253, description="The Job's newest pod: the one training now, or the last one that did."
+    )
     job_name: str | None = Field(None, max_length=63, description="Name of the batch/v1 Job.")
     model: str | None = Field(None, max_length=MAX_URI, description="The resolved model the trainer loads.")
 
@@ -540,7 +543,7 @@ class TrainingJob(_Model):
 #: Types of the operator-owned status fields, as the handlers read them back.
 _STATUS_TYPES: dict[str, type] = {
     "phase": str, "conditions": list, "observedGeneration": int, "startTime": str, "completionTime": str,
-    "restartCount": int, "jobName": str, "model": str,
+    "restartCount": int, "podName": str, "jobName": str, "model": str,
 }  # fmt: skip
 
 

@@ -36,6 +36,7 @@ OWNED_FIELDS = (
     "startTime",
     "completionTime",
     "restartCount",
+    "podName",
     "jobName",
 )
 
@@ -223,7 +224,8 @@ def derive_status(
     * A running pod -> the trainer's ``status.stage`` (Staging/Training/Uploading; Staging until it reports).
     * Otherwise Pending, with Unschedulable (scheduler's message) or Stalled (image pull, missing Secret)
       conditions from the newest pod.
-    * restartCount: pods replaced so far (failed attempts and disruptions); never decreases.
+    * restartCount: pods replaced so far (failed attempts and disruptions); never decreases. podName: the
+      newest pod, which is how a replacement is noticed when the pod it replaced is already gone.
     """
     if job is None:
         return {}
@@ -236,6 +238,7 @@ def derive_status(
     conds = old_conds
     jst = job.get("status") or {}
     jconds = {c.get("type"): c for c in jst.get("conditions") or () if c.get("status") == "True"}
+    newest = newest_pod_name(pods)  # pods being deleted included: an evicted pod is still the latest one
     pods = sorted((p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")), key=_ts)
     all_pods = pods
     desired: dict[str, Any] = {
@@ -317,20 +320,35 @@ def derive_status(
 
     desired["phase"] = phase
     desired["conditions"] = conds
-    desired["restartCount"] = restart_count(status.get("restartCount"), job, all_pods)
+    replaced = bool(newest and status.get("podName") and newest != status["podName"])
+    desired["restartCount"] = restart_count(status.get("restartCount"), job, all_pods, replaced)
+    desired["podName"] = newest or status.get("podName")
 
     return {k: v for k, v in desired.items() if v is not None and status.get(k) != v}
 
 
-def restart_count(previous: int | None, job: dict[str, Any], pods: list[dict[str, Any]]) -> int:
-    """Pods created beyond the first = failed attempts + disruptions (podFailurePolicy Ignore does not count
-    them in Job.status.failed), taking the larger of what the Job counters and the pod list show.
+def newest_pod_name(pods: list[dict[str, Any]]) -> str | None:
+    """The most recently created pod (name breaks a tie of the 1 s timestamps, so the choice is stable)."""
+    named = [(_ts(p), (p.get("metadata") or {}).get("name") or "") for p in pods]
+    return (max(named)[1] or None) if named else None
+
+
+def restart_count(
+    previous: int | None, job: dict[str, Any], pods: list[dict[str, Any]], replaced: bool = False
+) -> int:
+    """Pods created beyond the first = failed attempts + disruptions.
+
+    ``replaced``: a pod newer than ``status.podName`` appeared since the last write - one more restart. That is
+    what counts disruptions: podFailurePolicy Ignore leaves them out of Job.status.failed, and an evicted or a
+    lost node's pod is deleted, usually before its replacement exists, so no single pod list shows both.
+    The pod list and Job counters give a floor (what the operator missed while it was down, if still visible);
+    both count a pod when it is created, so a replacement seen by both is counted once.
     Monotonic: pods garbage-collected later do not lower it."""
     jst = job.get("status") or {}
     counted = int(jst.get("failed") or 0) + int(jst.get("succeeded") or 0) + int(jst.get("active") or 0)
     disrupted = sum(1 for p in pods if is_disrupted(p))
     attempts = max(counted + disrupted, len(pods))
-    return max(int(previous or 0), attempts - 1, 0)
+    return max(int(previous or 0) + (1 if replaced else 0), attempts - 1, 0)
 
 
 # --- status outside the Job's lifecycle ------------------------------------------------------------------
