@@ -350,3 +350,54 @@ def test_lean_download_many_stops_at_the_first_failure_and_raises_it(fake_s3, tm
     with pytest.raises(S3AccessDenied, match=objs[10].key):
         store.download_many("b", [(o.key, tmp_path / o.key, o.size) for o in objs], concurrency=2)
     assert len(fake_s3.gets) < len(objs) - 5  # the rest was dropped, not downloaded
+
+
+def _tar(entries: dict[str, bytes], link: tuple[str, str] | None = None) -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, data in entries.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+        if link:
+            info = tarfile.TarInfo(link[0])
+            info.type, info.linkname = tarfile.SYMTYPE, link[1]
+            tf.addfile(info)
+    return buf.getvalue()
+
+
+def test_tar_is_extracted_while_it_streams_and_a_broken_stream_restarts_cleanly(fake_s3, tmp_path):
+    from yolo_trainer.dataset import Limits, stage_dataset
+
+    files = {"ds/data.yaml": b"names: [a]\n", **{f"ds/images/{i}.jpg": bytes([i]) * 5000 for i in range(30)}}
+    fake_s3.objects["d.tar.gz"] = _tar(files, link=("ds/images/copy.jpg", "3.jpg"))
+    fake_s3.script["d.tar.gz"] = ["truncate"]  # the first GET breaks off half way
+    dest = tmp_path / "work" / "dataset"
+    data_yaml = stage_dataset(fake_s3.store(), "s3://b/d.tar.gz", dest, Limits(1 << 30, 1000))
+    assert data_yaml == dest / "ds" / "data.yaml"
+    assert fake_s3.gets.count("d.tar.gz") == 2
+    got = {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+    assert got == {**files, "ds/images/copy.jpg": files["ds/images/3.jpg"]}
+    assert not (dest / "ds" / "images" / "copy.jpg").is_symlink()
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["dataset"]  # no temporary archive
+
+
+def test_streamed_tar_keeps_the_safety_checks_and_is_not_retried(fake_s3, tmp_path):
+    from yolo_trainer.dataset import Limits, stage_dataset
+    from yolo_trainer.exitcodes import DatasetInvalid
+
+    fake_s3.objects["slip.tar.gz"] = _tar({"data.yaml": b"x", "../evil.txt": b"evil"})
+    with pytest.raises(DatasetInvalid, match="escapes"):
+        stage_dataset(fake_s3.store(), "s3://b/slip.tar.gz", tmp_path / "w" / "d", Limits(1 << 30, 1000))
+    assert fake_s3.gets.count("slip.tar.gz") == 1 and not (tmp_path / "w" / "evil.txt").exists()
+    fake_s3.objects["bomb.tar.gz"] = _tar({"data.yaml": b"x", "big.bin": bytes(1 << 20)})
+    with pytest.raises(DatasetInvalid, match="more than 100000 bytes"):
+        stage_dataset(fake_s3.store(), "s3://b/bomb.tar.gz", tmp_path / "w" / "d", Limits(100_000, 1000))
+    fake_s3.objects["out.tar.gz"] = _tar({"data.yaml": b"x"}, link=("l", "../../etc/passwd"))
+    with pytest.raises(DatasetInvalid, match="points outside"):
+        stage_dataset(fake_s3.store(), "s3://b/out.tar.gz", tmp_path / "w" / "d", Limits(1 << 30, 1000))
+    with pytest.raises(DatasetInvalid, match="does not exist"):
+        stage_dataset(fake_s3.store(), "s3://b/missing.tar", tmp_path / "w" / "d", Limits(1 << 30, 1000))

@@ -155,11 +155,13 @@ def extract_zip(archive: Path, dest: Path, limits: Limits, source: str) -> None:
                 raise DatasetInvalid(f"{source} is corrupt at entry {info.filename!r}: {e}") from e
 
 
-def extract_tar(archive: Path, dest: Path, limits: Limits, source: str) -> None:
+def extract_tar(archive: Path | Any, dest: Path, limits: Limits, source: str) -> None:
+    """``archive``: a path, or a stream with ``read(n)`` (read once, front to back, as the bytes arrive)."""
     budget = _Budget(limits, source)
     links: list[tuple[PurePosixPath, tarfile.TarInfo]] = []
     try:
-        tf = tarfile.open(archive, "r:*")  # noqa: SIM115 - closed by the with below
+        how = {"name": archive, "mode": "r:*"} if isinstance(archive, Path) else {"fileobj": archive, "mode": "r|*"}
+        tf = tarfile.open(**how)  # noqa: SIM115 - closed by the with below; "r|*" reads a stream once, in order
     except (tarfile.TarError, OSError, EOFError) as e:
         raise DatasetInvalid(f"{source} is not a valid tar archive: {e}") from e
     try:
@@ -242,7 +244,19 @@ def stage_dataset(
         shutil.rmtree(dest)  # a retried pod re-stages from scratch: never mix two versions of a dataset
     dest.mkdir(parents=True)
     kind = archive_kind(key)
-    if kind:
+    if kind == "tar" and store.getter is not None:
+        # Extracted while it downloads (no temporary copy of the archive); a broken connection restarts both.
+        def consume(stream) -> None:
+            if any(dest.iterdir()):
+                shutil.rmtree(dest)
+                dest.mkdir()
+            extract_tar(stream, dest, limits, uri)
+
+        try:
+            store.stream(bucket, key, consume, max_size=limits.max_bytes)
+        except S3NotFound as e:
+            raise DatasetInvalid(f"dataset archive {uri} does not exist") from e
+    elif kind:
         archive = dest.parent / f".archive-{Path(key).name}"
         try:
             store.download(bucket, key, archive, max_size=limits.max_bytes)

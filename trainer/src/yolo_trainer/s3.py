@@ -160,13 +160,37 @@ def classify_error(exc: BaseException, bucket: str, key: str | None) -> Exceptio
         return None
     from urllib3.exceptions import HTTPError as Urllib3Error
 
-    if isinstance(exc, Urllib3Error | IncompleteDownload):
+    if isinstance(exc, Urllib3Error | IncompleteDownload | StreamInterrupted):
         return None
     return exc  # not an S3 condition (e.g. a size check): raise it unchanged
 
 
 class IncompleteDownload(Exception):
     """Fewer bytes arrived than the object's size: retried like a connection error."""
+
+
+class StreamInterrupted(Exception):
+    """A response body broke off while a consumer (an archive extractor) read it: retried like a connection
+    error. Deliberately not an OSError, so an extractor's handling of its own I/O errors ("corrupt archive")
+    cannot mistake a network failure for bad data."""
+
+
+class _BodyStream:
+    """``read(n)`` over a lean GET's body for consumers such as ``tarfile`` in stream mode; a broken or short
+    body raises StreamInterrupted instead of looking like the end of the data."""
+
+    def __init__(self, body, where: str):
+        self._body, self._where, self._got = body, where, 0
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            data = self._body.read(n if n is not None and n >= 0 else 1 << 30)
+        except ConnectionError as e:
+            raise StreamInterrupted(f"{self._where}: {e}") from e
+        self._got += len(data)
+        if not data and n != 0 and self._body.size is not None and self._got < self._body.size:
+            raise StreamInterrupted(f"{self._where}: got {self._got} of {self._body.size} bytes")
+        return data
 
 
 def make_client(cfg: S3Config, max_pool: int = 16, environ: dict[str, str] | None = None):
@@ -349,6 +373,22 @@ class S3Store:
                 return write(iter(lambda: body.read(1 << 20), b""), body.size)
 
         return self.call("download", bucket, key, run_lean if self.getter is not None else run_boto3)
+
+    def stream(self, bucket: str, key: str, consume: Callable[[Any], T], max_size: int | None = None) -> T:
+        """GETs one object and hands its body to ``consume`` as a file-like object (``read(n)``), so a consumer
+        can work while the bytes arrive; needs the lean client (``self.getter``). If the connection breaks,
+        the GET and ``consume`` are run again from the start within the retry budget: ``consume`` must start
+        from scratch each time."""
+        assert self.getter is not None
+        getter = self.getter
+
+        def run() -> T:
+            with getter.get(bucket, key) as body:
+                if max_size is not None and body.size is not None and body.size > max_size:
+                    raise TrainerError(f"s3://{bucket}/{key} is {body.size} bytes, more than the {max_size} allowed")
+                return consume(_BodyStream(body, f"s3://{bucket}/{key}"))
+
+        return self.call("download", bucket, key, run)
 
     def download_many(
         self,
