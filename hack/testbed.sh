@@ -85,6 +85,16 @@ componentsPatches:
     value: "false"
   - key: manage-nodes-with-annotation-selector
     value: kwok.x-k8s.io/node=fake
+# A controller-manager or scheduler that misses a lease renewal (etcd slow under a loaded CI machine) exits,
+# and the binary runtime restarts nothing: with one instance of each, leader election only adds that risk.
+- name: kube-controller-manager
+  extraArgs:
+  - key: leader-elect
+    value: "false"
+- name: kube-scheduler
+  extraArgs:
+  - key: leader-elect
+    value: "false"
 CFG
   PATH="$bin:$PATH" kwokctl --name "$cluster" -c "$tb/kwokctl.yaml" create cluster \
     --kubeconfig "$tb/kubeconfig" --wait 3m >&2 9>&-
