@@ -1,0 +1,532 @@
+"""Disruptions of a training pod, end to end: evictions, a lost GPU node and a preemption-style SIGTERM with a
+short grace period. Each time the Job's replacement pod must resume from the last checkpoint in S3 on a GPU
+node, the disruption must not count as a failure, and the TrainingJob must end Succeeded with every epoch done.
+
+Who plays what:
+- the real kube-apiserver (Eviction API, pod deletion), kube-scheduler (places replacements), Job controller
+  (podFailurePolicy, replacement pods) and pod garbage collector (PodGC: a deleted node's pods are marked
+  Failed with the DisruptionTarget condition and removed), from the shared test bed;
+- two GPU nodes played by local pod runners (tests/podrunner.py) in a runner pool of this test's own, so
+  that no other test's pod ever lands on a node this test kills; the trainer really trains there;
+- a lost node: its runner gets SIGUSR1 ("power off": every pod process is SIGKILLed, nothing more is
+  reported), then the test deletes the Node object, as the cloud node controller does once the machine is
+  gone. (The node lifecycle controller would also mark it NotReady after its grace period, and evict its pods
+  after the 300 s unreachable toleration; deleting the Node is the faster real path to the same end: PodGC.)
+
+The TrainingJobs run with backoffLimit 0: a single disruption counted as a failure would fail the Job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import testbed
+from tests.e2e.stack import Stack
+from tests.podrunner import pool_placement
+
+pytestmark = [pytest.mark.fault, pytest.mark.e2e]
+
+GROUP, VERSION, PLURAL = "yolo-operator.io", "v1alpha1", "trainingjobs"
+LABEL_TRAINING_JOB = "yolo-operator.io/training-job"
+PREEMPTION_GRACE_SECONDS = 3
+
+
+# --- fixtures ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stack(bed):
+    s = Stack()
+    try:
+        for attempt in range(3):  # another session may be upgrading the same release right now
+            try:
+                s.install_chart()
+                break
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+                time.sleep(10)
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def k8s(kubeconfig):
+    from kubernetes import client, config
+
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    yield client.CoreV1Api(api), client.CustomObjectsApi(api), client.BatchV1Api(api)
+    api.close()
+
+
+@dataclass
+class RunnerPool:
+    """Two local pod runners playing GPU nodes that only this test's pods select and tolerate."""
+
+    stack: Stack
+    name: str = field(default_factory=lambda: f"fault-{uuid.uuid4().hex[:6]}")
+    runners: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def start(self, suffix: str) -> str:
+        node = f"{self.name}-{suffix}"
+        self.runners[node] = self.stack.start_pod_runner(node, pool=self.name)
+        return node
+
+    def lose(self, node: str) -> None:
+        """The node dies: its runner SIGKILLs its pods and goes silent; then the Node object is deleted."""
+        proc = self.runners[node]
+        proc.send_signal(signal.SIGUSR1)
+        proc.wait(30)
+        self.stack.kubectl("delete", "node", node, "--wait=false")
+
+    def workdir(self, node: str) -> Path:
+        return testbed.TESTBED / "podrunner" / node
+
+    def close(self) -> None:
+        for node, proc in self.runners.items():
+            if proc.poll() is None:  # SIGTERM: the runner stops its pods (SIGKILL after 5 s) and deletes its node
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ValueError):
+                self.stack.processes.remove(proc)
+            self.stack.kubectl("delete", "node", node, "--ignore-not-found", "--wait=false", check=False)
+            for pid_file in self.workdir(node).glob("pods/*/pid"):  # a pod process the runner left behind
+                kill_pod_process(pid_file)
+
+
+def kill_pod_process(pid_file: Path) -> None:
+    pid = int(pid_file.read_text())
+    with contextlib.suppress(OSError):
+        # Only if that pid is still the pod's process (started in the pod's directory), not a reused one.
+        if Path(f"/proc/{pid}/cwd").resolve() == pid_file.parent.resolve():
+            os.killpg(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def pool(stack):
+    p = RunnerPool(stack)
+    try:
+        p.start("a")
+        p.start("b")
+        yield p
+    finally:
+        p.close()
+
+
+@pytest.fixture
+def operator(stack, namespace):
+    proc = stack.start_operator({"YOLO_OPERATOR_NAMESPACES": namespace})
+    yield proc
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+# --- observers -----------------------------------------------------------------------------------------------
+
+
+class PodWatch:
+    """The last state of every pod of a TrainingJob, from a watch (so a pod that fails and is deleted within
+    milliseconds is still seen Failed, with its exit code and conditions)."""
+
+    def __init__(self, core, namespace: str, tj_name: str):
+        self.core, self.namespace = core, namespace
+        self.selector = f"{LABEL_TRAINING_JOB}={tj_name}"
+        self.pods: dict[str, dict[str, Any]] = {}  # uid -> last object seen
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.rv = core.list_namespaced_pod(namespace, label_selector=self.selector).metadata.resource_version
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        from kubernetes import watch
+
+        while not self.stop.is_set():
+            try:
+                # Bookmarks keep our resourceVersion recent while our pods are quiet (a lost node's pod is, for
+                # a minute): others' pod churn would otherwise age it out of the watch cache (410 Gone).
+                for ev in watch.Watch().stream(
+                    self.core.list_namespaced_pod, self.namespace, label_selector=self.selector,
+                    resource_version=self.rv, allow_watch_bookmarks=True, timeout_seconds=20,
+                ):  # fmt: skip
+                    obj = ev["raw_object"]
+                    self.rv = obj["metadata"]["resourceVersion"]
+                    if ev["type"] != "BOOKMARK":
+                        self._record(obj)
+                    if self.stop.is_set():
+                        return
+            except Exception:  # 410 Gone all the same, or the API server hiccuped: carry on from a fresh list
+                time.sleep(0.5)
+                with contextlib.suppress(Exception):
+                    self._relist()
+
+    def _relist(self) -> None:
+        resp = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector, _preload_content=False)
+        listed = json.loads(resp.data)
+        for obj in listed["items"]:
+            self._record(obj)
+        self.rv = listed["metadata"]["resourceVersion"]
+
+    def _record(self, obj: dict[str, Any]) -> None:
+        with self.lock:
+            self.pods[obj["metadata"]["uid"]] = obj
+
+    def get(self, uid: str) -> dict[str, Any]:
+        with self.lock:
+            return self.pods[uid]
+
+    def running(self, exclude: set[str]) -> dict[str, Any] | None:
+        with self.lock:
+            pods = [
+                p for uid, p in self.pods.items()
+                if uid not in exclude and p["status"].get("phase") == "Running"
+                and not p["metadata"].get("deletionTimestamp")
+            ]  # fmt: skip
+        return max(pods, key=lambda p: p["metadata"]["creationTimestamp"]) if pods else None
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+
+class StatusLog:
+    """Polls the TrainingJob's status; keeps every distinct (phase, epoch, lastCheckpoint, restartCount)."""
+
+    def __init__(self, custom, namespace: str, name: str):
+        self.custom, self.namespace, self.name = custom, namespace, name
+        self.seen: list[tuple[Any, ...]] = []
+        self.status: dict[str, Any] = {}
+
+    def poll(self) -> dict[str, Any]:
+        tj = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name)
+        self.status = tj.get("status") or {}
+        s = self.status
+        row = (
+            s.get("phase"),
+            (s.get("progress") or {}).get("epoch"),
+            (s.get("lastCheckpoint") or {}).get("epoch"),
+            s.get("restartCount"),
+        )
+        if not self.seen or self.seen[-1] != row:
+            self.seen.append(row)
+        return s
+
+    @property
+    def phases(self) -> list[str]:
+        out: list[str] = []
+        for phase, *_ in self.seen:
+            if phase and (not out or out[-1] != phase):
+                out.append(phase)
+        return out
+
+    @property
+    def checkpoint_epochs(self) -> set[int]:
+        return {c for _, _, c, _ in self.seen if c is not None}
+
+
+def trainer_events(pool: RunnerPool, pod: dict[str, Any]) -> list[dict[str, Any]]:
+    """The trainer's JSON event lines (start, resume, epoch, interrupted, done) from the pod's container log."""
+    path = pool.workdir(pod["spec"]["nodeName"]) / "pods" / pod["metadata"]["uid"] / "container.log"
+    events = []
+    for line in path.read_text(errors="replace").splitlines() if path.exists() else ():
+        if line.startswith('{"event"'):
+            with contextlib.suppress(ValueError):
+                events.append(json.loads(line))
+    return events
+
+
+def epochs_logged(events: list[dict[str, Any]]) -> list[int]:
+    return [e["epoch"] for e in events if e["event"] == "epoch"]
+
+
+def resumed_from(events: list[dict[str, Any]]) -> int | None:
+    return next((e["fromEpoch"] for e in events if e["event"] == "resume"), None)
+
+
+def disruption_condition(pod: dict[str, Any]) -> dict[str, Any] | None:
+    return next((c for c in pod["status"].get("conditions") or () if c["type"] == "DisruptionTarget"), None)
+
+
+def exit_code(pod: dict[str, Any]) -> int | None:
+    for cs in pod["status"].get("containerStatuses") or ():
+        term = (cs.get("state") or {}).get("terminated")
+        if term:
+            return term["exitCode"]
+    return None
+
+
+def sigterm_to_exit_seconds(pool: RunnerPool, node: str, pod_name: str, grace: int) -> float:
+    """From the runner's log: 'terminating pod X (grace Ns)' (SIGTERM sent) to 'pod X exited' (process gone)."""
+    text = (pool.stack.workdir / f"podrunner-{node}.log").read_text(errors="replace")
+    # The runner (the kubelet here) honours the deletion's grace period, not the pod's 120 s.
+    assert f"terminating pod {pod_name} (grace {grace}s)" in text, f"no SIGTERM with grace {grace}s for {pod_name}"
+
+    def at(pattern: str) -> datetime:
+        m = re.search(r"^(\S+ \S+) podrunner \w+ " + pattern, text, re.MULTILINE)
+        assert m, f"no {pattern!r} in the runner log of {node}"
+        return datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f")
+
+    return (at(f"pod {re.escape(pod_name)} exited") - at(f"terminating pod {re.escape(pod_name)} ")).total_seconds()
+
+
+# --- the scenario --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Disruption:
+    kind: str  # evict | lose-node | preempt
+    pod: dict[str, Any]  # the disrupted pod, as last seen before the disruption
+    epochs_before: int = 0  # epochs the disrupted pod had completed (its own log), at the end
+    final: dict[str, Any] | None = None  # the disrupted pod's last state (watch)
+    interrupted: dict[str, Any] | None = None  # its trainer's 'interrupted' event, if it had the chance
+    checkpoint: tuple[int, int] | None = None  # (state.json's epoch, the epoch inside the last.pt it names)
+    replacement: dict[str, Any] | None = None
+    resumed_from: int | None = None
+
+    @property
+    def epochs_redone(self) -> int:
+        return max(0, self.epochs_before - (self.resumed_from or 0))
+
+
+class Scenario:
+    def __init__(self, stack: Stack, k8s, pool: RunnerPool, namespace: str, s3_client, epochs: int):
+        self.stack, self.pool, self.namespace, self.s3 = stack, pool, namespace, s3_client
+        self.core, self.custom, self.batch = k8s
+        self.epochs = epochs
+        self.name = f"disrupt-{uuid.uuid4().hex[:6]}"
+        self.bucket = f"fault-{uuid.uuid4().hex[:8]}"
+        self.disruptions: list[Disruption] = []
+        self.done: set[str] = set()  # uids of disrupted pods
+
+    def start(self) -> None:
+        dataset = self.stack.upload_dataset(self.bucket, "datasets/shapes", images=16)
+        self.stack.s3_secret(self.namespace)
+        body = self.stack.training_job(self.name, dataset, f"s3://{self.bucket}/runs/", epochs=self.epochs)
+        body["spec"]["scheduling"] = pool_placement(self.pool.name)
+        body["spec"]["backoffLimit"] = 0  # a disruption counted as a failure would fail the Job at once
+        self.watch = PodWatch(self.core, self.namespace, self.name)
+        self.status = StatusLog(self.custom, self.namespace, self.name)
+        self.stack.kubectl("apply", "-n", self.namespace, "-f", "-", input=json.dumps(body))
+
+    def close(self) -> None:
+        self.watch.close()
+
+    @property
+    def job_prefix(self) -> str:
+        return f"runs/{self.namespace}/{self.name}"
+
+    def _check_not_finished(self) -> None:
+        phase = self.status.poll().get("phase")
+        assert phase not in ("Failed", "Succeeded"), f"{self.name} is {phase} mid-scenario: {self.status.status}"
+
+    def wait_training(self, min_own_epochs: int = 2, timeout: float = 480) -> dict[str, Any]:
+        """The current pod, once status shows it completed ``min_own_epochs`` epochs beyond where it started."""
+
+        def ready():
+            self._check_not_finished()
+            pod = self.watch.running(self.done)
+            if pod is None:
+                return None
+            events = trainer_events(self.pool, pod)
+            start = resumed_from(events) or 0
+            epoch = (self.status.status.get("progress") or {}).get("epoch") or 0
+            return pod if len(epochs_logged(events)) >= min_own_epochs and epoch >= start + min_own_epochs else None
+
+        return self.stack.wait(ready, timeout, interval=0.5, what=f"{self.name} to train on a fresh pod")
+
+    def disrupt(self, kind: str) -> Disruption:
+        pod = self.wait_training()
+        name, uid, node = pod["metadata"]["name"], pod["metadata"]["uid"], pod["spec"]["nodeName"]
+        d = Disruption(kind, pod)
+        if kind == "evict":  # what `kubectl drain` does
+            from kubernetes import client
+
+            body = client.V1Eviction(metadata=client.V1ObjectMeta(name=name, namespace=self.namespace))
+            self.core.create_namespaced_pod_eviction(name, self.namespace, body)
+        elif kind == "preempt":  # a plain DELETE with a short grace period: no DisruptionTarget condition
+            self.core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=PREEMPTION_GRACE_SECONDS)
+        elif kind == "lose-node":
+            self.pool.lose(node)
+        else:
+            raise ValueError(kind)
+        self.done.add(uid)
+        self.disruptions.append(d)
+
+        # The disrupted pod ends Failed (its runner, or PodGC for a lost node, reports it), and is replaced.
+        d.final = self.stack.wait(
+            lambda: (p := self.watch.get(uid))["status"].get("phase") == "Failed" and p,
+            240, interval=0.5, what=f"{kind}: pod {name} to end Failed",
+        )  # fmt: skip
+        events = trainer_events(self.pool, pod)
+        d.epochs_before = max(epochs_logged(events), default=0)
+        d.interrupted = next((e for e in events if e["event"] == "interrupted"), None)
+        d.checkpoint = self.load_checkpoint()  # before the replacement can have moved it on
+
+        def resumed():
+            self._check_not_finished()
+            new = self.watch.running(self.done)
+            if new is None:
+                return None
+            ev = trainer_events(self.pool, new)
+            return (new, ev) if any(e["event"] in ("resume", "epoch") for e in ev) else None
+
+        d.replacement, new_events = self.stack.wait(resumed, 300, interval=0.5, what=f"{kind}: a replacement pod")
+        d.resumed_from = resumed_from(new_events)
+        return d
+
+    def load_checkpoint(self) -> tuple[int, int]:
+        """The committed checkpoint in S3: state.json's epoch and the epoch stored in the last.pt it names,
+        which must load (torch.load, as Ultralytics' resume does)."""
+        import tempfile
+
+        import torch
+
+        key = f"{self.job_prefix}/checkpoints/state.json"
+        state = json.loads(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        bucket, ckpt_key = state["uri"].removeprefix("s3://").split("/", 1)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "last.pt"
+            self.s3.download_file(bucket, ckpt_key, str(path))
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        assert ckpt.get("ema") is not None and ckpt.get("optimizer") is not None, sorted(ckpt)  # resumable
+        return state["epoch"], ckpt["epoch"] + 1
+
+    def wait_finished(self, timeout: float = 300) -> dict[str, Any]:
+        return self.stack.wait(
+            lambda: self.status.poll().get("phase") in ("Succeeded", "Failed") and self.status.status,
+            timeout, interval=1, what=f"{self.name} to finish",
+        )  # fmt: skip
+
+    # --- checks ----------------------------------------------------------------------------------------------
+
+    def check_replacement(self, d: Disruption) -> None:
+        new = d.replacement
+        assert new is not None
+        where = f"{d.kind} of {d.pod['metadata']['name']}"
+        assert d.resumed_from is not None, f"{where}: the replacement did not resume from a checkpoint"
+        assert new["spec"]["nodeName"] in self.pool.runners, f"{where}: replacement off the GPU pool"
+        limits = new["spec"]["containers"][0]["resources"]["limits"]
+        assert limits.get("nvidia.com/gpu") == "1", f"{where}: replacement without a GPU: {limits}"
+        assert d.checkpoint is not None and d.checkpoint[0] == d.checkpoint[1], f"{where}: {d.checkpoint}"
+        assert d.resumed_from == d.checkpoint[0], f"{where}: resumed from {d.resumed_from}, S3 had {d.checkpoint}"
+        if d.kind == "lose-node":
+            assert new["spec"]["nodeName"] != d.pod["spec"]["nodeName"]
+            # SIGKILL without warning: at most the epoch whose upload was in flight is lost.
+            assert d.resumed_from >= d.epochs_before - 1, f"{where}: {d}"
+        else:
+            # SIGTERM: the trainer flushed the checkpoint of its last finished epoch before exiting 75.
+            assert d.interrupted is not None, f"{where}: the trainer logged no 'interrupted' event"
+            assert d.interrupted["flushed"] is True, f"{where}: {d.interrupted}"
+            assert d.interrupted["checkpointEpoch"] >= d.epochs_before, f"{where}: {d.interrupted}, {d}"
+            assert d.resumed_from == d.interrupted["checkpointEpoch"], f"{where}: {d}"
+            assert exit_code(d.final) == 75, f"{where}: {json.dumps(d.final['status'], indent=1)}"
+        assert d.resumed_from in self.status.checkpoint_epochs, (
+            f"{where}: status.lastCheckpoint never showed epoch {d.resumed_from}: {self.status.seen}"
+        )
+
+    def check_succeeded(self, status: dict[str, Any]) -> None:
+        assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+        assert "Failed" not in self.status.phases, self.status.phases
+        assert status["progress"]["epoch"] == self.epochs and status["progress"]["epochs"] == self.epochs
+        job = self.batch.read_namespaced_job_status(status["jobName"], self.namespace).status
+        assert not job.failed, f"the Job counted {job.failed} failed pod(s): disruptions spent the backoff"
+        assert job.succeeded == 1
+        assert status.get("restartCount") == len(self.disruptions), (status.get("restartCount"), self.status.seen)
+        # Every epoch ran, once each in the surviving history: the resumed runs continued the checkpoint's
+        # results.csv (a restart from scratch, or a skipped epoch, would show here).
+        results = self.s3.get_object(Bucket=self.bucket, Key=f"{self.job_prefix}/results.csv")["Body"].read()
+        rows = results.decode().strip().splitlines()[1:]
+        assert [int(float(r.split(",")[0])) for r in rows] == list(range(1, self.epochs + 1)), rows
+        metrics = json.loads(
+            self.s3.get_object(Bucket=self.bucket, Key=f"{self.job_prefix}/metrics.json")["Body"].read()
+        )
+        assert metrics["epochs"] == self.epochs, metrics
+        assert metrics["resumedFromEpoch"] == self.disruptions[-1].resumed_from, metrics
+
+    def figure(self) -> str:
+        """epochs-redone: epochs the disrupted pods had completed beyond the checkpoint their replacement
+        resumed from, summed over all disruptions."""
+        redone = sum(d.epochs_redone for d in self.disruptions)
+        return (
+            f"epochs-redone={redone} restarts={self.status.status.get('restartCount')}"
+            f" (disrupted after epochs {[d.epochs_before for d in self.disruptions]},"
+            f" resumed from {[d.resumed_from for d in self.disruptions]}, of {self.epochs})"
+        )
+
+
+@pytest.fixture
+def scenario(stack, k8s, pool, namespace, s3_client, operator):
+    made: list[Scenario] = []
+
+    def make(epochs: int) -> Scenario:
+        s = Scenario(stack, k8s, pool, namespace, s3_client, epochs)
+        made.append(s)
+        s.start()
+        return s
+
+    yield make
+    for s in made:
+        s.close()
+        # Shown by pytest only when the test failed: what the control plane did, and the status history.
+        print(stack.kubectl("get", "events", "-n", namespace, "--sort-by=.lastTimestamp", check=False).stdout)
+        print("status history (phase, epoch, lastCheckpoint, restartCount):", s.status.seen)
+
+
+# --- tests ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(1200)
+def test_two_evictions_and_a_lost_gpu_node_resume_from_the_checkpoint_and_succeed(scenario):
+    s = scenario(epochs=14)
+    evictions = [s.disrupt("evict"), s.disrupt("evict")]
+    for d in evictions:
+        cond = disruption_condition(d.final)
+        assert cond and cond["status"] == "True" and cond["reason"] == "EvictionByEvictionAPI", d.final["status"]
+    lost = s.disrupt("lose-node")
+    cond = disruption_condition(lost.final)  # PodGC removed the pod of the deleted node
+    assert cond and cond["status"] == "True" and cond["reason"] == "DeletionByPodGC", lost.final["status"]
+    status = s.wait_finished()
+    for d in s.disruptions:
+        s.check_replacement(d)
+    s.check_succeeded(status)
+    print(f"FAULT-FIGURE disruptions: evictions=2 node-losses=1 {s.figure()}")
+
+
+@pytest.mark.timeout(900)
+def test_preemption_with_a_short_grace_period_flushes_the_checkpoint_in_time(scenario):
+    s = scenario(epochs=8)
+    d = s.disrupt("preempt")
+    # Exited 75 within the 3 s grace period (so before the SIGKILL), with no DisruptionTarget condition:
+    # only the trainer's exit code kept this from counting as a failure (backoffLimit 0).
+    assert exit_code(d.final) == 75 and disruption_condition(d.final) is None, d.final["status"]
+    node, name = d.pod["spec"]["nodeName"], d.pod["metadata"]["name"]
+    took = sigterm_to_exit_seconds(s.pool, node, name, PREEMPTION_GRACE_SECONDS)
+    assert took < PREEMPTION_GRACE_SECONDS, f"SIGTERM to exit took {took:.1f}s"
+    # The checkpoint of the last finished epoch was flushed, is committed in S3 and loads (check_replacement).
+    assert d.interrupted and d.interrupted["checkpointEpoch"] == d.checkpoint[0] >= d.epochs_before, d
+    s.check_replacement(d)
+    status = s.wait_finished()
+    s.check_succeeded(status)
+    print(f"FAULT-FIGURE preemption: grace={PREEMPTION_GRACE_SECONDS}s sigterm-to-exit={took:.2f}s {s.figure()}")
