@@ -13,11 +13,14 @@ Handler progress lives in annotations (``yolo-operator.io/...``), never in ``sta
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import json
 import logging
 import threading
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import Any
 
 import kopf
@@ -27,7 +30,7 @@ from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 from yolo_trainer.config import CONFIG_ENV
 
-from yolo_operator import GROUP, PLURAL, VERSION, metrics, observed
+from yolo_operator import GROUP, PLURAL, VERSION, memory, metrics, observed
 from yolo_operator import reasons as R
 from yolo_operator.api import TrainingJob, clean_status, describe_errors
 from yolo_operator.builders import (
@@ -70,6 +73,7 @@ CONFIG = OperatorConfig.from_env()
 _api_client: client.ApiClient | None = None
 _locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
 _locks_guard = threading.Lock()
+_executor: Executor | None = None  # kopf's handler threads (settings.execution.executor)
 
 
 def api() -> client.ApiClient:
@@ -114,6 +118,8 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.execution.max_workers = MAX_WORKERS
+    global _executor
+    _executor = settings.execution.executor
     settings.persistence.consistency_timeout = CONSISTENCY_TIMEOUT_SECONDS
 
 
@@ -121,6 +127,8 @@ def configure(settings: kopf.OperatorSettings) -> None:
 def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     global CONFIG
     CONFIG = OperatorConfig.from_env()
+    memory.limit_arenas()  # before kopf's handler threads allocate (this handler runs in the first one)
+    memory.start_trimmer()
     configure(settings)
     api()
     metrics.serve(CONFIG.metrics_port, CONFIG.bind_address)
@@ -429,33 +437,81 @@ def sync_mutable(body: kopf.Body, name: str, namespace: str, logger: logging.Log
 # --- status ----------------------------------------------------------------------------------------------
 
 
+class _NeedsRequest(Exception):
+    """Deriving the status needs an API request (only allowed in a handler thread)."""
+
+
+def _derive(namespace: str, name: str, tj: dict[str, Any], obs: Observed, requests: bool) -> dict[str, Any]:
+    """The status patch for the TrainingJob as the indexes show it and its Job and pods (``{}``: none)."""
+    if (tj.get("metadata") or {}).get("deletionTimestamp") or operator_instance(tj) != CONFIG.instance:
+        return {}
+    status = tj.get("status") or {}
+    uid = _uid(tj)
+    job = obs.job(namespace, name, uid)
+    if job is None and status.get("jobName") and status.get("phase") not in R.TERMINAL_PHASES:
+        if not requests:
+            raise _NeedsRequest
+        job = get_job(namespace, status["jobName"])  # the index says gone: confirm before failing it
+        if job is None:
+            return job_missing_status(tj)
+    if job is None or not owned_by(job, uid):
+        return {}
+    pods = obs.pods(namespace, name, _uid(job))
+    if _pods_lag(job, pods):
+        return {}  # the pod watch is behind the Job's (a new pod counted, not yet seen): its event follows
+    if job_failed(job) and status.get("phase") not in R.TERMINAL_PHASES and not any(map(terminated_state, pods)):
+        # The pod watch may lag the Job's: list the pods once, so that the failure is reported (and
+        # announced) with the trainer's exit code and message rather than the Job's generic reason.
+        if not requests:
+            raise _NeedsRequest
+        pods = [p for p in list_pods(namespace, name) if owned_by(p, _uid(job))]
+    return derive_status(tj, job, pods)
+
+
+def _pods_lag(job: dict[str, Any], pods: list[dict[str, Any]]) -> bool:
+    """The Job counts more active pods than the pod index shows unfinished: the pod watch is behind the
+    Job's (a replacement counted, not yet seen) or ahead of it (a pod finished, the Job not updated yet).
+    Either way the next event completes the picture; deriving now could count a replacement twice."""
+    jst = job.get("status") or {}
+    if any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in jst.get("conditions") or ()):
+        return False
+    live = [
+        p
+        for p in pods
+        if (p.get("status") or {}).get("phase") in (None, "Pending", "Running")
+        and not (p.get("metadata") or {}).get("deletionTimestamp")
+    ]
+    return int(jst.get("active") or 0) > len(live)
+
+
 def sync_status(namespace: str, name: str, obs: Observed) -> dict[str, Any]:
     """Re-derives the operator's status fields from the Job and its pods as the indexes show them, and
-    patches what changed. Most events change nothing (e.g. the TrainingJob event of our own last write):
-    those cost no API request."""
-
-    def compute(tj: dict[str, Any]) -> dict[str, Any]:
-        if (tj.get("metadata") or {}).get("deletionTimestamp") or operator_instance(tj) != CONFIG.instance:
-            return {}
-        status = tj.get("status") or {}
-        uid = _uid(tj)
-        job = obs.job(namespace, name, uid)
-        if job is None and status.get("jobName") and status.get("phase") not in R.TERMINAL_PHASES:
-            job = get_job(namespace, status["jobName"])  # the index says gone: confirm before failing it
-            if job is None:
-                return job_missing_status(tj)
-        if job is None or not owned_by(job, uid):
-            return {}
-        pods = obs.pods(namespace, name, _uid(job))
-        if job_failed(job) and status.get("phase") not in R.TERMINAL_PHASES and not any(map(terminated_state, pods)):
-            # The pod watch may lag the Job's: list the pods once, so that the failure is reported (and
-            # announced) with the trainer's exit code and message rather than the Job's generic reason.
-            pods = [p for p in list_pods(namespace, name) if owned_by(p, _uid(job))]
-        return derive_status(tj, job, pods)
-
-    tj, patch = update_status(namespace, name, compute, read=lambda: obs.trainingjob(namespace, name))
+    patches what changed (in a handler thread: it may make requests)."""
+    tj, patch = update_status(
+        namespace,
+        name,
+        lambda tj: _derive(namespace, name, tj, obs, requests=True),
+        read=lambda: obs.trainingjob(namespace, name),
+    )
     _announce(tj, (tj or {}).get("status"), patch)
     return patch
+
+
+async def sync_status_soon(namespace: str, name: str, obs: Observed) -> None:
+    """For the event handlers, in the event loop: most events change nothing (e.g. the TrainingJob event
+    of our own last write, a pod's scheduling retries), and are settled here, from memory, without a thread.
+    Only a status that has to change goes to a handler thread (serialised per TrainingJob there)."""
+    tj = obs.trainingjob(namespace, name)
+    if tj is None:
+        return
+    try:
+        if not _derive(namespace, name, tj, obs, requests=False):
+            return
+    except _NeedsRequest:
+        pass
+    # with this handler's context: kopf.info()/warn() find kopf's event queue through context variables
+    context = contextvars.copy_context()
+    await asyncio.get_running_loop().run_in_executor(_executor, context.run, sync_status, namespace, name, obs)
 
 
 def _announce(tj: dict[str, Any] | None, old_status: dict[str, Any] | None, patch: dict[str, Any]) -> None:
@@ -472,19 +528,19 @@ def _announce(tj: dict[str, Any] | None, old_status: dict[str, Any] | None, patc
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_TRAINING_JOB: kopf.PRESENT})
-def job_event(body: kopf.Body, namespace: str, **kwargs: Any) -> None:
+async def job_event(body: kopf.Body, namespace: str, **kwargs: Any) -> None:
     with metrics.timed("job_event"):
-        sync_status(namespace, body["metadata"]["labels"][LABEL_TRAINING_JOB], Observed.of(kwargs))
+        await sync_status_soon(namespace, body["metadata"]["labels"][LABEL_TRAINING_JOB], Observed.of(kwargs))
 
 
 @kopf.on.event("v1", "pods", labels={LABEL_TRAINING_JOB: kopf.PRESENT})
-def pod_event(body: kopf.Body, namespace: str, **kwargs: Any) -> None:
+async def pod_event(body: kopf.Body, namespace: str, **kwargs: Any) -> None:
     with metrics.timed("pod_event"):
-        sync_status(namespace, body["metadata"]["labels"][LABEL_TRAINING_JOB], Observed.of(kwargs))
+        await sync_status_soon(namespace, body["metadata"]["labels"][LABEL_TRAINING_JOB], Observed.of(kwargs))
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def trainingjob_event(event: kopf.RawEvent, body: kopf.Body, name: str, namespace: str, **kwargs: Any) -> None:
+async def trainingjob_event(event: kopf.RawEvent, body: kopf.Body, name: str, namespace: str, **kwargs: Any) -> None:
     """Keeps the by-phase gauge current and maps the trainer's stage reports onto the phase."""
     with metrics.timed("trainingjob_event"):
         if event.get("type") == "DELETED":
@@ -496,4 +552,4 @@ def trainingjob_event(event: kopf.RawEvent, body: kopf.Body, name: str, namespac
         status = clean_status(body.get("status"))
         metrics.observe_phase(namespace, name, status.get("phase") or R.PENDING)
         if status.get("jobName") and status.get("phase") not in R.TERMINAL_PHASES:
-            sync_status(namespace, name, Observed.of(kwargs))
+            await sync_status_soon(namespace, name, Observed.of(kwargs))

@@ -23,22 +23,28 @@ JOBS_CREATED = Counter("yolo_operator_jobs_created_total", "batch/v1 Jobs create
 HANDLERS = ("ensure", "sync_mutable", "job_event", "pod_event", "trainingjob_event")
 for _h in HANDLERS:  # export every series from the start (0 rather than absent)
     RECONCILE_ERRORS.labels(handler=_h)
+for _p in PHASES:
+    TRAININGJOBS.labels(phase=_p).set(0)
 
 _phases: dict[tuple[str, str], str] = {}
+_counts: dict[str, int] = dict.fromkeys(PHASES, 0)
 _lock = threading.Lock()
 
 
 def observe_phase(namespace: str, name: str, phase: str | None) -> None:
-    """Records a TrainingJob's phase (None = deleted) and refreshes the by-phase gauge."""
+    """Records a TrainingJob's phase (None = deleted) and updates the by-phase gauge (O(1): it runs on
+    every TrainingJob event)."""
     with _lock:
-        if phase is None:
-            _phases.pop((namespace, name), None)
-        else:
+        old = _phases.pop((namespace, name), None) if phase is None else _phases.get((namespace, name))
+        if old == phase:
+            return
+        if phase is not None:
             _phases[(namespace, name)] = phase
-        counts = dict.fromkeys(PHASES, 0)
-        for p in _phases.values():
-            counts[p] = counts.get(p, 0) + 1
-    for p, n in counts.items():
+            _counts[phase] = _counts.get(phase, 0) + 1
+        if old is not None:
+            _counts[old] -= 1
+        changed = {p: _counts[p] for p in (old, phase) if p is not None}
+    for p, n in changed.items():
         TRAININGJOBS.labels(phase=p).set(n)
 
 
