@@ -58,11 +58,17 @@ LABEL_INSTANCE = "yolo-operator.io/operator-instance"
 INSTANCE = f"bench-{uuid.uuid4().hex[:6]}"
 NOWHERE = {"bench.yolo-operator.io/no-such-node": "true"}  # pods stay Pending
 CREATE_THREADS = 8
-# Runs the operator with a SIGUSR2 handler: the first signal takes a tracemalloc snapshot, the second
-# writes the growth since then (by line, by file, by call stack) to $BENCH_TRACEMALLOC_OUT.
+# Runs the operator with a SIGUSR2 handler: the first signal takes a tracemalloc snapshot (one frame per
+# allocation: deeper stacks slow the operator down several times), the second writes to $BENCH_TRACEMALLOC_OUT
+# the growth since then by file and line, the live objects by type, and how much RSS malloc_trim() gives back
+# (memory that is free inside the process but not returned to the system).
 TRACEMALLOC_BOOT = """
-import gc, os, signal, sys, tracemalloc
+import collections, ctypes, gc, os, signal, sys, tracemalloc
+import yolo_operator.handlers  # imports untraced: faster, and not what this is about
+tracemalloc.start(1)
 snaps = []
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 def dump(*_):
     gc.collect()
     snap = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
@@ -70,15 +76,19 @@ def dump(*_):
     if len(snaps) < 2:
         return
     cur, peak = tracemalloc.get_traced_memory()
-    rss = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    out = [f"traced {cur / 2**20:.1f} MiB (peak {peak / 2**20:.1f}), RSS {rss / 2**20:.1f} MiB"]
-    for key, n in (("filename", 25), ("lineno", 40), ("traceback", 12)):
+    out = [f"traced {cur / 2**20:.1f} MiB (peak {peak / 2**20:.1f}), RSS {rss():.1f} MiB"]
+    for key, n in (("filename", 25), ("lineno", 40)):
         out.append(f"--- growth by {key} ---")
         for st in snap.compare_to(snaps[0], key)[:n]:
-            where = str(st.traceback[-1])
-            out.append(f"{st.size_diff / 2**20:+8.2f} MiB {st.count_diff:+8d} blocks  {where}")
-            if key == "traceback":
-                out.extend("        " + line for line in st.traceback.format(limit=12))
+            out.append(f"{st.size_diff / 2**20:+8.2f} MiB {st.count_diff:+8d} blocks  {st.traceback[-1]}")
+    out.append("--- live objects by type ---")
+    types = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+    out.extend(f"{n:9d} {t}" for t, n in types.most_common(25))
+    del snaps[:], snap
+    tracemalloc.stop()
+    before = rss()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    out.append(f"RSS {before:.1f} MiB without tracemalloc, {rss():.1f} MiB after malloc_trim(0)")
     with open(os.environ["BENCH_TRACEMALLOC_OUT"], "w") as f:
         f.write("\\n".join(out) + "\\n")
 signal.signal(signal.SIGUSR2, dump)
@@ -239,12 +249,12 @@ class Bench:
         cmd = [sys.executable, "-m", "yolo_operator"]
         if self.args.tracemalloc:
             env["BENCH_TRACEMALLOC_OUT"] = str(self.workdir / "tracemalloc.txt")
-            cmd = [sys.executable, "-X", "tracemalloc=25", "-c", TRACEMALLOC_BOOT]
+            cmd = [sys.executable, "-c", TRACEMALLOC_BOOT]
         logf = open(self.workdir / "operator.log", "ab")  # noqa: SIM115 - the child holds it
         self.operator = subprocess.Popen(cmd, env=env, cwd=testbed.ROOT,
                                          stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         logf.close()
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + (300 if self.args.tracemalloc else 90)
         while time.monotonic() < deadline:
             if self.operator.poll() is not None:
                 raise RuntimeError(f"operator exited; see {self.workdir / 'operator.log'}")
@@ -255,7 +265,7 @@ class Bench:
             except OSError:
                 time.sleep(0.3)
         else:
-            raise RuntimeError("operator not healthy after 90 s")
+            raise RuntimeError("operator not healthy in time")
         self.wait_quiet()
         self.rss_boot = self.rss_mib()
         self.tracemalloc_mark()
