@@ -199,7 +199,7 @@ def update_status(
                     continue
                 raise
             if written:
-                observed.wrote(namespace, name, written)
+                observed.wrote(namespace, name, written, tj["metadata"].get("resourceVersion"))
             return tj, patch
     raise AssertionError("unreachable")
 

@@ -8,8 +8,10 @@ missing entry means "not there", up to watch lag; callers confirm with a GET bef
 The watches lag the operator's own writes: right after it created a Job or wrote a status, its index still
 shows the old state. Until the watch delivers that write, the written object is overlaid here, so the next
 event is judged against what the operator wrote instead of being answered by a redundant (and, for status
-writes, 409-bound) request. An overlay that the watch never confirms (e.g. after a relist) only costs one
-rejected write: ``forget_written`` drops it when a resourceVersion precondition fails.
+writes, 409-bound) request. Status writes carry a resourceVersion precondition, so the object went straight
+from the version the write was based on to the written one: any other version in the index means the watch has
+caught up (it may never show our version itself, since kopf batches events: the trainer's next patch can hide
+it). An overlay that is wrong anyway only costs one rejected write: ``forget_written`` drops it on a 409.
 """
 
 from __future__ import annotations
@@ -26,8 +28,17 @@ from yolo_operator.status import job_view, pod_view, trainingjob_view
 
 Key = tuple[str, str]  # (namespace, TrainingJob name)
 
+
+@dataclass(frozen=True)
+class _Written:
+    view: dict[str, Any]
+    superseded: frozenset[str]  # resourceVersions older than the write: the index showing one has not caught up
+
+    def confirmed_by(self, index_view: dict[str, Any] | None) -> bool:
+        return index_view is not None and index_view["metadata"].get("resourceVersion") not in self.superseded
+
 _guard = threading.Lock()  # indexers run in the event loop, handlers in threads
-_written: dict[Key, dict[str, Any]] = {}  # TrainingJob views as returned by our own status writes
+_written: dict[Key, _Written] = {}  # TrainingJob views as returned by our own status writes
 _created: dict[Key, dict[str, Any]] = {}  # Job views as returned by our own creates
 
 
@@ -36,8 +47,8 @@ async def tj_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict
     view = trainingjob_view(body)
     with _guard:
         w = _written.get((namespace, name))
-        if w is not None and w["metadata"].get("resourceVersion") == view["metadata"].get("resourceVersion"):
-            del _written[(namespace, name)]  # the watch caught up with our write
+        if w is not None and w.confirmed_by(view):
+            del _written[(namespace, name)]  # the watch caught up with our write (or went past it)
     return {(namespace, name): view}
 
 
@@ -77,12 +88,15 @@ class Observed:
 
     def trainingjob(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The newest known view of the TrainingJob (our last write if the watch has not shown it yet)."""
+        views = _values(self.tj_idx, (namespace, name))
+        indexed = views[0] if views else None
         with _guard:
             w = _written.get((namespace, name))
-        if w is not None:
-            return w
-        views = _values(self.tj_idx, (namespace, name))
-        return views[0] if views else None
+            if w is not None and w.confirmed_by(indexed):
+                # the index got past our write before it was recorded here (the write's thread was slower)
+                del _written[(namespace, name)]
+                w = None
+        return w.view if w is not None else indexed
 
     def job(self, namespace: str, name: str, owner_uid: str | None) -> dict[str, Any] | None:
         """The TrainingJob's Job: the one it owns if several carry its label (one left by a deleted
@@ -101,10 +115,14 @@ class Observed:
         ]
 
 
-def wrote(namespace: str, name: str, tj: dict[str, Any]) -> None:
-    """Records the TrainingJob as our status write returned it."""
+def wrote(namespace: str, name: str, tj: dict[str, Any], based_on: str | None) -> None:
+    """Records the TrainingJob as our status write returned it; ``based_on`` is the write's precondition."""
     with _guard:
-        _written[(namespace, name)] = trainingjob_view(tj)
+        prev = _written.get((namespace, name))
+        superseded = {based_on} if based_on else set()
+        if prev is not None and prev.view["metadata"].get("resourceVersion") == based_on:
+            superseded |= prev.superseded  # written on top of our previous write, not yet seen either
+        _written[(namespace, name)] = _Written(trainingjob_view(tj), frozenset(superseded))
 
 
 def created(namespace: str, name: str, job: dict[str, Any]) -> None:
