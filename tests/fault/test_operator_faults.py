@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import errno
 import json
 import os
 import random
@@ -360,10 +361,26 @@ class OwnCluster:
         pid = int((self.dir / "pids" / "kube-apiserver.pid").read_text())
         os.kill(pid, signal.SIGKILL)  # a crash, not a graceful shutdown
         wait_for(lambda: not _alive(pid), 10, what="kube-apiserver to exit")
-        # Bound but not listening: connections are refused as by a dead server, and nobody can take the port.
-        self.hold = socket.socket()
-        self.hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past its connections in TIME_WAIT
-        self.hold.bind(("127.0.0.1", self.apiserver_port))
+        # Bound but not listening: connections are refused as by a dead server, and a cluster created meanwhile
+        # cannot take the port. The killed server's accepted connections take a moment to close (EADDRINUSE
+        # until then); if they never do, go on without the hold, which only guards against that race.
+        deadline = time.monotonic() + 15
+        while True:
+            hold = socket.socket()
+            hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past its connections in TIME_WAIT
+            try:
+                hold.bind(("127.0.0.1", self.apiserver_port))
+            except OSError as e:
+                hold.close()
+                if e.errno != errno.EADDRINUSE:
+                    raise
+                if time.monotonic() > deadline:
+                    print(f"port {self.apiserver_port} still in use 15 s after the kill: not held")
+                    break
+                time.sleep(0.2)
+                continue
+            self.hold = hold
+            break
 
     def start_apiserver(self) -> None:
         comp = self._apiserver()
