@@ -38,7 +38,7 @@ def benches(quick: bool) -> dict[str, callable]:
         # 1,000 more TrainingJobs take 5+ minutes to settle here (see bench/README.md): the memory figure is taken
         # with the 400 of the latency rounds + 300 more held; `operator_latency.py --rss-n 1000` does the full one
         "operator": lambda: operator_latency.run(n=200, rss_n=300, idle=30, life_n=20, rounds=2),
-        "staging": lambda: staging.run(images=2000, repeats=3),
+        "staging": lambda: staging.run(images=2000, repeats=3, archives=("zip", "tar")),
         "overhead": lambda: trainer_overhead.run(images=240, epochs=5, repeats=3),
         "resume": lambda: resume_cost.run(images=240, epochs=5, repeats=3),
         "gpu": gpu.run,
