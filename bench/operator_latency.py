@@ -143,6 +143,16 @@ def plain_job(name: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
+
+def install_crd() -> None:
+    """The generated CRD, as the chart would install it: a fresh bed has none (the tests install their own)."""
+    from yolo_operator import crd
+
+    env = {**os.environ, "PATH": testbed.tool_path(), "KUBECONFIG": str(testbed.KUBECONFIG)}
+    for args, stdin in ((["apply", "-f", "-"], crd.render()),
+                        (["wait", "--for=condition=Established", f"crd/{crd.CRD_NAME}", "--timeout=60s"], None)):
+        subprocess.run(["kubectl", *args], input=stdin, text=True, env=env, check=True, capture_output=True)
+
 class ArrivalWatch:
     """Watches a namespace's Jobs or Pods (opened before the creates) and records when each key first arrives."""
 
@@ -232,6 +242,7 @@ class Bench:
 
     # -- setup / teardown ----------------------------------------------------------------------------------
     def start(self) -> None:
+        install_crd()
         for ns in self.ns.values():
             self.core.create_namespace({"metadata": {"name": ns, "labels": {LABEL_BENCH: "1"}}})
         health = free_port()
