@@ -47,6 +47,16 @@ def table_row(header: str, line: str) -> dict[str, str]:
     return {header[a:b].strip(): line[a:b].strip() for a, b in zip(starts, bounds, strict=True)}
 
 
+
+def stop_process_group(proc: subprocess.Popen, grace: float = 20) -> None:
+    """SIGTERM to the process's group (it was started in a session of its own), SIGKILL after ``grace`` s."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
 @dataclass
 class Stack:
     """Starts what the bed lacks for a whole-system run; `close()` stops what it started."""
@@ -199,10 +209,5 @@ class Stack:
 
     def close(self) -> None:
         for proc in reversed(self.processes):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
+            stop_process_group(proc)
         self.processes.clear()

@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 
 from tests import testbed
-from tests.e2e.stack import Stack
+from tests.e2e.stack import Stack, stop_process_group
 from tests.podrunner import pool_placement
 
 pytestmark = [pytest.mark.fault, pytest.mark.e2e]
@@ -135,12 +135,7 @@ def pool(stack):
 def operator(stack, namespace):
     proc = stack.start_operator({"YOLO_OPERATOR_NAMESPACES": namespace})
     yield proc
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+    stop_process_group(proc)
 
 
 # --- observers -----------------------------------------------------------------------------------------------
