@@ -158,6 +158,7 @@ def sa_of(namespace: str, name: str) -> str:
 
 @pytest.mark.timeout(300)
 def test_operator_rbac_matrix_clusterwide(bed_env, kubectl, kubeconfig, release, namespace, other_namespace):  # noqa: F811
+    install_crd(kubectl)  # kubectl auth can-i resolves trainingjobs through discovery
     helm_install(bed_env, release, namespace, {"replicaCount": "0", "crd.install": "false"})
     sa = sa_of(namespace, f"yo-{namespace}-yolo-operator")
     cluster_needs = {**OPERATOR_CLUSTER_NEEDS, ("namespaces", ""): {"list", "watch"}}  # kopf finds namespaces
@@ -174,6 +175,7 @@ def test_operator_rbac_matrix_clusterwide(bed_env, kubectl, kubeconfig, release,
 @pytest.mark.timeout(300)
 def test_operator_rbac_matrix_namespaced(bed_env, kubectl, kubeconfig, release, namespace, other_namespace):  # noqa: F811
     values = {"replicaCount": "0", "crd.install": "false", "watchNamespaces": f"{{{other_namespace}}}"}
+    install_crd(kubectl)  # kubectl auth can-i resolves trainingjobs through discovery
     helm_install(bed_env, release, namespace, values)
     sa = sa_of(namespace, f"yo-{namespace}-yolo-operator")
     expected = {
@@ -200,6 +202,7 @@ def test_trainer_serviceaccount_only_patches_its_own_status(kubectl, kubeconfig,
             wait_condition(kubectl, ns, name, "JobCreated", timeout=120)
     finally:
         operator.stop()
+        print("--- operator log (tail) ---\n" + operator.logs()[-6000:])
     sa = sa_of(ns, "mine-trainer")
     own = {(TJ, ""): {"get"}, (TJ, "status"): {"get", "patch"}}
     expected = {

@@ -68,6 +68,9 @@ MAX_WORKERS = 16  # kopf's handler threads; also the API client's connection poo
 # Under load that takes longer than kopf's default 5 s, and a body from before kopf's "handled" annotation
 # looks like a new creation: the create handler ran 2-3 times per TrainingJob at N >= 200.
 CONSISTENCY_TIMEOUT_SECONDS = 60
+# kopf retries a handler that raised something other than its own error types after 60 s by default: one
+# transient API error (a timeout, a 5xx, a 409 after our retries) would hold a new TrainingJob back a minute.
+RETRY_BACKOFF_SECONDS = 10
 
 CONFIG = OperatorConfig.from_env()
 _api_client: client.ApiClient | None = None
@@ -255,8 +258,8 @@ def create_if_absent(obj: dict[str, Any]) -> dict[str, Any] | None:
 # --- create / resume -------------------------------------------------------------------------------------
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.resume(GROUP, VERSION, PLURAL, backoff=RETRY_BACKOFF_SECONDS)
+@kopf.on.create(GROUP, VERSION, PLURAL, backoff=RETRY_BACKOFF_SECONDS)
 def ensure(body: kopf.Body, name: str, namespace: str, logger: logging.Logger, **kwargs: Any) -> None:
     # Returns nothing: kopf would store a result under status.<handler>, which the CRD schema prunes.
     with metrics.timed("ensure", expected=(kopf.TemporaryError,)):
@@ -290,7 +293,10 @@ def _ensure(body: dict[str, Any], name: str, namespace: str, obs: Observed) -> d
     # kopf's body may predate our own status writes: status and resourceVersion from the newest view
     current = obs.trainingjob(namespace, name)
     if current is None:
-        return {"skipped": "gone"}
+        # Not in the index: confirm before skipping for good (kopf does not call a handler that succeeded again).
+        current = get_trainingjob(namespace, name)
+        if current is None:
+            return {"skipped": "gone"}
     tj = {**body, "metadata": {**body["metadata"], **_pick_meta(current)}, "status": current.get("status") or {}}
     status = tj["status"]
     if operator_instance(tj) != CONFIG.instance:
@@ -425,7 +431,7 @@ def _sync_mutable_fields(t: TrainingJob, job: dict[str, Any]) -> bool:
     return True
 
 
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec", backoff=RETRY_BACKOFF_SECONDS)
 def sync_mutable(body: kopf.Body, name: str, namespace: str, logger: logging.Logger, **kwargs: Any) -> None:
     with metrics.timed("sync_mutable"):
         t = TrainingJob.from_body(dict(body))
