@@ -117,6 +117,14 @@ def s3_bucket(s3_client) -> str:
     return name
 
 
+@pytest.fixture(scope="module")
+def bucket(s3_client) -> str:
+    """A fresh bucket shared by the tests of one module (for their module-scoped datasets)."""
+    name = f"m-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=name)
+    return name
+
+
 @pytest.fixture(scope="session")
 def pod_runner(kubeconfig: Path) -> Iterator[str]:
     """The local pod runner (tests/podrunner.py) playing the kubelet of node local-runner-0; yields its name.

@@ -33,13 +33,6 @@ from tests.trainer_fixtures import Result, TrainerRunner, list_keys, read_json
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
 
-@pytest.fixture(scope="module")
-def bucket(s3_client) -> str:
-    name = f"fbd-{uuid.uuid4().hex[:12]}"
-    s3_client.create_bucket(Bucket=name)
-    return name
-
-
 def assert_dataset_invalid(res: Result, *needles: str) -> None:
     assert res.rc == 11, f"rc={res.rc} {res.termination}\n{res.stderr[-3000:]}"
     assert res.termination.startswith("DatasetInvalid: ") and "\n" not in res.termination, res.termination

@@ -11,37 +11,29 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
-import errno
 import json
 import os
 import random
 import re
 import shutil
-import signal
-import socket
-import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from yolo_operator import health
 
-from tests import testbed
+from tests.fault.kwok_cluster import ThrowawayCluster
 from tests.integration import test_operator_lifecycle as lifecycle
 from tests.operator_fixtures import (
     OperatorProcess,
     apply,
     condition,
-    free_port,
     get,
     install_crd,
     patch_pod_status,
@@ -295,148 +287,13 @@ RUNNING_POD_STATUS = {
 }
 
 
-class OwnCluster:
-    """A throwaway kwokctl cluster (binary runtime, the bed's cached binaries, 127.0.0.1, no scheduler) whose
-    kube-apiserver the test may kill and start again from the command line kwokctl recorded for it."""
-
-    def __init__(self, workdir: Path, bin_dir: Path):
-        self.name = f"fault-{uuid.uuid4().hex[:8]}"
-        self.workdir = workdir
-        self.kubeconfig = workdir / "kubeconfig"
-        self.env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "KWOK_WORKDIR": str(workdir)}
-        self.dir = workdir / "clusters" / self.name
-        self.bin_dir = bin_dir
-        self.started: list[subprocess.Popen] = []
-        # kwokctl hands out ports counting down from 32767, so a cluster another test creates during the
-        # outage would take a freed port of ours: this one comes from the kernel's range above that, and
-        # is held while the kube-apiserver is down.
-        self.apiserver_port = free_port()
-        self.hold: socket.socket | None = None
-
-    def kwokctl(self, *args: str, timeout: float = 300) -> None:
-        subprocess.run(["kwokctl", "--name", self.name, *args], env=self.env, check=True, timeout=timeout,
-                       stdin=subprocess.DEVNULL, capture_output=True)  # fmt: skip
-
-    def create(self) -> None:
-        config = self.workdir / "kwokctl.yaml"
-        config.write_text(
-            "apiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokctlConfiguration\noptions:\n"
-            "  runtime: binary\n  bindAddress: 127.0.0.1\n  disableKubeScheduler: true\n  quietPull: true\n"
-            f"  kubeApiserverPort: {self.apiserver_port}\n"
-            + "".join(
-                f"  {key}: {self.bin_dir / binary}\n"
-                for key, binary in (
-                    ("kubeApiserverBinary", "kube-apiserver"),
-                    ("kubeControllerManagerBinary", "kube-controller-manager"),
-                    ("kubeSchedulerBinary", "kube-scheduler"),
-                    ("kubectlBinary", "kubectl"),
-                    ("etcdBinary", "etcd"),
-                    ("kwokControllerBinary", "kwok"),
-                )
-            )
-            # A kube-controller-manager that loses its leader lease exits, and nothing here restarts it
-            # (a real control plane's kubelet would): without leader election it rides out the outage.
-            + "componentsPatches:\n- name: kube-controller-manager\n  extraArgs:\n"
-            "  - key: leader-elect\n    value: \"false\"\n"
-        )
-        self.kwokctl("-c", str(config), "create", "cluster", "--kubeconfig", str(self.kubeconfig), "--wait", "3m")
-
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True, namespace: str | None = None,
-                timeout: float = 60) -> subprocess.CompletedProcess:  # fmt: skip
-        cmd = ["kubectl", "--kubeconfig", str(self.kubeconfig), *(["-n", namespace] if namespace else []), *args]
-        proc = subprocess.run(cmd, input=input, capture_output=True, text=True, env=self.env, timeout=timeout)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-        return proc
-
-    def ready(self) -> bool:
-        return self.kubectl("get", "--raw", "/readyz", "--request-timeout=3s", check=False, timeout=10).returncode == 0
-
-    def _apiserver(self) -> dict[str, Any]:
-        docs = yaml.safe_load_all((self.dir / "kwok.yaml").read_text())
-        conf = next(d for d in docs if d and d.get("kind") == "KwokctlConfiguration")
-        return next(c for c in conf["components"] if c["name"] == "kube-apiserver")
-
-    def stop_apiserver(self) -> None:
-        pid = int((self.dir / "pids" / "kube-apiserver.pid").read_text())
-        os.kill(pid, signal.SIGKILL)  # a crash, not a graceful shutdown
-        wait_for(lambda: not _alive(pid), 10, what="kube-apiserver to exit")
-        # Bound but not listening: connections are refused as by a dead server, and a cluster created meanwhile
-        # cannot take the port. The killed server's accepted connections take a moment to close (EADDRINUSE
-        # until then); if they never do, go on without the hold, which only guards against that race.
-        deadline = time.monotonic() + 15
-        while True:
-            hold = socket.socket()
-            hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past its connections in TIME_WAIT
-            try:
-                hold.bind(("127.0.0.1", self.apiserver_port))
-            except OSError as e:
-                hold.close()
-                if e.errno != errno.EADDRINUSE:
-                    raise
-                if time.monotonic() > deadline:
-                    print(f"port {self.apiserver_port} still in use 15 s after the kill: not held")
-                    break
-                time.sleep(0.2)
-                continue
-            self.hold = hold
-            break
-
-    def start_apiserver(self) -> None:
-        comp = self._apiserver()
-        if self.hold:
-            self.hold.close()
-            self.hold = None
-        env = {**os.environ, **{e["name"]: e["value"] for e in comp.get("envs") or ()}}
-        with (self.dir / "logs" / "kube-apiserver.log").open("ab") as log:
-            proc = subprocess.Popen([comp["binary"], *comp.get("args", [])], cwd=comp.get("workDir") or self.dir,
-                                    env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)  # fmt: skip
-        self.started.append(proc)
-        (self.dir / "pids" / "kube-apiserver.pid").write_text(str(proc.pid))
-        try:
-            wait_for(lambda: proc.poll() is None and self.ready(), 120, interval=0.5, what="kube-apiserver")
-        except AssertionError:
-            log = (self.dir / "logs" / "kube-apiserver.log").read_text(errors="replace")[-3000:]
-            raise AssertionError(f"the restarted kube-apiserver (pid {proc.pid}, exit code {proc.poll()}) is not "
-                                 f"ready after 120 s; its log ends:\n{log}") from None  # fmt: skip
-
-    def delete(self) -> None:
-        if self.hold:
-            self.hold.close()
-        pids = [int(f.read_text()) for f in (self.dir / "pids").glob("*.pid")] if (self.dir / "pids").is_dir() else []
-        if (self.dir / "logs").is_dir():  # kept for a post-mortem: `delete cluster` removes the cluster's dir
-            shutil.copytree(self.dir / "logs", self.workdir.parent / f"{self.name}-logs", dirs_exist_ok=True)
-        try:
-            self.kwokctl("delete", "cluster", timeout=120)
-        finally:  # kwokctl leaves the kube-apiserver the test started running; stop whatever is left of ours
-            for p in self.started:
-                p.kill()
-                p.wait(30)
-            for pid in pids:
-                with contextlib.suppress(OSError):
-                    if str(self.dir) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
-                        os.kill(pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with contextlib.suppress(OSError):  # a zombie counts as gone
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    return False
-
-
 @pytest.fixture
-def own_cluster(bed) -> Iterator[OwnCluster]:
+def own_cluster(bed) -> Iterator[ThrowawayCluster]:
     # Not under tmp_path: parallel pytest sessions of the same user may prune each other's old tmp dirs.
     workdir = Path(tempfile.mkdtemp(prefix="yolo-fault-"))
-    cluster = OwnCluster(workdir / "kwok", testbed.bin_dir())
-    cluster.workdir.mkdir()
+    # No scheduler: the test's pods stay unscheduled; the Job controller creates them, kwok plays the nodes.
+    cluster = ThrowawayCluster(workdir, components=("kube-controller-manager", "kwok-controller")).create()
     try:
-        cluster.create()
         yield cluster
     finally:
         cluster.delete()

@@ -15,7 +15,6 @@ fails only when an S3 operation it cannot do without (staging, publishing) exhau
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
 from yolo_trainer.testing import upload_dir, write_yolo_dataset
@@ -24,13 +23,6 @@ from tests.fault.faultproxy import FaultProxy
 from tests.trainer_fixtures import Result, TrainerRunner, list_keys, parse_events, read_json
 
 pytestmark = [pytest.mark.fault]
-
-
-@pytest.fixture(scope="module")
-def bucket(s3_client) -> str:
-    name = f"flt-{uuid.uuid4().hex[:12]}"
-    s3_client.create_bucket(Bucket=name)
-    return name
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def bucket(s3_client) -> str:
-    name = f"trf-{uuid.uuid4().hex[:12]}"
-    s3_client.create_bucket(Bucket=name)
-    return name
-
-
-@pytest.fixture(scope="module")
 def good(bucket, s3_client, tmp_path_factory) -> str:
     tmp = tmp_path_factory.mktemp("good")
     write_yolo_dataset(tmp / "ds", n_train=4, n_val=2)

@@ -7,7 +7,6 @@ import csv
 import io
 import json
 import signal
-import uuid
 from pathlib import Path
 
 import pytest
@@ -24,13 +23,6 @@ from tests.trainer_fixtures import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def bucket(s3_client) -> str:
-    name = f"tr-{uuid.uuid4().hex[:12]}"
-    s3_client.create_bucket(Bucket=name)
-    return name
 
 
 @pytest.fixture(scope="module")
