@@ -452,6 +452,11 @@ def _derive(namespace: str, name: str, tj: dict[str, Any], obs: Observed, reques
     if (tj.get("metadata") or {}).get("deletionTimestamp") or operator_instance(tj) != CONFIG.instance:
         return {}
     status = tj.get("status") or {}
+    if not status.get("jobName"):
+        # ensure() has not recorded the Job yet (the Job's first events can outrun it): its own status write
+        # includes what the Job shows. Deriving now would race it and patch on top of a status it replaces
+        # as a whole (one stored by an older CRD may hold garbage that only that write clears).
+        return {}
     uid = _uid(tj)
     job = obs.job(namespace, name, uid)
     if job is None and status.get("jobName") and status.get("phase") not in R.TERMINAL_PHASES:
