@@ -40,7 +40,7 @@ COPY operator/src operator/src
 COPY trainer/src trainer/src
 RUN python -m pip wheel --no-deps --no-build-isolation --wheel-dir /wheels .
 
-# --- operator: kopf + the Kubernetes client, no torch -------------------------------------------------------
+# --- operator: kopf and its own small API client (no `kubernetes` package, no torch) -----------------------
 FROM base AS operator
 COPY pyproject.toml requirements.lock ./
 # The project's own dependencies plus the `operator` extra, at the versions of requirements.lock.

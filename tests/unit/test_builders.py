@@ -416,3 +416,18 @@ def _grace_tj():
         "metadata": {"name": "g", "namespace": "ns", "uid": "u-1", "generation": 1},
         "spec": {"model": {"yaml": "yolov8n.yaml"}, "dataset": "s3://datasets/d/", "output": "s3://runs/o/"},
     }
+
+
+@pytest.mark.parametrize(
+    "q", ["0", "1", "500m", "2", "8Gi", "1.5G", "64Mi", "1e3", "1E", "100k", "0.5Ki", "3n", "7u", "1.25Ti", ".5", "+1M"]
+)
+def test_parse_quantity_agrees_with_the_kubernetes_client(q):
+    from kubernetes.utils.quantity import parse_quantity as reference
+
+    assert b.parse_quantity(q) == reference(q)
+
+
+@pytest.mark.parametrize("q", ["", "Gi", "1ki", "1 Gi", "1GiB", "abc", "1.2.3"])
+def test_parse_quantity_rejects_what_kubernetes_rejects(q):
+    with pytest.raises(ValueError):
+        b.parse_quantity(q)

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from kubernetes.utils.quantity import parse_quantity
 from yolo_trainer.config import CONFIG_ENV, S3Config, StatusTarget, TrainerConfig, TrainingConfig
 from yolo_trainer.exitcodes import DISRUPTION, NON_RETRIABLE
 
@@ -217,8 +217,24 @@ def shm_size_bytes(
     return max(min_mib, min(max_mib, mib)) * MIB
 
 
+_DECIMAL_EXPONENTS = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
+_BINARY_EXPONENTS = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
+_QUANTITY = re.compile(r"([+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]?)")
+
+
+def parse_quantity(q: str | int | float) -> Decimal:
+    """A Kubernetes resource quantity (``500m``, ``8Gi``, ``1.5G``, ``1e3``) as a number."""
+    m = _QUANTITY.fullmatch(str(q).strip())
+    if m is None:
+        raise ValueError(f"not a Kubernetes quantity: {q!r}")
+    number, suffix = Decimal(m.group(1)), m.group(2)
+    if suffix in _BINARY_EXPONENTS:
+        return number * 2 ** _BINARY_EXPONENTS[suffix]
+    return number.scaleb(_DECIMAL_EXPONENTS[suffix])
+
+
 def quantity_bytes(q: str) -> int:
-    return math.ceil(Decimal(parse_quantity(q)))
+    return math.ceil(parse_quantity(q))
 
 
 def mib(n_bytes: int) -> str:

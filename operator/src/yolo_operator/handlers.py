@@ -24,13 +24,10 @@ from concurrent.futures import Executor
 from typing import Any
 
 import kopf
-from kubernetes import client
-from kubernetes import config as kube_config
-from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 from yolo_trainer.config import CONFIG_ENV
 
-from yolo_operator import GROUP, PLURAL, VERSION, memory, metrics, observed
+from yolo_operator import GROUP, PLURAL, VERSION, kube, memory, metrics, observed
 from yolo_operator import reasons as R
 from yolo_operator.api import TrainingJob, clean_status, describe_errors
 from yolo_operator.builders import (
@@ -46,6 +43,7 @@ from yolo_operator.builders import (
     resolve_model,
 )
 from yolo_operator.config import OperatorConfig
+from yolo_operator.kube import ApiError
 from yolo_operator.observed import Observed
 from yolo_operator.status import (
     derive_status,
@@ -61,7 +59,6 @@ from yolo_operator.status import (
 )
 
 log = logging.getLogger("yolo_operator")
-MERGE = "application/merge-patch+json"
 WAIT_FOR_SOURCE_SECONDS = 15
 MAX_WORKERS = 16  # kopf's handler threads; also the API client's connection pool size
 # kopf judges a TrainingJob's next event only once the watch shows its own last patch (or after this long).
@@ -73,23 +70,21 @@ CONSISTENCY_TIMEOUT_SECONDS = 60
 RETRY_BACKOFF_SECONDS = 10
 
 CONFIG = OperatorConfig.from_env()
-_api_client: client.ApiClient | None = None
+_api_client: kube.Client | None = None
 _locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
 _locks_guard = threading.Lock()
 _executor: Executor | None = None  # kopf's handler threads (settings.execution.executor)
 
 
-def api() -> client.ApiClient:
+def api() -> kube.Client:
     global _api_client
     if _api_client is None:
-        try:
-            kube_config.load_incluster_config()
-        except kube_config.ConfigException:
-            kube_config.load_kube_config()
-        cfg = client.Configuration.get_default_copy()
-        cfg.connection_pool_maxsize = MAX_WORKERS  # the default 10 < kopf's threads: connections were dropped
-        _api_client = client.ApiClient(cfg)
+        _api_client = kube.Client(pool_size=MAX_WORKERS)  # a connection per handler thread: none is dropped
     return _api_client
+
+
+def tj_path(namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+    return kube.path(f"{GROUP}/{VERSION}", PLURAL, namespace, name, subresource)
 
 
 def _lock(namespace: str, name: str) -> threading.Lock:
@@ -126,6 +121,11 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.persistence.consistency_timeout = CONSISTENCY_TIMEOUT_SECONDS
 
 
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    return kube.login()  # the same credentials for kopf's watches and the handlers' requests
+
+
 @kopf.on.startup()
 def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     global CONFIG
@@ -146,12 +146,9 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 def get_trainingjob(namespace: str, name: str) -> dict[str, Any] | None:
-    try:
-        tj = client.CustomObjectsApi(api()).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-    except ApiException as e:
-        if e.status == 404:
-            return None
-        raise
+    tj = api().get_or_none(tj_path(namespace, name))
+    if tj is None:
+        return None
     if "status" in tj:
         tj["status"] = clean_status(tj["status"])  # garbage from an older CRD is rewritten, not tripped over
     return tj
@@ -167,9 +164,7 @@ def patch_status(
     body: dict[str, Any] = {"status": patch}
     if resource_version:
         body["metadata"] = {"resourceVersion": resource_version}
-    return client.CustomObjectsApi(api()).patch_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, PLURAL, name, body
-    )
+    return api().merge_patch(tj_path(namespace, name, "status"), body)
 
 
 def update_status(
@@ -196,7 +191,7 @@ def update_status(
                 return tj, {}
             try:
                 written = patch_status(namespace, name, patch, tj["metadata"].get("resourceVersion"))
-            except ApiException as e:
+            except ApiError as e:
                 if e.status == 409 and attempt < attempts - 1:
                     observed.forget_written(namespace, name)
                     continue
@@ -208,28 +203,12 @@ def update_status(
 
 
 def get_job(namespace: str, name: str) -> dict[str, Any] | None:
-    try:
-        resp = client.BatchV1Api(api()).read_namespaced_job(name, namespace, _preload_content=False)
-    except ApiException as e:
-        if e.status == 404:
-            return None
-        raise
-    return json.loads(resp.data)
+    return api().get_or_none(kube.path("batch/v1", "jobs", namespace, name))
 
 
 def list_pods(namespace: str, tj_name: str) -> list[dict[str, Any]]:
-    resp = client.CoreV1Api(api()).list_namespaced_pod(
-        namespace, label_selector=f"{LABEL_TRAINING_JOB}={tj_name}", _preload_content=False
-    )
-    return json.loads(resp.data).get("items", [])
-
-
-def _message(e: ApiException) -> str:
-    """The API server's message of a failed request (its Status body), or the exception as text."""
-    try:
-        return json.loads(e.body)["message"]
-    except (TypeError, ValueError, KeyError):
-        return str(e)
+    pods = api().get(kube.path("v1", "pods", namespace), labelSelector=f"{LABEL_TRAINING_JOB}={tj_name}")
+    return pods.get("items") or []
 
 
 def owned_by(obj: dict[str, Any], uid: str | None) -> bool:
@@ -238,21 +217,13 @@ def owned_by(obj: dict[str, Any], uid: str | None) -> bool:
 
 def create_if_absent(obj: dict[str, Any]) -> dict[str, Any] | None:
     """Creates the object; returns it as created, or None if it already existed (409)."""
-    ns = obj["metadata"]["namespace"]
-    kind = obj["kind"]
-    create = {
-        "ServiceAccount": client.CoreV1Api(api()).create_namespaced_service_account,
-        "Role": client.RbacAuthorizationV1Api(api()).create_namespaced_role,
-        "RoleBinding": client.RbacAuthorizationV1Api(api()).create_namespaced_role_binding,
-        "Job": client.BatchV1Api(api()).create_namespaced_job,
-    }[kind]
+    plural = {"ServiceAccount": "serviceaccounts", "Role": "roles", "RoleBinding": "rolebindings", "Job": "jobs"}
     try:
-        resp = create(ns, obj, _preload_content=False)
-    except ApiException as e:
+        return api().create(kube.path(obj["apiVersion"], plural[obj["kind"]], obj["metadata"]["namespace"]), obj)
+    except ApiError as e:
         if e.status == 409:
             return None
         raise
-    return json.loads(resp.data)
 
 
 # --- create / resume -------------------------------------------------------------------------------------
@@ -278,7 +249,7 @@ def _fail_permanently(tj: dict[str, Any], reason: str, message: str) -> None:
 
     try:
         update_status(tj["metadata"]["namespace"], tj["metadata"]["name"], compute)
-    except ApiException as e:
+    except ApiError as e:
         if e.status != 422:
             raise
         # A spec stored under an older CRD can make the API server refuse every write to the object (its CEL
@@ -367,11 +338,11 @@ def _ensure(body: dict[str, Any], name: str, namespace: str, obs: Observed) -> d
     if job is None:
         try:
             new = create_if_absent(build_job(t, CONFIG, model))
-        except ApiException as e:
+        except ApiError as e:
             if e.status not in (400, 422):
                 raise
             # Admitted TrainingJob, refused Job (a free-form affinity, ...): the same spec is refused again.
-            _fail_permanently(tj, "InvalidSpec", f"the API server refused the Job built from the spec: {_message(e)}")
+            _fail_permanently(tj, "InvalidSpec", f"the API server refused the Job built from the spec: {e.message}")
         if new is not None:
             created = True
             observed.created(namespace, name, new)
@@ -427,7 +398,7 @@ def _sync_mutable_fields(t: TrainingJob, job: dict[str, Any]) -> bool:
     current = job.get("spec") or {}
     if all(current.get(k) == v for k, v in patch["spec"].items()):
         return False
-    client.BatchV1Api(api()).patch_namespaced_job(job["metadata"]["name"], t.namespace, patch, _content_type=MERGE)
+    api().merge_patch(kube.path("batch/v1", "jobs", t.namespace, job["metadata"]["name"]), patch)
     return True
 
 

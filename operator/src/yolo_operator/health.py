@@ -106,23 +106,14 @@ WATCHERS = WatcherTasks()
 
 def list_watched() -> str | None:
     """Lists each resource the operator watches, where it watches it; None if all answer, else the error."""
-    from kubernetes import client
-
-    from yolo_operator import GROUP, PLURAL, VERSION, handlers
+    from yolo_operator import GROUP, PLURAL, VERSION, handlers, kube
 
     api = handlers.api()
-    core, batch, custom = client.CoreV1Api(api), client.BatchV1Api(api), client.CustomObjectsApi(api)
-    kw: dict[str, Any] = {"limit": 1, "_request_timeout": LIST_TIMEOUT_SECONDS, "_preload_content": False}
     try:
         for ns in handlers.CONFIG.namespaces or (None,):
-            if ns is None:
-                custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, **kw)
-                batch.list_job_for_all_namespaces(**kw)
-                core.list_pod_for_all_namespaces(**kw)
-            else:
-                custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, **kw)
-                batch.list_namespaced_job(ns, **kw)
-                core.list_namespaced_pod(ns, **kw)
+            for api_version, plural in ((f"{GROUP}/{VERSION}", PLURAL), ("batch/v1", "jobs"), ("v1", "pods")):
+                api.request("GET", kube.path(api_version, plural, ns), query={"limit": 1},
+                            timeout=LIST_TIMEOUT_SECONDS)  # fmt: skip
     except Exception as e:  # refused, timed out, 5xx, 403: all mean the watches cannot work either
         return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
     return None
