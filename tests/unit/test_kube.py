@@ -42,3 +42,22 @@ def test_the_operator_process_never_imports_the_kubernetes_package():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("host", "server"),
+    [("10.96.0.1", "https://10.96.0.1:6443"), ("fd00::1", "https://[fd00::1]:6443"), (None, "https://kubernetes.default.svc")],
+)
+def test_in_a_pod_the_service_address_comes_from_the_environment(monkeypatch, host, server):
+    import kopf
+
+    def service_account(**_):
+        return kopf.ConnectionInfo(server="https://kubernetes.default.svc", token="t")
+
+    monkeypatch.setattr(kopf, "login_with_service_account", service_account)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    if host:
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", host)
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "6443")
+    info = kube.login()
+    assert info.server == server and info.token == "t"
