@@ -103,10 +103,10 @@ class Client:
         url = path + ("?" + urllib.parse.urlencode(query) if query else "")
         data = None if body is None else json.dumps(body).encode()
         extra = {"Content-Type": content_type} if data is not None else {}
+        limit = urllib3.Timeout(connect=TIMEOUT.connect_timeout, read=timeout) if timeout else TIMEOUT
         for attempt in (1, 2):
             server, pool = self.server, self.pool
-            resp = pool.request(method, server + url, body=data, headers={**pool.headers, **extra},
-                                timeout=urllib3.Timeout(connect=10, read=timeout) if timeout else TIMEOUT)  # fmt: skip
+            resp = pool.request(method, server + url, body=data, headers={**pool.headers, **extra}, timeout=limit)
             if resp.status == 401 and attempt == 1:
                 self._connect(login())  # a rotated token: read the credentials again, once
                 continue
