@@ -83,7 +83,12 @@ def test_camel_case_aliases_round_trip():
     s = TrainingJobSpec.model_validate(
         spec(
             s3={"credentialsSecretRef": {"name": "keys"}, "insecureSkipTLSVerify": True},
-            resources={"gpuResourceName": "amd.com/gpu", "shmSize": "2Gi"},
+            resources={
+                "gpuResourceName": "amd.com/gpu",
+                "shmSize": "2Gi",
+                "scratchSize": "100Gi",
+                "scratchStorageClassName": "local-nvme",
+            },
             ttlSecondsAfterFinished=60,
         )
     )
@@ -92,6 +97,8 @@ def test_camel_case_aliases_round_trip():
     dumped = s.model_dump(by_alias=True, exclude_none=True)
     assert dumped["s3"]["insecureSkipTLSVerify"] is True
     assert dumped["resources"]["shmSize"] == "2Gi"
+    assert dumped["resources"]["scratchSize"] == "100Gi"
+    assert dumped["resources"]["scratchStorageClassName"] == "local-nvme"
     assert dumped["ttlSecondsAfterFinished"] == 60
 
 
@@ -125,6 +132,14 @@ INVALID = [
     ("unknown field", spec(foo=1), "foo"),
     ("unknown export format", spec(exportFormats=["gif"]), "exportFormats"),
     ("queue name invalid", spec(queueName="Gpu Queue"), "queueName"),
+    ("bad scratch size", spec(resources__scratchSize="50GB"), "scratchSize"),
+    ("zero scratch size", spec(resources__scratchSize="0Gi"), "spec.resources.scratchSize must be greater than zero"),
+    (
+        "scratch class without size",
+        spec(resources__scratchStorageClassName="fast"),
+        "spec.resources.scratchStorageClassName needs spec.resources.scratchSize",
+    ),
+    ("bad scratch class", spec(resources__scratchSize="1Ti", resources__scratchStorageClassName="Fast_SSD"), "scratch"),
 ]
 
 

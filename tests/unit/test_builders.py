@@ -131,6 +131,7 @@ def test_pod_failure_policy_follows_exit_codes():
         "values": sorted(NON_RETRIABLE),
     }
     assert int(ExitCode.DATASET_INVALID) in fail[0]["onExitCodes"]["values"]
+    assert int(ExitCode.SCRATCH_TOO_SMALL) in fail[0]["onExitCodes"]["values"]  # a retry has the same disk
     assert int(ExitCode.TRAINING_ERROR) not in fail[0]["onExitCodes"]["values"]  # retriable
     assert ignore[0]["onExitCodes"]["values"] == list(DISRUPTION) == [75]
     assert ignore[1]["onPodConditions"] == [{"type": "DisruptionTarget", "status": "True"}]
@@ -158,7 +159,44 @@ def test_writable_home_and_config_dir_on_emptydir():
     vols = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
     for var in ("HOME", "YOLO_CONFIG_DIR", "MPLCONFIGDIR"):
         assert e[var]["value"].startswith(b.WORK_DIR + "/")
-    assert mounts[b.WORK_DIR] == "work" and "emptyDir" in vols["work"]
+    assert mounts[b.WORK_DIR] == "work" and vols["work"] == {"name": "work", "emptyDir": {}}
+    assert "ephemeral-storage" not in json.dumps(container(job)["resources"])  # unsized: nothing requested
+    assert "scratchBytes" not in env(job)[CONFIG_ENV]["value"]
+
+
+def work_volume(job: dict) -> dict:
+    return next(v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "work")
+
+
+def test_scratch_size_limits_the_emptydir_and_requests_ephemeral_storage():
+    job = b.build_job(make_tj(resources={"scratchSize": "50Gi"}), CFG)
+    assert work_volume(job) == {"name": "work", "emptyDir": {"sizeLimit": "51200Mi"}}
+    res = container(job)["resources"]
+    want = f"{50 * 1024 + b.EPHEMERAL_STORAGE_MARGIN_MIB}Mi"  # the emptyDir plus logs and writable layer
+    assert res["requests"]["ephemeral-storage"] == res["limits"]["ephemeral-storage"] == want
+    cfg = TrainerConfig.model_validate_json(env(job)[CONFIG_ENV]["value"])
+    assert cfg.scratch_bytes == 50 << 30  # the trainer checks the dataset against this before staging
+    decimal = work_volume(b.build_job(make_tj(resources={"scratchSize": "1.5G"}), CFG))
+    assert decimal["emptyDir"] == {"sizeLimit": "1431Mi"}  # 1.5e9 bytes, rounded up to whole MiB
+
+
+def test_scratch_storage_class_makes_a_generic_ephemeral_volume():
+    tj = make_tj(resources={"scratchSize": "200Gi", "scratchStorageClassName": "fast-local"})
+    job = b.build_job(tj, CFG)
+    vol = work_volume(job)
+    assert set(vol) == {"name", "ephemeral"}
+    claim = vol["ephemeral"]["volumeClaimTemplate"]
+    assert claim["spec"] == {
+        "accessModes": ["ReadWriteOnce"],
+        "storageClassName": "fast-local",
+        "resources": {"requests": {"storage": f"{200 * 1024}Mi"}},
+    }
+    assert claim["metadata"]["labels"][b.LABEL_TRAINING_JOB] == "helmets"
+    assert {"name": "work", "mountPath": b.WORK_DIR} in container(job)["volumeMounts"]
+    # the claim is not node disk: no ephemeral-storage request for it
+    assert "ephemeral-storage" not in json.dumps(container(job)["resources"])
+    cfg = TrainerConfig.model_validate_json(env(job)[CONFIG_ENV]["value"])
+    assert cfg.scratch_bytes == 200 << 30
 
 
 def test_credentials_only_via_secret_key_ref():

@@ -124,6 +124,13 @@ def test_required_and_constraints(schema):
     assert training["epochs"]["minimum"] == 1
     assert (training["freeze"]["minimum"], training["freeze"]["maximum"]) == (0, 24)
     assert spec["properties"]["resources"]["properties"]["gpus"]["minimum"] == 0
+    resources = spec["properties"]["resources"]
+    assert resources["x-kubernetes-validations"][0]["rule"] == (
+        "!has(self.scratchStorageClassName) || has(self.scratchSize)"
+    )
+    scratch = resources["properties"]["scratchSize"]
+    assert scratch["pattern"] == resources["properties"]["memory"]["pattern"]  # a quantity like the others
+    assert "greater than zero" in scratch["x-kubernetes-validations"][0]["message"]
     model_rules = spec["properties"]["model"]["x-kubernetes-validations"]
     assert any("exactly one" in r["message"] for r in model_rules)
     hp = training["hyperparameters"]

@@ -40,6 +40,24 @@ def test_classify_oom_and_others():
     assert classify(TrainerError("x", code=ExitCode.S3_UNAVAILABLE))[0] == ExitCode.S3_UNAVAILABLE
 
 
+def test_classify_a_full_disk_as_scratch_too_small_but_not_a_full_shm():
+    import errno
+
+    full = OSError(errno.ENOSPC, "No space left on device", "/tmp/yolo-trainer/runs/run/weights/last.pt")
+    try:
+        try:
+            raise full
+        except OSError as e:
+            raise RuntimeError("saving failed") from e
+    except RuntimeError as wrapped:
+        code, msg = classify(wrapped)
+    assert code == ExitCode.SCRATCH_TOO_SMALL and "raise spec.resources.scratchSize" in msg
+    assert termination_message(code, msg).startswith("ScratchTooSmall: the work directory's disk is full")
+    shm = OSError(errno.ENOSPC, "No space left on device", "/dev/shm/torch_123")
+    assert classify(shm)[0] == ExitCode.TRAINING_ERROR
+    assert classify(OSError(errno.EACCES, "Permission denied"))[0] == ExitCode.TRAINING_ERROR
+
+
 def test_termination_message_is_one_line_with_reason():
     msg = termination_message(ExitCode.DATASET_INVALID, "labels/a.txt:3: class id 9\n  out of range")
     assert msg == "DatasetInvalid: labels/a.txt:3: class id 9 out of range"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import shutil
 import tarfile
 import zipfile
 from pathlib import Path
@@ -11,20 +13,25 @@ from pathlib import Path
 import pytest
 import yaml
 from yolo_trainer.dataset import (
+    SCRATCH_HEADROOM_BYTES,
     Limits,
+    Scratch,
     extract_tar,
     extract_zip,
     find_data_yaml,
     label_path,
     parse_label_line,
     safe_relpath,
+    stage_dataset,
     validate_dataset,
 )
-from yolo_trainer.exitcodes import DatasetInvalid
+from yolo_trainer.exitcodes import DatasetInvalid, ExitCode, ScratchTooSmall
+from yolo_trainer.s3 import S3NotFound, S3Object
 from yolo_trainer.testing import write_roboflow_dataset, write_yolo_dataset, zip_dir
 
 pytestmark = pytest.mark.unit
 BIG = Limits(max_bytes=1 << 30, max_files=100_000)
+BIG_STAGING = Limits(max_bytes=1 << 40, max_files=100_000)
 
 
 @pytest.mark.parametrize(
@@ -292,3 +299,166 @@ def test_listed_but_missing_test_split_is_ignored(tmp_path):
     (tmp_path / "rf/test/images").rmdir()
     s = validate_dataset(data_yaml)
     assert "test" not in s.splits and "test" not in yaml.safe_load(s.data_yaml.read_text())
+
+
+# --- scratch space: the dataset must fit before the first GET ------------------------------------------------
+
+GIB = 1 << 30
+
+
+class Usage:
+    """A fake shutil.disk_usage: ``free`` bytes free, and the paths it was asked about."""
+
+    def __init__(self, free: int):
+        self.free, self.paths = free, []
+
+    def __call__(self, path):
+        self.paths.append(path)
+        return shutil._ntuple_diskusage(self.free + GIB, GIB, self.free)
+
+
+class ListingStore:
+    """A fake S3Store: a listing, HEAD sizes and local files, recording every call."""
+
+    getter = None  # archives are downloaded, then extracted
+
+    def __init__(self, objects: dict[str, int] | None = None, archives: dict[str, Path] | None = None):
+        self.objects, self.archives = objects or {}, archives or {}
+        self.calls: list[tuple[str, str]] = []
+
+    def list(self, bucket, prefix):
+        self.calls.append(("list", prefix))
+        return [S3Object(k, n) for k, n in sorted(self.objects.items()) if k.startswith(prefix)]
+
+    def size(self, bucket, key):
+        self.calls.append(("head", key))
+        if key not in self.archives:
+            raise S3NotFound(f"s3://{bucket}/{key} does not exist")
+        return self.archives[key].stat().st_size
+
+    def download(self, bucket, key, dest, max_size=None, **kw):
+        self.calls.append(("get", key))
+        shutil.copyfile(self.archives[key], dest)
+        return dest.stat().st_size
+
+    def download_many(self, bucket, items, concurrency=16):
+        for key, dest, size in items:
+            self.calls.append(("get", key))
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(b"\0" * size)
+        return sum(size for _, _, size in items)
+
+    def gets(self) -> list[str]:
+        return [k for op, k in self.calls if op == "get"]
+
+
+def _prefix(total: int) -> dict[str, int]:
+    return {"ds/data.yaml": 10, "ds/images/a.jpg": total - 10}
+
+
+def test_scratch_room_is_the_smaller_of_budget_and_free_space_less_the_headroom(tmp_path):
+    usage = Usage(free=50 * GIB)
+    room = Scratch(budget=20 * GIB, disk_usage=usage).room(tmp_path / "not" / "yet" / "there")
+    assert room.bytes == 20 * GIB - SCRATCH_HEADROOM_BYTES
+    assert usage.paths == [str(tmp_path)]  # the nearest directory that exists
+    assert Scratch(budget=None, disk_usage=Usage(8 * GIB)).room(tmp_path).bytes == 6 * GIB
+    assert Scratch(budget=20 * GIB, disk_usage=Usage(8 * GIB)).room(tmp_path).bytes == 6 * GIB
+
+
+def test_prefix_too_large_for_the_budget_fails_before_any_get(tmp_path):
+    store = ListingStore(_prefix(10 * GIB))
+    scratch = Scratch(budget=8 * GIB, disk_usage=Usage(500 * GIB))
+    with pytest.raises(ScratchTooSmall) as err:
+        stage_dataset(store, "s3://b/ds/", tmp_path / "dataset", BIG_STAGING, scratch=scratch)
+    assert store.gets() == []
+    msg = str(err.value)
+    assert msg.startswith("dataset s3://b/ds/ needs at least 12.0 GiB of scratch space (10.0 GiB for its 2 objects, ")
+    assert "spec.resources.scratchSize is 8.0 GiB; set it to at least 12Gi" in msg
+    assert ScratchTooSmall("x").code == ExitCode.SCRATCH_TOO_SMALL
+
+
+def test_prefix_that_fits_is_staged(tmp_path):
+    store = ListingStore(_prefix(1000))
+    scratch = Scratch(budget=3 * GIB, disk_usage=Usage(500 * GIB))
+    stage_dataset(store, "s3://b/ds/", tmp_path / "dataset", BIG_STAGING, scratch=scratch)
+    assert sorted(store.gets()) == ["ds/data.yaml", "ds/images/a.jpg"]
+
+
+def test_without_a_budget_the_free_disk_bounds_it_and_the_message_names_the_field(tmp_path):
+    store = ListingStore(_prefix(10 * GIB))
+    with pytest.raises(ScratchTooSmall) as err:
+        stage_dataset(store, "s3://b/ds/", tmp_path / "d", BIG_STAGING, scratch=Scratch(None, Usage(4 * GIB)))
+    msg = str(err.value)
+    assert f"only 4.0 GiB is free under {tmp_path / 'd'}" in msg
+    assert "set spec.resources.scratchSize to at least 12Gi" in msg and "scratchStorageClassName" in msg
+    assert store.gets() == []
+
+
+def test_a_node_fuller_than_the_budget_promises_is_named(tmp_path):
+    store = ListingStore(_prefix(10 * GIB))
+    with pytest.raises(ScratchTooSmall, match=r"less than spec.resources.scratchSize \(50.0 GiB\): the node's disk"):
+        stage_dataset(store, "s3://b/ds/", tmp_path / "d", BIG_STAGING, scratch=Scratch(50 * GIB, Usage(4 * GIB)))
+
+
+def test_downloaded_archive_counts_twice_and_is_checked_by_its_head(tmp_path):
+    archive = _zip(tmp_path / "d.zip", {"data.yaml": os.urandom(4000)})
+    size = archive.stat().st_size
+    store = ListingStore(archives={"d.zip": archive})
+    # room for the archive once, not for it and its contents
+    scratch = Scratch(budget=SCRATCH_HEADROOM_BYTES + size + size // 2, disk_usage=Usage(500 * GIB))
+    with pytest.raises(ScratchTooSmall, match=r"archive and at least as much again for its contents"):
+        stage_dataset(store, "s3://b/d.zip", tmp_path / "dataset", BIG_STAGING, scratch=scratch)
+    assert store.calls == [("head", "d.zip")]
+    with pytest.raises(DatasetInvalid, match="does not exist"):
+        stage_dataset(store, "s3://b/gone.zip", tmp_path / "dataset", BIG_STAGING, scratch=scratch)
+    roomy = Scratch(budget=SCRATCH_HEADROOM_BYTES + 3 * size, disk_usage=Usage(500 * GIB))
+    assert stage_dataset(store, "s3://b/d.zip", tmp_path / "dataset", BIG_STAGING, scratch=roomy).is_file()
+
+
+def test_zip_central_directory_is_read_before_extracting(tmp_path):
+    archive = tmp_path / "z.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("data.yaml", b"names: [a]\n")
+        zf.writestr("big.bin", b"\0" * (8 << 20))  # 8 MiB of zeros in ~8 KiB
+    size = archive.stat().st_size
+    store = ListingStore(archives={"z.zip": archive})
+    scratch = Scratch(budget=SCRATCH_HEADROOM_BYTES + (4 << 20), disk_usage=Usage(500 * GIB))
+    with pytest.raises(ScratchTooSmall) as err:
+        stage_dataset(store, "s3://b/z.zip", tmp_path / "dataset", BIG_STAGING, scratch=scratch)
+    want = r"8.0 MiB for its 2 files by the zip's central directory, [0-9.]+ KiB for the archive while it is"
+    assert re.search(want, str(err.value)), err.value
+    assert store.gets() == ["z.zip"] and size < (1 << 20)
+    assert not any(p.is_file() for p in (tmp_path / "dataset").rglob("*"))  # nothing extracted
+    assert not list(tmp_path.glob(".archive-*"))  # and the archive removed
+
+
+def test_tar_extracting_beyond_the_room_is_stopped_while_it_is_written(tmp_path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        info = tarfile.TarInfo("big.bin")
+        info.size = 8 << 20
+        tf.addfile(info, io.BytesIO(b"\0" * info.size))
+    archive = tmp_path / "t.tar.gz"
+    archive.write_bytes(buf.getvalue())
+    dest = tmp_path / "ds"
+    dest.mkdir()
+    room = Scratch(budget=SCRATCH_HEADROOM_BYTES + (2 << 20), disk_usage=Usage(500 * GIB)).room(dest)
+    with pytest.raises(ScratchTooSmall, match=r"MiB for its contents up to where extraction stopped"):
+        extract_tar(archive, dest, BIG, "s3://b/t.tar.gz", room)
+    assert (dest / "big.bin").stat().st_size <= (3 << 20)  # stopped within a chunk of the room
+
+
+def test_a_full_disk_while_extracting_is_no_corrupt_archive(tmp_path, monkeypatch):
+    import errno
+
+    from yolo_trainer import dataset
+
+    def full(*a, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dataset, "open", full, raising=False)
+    archive = _zip(tmp_path / "a.zip", {"data.yaml": b"x"})
+    dest = tmp_path / "ds"
+    dest.mkdir()
+    with pytest.raises(ScratchTooSmall, match=r"a.zip: the disk filled up while staging \(No space left"):
+        extract_zip(archive, dest, BIG, "a.zip")

@@ -106,6 +106,19 @@ def test_store_never_retries_access_denied():
     assert len(calls) == 1
 
 
+def test_boto3_size_is_a_head():
+    class Client:
+        def head_object(self, Bucket, Key):
+            if Key == "missing":
+                raise client_error("404", 404)
+            return {"ContentLength": 1234, "ETag": '"e"'}
+
+    store = S3Store(Client(), retry_budget=30, sleep=lambda s: None)
+    assert store.size("b", "d.zip") == 1234
+    with pytest.raises(S3NotFound):
+        store.size("b", "missing")
+
+
 def test_unreachable_endpoint_is_s3_unavailable():
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -175,6 +188,7 @@ class FakeS3:
         self.script: dict[str, list] = {}
         self.connections = 0
         self.gets: list[str] = []
+        self.heads: list[str] = []
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -223,6 +237,20 @@ class FakeS3:
                 self.send_header("ETag", '"e"')
                 self.end_headers()
                 self.wfile.write(data)
+
+            def do_HEAD(self):
+                assert self.headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=k/")
+                bucket, _, key = unquote(urlsplit(self.path).path).lstrip("/").partition("/")
+                fake.heads.append(key)
+                if bucket != "b" or key not in fake.objects:
+                    self.send_response(404)  # HEAD errors carry no body: the status is all there is
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(fake.objects[key])))
+                self.send_header("ETag", '"e"')
+                self.end_headers()
 
             def _list(self, q):
                 from urllib.parse import quote_plus
@@ -401,3 +429,29 @@ def test_streamed_tar_keeps_the_safety_checks_and_is_not_retried(fake_s3, tmp_pa
         stage_dataset(fake_s3.store(), "s3://b/out.tar.gz", tmp_path / "w" / "d", Limits(1 << 30, 1000))
     with pytest.raises(DatasetInvalid, match="does not exist"):
         stage_dataset(fake_s3.store(), "s3://b/missing.tar", tmp_path / "w" / "d", Limits(1 << 30, 1000))
+
+
+def test_lean_head_gives_the_size_over_a_kept_alive_connection(fake_s3):
+    store = fake_s3.store()
+    key = "ds/images/007.jpg"
+    assert store.size("b", key) == len(fake_s3.objects[key])
+    assert store.size("b", "ds/a b+c.txt") == len(b"plus and space")
+    with pytest.raises(S3NotFound, match=r"s3://b/ds/missing"):
+        store.size("b", "ds/missing")
+    assert fake_s3.heads == [key, "ds/a b+c.txt", "ds/missing"] and fake_s3.gets == []
+    assert fake_s3.connections == 1
+
+
+def test_streamed_tar_that_cannot_fit_fails_before_its_get(fake_s3, tmp_path):
+    import shutil
+
+    from yolo_trainer.dataset import SCRATCH_HEADROOM_BYTES, Limits, Scratch, stage_dataset
+    from yolo_trainer.exitcodes import ScratchTooSmall
+
+    fake_s3.objects["d.tar.gz"] = _tar({"data.yaml": bytes(range(256)) * 400})
+    size = len(fake_s3.objects["d.tar.gz"])
+    free = lambda path: shutil._ntuple_diskusage(1 << 40, 0, 1 << 40)  # noqa: E731
+    scratch = Scratch(budget=SCRATCH_HEADROOM_BYTES + size - 1, disk_usage=free)
+    with pytest.raises(ScratchTooSmall, match=r"spec.resources.scratchSize is 2.0 GiB; set it to at least 3Gi"):
+        stage_dataset(fake_s3.store(), "s3://b/d.tar.gz", tmp_path / "d", Limits(1 << 30, 1000), scratch=scratch)
+    assert fake_s3.heads == ["d.tar.gz"] and fake_s3.gets == []

@@ -28,6 +28,8 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 #: A non-negative resource quantity such as ``500m``, ``2``, ``8Gi``, ``1.5G``.
 QUANTITY = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[mkMGTPE])?$"
+#: A quantity of zero (``0``, ``0.0Gi``): no size at all, for fields where that cannot be meant.
+ZERO_QUANTITY = r"^(0+(\.0*)?|\.0+)([KMGTPE]i|[mkMGTPE])?$"
 CONFIG_KEY = r"^[-._a-zA-Z0-9]+$"
 HUB_MODEL = r"^[A-Za-z0-9][A-Za-z0-9._-]*\.pt$"
 MODEL_YAML = r"^[A-Za-z0-9][A-Za-z0-9._/-]*\.ya?ml$"
@@ -249,7 +251,16 @@ class TrainingSpec(_Model):
 
 
 class ResourcesSpec(_Model):
-    """Compute for the training pod."""
+    """Compute and disk for the training pod."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            cel(
+                "!has(self.scratchStorageClassName) || has(self.scratchSize)",
+                "spec.resources.scratchStorageClassName needs spec.resources.scratchSize (the volume's size)",
+            )
+        )
+    )
 
     gpus: int = Field(1, ge=0, le=64, description="GPUs for the pod; 0 trains on CPU.")
     gpu_resource_name: str = Field(
@@ -271,6 +282,44 @@ class ResourcesSpec(_Model):
         pattern=QUANTITY,
         description="Size of /dev/shm; unset computes it from workers, batch and imgsz.",
     )
+    scratch_size: str | None = Field(
+        None,
+        max_length=32,
+        pattern=QUANTITY,
+        description="Size of the scratch volume at /tmp. It holds the staged dataset (an archive's extracted "
+        "contents, and a .zip itself too while it is extracted) plus about 2Gi for weights, checkpoints and "
+        "runs. It becomes the emptyDir's sizeLimit "
+        "and the pod's ephemeral-storage request and limit, so the scheduler picks a node with that much disk "
+        "and an overflow evicts only this pod; the trainer fails with ScratchTooSmall before downloading a "
+        "dataset that cannot fit. Unset: no limit or request, and the dataset is checked against the node's "
+        "free disk only.",
+        json_schema_extra=rules(
+            cel(f"!self.matches(r'{ZERO_QUANTITY}')", "spec.resources.scratchSize must be greater than zero")
+        ),
+    )
+    scratch_storage_class_name: str | None = Field(
+        None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+        description="StorageClass of a volume of its own for /tmp: a generic ephemeral volume (a "
+        "ReadWriteOnce PersistentVolumeClaim of scratchSize, created and deleted with the pod) instead of "
+        "an emptyDir on the node's disk. Needs scratchSize.",
+    )
+
+    @field_validator("scratch_size")
+    @classmethod
+    def _scratch_size(cls, v: str | None) -> str | None:
+        if v is not None and re.search(ZERO_QUANTITY, v):
+            raise ValueError("spec.resources.scratchSize must be greater than zero")
+        return v
+
+    @model_validator(mode="after")
+    def _scratch_class_needs_size(self) -> ResourcesSpec:
+        if self.scratch_storage_class_name is not None and self.scratch_size is None:
+            raise ValueError(
+                "spec.resources.scratchStorageClassName needs spec.resources.scratchSize (the volume's size)"
+            )
+        return self
 
 
 class Toleration(_Model):
@@ -376,7 +425,9 @@ class TrainingJobSpec(_Model):
     )
     s3: S3Spec | None = Field(None, description="Object store endpoint, credentials and CA bundle.")
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="Training arguments.")
-    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="GPUs, CPU, memory, shm.")
+    resources: ResourcesSpec = Field(
+        default_factory=ResourcesSpec, description="GPUs, CPU, memory, shm, scratch disk."
+    )
     scheduling: SchedulingSpec | None = Field(None, description="Node selection and priority.")
     image: str | None = Field(
         None,

@@ -49,6 +49,10 @@ MAX_NAME = 63
 
 # --- pod layout ------------------------------------------------------------------------------------------
 WORK_DIR = "/tmp"  # emptyDir: the only writable place besides /dev/shm (readOnlyRootFilesystem)
+WORK_VOLUME = "work"
+# Ephemeral storage the container uses beside the /tmp emptyDir: its logs (the kubelet keeps 5 x 10 MiB by
+# default) and, without readOnlyRootFilesystem, its writable layer.
+EPHEMERAL_STORAGE_MARGIN_MIB = 256
 TRAINER_WORK_DIR = "/tmp/yolo-trainer"
 CA_DIR = "/etc/yolo-trainer/ca"
 CA_FILE = "ca.crt"
@@ -241,6 +245,32 @@ def mib(n_bytes: int) -> str:
     return f"{math.ceil(n_bytes / MIB)}Mi"
 
 
+def scratch_bytes(t: TrainingJob) -> int | None:
+    """spec.resources.scratchSize in bytes; None when unset."""
+    size = t.spec.resources.scratch_size
+    return quantity_bytes(size) if size else None
+
+
+def work_volume(t: TrainingJob) -> dict[str, Any]:
+    """The /tmp volume: an emptyDir (sized when scratchSize is set), or with scratchStorageClassName a generic
+    ephemeral volume, a ReadWriteOnce claim of that class created and deleted with the pod."""
+    res = t.spec.resources
+    size = scratch_bytes(t)
+    if size is None:
+        return {"name": WORK_VOLUME, "emptyDir": {}}
+    if res.scratch_storage_class_name is None:
+        return {"name": WORK_VOLUME, "emptyDir": {"sizeLimit": mib(size)}}
+    claim = {
+        "metadata": {"labels": labels(t.name, operator_instance(t))},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": res.scratch_storage_class_name,
+            "resources": {"requests": {"storage": mib(size)}},
+        },
+    }
+    return {"name": WORK_VOLUME, "ephemeral": {"volumeClaimTemplate": claim}}
+
+
 def pod_shm_bytes(t: TrainingJob, config: OperatorConfig) -> int:
     """spec.resources.shmSize if set, else the computed size."""
     if t.spec.resources.shm_size:
@@ -285,6 +315,7 @@ def build_trainer_config(tj: dict[str, Any] | TrainingJob, config: OperatorConfi
         offline=config.offline,
         status=StatusTarget(namespace=t.namespace, name=t.name, group=GROUP, version=VERSION, plural=PLURAL),
         work_dir=TRAINER_WORK_DIR,
+        scratch_bytes=scratch_bytes(t),
     )
 
 
@@ -373,14 +404,20 @@ def build_job(tj: dict[str, Any] | TrainingJob, config: OperatorConfig, model: s
     if res.gpus > 0:
         requests[res.gpu_resource_name] = str(res.gpus)
         limits[res.gpu_resource_name] = str(res.gpus)
+    scratch = scratch_bytes(t)
+    if scratch is not None and res.scratch_storage_class_name is None:
+        # The emptyDir is node disk: the scheduler counts it only when requested, and the kubelet then evicts
+        # only this pod when it overflows, not its neighbours under disk pressure.
+        ephemeral = mib(scratch + EPHEMERAL_STORAGE_MARGIN_MIB * MIB)
+        requests["ephemeral-storage"] = limits["ephemeral-storage"] = ephemeral
 
     volumes: list[dict[str, Any]] = [
         {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": mib(shm)}},
-        {"name": "work", "emptyDir": {}},
+        work_volume(t),
     ]
     mounts: list[dict[str, Any]] = [
         {"name": "shm", "mountPath": "/dev/shm"},
-        {"name": "work", "mountPath": WORK_DIR},
+        {"name": WORK_VOLUME, "mountPath": WORK_DIR},
     ]
     if s.s3 and s.s3.ca_bundle:
         volumes.append(

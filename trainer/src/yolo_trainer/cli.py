@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import logging
 import os
 import sys
@@ -18,6 +19,7 @@ from .exitcodes import ExitCode, TrainerError
 
 TERMINATION_LOG_ENV = "YOLO_TERMINATION_LOG"
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+SHM_DIR = "/dev/shm"  # full means shmSize, not scratch, is too small
 MAX_MESSAGE = 3500  # Kubernetes keeps 4096 bytes of the termination message
 
 log = logging.getLogger("yolo_trainer")
@@ -54,15 +56,26 @@ def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
-def classify(exc: BaseException) -> tuple[ExitCode, str]:
-    """Exit code and message for an exception escaping the pipeline (pure, unit-tested)."""
+def _chain(exc: BaseException):
+    """``exc`` and its causes (a TrainerError may be wrapped by Ultralytics)."""
     seen: set[int] = set()
     e: BaseException | None = exc
-    while e is not None and id(e) not in seen:  # a TrainerError may be wrapped by Ultralytics
+    while e is not None and id(e) not in seen:
         seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+def classify(exc: BaseException) -> tuple[ExitCode, str]:
+    """Exit code and message for an exception escaping the pipeline (pure, unit-tested)."""
+    for e in _chain(exc):
         if isinstance(e, TrainerError):
             return e.code, str(e)
-        e = e.__cause__ or e.__context__
+    for e in _chain(exc):
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC and not str(e.filename or "").startswith(SHM_DIR):
+            return ExitCode.SCRATCH_TOO_SMALL, (
+                f"the work directory's disk is full ({e}); raise spec.resources.scratchSize"
+            )
     if is_oom(exc):
         return ExitCode.OUT_OF_MEMORY, f"out of memory: {exc}; reduce training.batch or training.imgsz"
     if isinstance(exc, KeyboardInterrupt):

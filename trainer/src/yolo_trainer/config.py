@@ -77,6 +77,12 @@ class TrainerConfig(_Model):
     offline: bool = Field(False, description="Never try to reach the internet (hub downloads, fonts).")
     status: StatusTarget | None = Field(None, description="Report progress here; unset = log only.")
     work_dir: str = Field("/tmp/yolo-trainer", description="Local scratch directory (dataset, runs).")
+    scratch_bytes: int | None = Field(
+        None,
+        ge=1,
+        description="Size of the volume holding work_dir (spec.resources.scratchSize); unset = only the "
+        "filesystem's free space bounds it. The dataset must fit in it before staging starts.",
+    )
 
     @field_validator("dataset", "output")
     @classmethod

@@ -2,12 +2,16 @@
 
 Staging trusts nothing in the input: keys and archive members may not escape the dataset directory
 (``..``, absolute paths, links pointing out), and the total size and file count are bounded while bytes are
-written, not from headers. Validation reads every label line and opens every image, so a broken dataset
-fails in seconds with ``DatasetInvalid`` naming the file and line instead of hours later inside Ultralytics.
+written, not from headers. Before the first GET the dataset's size (the prefix's listing, or the archive's
+HEAD) is checked against the scratch space (``Scratch``): a dataset that cannot fit fails in seconds with
+``ScratchTooSmall`` naming spec.resources.scratchSize instead of filling the node's disk. Validation reads
+every label line and opens every image, so a broken dataset fails in seconds with ``DatasetInvalid`` naming
+the file and line instead of hours later inside Ultralytics.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -16,6 +20,7 @@ import shutil
 import stat
 import tarfile
 import zipfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -23,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from .exitcodes import DatasetInvalid
+from .exitcodes import DatasetInvalid, ScratchTooSmall
 from .s3 import S3NotFound, S3Store, parse_s3_uri
 
 log = logging.getLogger(__name__)
@@ -37,6 +42,13 @@ DEFAULT_MAX_BYTES = 100 << 30  # 100 GiB
 DEFAULT_MAX_FILES = 5_000_000
 MAX_REPORTED_PROBLEMS = 5
 LOCAL_DATA_YAML = "data.trainer.yaml"
+SCRATCH_FIELD = "spec.resources.scratchSize"
+SCRATCH_CLASS_FIELD = "spec.resources.scratchStorageClassName"
+GIB = 1 << 30
+# Kept free beside the dataset for the rest of the work directory. An x-size model's last.pt with AdamW state
+# (Ultralytics' "auto" choice for short runs) is ~400 MiB, and while it trains last.pt, best.pt, the copy
+# staged for upload and the starting (or resumed) weights coexist; exports and plots come on top.
+SCRATCH_HEADROOM_BYTES = 2 * GIB
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,88 @@ class DatasetSummary:
         }
 
 
+# --- scratch space -----------------------------------------------------------------------------------------
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", GIB), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(n) >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+@dataclass(frozen=True)
+class Room:
+    """Bytes the dataset may take (negative when not even the headroom is left), and why that much: the free
+    space under ``path``, the budget, and ``taken`` bytes (``taken_by``) already set aside on that disk."""
+
+    bytes: int
+    path: Path
+    free: int
+    budget: int | None
+    taken: int = 0
+    taken_by: str = ""
+
+    def less(self, n: int, by: str) -> Room:
+        """What is left once ``n`` more bytes (``by``: an archive kept while it is extracted) are on the disk."""
+        return Room(self.bytes - n, self.path, self.free, self.budget, self.taken + n, by)
+
+    def require(self, uri: str, needed: int, what: str) -> None:
+        if needed > self.bytes:
+            raise self.error(uri, needed, what)
+
+    def error(self, uri: str, needed: int, what: str) -> ScratchTooSmall:
+        total = needed + self.taken + SCRATCH_HEADROOM_BYTES
+        at_least = f"{math.ceil(total / GIB)}Gi"
+        parts = [f"{_size(needed)} for {what}"]
+        if self.taken:
+            parts.append(f"{_size(self.taken)} for {self.taken_by}")
+        parts.append(f"{_size(SCRATCH_HEADROOM_BYTES)} for weights and checkpoints")
+        head = f"dataset {uri} needs at least {_size(total)} of scratch space ({', '.join(parts)})"
+        if self.budget is not None and self.budget <= self.free:
+            tail = f"but {SCRATCH_FIELD} is {_size(self.budget)}; set it to at least {at_least}"
+        elif self.budget is None:
+            tail = (
+                f"but only {_size(self.free)} is free under {self.path}; set {SCRATCH_FIELD} to at least {at_least} "
+                f"so that the pod runs where that much disk is free (with {SCRATCH_CLASS_FIELD}: on a volume of "
+                "its own)"
+            )
+        else:
+            tail = (
+                f"but only {_size(self.free)} is free under {self.path}, less than {SCRATCH_FIELD} "
+                f"({_size(self.budget)}): the node's disk is fuller than its allocatable ephemeral storage says; "
+                f"free disk on the node, or set {SCRATCH_CLASS_FIELD} for a volume of its own"
+            )
+        return ScratchTooSmall(f"{head}, {tail}")
+
+
+@dataclass(frozen=True)
+class Scratch:
+    """The work directory's space: its volume's size (``TrainerConfig.scratch_bytes``, from
+    spec.resources.scratchSize; None when unset) and, always, the filesystem's actual free space. An emptyDir's
+    sizeLimit is enforced by eviction, not by the filesystem, so only the budget reveals it."""
+
+    budget: int | None = None
+    disk_usage: Callable[[str], Any] = shutil.disk_usage
+
+    def room(self, path: Path) -> Room:
+        """The bytes a dataset staged under ``path`` may take: the smaller of the budget and the free space,
+        less the headroom the rest of the work directory needs."""
+        probe = path
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        free = int(self.disk_usage(str(probe)).free)
+        bound = free if self.budget is None else min(free, self.budget)
+        return Room(bound - SCRATCH_HEADROOM_BYTES, path, free, self.budget)
+
+
+def _archive_size(store: S3Store, bucket: str, key: str, uri: str) -> int | None:
+    try:
+        return store.size(bucket, key)
+    except S3NotFound as e:
+        raise DatasetInvalid(f"dataset archive {uri} does not exist") from e
+
+
 # --- path safety -------------------------------------------------------------------------------------------
 
 
@@ -101,10 +195,11 @@ def is_within(path: Path, root: Path) -> bool:
 
 
 class _Budget:
-    """Counts bytes/files as they are written; stops a zip bomb at the limit, not after."""
+    """Counts bytes/files as they are written; stops a zip bomb at the limit, not after, and an archive that
+    extracts to more than the scratch space (``room``) before it fills the disk."""
 
-    def __init__(self, limits: Limits, source: str):
-        self.limits, self.source = limits, source
+    def __init__(self, limits: Limits, source: str, room: Room | None = None):
+        self.limits, self.source, self.room = limits, source, room
         self.bytes = self.files = 0
 
     def add_file(self) -> None:
@@ -120,23 +215,42 @@ class _Budget:
             raise DatasetInvalid(
                 f"{self.source} extracts to more than {self.limits.max_bytes} bytes ({MAX_BYTES_ENV})"
             )
+        if self.room is not None and self.bytes > self.room.bytes:
+            raise self.room.error(self.source, self.bytes, "its contents up to where extraction stopped")
+
+    def expect(self, n: int, what: str) -> None:
+        """Refuses up front ``n`` bytes an archive's own index announces (a zip's central directory) when they
+        cannot fit; the count while writing still holds whatever the index claims."""
+        if self.room is not None and n > self.room.bytes:
+            raise self.room.error(self.source, n, what)
 
 
 def _copy_stream(src, dest: Path, budget: _Budget) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with open(dest, "wb") as out:
-        while chunk := src.read(1 << 20):
-            budget.add_bytes(len(chunk))
-            out.write(chunk)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with open(dest, "wb") as out:
+            while chunk := src.read(1 << 20):
+                budget.add_bytes(len(chunk))
+                out.write(chunk)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise  # the extractors report it as a corrupt archive
+        # A full disk is no corrupt archive: not an OSError, so the extractors let it through.
+        raise ScratchTooSmall(
+            f"{budget.source}: the disk filled up while staging ({e.strerror}) after {_size(budget.bytes)}; "
+            f"raise {SCRATCH_FIELD}"
+        ) from e
 
 
-def extract_zip(archive: Path, dest: Path, limits: Limits, source: str) -> None:
-    budget = _Budget(limits, source)
+def extract_zip(archive: Path, dest: Path, limits: Limits, source: str, room: Room | None = None) -> None:
+    budget = _Budget(limits, source, room)
     try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as e:
         raise DatasetInvalid(f"{source} is not a valid zip archive: {e}") from e
     with zf:
+        files = [i for i in zf.infolist() if not i.is_dir()]
+        budget.expect(sum(i.file_size for i in files), f"its {len(files)} files by the zip's central directory")
         for info in zf.infolist():
             rel = safe_relpath(info.filename, source)
             mode = info.external_attr >> 16
@@ -155,9 +269,9 @@ def extract_zip(archive: Path, dest: Path, limits: Limits, source: str) -> None:
                 raise DatasetInvalid(f"{source} is corrupt at entry {info.filename!r}: {e}") from e
 
 
-def extract_tar(archive: Path | Any, dest: Path, limits: Limits, source: str) -> None:
+def extract_tar(archive: Path | Any, dest: Path, limits: Limits, source: str, room: Room | None = None) -> None:
     """``archive``: a path, or a stream with ``read(n)`` (read once, front to back, as the bytes arrive)."""
-    budget = _Budget(limits, source)
+    budget = _Budget(limits, source, room)
     links: list[tuple[PurePosixPath, tarfile.TarInfo]] = []
     try:
         how = {"name": archive, "mode": "r:*"} if isinstance(archive, Path) else {"fileobj": archive, "mode": "r|*"}
@@ -232,10 +346,16 @@ def find_data_yaml(root: Path) -> Path:
 
 
 def stage_dataset(
-    store: S3Store, uri: str, dest: Path, limits: Limits | None = None, concurrency: int = 32
+    store: S3Store,
+    uri: str,
+    dest: Path,
+    limits: Limits | None = None,
+    concurrency: int = 32,
+    scratch: Scratch | None = None,
 ) -> Path:
     """Downloads (and extracts) the dataset into ``dest``; returns the path of its data.yaml.
 
+    Before the first GET its size is checked against ``scratch`` (default: the free space under ``dest``).
     ``concurrency``: GETs in flight for a prefix. With the lean GET client the client's CPU is no longer the
     limit; the server's latency is, and 32 kept up with s5cmd's 256 on a loaded 2-core node where 16 did not."""
     limits = limits or Limits.from_env()
@@ -243,14 +363,24 @@ def stage_dataset(
     if dest.exists():
         shutil.rmtree(dest)  # a retried pod re-stages from scratch: never mix two versions of a dataset
     dest.mkdir(parents=True)
+    room = (scratch or Scratch()).room(dest)
     kind = archive_kind(key)
-    if kind == "tar" and store.getter is not None:
+    size = _archive_size(store, bucket, key, uri) if kind else None
+    streamed = kind == "tar" and store.getter is not None
+    if size is not None:
+        # Its contents take about the archive's size or more: compression only adds to it, and the header a tar
+        # or zip spends per entry is about what rounding each extracted file up to whole disk blocks costs.
+        if streamed:
+            room.require(uri, size, f"the contents of the {_size(size)} archive, at least")
+        else:
+            room.require(uri, 2 * size, f"the {_size(size)} archive and at least as much again for its contents")
+    if streamed:
         # Extracted while it downloads (no temporary copy of the archive); a broken connection restarts both.
         def consume(stream) -> None:
             if any(dest.iterdir()):
                 shutil.rmtree(dest)
                 dest.mkdir()
-            extract_tar(stream, dest, limits, uri)
+            extract_tar(stream, dest, limits, uri, room)
 
         try:
             store.stream(bucket, key, consume, max_size=limits.max_bytes)
@@ -263,7 +393,9 @@ def stage_dataset(
         except S3NotFound as e:
             raise DatasetInvalid(f"dataset archive {uri} does not exist") from e
         try:
-            (extract_zip if kind == "zip" else extract_tar)(archive, dest, limits, uri)
+            n = archive.stat().st_size
+            extract = extract_zip if kind == "zip" else extract_tar
+            extract(archive, dest, limits, uri, room.less(n, "the archive while it is extracted"))
         finally:
             archive.unlink(missing_ok=True)
     else:
@@ -280,6 +412,7 @@ def stage_dataset(
             budget.add_file()
             budget.add_bytes(o.size)
             items.append((o.key, dest / rel, o.size))
+        room.require(uri, budget.bytes, f"its {len(items)} objects")
         n = store.download_many(bucket, items, concurrency=concurrency)
         log.info("staged %d objects (%d bytes) from %s", len(items), n, uri)
     return find_data_yaml(dest)

@@ -17,6 +17,7 @@ class ExitCode(enum.IntEnum):
     S3_ACCESS_DENIED = 12  # wrong keys, missing bucket, forbidden prefix
     MODEL_UNAVAILABLE = 13
     OUT_OF_MEMORY = 14
+    SCRATCH_TOO_SMALL = 15  # the dataset cannot fit the work directory's disk (spec.resources.scratchSize)
     TRAINING_ERROR = 20
     S3_UNAVAILABLE = 21
     INTERRUPTED = 75  # EX_TEMPFAIL
@@ -38,6 +39,7 @@ REASONS: dict[ExitCode, str] = {
     ExitCode.S3_ACCESS_DENIED: "S3AccessDenied",
     ExitCode.MODEL_UNAVAILABLE: "ModelUnavailable",
     ExitCode.OUT_OF_MEMORY: "OutOfMemory",
+    ExitCode.SCRATCH_TOO_SMALL: "ScratchTooSmall",
     ExitCode.TRAINING_ERROR: "TrainingError",
     ExitCode.S3_UNAVAILABLE: "S3Unavailable",
     ExitCode.INTERRUPTED: "Interrupted",
@@ -74,6 +76,10 @@ class S3AccessDenied(TrainerError):
 
 class S3Unavailable(TrainerError):
     code = ExitCode.S3_UNAVAILABLE
+
+
+class ScratchTooSmall(TrainerError):
+    code = ExitCode.SCRATCH_TOO_SMALL
 
 
 class ModelUnavailable(TrainerError):

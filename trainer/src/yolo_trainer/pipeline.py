@@ -25,7 +25,7 @@ from .checkpoint import (
     rewrite_train_args,
 )
 from .config import TrainerConfig
-from .dataset import stage_dataset, validate_dataset
+from .dataset import Scratch, stage_dataset, validate_dataset
 from .exitcodes import Interrupted
 from .model import resolve_model
 from .outputs import check_export_formats, collect_files, export_models, publish
@@ -168,7 +168,7 @@ def _run(
         )
     )
 
-    data_yaml = stage_dataset(store, cfg.dataset, work / "dataset")
+    data_yaml = stage_dataset(store, cfg.dataset, work / "dataset", scratch=Scratch(cfg.scratch_bytes))
     summary = validate_dataset(data_yaml)
     _log_event("dataset", **summary.as_dict())
 

@@ -301,6 +301,18 @@ class S3Store:
 
         return self.call("list", bucket, prefix, run)
 
+    def size(self, bucket: str, key: str) -> int | None:
+        """The object's size in bytes, from a HEAD (None if the server does not say); S3NotFound if missing."""
+        if self.getter is not None:
+            getter = self.getter
+            return self.call("head", bucket, key, lambda: getter.head(bucket, key))
+
+        def run() -> int | None:
+            length = self.client.head_object(Bucket=bucket, Key=key).get("ContentLength")
+            return None if length is None else int(length)
+
+        return self.call("head", bucket, key, run)
+
     def get_bytes(self, bucket: str, key: str, max_size: int = 64 << 20) -> bytes:
         def run() -> bytes:
             resp = self.client.get_object(Bucket=bucket, Key=key)

@@ -3,7 +3,7 @@
 Why not boto3 here: botocore spends ~1.8 ms of Python CPU per GetObject (request model, event hooks, signer,
 response parsing) under the GIL. Staging a prefix of thousands of small images on a 2-core node was bound by
 that CPU, which the S3 server (or training) needs too. A GET here is a few HMACs, one request line and a
-header parse. Only GetObject and ListObjectsV2 are done here; every other call stays on boto3.
+header parse. Only GetObject, HeadObject and ListObjectsV2 are done here; every other call stays on boto3.
 
 Errors keep boto3's shapes so that ``S3Store.call`` classifies them exactly as before: an S3 error response
 becomes a botocore ``ClientError`` (code and message from the XML body, the HTTP status), a socket or HTTP
@@ -141,7 +141,7 @@ class Body:
 
 
 class ObjectGetter:
-    """GET of S3 objects by path-style URL over pooled keep-alive connections; thread-safe."""
+    """GET (and HEAD) of S3 objects by path-style URL over pooled keep-alive connections; thread-safe."""
 
     def __init__(
         self,
@@ -214,6 +214,12 @@ class ObjectGetter:
         S3 error response and TransportError when the connection fails."""
         return self._request("GetObject", self.path(bucket, key), "", headers)
 
+    def head(self, bucket: str, key: str) -> int | None:
+        """HeadObject: the object's size (None if the server sent no Content-Length); raises as ``get``."""
+        with self._request("HeadObject", self.path(bucket, key), method="HEAD") as body:
+            body.read()  # no body follows a HEAD; reading marks the response done, so the connection is reused
+            return body.size
+
     def list_objects(self, bucket: str, prefix: str) -> list[tuple[str, int, str | None]]:
         """ListObjectsV2, every page: (key, size, etag) of each object under ``prefix``.
 
@@ -245,24 +251,26 @@ class ObjectGetter:
             if (root.findtext("{*}IsTruncated") or "").lower() != "true" or not token:
                 return out
 
-    def _request(self, op: str, path: str, query: str = "", headers: dict[str, str] | None = None) -> Body:
+    def _request(
+        self, op: str, path: str, query: str = "", headers: dict[str, str] | None = None, method: str = "GET"
+    ) -> Body:
         h = {"Host": self.host, "Accept-Encoding": "identity", **(headers or {})}
         if self.signer is not None:
-            h.update(self.signer.sign("GET", self.host, path, query))
+            h.update(self.signer.sign(method, self.host, path, query))
         url = f"{path}?{query}" if query else path
         conn = self._get_conn()
         try:
             if conn.sock is None:
                 conn.connect()
                 conn.sock.settimeout(self.read_timeout)
-            conn.request("GET", url, headers=h)
+            conn.request(method, url, headers=h)
             resp = conn.getresponse()
             if 200 <= resp.status < 300:
                 return Body(self, conn, resp)
             raw = resp.read(MAX_ERROR_BODY)
         except (OSError, http.client.HTTPException) as e:
             conn.close()
-            raise TransportError(f"GET {self.host}{url} failed: {e!r}") from e
+            raise TransportError(f"{method} {self.host}{url} failed: {e!r}") from e
         if resp.isclosed() and not resp.will_close:
             self._put(conn)
         else:
