@@ -26,7 +26,7 @@ venv: $(VENV)/.installed ## Python environment (pinned in requirements.lock)
 binaries: ## build the control plane, kwok and helm from pinned Go modules (cached in ~/.cache/yolo-operator)
 	hack/build-binaries.sh >/dev/null
 
-testbed-up: venv binaries ## start the local control plane with GPU nodes and S3 (.testbed/)
+testbed-up: venv binaries images ## start the local control plane, kwok GPU nodes, the real node and S3 (.testbed/)
 	hack/testbed.sh up
 
 testbed-down: ## stop the local test bed and remove .testbed/
@@ -38,10 +38,10 @@ lint: venv ## ruff
 unit: venv ## unit tests only (no servers)
 	$(VENV)/bin/pytest -m unit -q $(PYTEST_ARGS)
 
-test: venv binaries lint ## everything: lint, unit, integration and e2e tests on the local test bed
+test: venv binaries images lint ## everything: lint, unit, integration and e2e tests on the local test bed
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
-fault: venv binaries ## the fault, bad-input and security suite alone (tests/fault/, marker fault); prints FAULT-FIGURE lines
+fault: venv binaries images ## the fault, bad-input and security suite alone (tests/fault/, marker fault); prints FAULT-FIGURE lines
 	mkdir -p .testbed && set -o pipefail && $(VENV)/bin/pytest -m fault -q -s -p no:cacheprovider $(PYTEST_ARGS) 2>&1 \
 	  | tee .testbed/fault.log | grep --line-buffered -E 'FAULT-FIGURE|passed|failed|error'
 
@@ -62,11 +62,8 @@ chart-lint: binaries ## helm lint --strict
 bench: testbed-up ## benchmarks against baselines run beside them (~15 min); writes bench/results.md
 	$(PY) bench/run_all.py
 
-OPERATOR_IMAGE ?= yolo-operator:dev
-TRAINER_IMAGE ?= yolo-operator-trainer:dev
-images: ## build the operator and trainer images (needs a container engine; none runs on the dev machines)
-	docker build --target operator -t $(OPERATOR_IMAGE) .
-	docker build --target trainer -t $(TRAINER_IMAGE) .
+images: venv ## build the operator and trainer images with no registry (hack/images.sh; tags = the chart's defaults)
+	hack/images.sh build
 
 clean: testbed-down
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The local test bed: a real Kubernetes control plane (kwokctl --runtime binary with kube-apiserver,
 # kube-controller-manager, kube-scheduler and etcd built from pinned Go modules; kwok plays the kubelet
-# of fake nodes, one with nvidia.com/gpu: 8) and a real S3 server (SeaweedFS `weed mini`).
-# Everything binds to 127.0.0.1 and lives under .testbed/.
+# of fake nodes, one with nvidia.com/gpu: 8), a real worker node (hack/node.sh: containerd, kubelet and
+# kube-proxy running the project's images, in a network namespace of its own) and a real S3 server
+# (SeaweedFS `weed mini`). The control plane binds to 127.0.0.1; S3 and the API server's forwarder listen on
+# the node link's host address ($HOST_IP) so that pods reach them. State lives under .testbed/.
 #
 #   hack/testbed.sh up      start (or reuse a healthy running bed); writes .testbed/kubeconfig, .testbed/s3.env
-#   hack/testbed.sh down    stop every process it started (by pid) and remove .testbed/
+#   hack/testbed.sh down    stop every process it started (by pid), undo what the node changed, remove .testbed/;
+#                           exits 1 naming anything left behind (process, mount, interface, cgroup, sysctl, ...)
 #   hack/testbed.sh status  exit 0 when the bed is up and healthy
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,6 +21,9 @@ cluster=yolo-testbed
 venv_bin="$root/.venv/bin"
 export KWOK_WORKDIR="$tb/kwok"
 log() { echo "[testbed] $*" >&2; }
+# shellcheck source=hack/node.sh
+source "$root/hack/node.sh"
+PAUSE_IMAGE=$("$root/hack/images.sh" names | tail -n 1)
 
 # Not SeaweedFS defaults (8333, 9333, ...; gRPC at +10000), so a developer's own weed can run beside it.
 s3_port=${TESTBED_S3_PORT:-7333}
@@ -25,7 +31,8 @@ s3_port=${TESTBED_S3_PORT:-7333}
 healthy() {
   [ -s "$tb/kubeconfig" ] && [ -s "$tb/s3.env" ] && [ -s "$tb/bin" ] || return 1
   PATH="$(cat "$tb/bin"):$PATH" kubectl --kubeconfig "$tb/kubeconfig" --request-timeout=5s get --raw /readyz >/dev/null 2>&1 || return 1
-  curl -s -o /dev/null --max-time 5 "http://127.0.0.1:$s3_port/" || return 1
+  curl -s -o /dev/null --max-time 5 "http://$HOST_IP:$s3_port/" || return 1
+  kctl get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True
 }
 
 wait_for() { # seconds description command...
@@ -41,21 +48,22 @@ start_s3() {
   local key secret
   key=$(python3 -c 'import secrets; print("testbed" + secrets.token_hex(6))')
   secret=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')
-  # weed mini opens master, volume, filer and S3 ports; pin each (and their gRPC at +10000) on 127.0.0.1.
+  # weed mini opens master, volume, filer and S3 ports; pin each (and their gRPC at +10000) on the link's
+  # host address, the one address both this machine and the pods reach.
   AWS_ACCESS_KEY_ID=$key AWS_SECRET_ACCESS_KEY=$secret setsid "$venv_bin/weed" mini \
-    -dir="$tb/s3" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+    -dir="$tb/s3" -ip="$HOST_IP" -ip.bind="$HOST_IP" \
     -s3.port="$s3_port" -master.port=$((s3_port + 1)) -volume.port=$((s3_port + 2)) \
     -filer.port=$((s3_port + 3)) -admin.ui=false -webdav=false -s3.port.iceberg=0 -s3.port.lance=0 \
     >"$tb/logs/weed.log" 2>&1 </dev/null 9>&- &
   echo $! >"$tb/pids/weed.pid"
   cat >"$tb/s3.env" <<ENV
-S3_ENDPOINT=http://127.0.0.1:$s3_port
-AWS_ENDPOINT_URL=http://127.0.0.1:$s3_port
+S3_ENDPOINT=http://$HOST_IP:$s3_port
+AWS_ENDPOINT_URL=http://$HOST_IP:$s3_port
 AWS_REGION=us-east-1
 AWS_ACCESS_KEY_ID=$key
 AWS_SECRET_ACCESS_KEY=$secret
 ENV
-  wait_for 60 "S3 on 127.0.0.1:$s3_port" curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$s3_port/"
+  wait_for 60 "S3 on $HOST_IP:$s3_port" curl -s -o /dev/null --max-time 2 "http://$HOST_IP:$s3_port/"
 }
 
 start_cluster() {
@@ -75,10 +83,20 @@ options:
   etcdBinary: $bin/etcd
   kwokControllerBinary: $bin/kwok
   quietPull: true
-# kwok plays the kubelet only for nodes annotated kwok.x-k8s.io/node=fake, so the local pod runner
-# (tests/podrunner.py) can play it for its own node. The binary runtime passes --manage-all-nodes=true
+  # Pods reach the API server at the kubernetes Service's address, which the forwarder on HOST_IP serves.
+  kubeApiserverCertSANs: ["$HOST_IP", "$SERVICE_API_IP"]
+# kwok plays the kubelet only for nodes annotated kwok.x-k8s.io/node=fake, so the real node's kubelet
+# (hack/node.sh) is the only one reporting for it. The binary runtime passes --manage-all-nodes=true
 # first; these later flags win.
 componentsPatches:
+- name: kube-apiserver
+  extraArgs:
+  - key: advertise-address
+    value: "$HOST_IP"
+  - key: service-cluster-ip-range
+    value: "$SERVICE_CIDR"
+  - key: kubelet-preferred-address-types
+    value: InternalIP
 - name: kwok-controller
   extraArgs:
   - key: manage-all-nodes
@@ -111,11 +129,17 @@ up() {
   flock 9
   if healthy; then log "reusing the running bed"; return 0; fi
   [ -e "$tb/kwok" ] || [ -e "$tb/pids" ] && { log "found a stale bed; tearing it down first"; down_locked; mkdir -p "$tb"; }
+  ip netns list 2>/dev/null | grep -qw "$NODE_NETNS" && { log "found a stale node; tearing it down first"; node_down; }
   local bin; bin=$("$root/hack/build-binaries.sh")
   echo "$bin" >"$tb/bin"
+  mkdir -p "$node_dir"
+  record_before
+  net_up
   start_s3
   start_cluster "$bin"
-  log "up: KUBECONFIG=$tb/kubeconfig; S3 settings in $tb/s3.env"
+  local port; port=$(kctl config view -o jsonpath='{.clusters[0].cluster.server}' | sed 's/.*://')
+  node_up "$port"
+  log "up: KUBECONFIG=$tb/kubeconfig; S3 settings in $tb/s3.env; real node $NODE_NAME"
 }
 
 down_locked() {
@@ -124,6 +148,7 @@ down_locked() {
     PATH="$bin:$PATH" kwokctl --name "$cluster" delete cluster >&2 || true
   fi
   # Every process we started left a pid file: ours under pids/, kwokctl's under its cluster dir.
+  node_down
   local f pid
   for f in "$tb"/pids/*.pid "$tb"/kwok/clusters/"$cluster"/pids/*.pid; do
     [ -f "$f" ] || continue
@@ -132,7 +157,13 @@ down_locked() {
     for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
     kill -9 "$pid" 2>/dev/null || true
   done
+  local left=""
+  [ -d "$node_dir/before" ] && left=$(leftovers)
   rm -rf "$tb"
+  if [ -n "$left" ]; then
+    log "left behind:"; echo "$left" | sed 's/^/  /' >&2
+    return 1
+  fi
 }
 
 down() {

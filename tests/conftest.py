@@ -22,6 +22,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if not any(item.get_closest_marker(m) for m in ("unit", "integration", "e2e", "fault")):
             item.add_marker(pytest.mark.unit)
+    # Tests that take the shared bed down and up again run after every test that uses it.
+    items.sort(key=lambda item: item.get_closest_marker("bed_cycle") is not None)
 
 
 @pytest.fixture(scope="session")
@@ -126,41 +128,11 @@ def bucket(s3_client) -> str:
 
 
 @pytest.fixture(scope="session")
-def pod_runner(kubeconfig: Path) -> Iterator[str]:
-    """The local pod runner (tests/podrunner.py) playing the kubelet of node local-runner-0; yields its name.
+def real_node(kubectl: KubectlRunner) -> str:
+    """The bed's real node (hack/node.sh: containerd + kubelet running the project's images); yields its name.
 
-    Pods reach it with nodeSelector yolo-operator.io/local-runner=true and a toleration of that taint.
+    Pods reach it with REAL_NODE_PLACEMENT (tests/e2e/stack.py): a nodeSelector and a toleration of its taint.
     """
-    import signal
-    import sys
-    import time
-
-    node = "local-runner-0"
-    log = open(testbed.TESTBED / "podrunner.log", "ab")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.podrunner", "--kubeconfig", str(kubeconfig), "--node", node],
-        cwd=testbed.ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        preexec_fn=testbed.die_with_parent,
-    )
-    env = {**os.environ, "PATH": testbed.tool_path(), "KUBECONFIG": str(kubeconfig)}
-    deadline = time.monotonic() + 60
-    while (
-        subprocess.run(
-            ["kubectl", "wait", "--for=condition=Ready", f"node/{node}", "--timeout=5s"],
-            env=env,
-            capture_output=True,
-        ).returncode
-        != 0
-    ):
-        assert proc.poll() is None, "the local pod runner exited; see .testbed/podrunner.log"
-        assert time.monotonic() < deadline, "the local pod runner's node never became Ready"
-        time.sleep(1)
-    yield node
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    node = testbed.node_setting("NODE_NAME")
+    kubectl("wait", "--for=condition=Ready", f"node/{node}", "--timeout=120s")
+    return node

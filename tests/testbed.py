@@ -41,6 +41,23 @@ def bring_up() -> None:
     subprocess.run([str(ROOT / "hack" / "testbed.sh"), "up"], check=True, cwd=ROOT)
 
 
+def node_setting(name: str) -> str:
+    """A constant of the real node (hack/node.sh's top-level ``NAME=value``), e.g. NODE_NAME, HOST_IP."""
+    import re
+
+    text = (ROOT / "hack" / "node.sh").read_text()
+    m = re.search(rf"^{name}=(?:\$\{{[A-Z_]+:-)?([^\s}}]+)", text, re.MULTILINE)
+    if not m:
+        raise KeyError(f"hack/node.sh sets no {name}")
+    return m.group(1)
+
+
+def node_command(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """hack/node.sh SUBCOMMAND (poweroff, start, leftovers) on the bed's real node."""
+    return subprocess.run([str(ROOT / "hack" / "node.sh"), *args], check=check, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
 def bin_dir() -> Path:
     return Path((TESTBED / "bin").read_text().strip())
 

@@ -1,0 +1,376 @@
+#!/usr/bin/env bash
+# The test bed's real worker node: containerd (Debian's package), kubelet and kube-proxy (built from the pinned
+# Kubernetes module), a CNI bridge network, and the project's own images imported into containerd.
+# Sourced by hack/testbed.sh (which owns the bed's lifecycle); its subcommands are also run by tests:
+#
+#   hack/node.sh poweroff      the node dies: kubelet and every container SIGKILLed, nothing more reported
+#   hack/node.sh start         (re)start containerd, kubelet and kube-proxy, and advertise the GPUs again
+#   hack/node.sh leftovers     print what a torn-down bed left on this machine (nothing, when clean)
+#
+# Layout. The node lives in a network namespace of its own ($NODE_NETNS), joined to this machine by one veth
+# pair: $HOST_IP on this side (the API server's forwarder and S3 listen there, nothing else), $NODE_IP on the
+# node's side (kubelet). Pods sit on a bridge inside the node's namespace ($POD_CIDR); their default route ends
+# there, so they reach this machine's $HOST_IP and nothing beyond it. kube-proxy's iptables rules, the bridge
+# and the pods' veths all live in that namespace and go with it. The processes share this machine's mount
+# namespace (kubelet mounts volumes that containerd's runc must see) and cgroup v1 hierarchy (cgroupfs).
+set -euo pipefail
+
+node_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+tb=${tb:-$node_root/.testbed}
+cache=${YOLO_OPERATOR_CACHE:-$HOME/.cache/yolo-operator}
+
+NODE_NAME=real-node-0
+NODE_NETNS=yolo-testbed-node
+HOST_IF=yolo-tb0
+HOST_IP=10.213.255.1
+NODE_IP=10.213.255.2
+LINK_CIDR=30
+POD_CIDR=10.213.0.0/24
+POD_GATEWAY=10.213.0.1
+POD_BRIDGE=yolo-br0
+SERVICE_CIDR=10.0.0.0/24  # kube-apiserver's default --service-cluster-ip-range (kwokctl sets none)
+SERVICE_API_IP=10.0.0.1
+# Extended resource the node advertises: the scheduler places GPU pods here; the trainer trains on CPU.
+NODE_GPUS=${TESTBED_NODE_GPUS:-4}
+# Only pods that select and tolerate this reach the real node; kwok's nodes take everything else.
+NODE_LABEL=yolo-operator.io/real-node
+node_dir="$tb/node"
+run_dir=/run/yolo-testbed              # short: containerd's and shims' unix sockets live here
+containerd_root="$cache/containerd-root"  # imported images survive between beds
+containerd_sock="$run_dir/containerd.sock"
+# Paths the kubelet and containerd write outside their own directories whatever they are told.
+SIDE_PATHS=(/var/lib/kubelet /var/log/pods /var/log/containers /var/lib/cni /run/containerd /run/netns /etc/cni)
+# Sysctls the kubelet (kernel tunables) and kube-proxy change; restored on teardown.
+SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys
+  kernel.keys.root_maxbytes net.netfilter.nf_conntrack_max net.ipv4.ip_forward net.ipv4.conf.all.route_localnet)
+node_log() { echo "[node] $*" >&2; }
+
+in_node() { nsenter --net="/run/netns/$NODE_NETNS" -- "$@"; }
+kctl() { PATH="$(cat "$tb/bin"):$PATH" kubectl --kubeconfig "$tb/kubeconfig" "$@"; }
+
+# --- what was here before (teardown restores it and checks against it) --------------------------------------
+record_before() {
+  mkdir -p "$node_dir/before"
+  local p
+  for p in "${SIDE_PATHS[@]}"; do [ -e "$p" ] && echo "$p"; done >"$node_dir/before/paths"
+  sysctl -e "${SYSCTLS[@]}" 2>/dev/null >"$node_dir/before/sysctl" || true
+  iptables-save 2>/dev/null | grep -vE '^#|^:' >"$node_dir/before/iptables" || true
+  ls /run/netns 2>/dev/null >"$node_dir/before/netns" || true
+}
+
+# --- network -------------------------------------------------------------------------------------------------
+net_up() {
+  ip netns add "$NODE_NETNS"
+  ip link add "$HOST_IF" type veth peer name eth0 netns "$NODE_NETNS"
+  ip addr add "$HOST_IP/$LINK_CIDR" dev "$HOST_IF"
+  ip link set "$HOST_IF" up
+  ip route add "$POD_CIDR" via "$NODE_IP" dev "$HOST_IF"  # replies to pods; goes with the veth
+  in_node ip link set lo up
+  in_node ip addr add "$NODE_IP/$LINK_CIDR" dev eth0
+  in_node ip link set eth0 up
+  in_node sysctl -qw net.ipv4.ip_forward=1  # this namespace's own: pods -> the host's side of the link
+}
+
+write_cni() {
+  mkdir -p "$node_dir/cni"
+  cat >"$node_dir/cni/10-yolo-testbed.conflist" <<JSON
+{
+  "cniVersion": "1.0.0",
+  "name": "yolo-testbed",
+  "plugins": [
+    {"type": "bridge", "bridge": "$POD_BRIDGE", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+     "ipam": {"type": "host-local", "dataDir": "$node_dir/cni-ipam",
+              "ranges": [[{"subnet": "$POD_CIDR", "gateway": "$POD_GATEWAY"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+JSON
+}
+
+# --- containerd ----------------------------------------------------------------------------------------------
+write_containerd_config() {
+  mkdir -p "$node_dir" "$containerd_root" "$run_dir"
+  cat >"$node_dir/containerd.toml" <<TOML
+version = 2
+root = "$containerd_root"
+state = "$run_dir/containerd"
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs", "io.containerd.tracing.processor.v1.otlp"]
+[grpc]
+  address = "$containerd_sock"
+[ttrpc]
+  address = "$containerd_sock.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$PAUSE_IMAGE"
+  # Root in this VM lacks CAP_SYS_RESOURCE: without this every sandbox dies setting oom_score_adj -998.
+  restrict_oom_score_adj = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  enable_selinux = false
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$node_dir/cni"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$cache/containerd-opt"
+TOML
+}
+
+start_daemon() { # name command... : in the node's network namespace, logged, pid recorded
+  local name=$1; shift
+  mkdir -p "$tb/logs" "$tb/pids"
+  setsid nsenter --net="/run/netns/$NODE_NETNS" -- "$@" >>"$tb/logs/$name.log" 2>&1 </dev/null 9>&- &
+  echo $! >"$tb/pids/$name.pid"
+}
+
+stop_daemon() { # name [signal]
+  local f="$tb/pids/$1.pid" pid
+  [ -f "$f" ] || return 0
+  pid=$(cat "$f")
+  kill -"${2:-TERM}" "$pid" 2>/dev/null || true
+  for _ in $(seq 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+  kill -9 "$pid" 2>/dev/null || true
+  rm -f "$f"
+}
+
+ctr_() { ctr --address "$containerd_sock" --namespace k8s.io "$@"; }
+
+start_containerd() {
+  write_containerd_config
+  start_daemon containerd containerd --config "$node_dir/containerd.toml"
+  local i
+  for i in $(seq 100); do ctr_ version >/dev/null 2>&1 && return 0; sleep 0.2; done
+  node_log "containerd did not start; see $tb/logs/containerd.log"; return 1
+}
+
+# docker (hack/images.sh) -> containerd, only when containerd lacks that exact image ID.
+import_images() {
+  mkdir -p "$containerd_root/yolo-imported"
+  local image id stamp
+  while read -r image; do
+    id=$("$node_root/hack/images.sh" id "$image")
+    [ -n "$id" ] || { node_log "image $image is not built (make images)"; return 1; }
+    stamp="$containerd_root/yolo-imported/$(echo "$image" | tr '/:' '__')"
+    if [ "$(cat "$stamp" 2>/dev/null)" = "$id" ] && ctr_ images check "name==$image" 2>/dev/null | grep -q complete; then
+      continue
+    fi
+    node_log "importing $image into containerd"
+    "$node_root/hack/images.sh" save "$image" | ctr_ images import - >&2
+    echo "$id" >"$stamp"
+  done < <("$node_root/hack/images.sh" names)
+}
+
+# --- kubelet and kube-proxy ----------------------------------------------------------------------------------
+write_node_configs() {
+  local server=$1
+  mkdir -p "$node_dir/kubelet" "$node_dir/pod-logs" "$node_dir/volume-plugins"
+  local pki="$tb/kwok/clusters/$cluster/pki"
+  cat >"$node_dir/kubeconfig" <<YAML
+apiVersion: v1
+kind: Config
+clusters:
+- name: bed
+  cluster: {server: "$server", certificate-authority: "$pki/ca.crt"}
+users:
+- name: node
+  user: {client-certificate: "$pki/admin.crt", client-key: "$pki/admin.key"}
+contexts:
+- name: node
+  context: {cluster: bed, user: node}
+current-context: node
+YAML
+  printf 'options ndots:1\n' >"$node_dir/resolv.conf"  # no cluster DNS, and no resolver off the machine
+  cat >"$node_dir/kubelet.yaml" <<YAML
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: $NODE_IP
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+# Reached only from this machine, through the node's own link; the API server's kubelet client has no cert.
+authentication: {anonymous: {enabled: true}, webhook: {enabled: false}}
+authorization: {mode: AlwaysAllow}
+cgroupDriver: cgroupfs
+failCgroupV1: false
+failSwapOn: false
+containerRuntimeEndpoint: unix://$containerd_sock
+podLogsDir: $node_dir/pod-logs
+volumePluginDir: $node_dir/volume-plugins
+resolvConf: $node_dir/resolv.conf
+registerWithTaints:
+- {key: $NODE_LABEL, value: "true", effect: NoSchedule}
+maxPods: 30
+serializeImagePulls: false
+# The images were imported, not pulled: never garbage-collect them; evict only on a truly full disk.
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard: {memory.available: 200Mi, nodefs.available: 2%, imagefs.available: 2%, nodefs.inodesFree: 1%}
+evictionPressureTransitionPeriod: 10s
+shutdownGracePeriod: 0s
+YAML
+  cat >"$node_dir/kube-proxy.yaml" <<YAML
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection: {kubeconfig: $node_dir/kubeconfig}
+hostnameOverride: $NODE_NAME
+bindAddress: $NODE_IP
+mode: iptables
+clusterCIDR: $POD_CIDR
+healthzBindAddress: 127.0.0.1:10256
+metricsBindAddress: 127.0.0.1:10249
+nodePortAddresses: ["$NODE_IP/32"]
+# Leave the machine's conntrack limits and timeouts as they are; masquerade so pod -> Service -> pod works
+# on the bridge without br_netfilter; no route_localnet (no NodePorts on localhost).
+conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
+iptables: {masqueradeAll: true, localhostNodePorts: false}
+YAML
+}
+
+start_kubelet() {
+  local bin; bin=$(cat "$tb/bin")
+  start_daemon kubelet "$bin/kubelet" --config "$node_dir/kubelet.yaml" --kubeconfig "$node_dir/kubeconfig" \
+    --root-dir "$node_dir/kubelet" --hostname-override "$NODE_NAME" --node-ip "$NODE_IP" \
+    --node-labels "$NODE_LABEL=true,nvidia.com/gpu.present=true" --v=1
+}
+
+start_kube_proxy() {
+  local bin; bin=$(cat "$tb/bin")
+  start_daemon kube-proxy "$bin/kube-proxy" --config "$node_dir/kube-proxy.yaml" --v=1
+}
+
+# Kubernetes' documented way to advertise an extended resource without a device plugin: patch the capacity.
+advertise_gpus() {
+  local i
+  for i in $(seq 120); do kctl get node "$NODE_NAME" >/dev/null 2>&1 && break; sleep 0.5; done
+  kctl patch node "$NODE_NAME" --subresource=status --type=merge \
+    -p "{\"status\":{\"capacity\":{\"nvidia.com/gpu\":\"$NODE_GPUS\"}}}" >/dev/null
+  kctl wait --for=condition=Ready "node/$NODE_NAME" --timeout=120s >/dev/null
+  for i in $(seq 120); do
+    [ "$(kctl get node "$NODE_NAME" -o jsonpath='{.status.allocatable.nvidia\.com/gpu}')" = "$NODE_GPUS" ] && return 0
+    sleep 0.5
+  done
+  node_log "the node never showed nvidia.com/gpu allocatable"; return 1
+}
+
+# The API server listens on 127.0.0.1 (kwokctl's binary runtime), which no pod can reach: a forwarder on the
+# link's host side carries the port that the `kubernetes` Service's endpoint (--advertise-address) names.
+start_api_forwarder() {
+  local port=$1
+  mkdir -p "$tb/logs" "$tb/pids"
+  setsid socat "TCP-LISTEN:$port,bind=$HOST_IP,reuseaddr,fork" "TCP:127.0.0.1:$port" \
+    >>"$tb/logs/api-forwarder.log" 2>&1 </dev/null 9>&- &
+  echo $! >"$tb/pids/api-forwarder.pid"
+}
+
+node_start() {
+  start_containerd
+  start_kubelet
+  start_kube_proxy
+  advertise_gpus
+}
+
+node_up() { # API server port
+  write_cni
+  write_node_configs "https://$HOST_IP:$1"
+  start_api_forwarder "$1"
+  start_containerd
+  import_images
+  start_kubelet
+  start_kube_proxy
+  advertise_gpus
+}
+
+# --- teardown ------------------------------------------------------------------------------------------------
+# Every process in the pods' cgroups (cgroupfs puts them all under kubepods).
+pod_pids() { cat /sys/fs/cgroup/pids/kubepods/cgroup.procs /sys/fs/cgroup/pids/kubepods/*/cgroup.procs \
+  /sys/fs/cgroup/pids/kubepods/*/*/cgroup.procs /sys/fs/cgroup/pids/kubepods/*/*/*/cgroup.procs 2>/dev/null || true; }
+shim_pids() { pgrep -f "containerd-shim.*-address $containerd_sock" || true; }
+
+kill_pods() {
+  local p
+  for p in $(pod_pids) $(shim_pids); do kill -9 "$p" 2>/dev/null || true; done
+}
+
+poweroff() {
+  stop_daemon kubelet KILL
+  kill_pods
+  stop_daemon kube-proxy KILL
+}
+
+our_mounts() { # deepest first
+  awk '{print $5}' /proc/self/mountinfo | sed 's/\\040/ /g' \
+    | grep -E "^($tb|$run_dir|$containerd_root|/run/containerd|/var/lib/kubelet|/run/netns/cni-|/run/netns/$NODE_NETNS)" \
+    | awk '{print length, $0}' | sort -rn | cut -d' ' -f2- || true
+}
+
+node_down() {
+  stop_daemon kubelet
+  stop_daemon kube-proxy
+  if [ -S "$containerd_sock" ]; then  # stop every container first, so no shim outlives containerd
+    local t
+    for t in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks kill -s SIGKILL "$t" 2>/dev/null || true; done
+  fi
+  kill_pods
+  stop_daemon containerd
+  for _ in 1 2 3; do kill_pods; sleep 0.3; done
+  stop_daemon api-forwarder
+  local m
+  while read -r m; do [ -n "$m" ] && { umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; }; done < <(our_mounts)
+  local n
+  for n in $(ls /run/netns 2>/dev/null); do  # pods' namespaces containerd made (none existed before the bed)
+    case $n in cni-*) grep -qx "$n" "$node_dir/before/netns" || rm -f "/run/netns/$n" ;; esac
+  done
+  ip netns del "$NODE_NETNS" 2>/dev/null || true
+  local h
+  for h in /sys/fs/cgroup/*/kubepods; do
+    [ -d "$h" ] && find "$h" -depth -type d -exec rmdir {} + 2>/dev/null || true
+  done
+  rm -rf "$run_dir"
+  [ -d "$node_dir/before" ] || return 0  # a bed that died before its snapshot: nothing known to restore
+  while read -r line; do  # "key = value"
+    [ -n "$line" ] && sysctl -qw "${line%% = *}=${line#* = }" 2>/dev/null || true
+  done <"$node_dir/before/sysctl"
+  local p
+  for p in "${SIDE_PATHS[@]}"; do
+    if [ -e "$p" ] && ! grep -qx "$p" "$node_dir/before/paths"; then rm -rf "$p"; fi
+  done
+}
+
+# Anything a torn-down bed must not leave behind; one line each. Reads the snapshot in $node_dir/before.
+leftovers() {
+  local before="$node_dir/before"
+  pgrep -af "$tb/|$run_dir|$containerd_sock" | grep -v -e pgrep -e "node.sh" | sed 's/^/process: /' || true
+  our_mounts | sed 's/^/mount: /'
+  ip netns list 2>/dev/null | grep -F "$NODE_NETNS" | sed 's/^/netns: /' || true
+  ip -o link show 2>/dev/null | grep -E "$HOST_IF|$POD_BRIDGE" | awk '{print "interface: " $2}' || true
+  ip route show 2>/dev/null | grep -F "${POD_CIDR}" | sed 's/^/route: /' || true
+  ls -d /sys/fs/cgroup/*/kubepods 2>/dev/null | sed 's/^/cgroup: /' || true
+  [ -e "$run_dir" ] && echo "path: $run_dir"
+  local p
+  for p in "${SIDE_PATHS[@]}"; do
+    [ -e "$p" ] && ! grep -qx "$p" "$before/paths" && echo "path: $p"
+  done
+  diff <(sysctl -e "${SYSCTLS[@]}" 2>/dev/null) "$before/sysctl" | grep '^<' | sed 's/^< /sysctl: /' || true
+  diff <(iptables-save 2>/dev/null | grep -vE '^#|^:') "$before/iptables" | grep -E '^[<>]' | sed 's/^/iptables: /' || true
+  ls /run/netns 2>/dev/null | grep '^cni-' | grep -vxF -f "$before/netns" | sed 's/^/netns: /' || true
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  cluster=yolo-testbed
+  PAUSE_IMAGE=$("$node_root/hack/images.sh" names | tail -n 1)
+  case "${1:-}" in
+    poweroff) poweroff ;;
+    start) node_start ;;
+    leftovers) leftovers ;;
+    *) echo "usage: $0 poweroff|start|leftovers" >&2; exit 2 ;;
+  esac
+fi
