@@ -5,6 +5,7 @@
 #
 #   hack/node.sh poweroff      the node dies: kubelet and every container SIGKILLed, nothing more reported
 #   hack/node.sh start         (re)start containerd, kubelet and kube-proxy, and advertise the GPUs again
+#   hack/node.sh import        import the images `make images` built, where containerd lacks that image ID
 #   hack/node.sh leftovers     print what a torn-down bed left on this machine (nothing, when clean)
 #
 # Layout. The node lives in a network namespace of its own ($NODE_NETNS), joined to this machine by one veth
@@ -370,7 +371,8 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   case "${1:-}" in
     poweroff) poweroff ;;
     start) node_start ;;
+    import) import_images ;;
     leftovers) leftovers ;;
-    *) echo "usage: $0 poweroff|start|leftovers" >&2; exit 2 ;;
+    *) echo "usage: $0 poweroff|start|import|leftovers" >&2; exit 2 ;;
   esac
 fi
