@@ -1,8 +1,9 @@
 """`make demo`: the whole product on the local test bed, as a user would see it.
 
-Installs the chart with helm, runs the operator (with the chart's ServiceAccount) and the local pod runner
-(the kubelet stand-in of a fake GPU node), uploads a generated dataset to S3, applies a TrainingJob,
-follows it live the way `kubectl get tj -w` would, and ends with where the weights, metrics and plots are.
+Installs the chart with helm (the operator runs in-cluster from its image, on the bed's real node), uploads a
+generated dataset to S3, applies a TrainingJob whose trainer pod runs the trainer image on the real node
+(containerd + kubelet; it advertises nvidia.com/gpu and trains on CPU), follows it live the way
+`kubectl get tj -w` would, and ends with where the weights, metrics and plots are.
 """
 
 from __future__ import annotations
@@ -30,12 +31,11 @@ def main() -> int:
     t0 = time.monotonic()
     stack = Stack()
     try:
-        step("installing the chart with helm (CRD, RBAC, ServiceAccount, Deployment)")
-        stack.install_chart()
-        step("starting the operator (as the chart's ServiceAccount) and the local pod runner (GPU node)")
-        stack.start_pod_runner()
         stack.kubectl("create", "namespace", NAMESPACE, check=False)
-        stack.start_operator({"YOLO_OPERATOR_NAMESPACES": NAMESPACE})  # leaves other namespaces' jobs alone
+        step(f"helm upgrade --install yolo-operator charts/yolo-operator --set watchNamespaces={{{NAMESPACE}}}")
+        stack.install_chart([NAMESPACE])  # CRD, RBAC, the operator Deployment; leaves other namespaces alone
+        pod = stack.operator_pod()
+        print(f"operator pod {pod['metadata']['name']} Ready on node {pod['spec']['nodeName']}")
 
         step(f"uploading a generated dataset to s3://{BUCKET}/datasets/shapes/")
         dataset = stack.upload_dataset(BUCKET, "datasets/shapes", images=128)

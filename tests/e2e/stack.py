@@ -1,8 +1,9 @@
-"""The whole system on the local test bed, for the e2e tests and `make demo`.
+"""The whole system on the local test bed, as users install it, for the e2e tests and `make demo`.
 
-Real control plane and S3 (hack/testbed.sh), the chart installed with the real `helm`, the operator run as a
-local process authenticated with the chart's ServiceAccount token (so it has exactly the chart's RBAC),
-and the trainer run by the local pod runner (tests/podrunner.py) on its GPU node.
+Real control plane and S3 (hack/testbed.sh), the chart installed with the real `helm`, the operator running
+in-cluster as the chart's Deployment from the image `make images` built (logging in with its ServiceAccount
+through the `kubernetes` Service), and the trainer's pods on the bed's real node (containerd + kubelet,
+hack/node.sh) from the trainer image.
 """
 
 from __future__ import annotations
@@ -12,23 +13,22 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tests import testbed
 
 RELEASE = "yolo-operator"
 OPERATOR_NAMESPACE = "yolo-operator"
-OPERATOR_SA = "yolo-operator"
-RUNNER_NODE = "local-runner-0"
-RUNNER_PLACEMENT = {
-    "nodeSelector": {"yolo-operator.io/local-runner": "true"},
-    "tolerations": [{"key": "yolo-operator.io/local-runner", "operator": "Exists", "effect": "NoSchedule"}],
+OPERATOR_DEPLOYMENT = "yolo-operator"
+REAL_NODE = testbed.node_setting("NODE_NAME")
+_NODE_LABEL = testbed.node_setting("NODE_LABEL")
+# Only pods that select and tolerate the real node land there (kwok's fake nodes take everything else).
+REAL_NODE_PLACEMENT = {
+    "nodeSelector": {_NODE_LABEL: "true"},
+    "tolerations": [{"key": _NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"}],
 }
 
 
@@ -85,83 +85,40 @@ class Stack:
         return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
 
     # -- parts ------------------------------------------------------------------------------------------
-    def install_chart(self) -> None:
-        """`helm upgrade --install` of charts/yolo-operator; the Deployment is scaled to 0 because no image
-        can run here: the operator runs as a local process with the chart's ServiceAccount instead."""
+    def install_chart(self, namespaces: list[str], values: dict[str, Any] | None = None) -> None:
+        """`helm upgrade --install` of charts/yolo-operator: the operator Deployment on the real node, watching
+        only ``namespaces`` (other tests' operators own the bed's other namespaces); waits until it is Ready."""
+        settings = {
+            "watchNamespaces": namespaces,
+            "nodeSelector": REAL_NODE_PLACEMENT["nodeSelector"],
+            "tolerations": REAL_NODE_PLACEMENT["tolerations"],
+            "trainer": {"offline": True},
+            **(values or {}),
+        }
         self.run(
             "helm", "upgrade", "--install", RELEASE, str(testbed.ROOT / "charts" / "yolo-operator"),
-            "--namespace", OPERATOR_NAMESPACE, "--create-namespace", "--wait", "--timeout", "2m",
-            "--set", "replicaCount=0",
+            "--namespace", OPERATOR_NAMESPACE, "--create-namespace", "--wait", "--timeout", "3m",
+            *(a for k, v in settings.items() for a in ("--set-json", f"{k}={json.dumps(v)}")),
         )  # fmt: skip
+        self.kubectl("rollout", "status", f"deployment/{OPERATOR_DEPLOYMENT}", "-n", OPERATOR_NAMESPACE,
+                     "--timeout=180s")  # fmt: skip
 
-    def operator_kubeconfig(self) -> Path:
-        """A kubeconfig that authenticates as the chart's ServiceAccount (a TokenRequest token)."""
-        token = self.kubectl("create", "token", OPERATOR_SA, "-n", OPERATOR_NAMESPACE, "--duration=4h").stdout
-        admin = yaml.safe_load(testbed.KUBECONFIG.read_text())
-        cluster = admin["clusters"][0]["cluster"]
-        if "certificate-authority" in cluster:  # inline it: the path is relative to the admin kubeconfig
-            ca = Path(cluster["certificate-authority"])
-            ca = ca if ca.is_absolute() else testbed.KUBECONFIG.parent / ca
-            import base64
+    start_operator = install_chart
 
-            cluster = {
-                "server": cluster["server"],
-                "certificate-authority-data": base64.b64encode(ca.read_bytes()).decode(),
-            }
-        path = self.workdir / "operator.kubeconfig"
-        path.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "operator",
-            "clusters": [{"name": "bed", "cluster": cluster}],
-            "users": [{"name": OPERATOR_SA, "user": {"token": token.strip()}}],
-            "contexts": [{"name": "operator", "context": {"cluster": "bed", "user": OPERATOR_SA}}],
-        }))  # fmt: skip
-        path.chmod(0o600)
-        return path
+    def operator_pod(self) -> dict[str, Any]:
+        pods = self.get("pods", "-n", OPERATOR_NAMESPACE, "-l", "app.kubernetes.io/name=yolo-operator")["items"]
+        running = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+        return max(running, key=lambda p: p["metadata"]["creationTimestamp"])
 
-    def start_operator(self, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
-        self.health_port = free_port()
-        env = {
-            **self.env,
-            "KUBECONFIG": str(self.operator_kubeconfig()),
-            "YOLO_OPERATOR_TRAINER_IMAGE": "localhost/yolo-operator-trainer:dev",
-            "YOLO_OPERATOR_OFFLINE": "true",
-            "YOLO_OPERATOR_BIND_ADDRESS": "127.0.0.1",  # not a pod: nothing listens beyond loopback
-            "YOLO_OPERATOR_HEALTH_PORT": str(self.health_port),
-            "YOLO_OPERATOR_METRICS_PORT": str(free_port()),
-            **(extra_env or {}),
-        }
-        log = open(self.workdir / "operator.log", "ab")  # noqa: SIM115 - the child holds it
-        proc = subprocess.Popen([sys.executable, "-m", "yolo_operator"], env=env, cwd=testbed.ROOT,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=testbed.die_with_parent)  # fmt: skip
-        log.close()
-        self.processes.append(proc)
-        self.wait(lambda: self._healthy(proc), 60, what="the operator's /healthz")
-        return proc
+    def operator_log(self) -> str:
+        return self.kubectl("logs", "-n", OPERATOR_NAMESPACE, f"deployment/{OPERATOR_DEPLOYMENT}", "--tail=-1").stdout
 
-    def _healthy(self, proc: subprocess.Popen) -> bool:
-        import urllib.request
+    def pod_log(self, namespace: str, pod: str, previous: bool = False) -> str:
+        args = ["logs", "-n", namespace, pod, "--tail=-1", *(["--previous"] if previous else [])]
+        return self.kubectl(*args, check=False).stdout
 
-        if proc.poll() is not None:
-            raise RuntimeError(f"the operator exited {proc.returncode}; see {self.workdir / 'operator.log'}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    def start_pod_runner(self, node: str = RUNNER_NODE, pool: str | None = None) -> subprocess.Popen:
-        """A local pod runner playing node ``node`` (in runner pool ``pool``, see podrunner.pool_placement)."""
-        name = "podrunner.log" if node == RUNNER_NODE else f"podrunner-{node}.log"
-        log = open(self.workdir / name, "ab")  # noqa: SIM115
-        cmd = [sys.executable, "-m", "tests.podrunner", "--node", node, *(["--pool", pool] if pool else [])]
-        proc = subprocess.Popen(cmd, cwd=testbed.ROOT, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                start_new_session=True, preexec_fn=testbed.die_with_parent)  # fmt: skip
-        log.close()
-        self.processes.append(proc)
-        self.kubectl("wait", "--for=condition=Ready", f"node/{node}", "--timeout=60s", check=False)
-        self.wait(lambda: self.kubectl("get", "node", node, check=False).returncode == 0, 60, what="runner node")
-        return proc
+    def helm_test(self) -> str:
+        return self.run("helm", "test", RELEASE, "--namespace", OPERATOR_NAMESPACE, "--logs", "--timeout", "3m").stdout
 
     def s3_secret(self, namespace: str, name: str = "s3-credentials") -> None:
         s3 = testbed.s3_env()
@@ -198,8 +155,9 @@ class Stack:
                 "credentialsSecretRef": {"name": "s3-credentials"},
             },
             "training": {"epochs": epochs, "imgsz": 64, "batch": 8, "workers": 0},
-            "resources": {"gpus": 1, "cpu": "1", "memory": "2Gi"},
-            "scheduling": RUNNER_PLACEMENT,
+            # The kubelet enforces the limit: torch + Ultralytics need ~1.5 GiB on CPU (plus /dev/shm).
+            "resources": {"gpus": 1, "cpu": "1", "memory": "3Gi"},
+            "scheduling": REAL_NODE_PLACEMENT,
             **spec,
         }
         return {"apiVersion": "yolo-operator.io/v1alpha1", "kind": "TrainingJob", "metadata": {"name": name},

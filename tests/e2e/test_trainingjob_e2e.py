@@ -1,28 +1,57 @@
-"""The whole product on the local test bed: chart via real helm, operator with the chart's RBAC, trainer in a
-pod run by the local pod runner, real S3. A TrainingJob trains to Succeeded; a second continues from it."""
+"""The whole product on the local test bed as users install it: the chart via real helm, the operator in-cluster
+from its image, the trainer image in a pod on the bed's real node (containerd + kubelet), real S3. A TrainingJob
+trains to Succeeded in a `restricted` namespace under an arbitrary UID; a second continues from it."""
 
 from __future__ import annotations
 
 import json
+import random
 import threading
 import uuid
 
 import pytest
+from yolo_operator.builders import quantity_bytes
 
 from tests import testbed
-from tests.e2e.stack import Stack, table_row
+from tests.e2e.stack import REAL_NODE, Stack, table_row
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
-def stack(bed, pod_runner):
-    s = Stack()  # the trainer's pods run on the session's local pod runner (conftest)
+def stack(bed, real_node):
+    s = Stack()
     try:
-        s.install_chart()
         yield s
     finally:
         s.close()
+
+
+def assign_arbitrary_uid(stack: Stack, namespace: str) -> int:
+    """What OpenShift's restricted-v2 SCC does to every pod: a UID from the namespace's range, chosen by the
+    platform, not the image. Played by a MutatingAdmissionPolicy (GA in Kubernetes 1.36) on this namespace."""
+    uid = random.randint(1_000_000_000, 1_999_999_999)
+    name = f"arbitrary-uid-{namespace}"
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                                                    "operations": ["CREATE"], "resources": ["pods"]}]},
+            "failurePolicy": "Fail", "reinvocationPolicy": "Never",
+            "mutations": [{"patchType": "ApplyConfiguration", "applyConfiguration": {"expression":
+                f"Object{{spec: Object.spec{{securityContext: Object.spec.securityContext{{runAsUser: {uid}}}}}}}"}}],
+        },
+    }  # fmt: skip
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "matchResources": {"namespaceSelector": {
+            "matchLabels": {"kubernetes.io/metadata.name": namespace}}}},
+    }  # fmt: skip
+    manifest = {"apiVersion": "v1", "kind": "List", "items": [policy, binding]}
+    stack.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    return uid
 
 
 class PhaseRecorder:
@@ -72,9 +101,16 @@ class PhaseRecorder:
             t.join(10)
 
 
-def test_trainingjob_trains_to_succeeded_and_a_second_continues_from_it(stack, namespace, s3_client):
-    # Watching only this namespace keeps other sessions' TrainingJobs on a shared bed from slowing it down.
-    stack.start_operator({"YOLO_OPERATOR_NAMESPACES": namespace})
+def test_trainingjob_trains_to_succeeded_and_a_second_continues_from_it(stack, restricted_namespace, s3_client):
+    namespace = restricted_namespace
+    # Watching only this namespace keeps the operators other tests run on the shared bed out of each other's way.
+    stack.start_operator([namespace])
+    helm_test = stack.helm_test()
+    print(helm_test)
+    assert "Phase:          Succeeded" in helm_test and "Established" in helm_test, helm_test
+    operator_pod = stack.operator_pod()
+    assert operator_pod["spec"]["nodeName"] == REAL_NODE
+    uid = assign_arbitrary_uid(stack, namespace)
     bucket = f"e2e-{uuid.uuid4().hex[:8]}"
     dataset = stack.upload_dataset(bucket, "datasets/shapes", images=32)
     stack.s3_secret(namespace)
@@ -108,9 +144,20 @@ def test_trainingjob_trains_to_succeeded_and_a_second_continues_from_it(stack, n
     head = s3_client.head_object(Bucket=bucket, Key=best.split("/", 3)[3])
     assert head["ContentLength"] > 100_000
 
-    # The trainer ran in a pod on the runner's GPU node, under the per-job ServiceAccount.
+    # The trainer ran on the real node, from inside its container: the platform's UID in group 0, and /dev/shm
+    # a tmpfs of the size the operator put on the Job (a Memory emptyDir, within the pod's memory limit).
     pods = stack.get("pods", "-n", namespace, "-l", "yolo-operator.io/training-job=shapes-v1")["items"]
-    assert pods and pods[0]["spec"]["nodeName"] == "local-runner-0"
+    assert pods and all(p["spec"]["nodeName"] == REAL_NODE for p in pods)
+    pod = pods[0]
+    trainer_log = stack.pod_log(namespace, pod["metadata"]["name"])
+    start = next(json.loads(line) for line in trainer_log.splitlines() if line.startswith('{"event": "start"'))
+    shm_volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "shm")
+    shm_limit = quantity_bytes(shm_volume["emptyDir"]["sizeLimit"])
+    memory_limit = quantity_bytes(pod["spec"]["containers"][0]["resources"]["limits"]["memory"])
+    print(f"trainer container: uid={start['uid']} gid={start['gid']} groups={start['groups']} "
+          f"/dev/shm={start['shmBytes']} bytes (sizeLimit {shm_limit}, memory limit {memory_limit})")
+    assert (start["uid"], start["gid"]) == (uid, 0), start
+    assert start["shmBytes"] == shm_limit < memory_limit, (start, shm_limit, memory_limit)
 
     second = stack.training_job("shapes-v2", dataset, f"s3://{bucket}/runs/", epochs=2)
     second["spec"]["model"] = {"fromTrainingJob": "shapes-v1"}
@@ -130,9 +177,9 @@ def test_trainingjob_trains_to_succeeded_and_a_second_continues_from_it(stack, n
         "trainingjobs": stack.kubectl("get", "tj", "-n", namespace, "-o", "json").stdout,
         "jobs+pods": stack.kubectl("get", "jobs,pods", "-n", namespace, "-o", "json").stdout,
         "events": stack.kubectl("get", "events", "-n", namespace, "-o", "json").stdout,
-        "operator log": (stack.workdir / "operator.log").read_text(errors="replace"),
+        "operator log": stack.operator_log(),
         "trainer logs": "".join(
-            p.read_text(errors="replace") for p in (testbed.TESTBED / "podrunner").glob("*/pods/*/container.log")
+            stack.pod_log(namespace, p["metadata"]["name"]) for p in stack.get("pods", "-n", namespace)["items"]
         ),
     }
     assert "shapes-v2" in written["operator log"] and "epoch" in written["trainer logs"], "scanned the wrong files"

@@ -139,7 +139,10 @@ def _run(
     run_id = uuid.uuid4().hex[:12]
     work = Path(cfg.work_dir)
     job_prefix = cfg.job_prefix
-    _log_event("start", runId=run_id, job=job_prefix, model=cfg.model, dataset=cfg.dataset)
+    # Who and where: the UID/GID the platform assigned (OpenShift: arbitrary, group 0) and the /dev/shm size
+    # the DataLoader gets, the two things a "Bus error" or a permission error comes down to.
+    _log_event("start", runId=run_id, job=job_prefix, model=cfg.model, dataset=cfg.dataset,
+               uid=os.getuid(), gid=os.getgid(), groups=os.getgroups(), shmBytes=shm_bytes())  # fmt: skip
 
     # --- preflight: cheap checks first -----------------------------------------------------------------
     hyper = validate_hyperparameters(cfg.training.hyperparameters)
