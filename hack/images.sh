@@ -36,10 +36,15 @@ sock=/run/yolo-operator-docker.sock
 export DOCKER_HOST=unix://$sock DOCKER_BUILDKIT=1
 log() { echo "[images] $*" >&2; }
 
+# What the images and the bed's real node need from Debian: docker.io brings dockerd, containerd and runc.
 ensure_packages() {
   local missing=()
   command -v dockerd >/dev/null && [ -x "$docker_cli" ] || missing+=(docker.io)
   command -v debootstrap >/dev/null || missing+=(debootstrap)
+  [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+  command -v socat >/dev/null || missing+=(socat)
+  command -v iptables-save >/dev/null || missing+=(iptables)
+  command -v gcc >/dev/null || missing+=(gcc libc6-dev)
   [ ${#missing[@]} -eq 0 ] && return 0
   [ "$(id -u)" = 0 ] || { log "needs ${missing[*]} (Debian packages) and root to install them"; exit 1; }
   log "installing ${missing[*]} from Debian's packages"
