@@ -8,12 +8,18 @@ so every boto3/botocore failure becomes exactly one of
   missing checkpoint state -> fresh start).
 
 Retries are ours, not botocore's (botocore is set to one attempt) so that one time budget bounds a call,
-whatever mix of connection errors, 5xx and throttling happens.
+whatever mix of connection errors, 5xx and throttling happens. The budget is the time S3 may keep failing one
+call: it is counted from that call's first failure (not from its start: time a slow attempt spent working
+before it broke is no outage), each call has its own, and a call gives up only once a failure comes after
+the budget has run out. The last backoff sleep is cut short to end at the budget, so an outage shorter than
+the budget always gets an attempt after it, and a call never gives up because its next random delay would
+cross the budget.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import threading
@@ -105,8 +111,11 @@ def retry_budget_from_env(environ: dict[str, str] | None = None) -> float:
         raise ConfigInvalid(f"{RETRY_BUDGET_ENV} must be a number of seconds") from e
 
 
-def backoff_delays(budget: float, base: float = 0.5, cap: float = 20.0, rng: random.Random | None = None):
-    """Yields full-jitter exponential backoff delays whose sum stays within ``budget`` seconds."""
+def backoff_delays(
+    budget: float = math.inf, base: float = 0.5, cap: float = 20.0, rng: random.Random | None = None
+):
+    """Yields full-jitter exponential backoff delays whose sum stays within ``budget`` seconds (by default
+    without end: ``S3Store.call`` bounds retries by time, not by this sum)."""
     rng = rng or random.Random()
     spent, attempt = 0.0, 0
     while True:
@@ -250,10 +259,12 @@ class S3Store:
         retry_budget: float = DEFAULT_RETRY_BUDGET,
         sleep: Callable[[float], None] = time.sleep,
         getter: ObjectGetter | None = None,
+        clock: Callable[[], float] | None = None,
     ):
         self.client = client
         self.retry_budget = retry_budget
         self._sleep = sleep
+        self._clock = clock or time.monotonic  # times the attempts; the sleeps count as what they were asked
         self.getter = getter  # lean GET path for downloads; None: boto3's get_object
 
     @classmethod
@@ -262,8 +273,15 @@ class S3Store:
         return cls(client, retry_budget=retry_budget_from_env(), getter=make_getter(cfg, client))
 
     def call(self, what: str, bucket: str, key: str | None, fn: Callable[[], T]) -> T:
-        delays = backoff_delays(self.retry_budget)
-        deadline = time.monotonic() + self.retry_budget
+        """Runs ``fn`` until it succeeds, retrying transient failures while S3 has been failing this call for
+        less than the budget; then S3Unavailable. Permanent errors are mapped and raised at once.
+
+        The outage is timed from this call's first failure: the attempts after it (by ``clock``, so a hung
+        attempt's timeout counts) plus the backoff sleeps (as asked of ``sleep``, so a test's no-op sleep
+        stays fast). No state is shared between calls or threads."""
+        delays = backoff_delays()
+        failing = None  # seconds S3 has been failing this call; None: no failure yet
+        started = self._clock()
         while True:
             try:
                 return fn()
@@ -273,14 +291,20 @@ class S3Store:
                     if mapped is exc:
                         raise
                     raise mapped from exc
-                delay = next(delays, None)
-                if delay is None or time.monotonic() + delay > deadline:
+                now = self._clock()
+                failing = 0.0 if failing is None else failing + (now - started)
+                left = self.retry_budget - failing
+                if left <= 0:
                     where = s3_uri(bucket, key) if key else f"s3://{bucket}"
                     raise S3Unavailable(
-                        f"S3 unavailable: {what} {where} kept failing for {self.retry_budget:.0f}s: {exc}"
+                        f"S3 unavailable: {what} {where} kept failing for {failing:.1f}s "
+                        f"(budget {self.retry_budget:g}s): {exc}"
                     ) from exc
+                delay = min(next(delays), left)  # the last sleep ends at the budget: one more try there
                 log.warning("S3 %s %s/%s failed (%s); retrying in %.1fs", what, bucket, key or "", exc, delay)
                 self._sleep(delay)
+                failing += delay
+                started = self._clock()
 
     # --- reads -------------------------------------------------------------------------------------------
 
