@@ -127,7 +127,11 @@ up() {
   # The lock serialises concurrent `up`s (parallel pytest sessions); daemons get `9>&-` so they don't hold it.
   exec 9>"$tb.lock"
   flock 9
-  if healthy; then log "reusing the running bed"; return 0; fi
+  if healthy; then
+    log "reusing the running bed"
+    import_images  # what `make images` rebuilt since (seconds when nothing changed)
+    return 0
+  fi
   [ -e "$tb/kwok" ] || [ -e "$tb/pids" ] && { log "found a stale bed; tearing it down first"; down_locked; mkdir -p "$tb"; }
   ip netns list 2>/dev/null | grep -qw "$NODE_NETNS" && { log "found a stale node; tearing it down first"; node_down; }
   local bin; bin=$("$root/hack/build-binaries.sh")

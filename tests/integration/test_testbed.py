@@ -210,12 +210,23 @@ def _bed_pids() -> set[int]:
     return {int(p.read_text().strip()) for p in pid_files if p.read_text().strip()}
 
 
-def test_nothing_listens_beyond_loopback(bed):
+def test_nothing_listens_beyond_loopback_and_the_node_link(bed):
+    """On this machine the bed listens on loopback and on the node link's host address (S3, the API server's
+    forwarder) only; inside the real node's network namespace, on its loopback and its end of the link only."""
     pids = _bed_pids()
     assert len(pids) >= 6, f"expected etcd, apiserver, controller-manager, scheduler, kwok, weed; got {pids}"
+    loopback = ("127.0.0.1:", "[::1]:", "[::ffff:127.0.0.1]:")
     out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
     ours = [line for line in out.splitlines() if any(f"pid={pid}," in line for pid in pids)]
     assert ours, "the bed's processes listen on nothing?"
+    host_ip = testbed.node_setting("HOST_IP")
+    assert any(line.split()[3].startswith(f"{host_ip}:") for line in ours), "S3 and the forwarder are on the link"
     for line in ours:
-        local = line.split()[3]
-        assert local.startswith(("127.0.0.1:", "[::1]:", "[::ffff:127.0.0.1]:")), line
+        assert line.split()[3].startswith((*loopback, f"{host_ip}:")), line
+    netns = testbed.node_setting("NODE_NETNS")
+    inside = subprocess.run(["ip", "netns", "exec", netns, "ss", "-ltnH"], capture_output=True, text=True,
+                            check=True).stdout.splitlines()  # fmt: skip
+    node_ip = testbed.node_setting("NODE_IP")
+    assert any(line.split()[3] == f"{node_ip}:10250" for line in inside), inside  # the kubelet
+    for line in inside:
+        assert line.split()[3].startswith((*loopback, f"{node_ip}:")), line
