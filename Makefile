@@ -38,10 +38,10 @@ lint: venv ## ruff
 unit: venv ## unit tests only (no servers)
 	$(VENV)/bin/pytest -m unit -q $(PYTEST_ARGS)
 
-test: venv binaries images lint ## everything: lint, unit, integration and e2e tests on the local test bed
+test: testbed-up lint ## everything: lint, unit, integration and e2e tests on the local test bed
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
-fault: venv binaries images ## the fault, bad-input and security suite alone (tests/fault/, marker fault); prints FAULT-FIGURE lines
+fault: testbed-up ## the fault, bad-input and security suite alone (tests/fault/, marker fault); prints FAULT-FIGURE lines
 	mkdir -p .testbed && set -o pipefail && $(VENV)/bin/pytest -m fault -q -s -p no:cacheprovider $(PYTEST_ARGS) 2>&1 \
 	  | tee .testbed/fault.log | grep --line-buffered -E 'FAULT-FIGURE|passed|failed|error'
 

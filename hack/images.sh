@@ -59,7 +59,7 @@ start_dockerd() {
   setsid dockerd --data-root "$cache/docker" --exec-root /run/yolo-operator-docker \
     --pidfile /run/yolo-operator-docker.pid -H "unix://$sock" \
     --iptables=false --ip6tables=false --ip-forward=false --ip-masq=false --bridge=none \
-    --storage-driver=overlay2 --log-level=warn >"$cache/dockerd.log" 2>&1 </dev/null &
+    --storage-driver=overlay2 --log-level=warn >"$cache/dockerd.log" 2>&1 </dev/null 9>&- &
   dockerd_pid=$!
   trap stop_dockerd EXIT
   local i
@@ -114,13 +114,19 @@ build_pause() {
 }
 
 # Wheels for every pin in requirements.lock (plus the build tools the Dockerfile installs), keyed by their hash.
+wheelhouse_pins() {
+  cat requirements.lock
+  printf '%s\n' "pip==$PIP_VERSION" "setuptools==$SETUPTOOLS_VERSION" \
+    "opencv-python-headless==$(sed -n "s/^opencv-python==//p" requirements.lock)"
+}
+wheelhouse_key() { wheelhouse_pins | sha256sum | cut -c1-16; }
+
 build_wheelhouse() {
-  local extra=(pip=="$PIP_VERSION" setuptools=="$SETUPTOOLS_VERSION" "opencv-python-headless==$(sed -n "s/^opencv-python==//p" requirements.lock)")
-  local key; key=$(cat requirements.lock <(printf '%s\n' "${extra[@]}") | sha256sum | cut -c1-16)
+  local key; key=$(wheelhouse_key)
   [ "$(cat "$wheelhouse/.key" 2>/dev/null)" = "$key" ] && return 0
   log "wheelhouse from requirements.lock (pip's cache; a cold one downloads ~4 GB)"
   rm -rf "$wheelhouse"; mkdir -p "$wheelhouse"
-  "$root/.venv/bin/pip" wheel -q --no-deps --wheel-dir "$wheelhouse" -r requirements.lock "${extra[@]}" >&2
+  "$root/.venv/bin/pip" wheel -q --no-deps --wheel-dir "$wheelhouse" -r <(wheelhouse_pins) >&2
   echo "$key" >"$wheelhouse/.key"
 }
 
@@ -130,7 +136,7 @@ inputs_key() { # target
     echo "$1 $BASE_IMAGE $(image_id "$BASE_IMAGE")"
     sha256sum Dockerfile .dockerignore pyproject.toml requirements.lock
     find operator/src trainer/src -name '*.py' -type f -print0 | sort -z | xargs -0 sha256sum
-    cat "$wheelhouse/.key"
+    wheelhouse_key
   } | sha256sum | cut -c1-16
 }
 
@@ -140,6 +146,7 @@ build_target() { # target image
     log "$2 is up to date"
     return 0
   fi
+  build_wheelhouse  # only now: a fresh clone of unchanged sources finds its images without one
   log "docker build --target $1 -t $2 (base $BASE_IMAGE)"
   "$docker_cli" build --network=none --target "$1" -t "$2" \
     --build-arg BASE_IMAGE="$BASE_IMAGE" --label io.yolo-operator.build-inputs="$key" . >&2
@@ -151,13 +158,13 @@ build() {
   start_dockerd
   [ "$BASE_IMAGE" = "$LOCAL_BASE" ] && build_local_base
   build_pause
-  build_wheelhouse
   build_target operator "$OPERATOR_IMAGE"
   build_target trainer "$TRAINER_IMAGE"
   "$docker_cli" image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' \
     | grep -F -e "$OPERATOR_IMAGE" -e "$TRAINER_IMAGE" -e "$PAUSE_IMAGE" >&2
-  # Build cache of superseded layers would otherwise grow with every source change.
+  # Superseded images and build cache would otherwise grow with every source change.
   "$docker_cli" image prune -f >/dev/null
+  "$docker_cli" builder prune -f --keep-storage 12GB >/dev/null 2>&1 || true
 }
 
 case "${1:-}" in

@@ -37,6 +37,10 @@ NODE_GPUS=${TESTBED_NODE_GPUS:-4}
 NODE_LABEL=yolo-operator.io/real-node
 node_dir="$tb/node"
 run_dir=/run/yolo-testbed              # short: containerd's and shims' unix sockets live here
+# What this machine was like before any bed touched it: written by the first `up` since the last clean `down`
+# (whichever clone ran it; `owner` names its .testbed), read by every teardown, removed once one ends clean.
+# Under /run: a reboot resets both the sysctls and this record.
+BEFORE_DIR=/run/yolo-testbed-before
 containerd_root="$cache/containerd-root"  # imported images survive between beds
 containerd_sock="$run_dir/containerd.sock"
 # Paths the kubelet and containerd write outside their own directories whatever they are told.
@@ -51,16 +55,20 @@ kctl() { PATH="$(cat "$tb/bin"):$PATH" kubectl --kubeconfig "$tb/kubeconfig" "$@
 
 # --- what was here before (teardown restores it and checks against it) --------------------------------------
 record_before() {
-  mkdir -p "$node_dir/before"
+  if [ -f "$BEFORE_DIR/complete" ]; then echo "$tb" >"$BEFORE_DIR/owner"; return 0; fi
+  mkdir -p "$BEFORE_DIR"
   local p
-  for p in "${SIDE_PATHS[@]}"; do [ -e "$p" ] && echo "$p"; done >"$node_dir/before/paths"
-  sysctl -e "${SYSCTLS[@]}" 2>/dev/null >"$node_dir/before/sysctl" || true
-  iptables-save 2>/dev/null | grep -vE '^#|^:' >"$node_dir/before/iptables" || true
-  ls /run/netns 2>/dev/null >"$node_dir/before/netns" || true
+  for p in "${SIDE_PATHS[@]}"; do if [ -e "$p" ]; then echo "$p"; fi; done >"$BEFORE_DIR/paths"
+  sysctl -e "${SYSCTLS[@]}" 2>/dev/null >"$BEFORE_DIR/sysctl" || true
+  { iptables-save 2>/dev/null || true; } | { grep -vE '^#|^:' || true; } >"$BEFORE_DIR/iptables"
+  { ls /run/netns 2>/dev/null || true; } >"$BEFORE_DIR/netns"
+  echo "$tb" >"$BEFORE_DIR/owner"
+  touch "$BEFORE_DIR/complete"
 }
 
 # --- network -------------------------------------------------------------------------------------------------
 net_up() {
+  ip link del "$HOST_IF" 2>/dev/null || true  # a half-deleted namespace's veth
   ip netns add "$NODE_NETNS"
   ip link add "$HOST_IF" type veth peer name eth0 netns "$NODE_NETNS"
   ip addr add "$HOST_IP/$LINK_CIDR" dev "$HOST_IF"
@@ -134,13 +142,13 @@ start_daemon() { # name command... : in the node's network namespace, logged, pi
   echo $! >"$tb/pids/$name.pid"
 }
 
-stop_daemon() { # name [signal]
+stop_daemon() { # name [signal]: the daemon's whole process group (it leads a session of its own)
   local f="$tb/pids/$1.pid" pid
   [ -f "$f" ] || return 0
   pid=$(cat "$f")
-  kill -"${2:-TERM}" "$pid" 2>/dev/null || true
+  kill -"${2:-TERM}" -- "-$pid" 2>/dev/null || kill -"${2:-TERM}" "$pid" 2>/dev/null || true
   for _ in $(seq 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-  kill -9 "$pid" 2>/dev/null || true
+  kill -9 -- "-$pid" 2>/dev/null || kill -9 "$pid" 2>/dev/null || true
   rm -f "$f"
 }
 
@@ -273,6 +281,7 @@ start_api_forwarder() {
 }
 
 node_start() {
+  poweroff  # idempotent: whatever still runs of the node is stopped first, never started twice
   start_containerd
   start_kubelet
   start_kube_proxy
@@ -305,12 +314,30 @@ poweroff() {
   stop_daemon kubelet KILL
   kill_pods
   stop_daemon kube-proxy KILL
+  stop_daemon containerd KILL
+  kill_pods
 }
 
-our_mounts() { # deepest first
+our_mounts() { # deepest first; also those of the bed of another clone that died without a teardown
+  local owner; owner=$(cat "$BEFORE_DIR/owner" 2>/dev/null || echo "$tb")
   awk '{print $5}' /proc/self/mountinfo | sed 's/\\040/ /g' \
-    | grep -E "^($tb|$run_dir|$containerd_root|/run/containerd|/var/lib/kubelet|/run/netns/cni-|/run/netns/$NODE_NETNS)" \
-    | awk '{print length, $0}' | sort -rn | cut -d' ' -f2- || true
+    | { grep -E "^($tb|$owner|$run_dir|$containerd_root|/run/containerd|/var/lib/kubelet|/run/netns/cni-|/run/netns/$NODE_NETNS)" || true; } \
+    | awk '{print length, $0}' | sort -rn | cut -d' ' -f2-
+}
+
+rmdir_cgroups() { # the pods' cgroups, once their last process is gone (a 3 GiB trainer takes a while to die)
+  local h
+  for _ in $(seq 60); do
+    [ -z "$(pod_pids)" ] && break
+    kill_pods; sleep 0.25
+  done
+  for _ in $(seq 20); do
+    for h in /sys/fs/cgroup/*/kubepods; do
+      if [ -d "$h" ]; then find "$h" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
+    done
+    ls -d /sys/fs/cgroup/*/kubepods >/dev/null 2>&1 || return 0
+    sleep 0.25
+  done
 }
 
 node_down() {
@@ -318,51 +345,60 @@ node_down() {
   stop_daemon kube-proxy
   if [ -S "$containerd_sock" ]; then  # stop every container first, so no shim outlives containerd
     local t
-    for t in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks kill -s SIGKILL "$t" 2>/dev/null || true; done
+    for t in $(ctr_ tasks ls -q 2>/dev/null || true); do ctr_ tasks kill -s SIGKILL "$t" 2>/dev/null || true; done
   fi
   kill_pods
   stop_daemon containerd
-  for _ in 1 2 3; do kill_pods; sleep 0.3; done
   stop_daemon api-forwarder
-  local m
-  while read -r m; do [ -n "$m" ] && { umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; }; done < <(our_mounts)
-  local n
-  for n in $(ls /run/netns 2>/dev/null); do  # pods' namespaces containerd made (none existed before the bed)
-    case $n in cni-*) grep -qx "$n" "$node_dir/before/netns" || rm -f "/run/netns/$n" ;; esac
-  done
-  ip netns del "$NODE_NETNS" 2>/dev/null || true
-  local h
-  for h in /sys/fs/cgroup/*/kubepods; do
-    [ -d "$h" ] && find "$h" -depth -type d -exec rmdir {} + 2>/dev/null || true
-  done
-  rm -rf "$run_dir"
-  [ -d "$node_dir/before" ] || return 0  # a bed that died before its snapshot: nothing known to restore
-  while read -r line; do  # "key = value"
-    [ -n "$line" ] && sysctl -qw "${line%% = *}=${line#* = }" 2>/dev/null || true
-  done <"$node_dir/before/sysctl"
   local p
+  for p in $(ip netns pids "$NODE_NETNS" 2>/dev/null || true); do kill -9 "$p" 2>/dev/null || true; done
+  rmdir_cgroups
+  local m
+  while read -r m; do
+    if [ -n "$m" ]; then umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; fi
+  done < <(our_mounts)
+  local n
+  for n in $(ls /run/netns 2>/dev/null || true); do  # pods' namespaces containerd made
+    case $n in cni-*) grep -qx "$n" "$BEFORE_DIR/netns" 2>/dev/null || rm -f "/run/netns/$n" ;; esac
+  done
+  ip link del "$HOST_IF" 2>/dev/null || true  # synchronous, and takes the node's end with it
+  ip netns del "$NODE_NETNS" 2>/dev/null || true
+  rm -rf "$run_dir"
+  [ -f "$BEFORE_DIR/complete" ] || return 0  # nothing known about the machine before: nothing to restore
+  local line
+  while read -r line; do  # "key = value"
+    if [ -n "$line" ]; then sysctl -qw "${line%% = *}=${line#* = }" 2>/dev/null || true; fi
+  done <"$BEFORE_DIR/sysctl"
   for p in "${SIDE_PATHS[@]}"; do
-    if [ -e "$p" ] && ! grep -qx "$p" "$node_dir/before/paths"; then rm -rf "$p"; fi
+    if [ -e "$p" ] && ! grep -qx "$p" "$BEFORE_DIR/paths"; then
+      umount -R "$p" 2>/dev/null || true  # `ip netns add` bind-mounts /run/netns onto itself
+      rm -rf "$p" 2>/dev/null || true
+    fi
   done
 }
 
 # Anything a torn-down bed must not leave behind; one line each. Reads the snapshot in $node_dir/before.
 leftovers() {
-  local before="$node_dir/before"
-  pgrep -af "$tb/|$run_dir|$containerd_sock" | grep -v -e pgrep -e "node.sh" | sed 's/^/process: /' || true
+  local before="$BEFORE_DIR"
+  { pgrep -af "$tb/|$run_dir|$containerd_sock|bind=$HOST_IP" || true; } | { grep -v -e "node.sh" || true; } \
+    | sed 's/^/process: /'
+  ss -ltnH 2>/dev/null | awk '{print $4}' | { grep -F "$HOST_IP:" || true; } | sed 's/^/listener: /'
   our_mounts | sed 's/^/mount: /'
-  ip netns list 2>/dev/null | grep -F "$NODE_NETNS" | sed 's/^/netns: /' || true
-  ip -o link show 2>/dev/null | grep -E "$HOST_IF|$POD_BRIDGE" | awk '{print "interface: " $2}' || true
-  ip route show 2>/dev/null | grep -F "${POD_CIDR}" | sed 's/^/route: /' || true
-  ls -d /sys/fs/cgroup/*/kubepods 2>/dev/null | sed 's/^/cgroup: /' || true
-  [ -e "$run_dir" ] && echo "path: $run_dir"
+  { ip netns list 2>/dev/null || true; } | { grep -F "$NODE_NETNS" || true; } | sed 's/^/netns: /'
+  { ip -o link show 2>/dev/null || true; } | { grep -E "$HOST_IF|$POD_BRIDGE" || true; } | awk '{print "interface: " $2}'
+  { ip route show 2>/dev/null || true; } | { grep -F "${POD_CIDR}" || true; } | sed 's/^/route: /'
+  { ls -d /sys/fs/cgroup/*/kubepods 2>/dev/null || true; } | sed 's/^/cgroup: /'
+  if [ -e "$run_dir" ]; then echo "path: $run_dir"; fi
   local p
   for p in "${SIDE_PATHS[@]}"; do
-    [ -e "$p" ] && ! grep -qx "$p" "$before/paths" && echo "path: $p"
+    if [ -e "$p" ] && ! grep -qx "$p" "$before/paths"; then echo "path: $p"; fi
   done
-  diff <(sysctl -e "${SYSCTLS[@]}" 2>/dev/null) "$before/sysctl" | grep '^<' | sed 's/^< /sysctl: /' || true
-  diff <(iptables-save 2>/dev/null | grep -vE '^#|^:') "$before/iptables" | grep -E '^[<>]' | sed 's/^/iptables: /' || true
-  ls /run/netns 2>/dev/null | grep '^cni-' | grep -vxF -f "$before/netns" | sed 's/^/netns: /' || true
+  { diff <(sysctl -e "${SYSCTLS[@]}" 2>/dev/null) "$before/sysctl" || true; } | { grep '^<' || true; } \
+    | sed 's/^< /sysctl: /'
+  { diff <({ iptables-save 2>/dev/null || true; } | { grep -vE '^#|^:' || true; }) "$before/iptables" || true; } \
+    | { grep -E '^[<>]' || true; } | sed 's/^/iptables: /'
+  { ls /run/netns 2>/dev/null || true; } | { grep '^cni-' || true; } | { grep -vxF -f "$before/netns" || true; } \
+    | sed 's/^/netns: /'
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

@@ -29,10 +29,11 @@ PAUSE_IMAGE=$("$root/hack/images.sh" names | tail -n 1)
 s3_port=${TESTBED_S3_PORT:-7333}
 
 healthy() {
-  [ -s "$tb/kubeconfig" ] && [ -s "$tb/s3.env" ] && [ -s "$tb/bin" ] || return 1
+  [ -f "$tb/up-complete" ] && [ -s "$tb/kubeconfig" ] && [ -s "$tb/s3.env" ] && [ -s "$tb/bin" ] || return 1
   PATH="$(cat "$tb/bin"):$PATH" kubectl --kubeconfig "$tb/kubeconfig" --request-timeout=5s get --raw /readyz >/dev/null 2>&1 || return 1
   curl -s -o /dev/null --max-time 5 "http://$HOST_IP:$s3_port/" || return 1
-  kctl get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True
+  kctl get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True || return 1
+  [ "$(kctl get node "$NODE_NAME" -o jsonpath='{.status.allocatable.nvidia\.com/gpu}' 2>/dev/null)" = "$NODE_GPUS" ]
 }
 
 wait_for() { # seconds description command...
@@ -132,8 +133,11 @@ up() {
     import_images  # what `make images` rebuilt since (seconds when nothing changed)
     return 0
   fi
-  [ -e "$tb/kwok" ] || [ -e "$tb/pids" ] && { log "found a stale bed; tearing it down first"; down_locked; mkdir -p "$tb"; }
-  ip netns list 2>/dev/null | grep -qw "$NODE_NETNS" && { log "found a stale node; tearing it down first"; node_down; }
+  if [ -e "$tb/kwok" ] || [ -e "$tb/pids" ] || stale_node; then
+    log "found a stale bed (or another clone's node); tearing it down first"
+    down_locked || log "the stale bed left the above behind; starting anyway"
+    mkdir -p "$tb"
+  fi
   local bin; bin=$("$root/hack/build-binaries.sh")
   echo "$bin" >"$tb/bin"
   mkdir -p "$node_dir"
@@ -143,8 +147,12 @@ up() {
   start_cluster "$bin"
   local port; port=$(kctl config view -o jsonpath='{.clusters[0].cluster.server}' | sed 's/.*://')
   node_up "$port"
+  touch "$tb/up-complete"
   log "up: KUBECONFIG=$tb/kubeconfig; S3 settings in $tb/s3.env; real node $NODE_NAME"
 }
+
+# A node that no teardown undid: this clone's, or another clone's whose session was killed.
+stale_node() { ip netns list 2>/dev/null | grep -qw "$NODE_NETNS" || [ -f "$BEFORE_DIR/complete" ]; }
 
 down_locked() {
   local bin=""; [ -s "$tb/bin" ] && bin=$(cat "$tb/bin")
@@ -161,21 +169,24 @@ down_locked() {
     for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
     kill -9 "$pid" 2>/dev/null || true
   done
+  # A SIGKILLed process's listening sockets close a moment after it is gone.
+  for _ in $(seq 40); do ss -ltnH 2>/dev/null | grep -qF "$HOST_IP:" || break; sleep 0.25; done
   local left=""
-  [ -d "$node_dir/before" ] && left=$(leftovers)
+  if [ -f "$BEFORE_DIR/complete" ]; then left=$(leftovers); fi
   rm -rf "$tb"
   if [ -n "$left" ]; then
     log "left behind:"; echo "$left" | sed 's/^/  /' >&2
     return 1
   fi
+  rm -rf "$BEFORE_DIR"  # clean: the next bed records the machine afresh
 }
 
 down() {
-  [ -e "$tb" ] || { log "nothing to tear down"; return 0; }
-  exec 9>"$tb.lock"
+  [ -e "$tb" ] || stale_node || { log "nothing to tear down"; return 0; }
+  mkdir -p "$(dirname "$tb")"
+  exec 9>"$tb.lock"  # left in place: removing it would let a waiting `up` and a new one both take the lock
   flock 9
   down_locked
-  rm -f "$tb.lock"
   log "down"
 }
 

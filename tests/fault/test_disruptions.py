@@ -210,6 +210,7 @@ class LogFollower:
     def __init__(self, stack: Stack, namespace: str):
         self.stack, self.namespace = stack, namespace
         self.lines: dict[str, list[tuple[datetime, str]]] = {}  # pod uid -> (timestamp, line)
+        self.readers: dict[str, threading.Thread] = {}
         self.procs: list[subprocess.Popen] = []
         self.lock = threading.Lock()
 
@@ -223,7 +224,15 @@ class LogFollower:
         proc = subprocess.Popen(cmd, env=self.stack.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                 text=True)  # fmt: skip
         self.procs.append(proc)
-        threading.Thread(target=self._read, args=(uid, proc), daemon=True).start()
+        self.readers[uid] = threading.Thread(target=self._read, args=(uid, proc), daemon=True)
+        self.readers[uid].start()
+
+    def wait_ended(self, pod: dict[str, Any], timeout: float = 60) -> None:
+        """Until the pod's log stream has ended (the container stopped and kubectl drained it), so that its
+        last lines are in; a stream the node's loss cut off ends when its connection does."""
+        reader = self.readers.get(pod["metadata"]["uid"])
+        if reader is not None:
+            reader.join(timeout)
 
     def _read(self, uid: str, proc: subprocess.Popen) -> None:
         assert proc.stdout is not None
@@ -364,7 +373,7 @@ class Scenario:
         )  # fmt: skip
         if kind == "lose-node":
             self.node.come_back()
-        time.sleep(1)  # the log stream's last lines
+        self.logs.wait_ended(pod)
         events = self.logs.events(pod)
         d.epochs_before = max(epochs_logged(events), default=0)
         d.interrupted = next((e for e in events if e["event"] == "interrupted"), None)

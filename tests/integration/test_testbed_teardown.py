@@ -31,7 +31,7 @@ def mounts_under(prefixes: tuple[str, ...]) -> list[str]:
 
 @pytest.mark.timeout(900)
 def test_testbed_down_leaves_nothing_behind(bed, kubectl):
-    before = testbed.TESTBED / "node" / "before"
+    before = Path(testbed.node_setting("BEFORE_DIR"))
     recorded_sysctls = dict(
         line.split(" = ", 1) for line in (before / "sysctl").read_text().splitlines() if " = " in line
     )
@@ -63,5 +63,8 @@ def test_testbed_down_leaves_nothing_behind(bed, kubectl):
         for side in ("/var/lib/kubelet", "/var/log/pods", "/var/log/containers", "/var/lib/cni", "/run/containerd"):
             assert Path(side).exists() == (side in recorded_paths), side
         assert not Path("/run/yolo-testbed").exists()
+        assert not before.exists(), "a clean teardown forgets the machine's record"
+        listeners = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
+        assert testbed.node_setting("HOST_IP") + ":" not in listeners, listeners
     finally:
         testbed.bring_up()
