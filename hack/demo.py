@@ -30,49 +30,46 @@ def step(text: str) -> None:
 def main() -> int:
     t0 = time.monotonic()
     stack = Stack()
-    try:
-        stack.kubectl("create", "namespace", NAMESPACE, check=False)
-        step(f"helm upgrade --install yolo-operator charts/yolo-operator --set watchNamespaces={{{NAMESPACE}}}")
-        stack.install_chart([NAMESPACE])  # CRD, RBAC, the operator Deployment; leaves other namespaces alone
-        pod = stack.operator_pod()
-        print(f"operator pod {pod['metadata']['name']} Ready on node {pod['spec']['nodeName']}")
+    stack.kubectl("create", "namespace", NAMESPACE, check=False)
+    step(f"helm upgrade --install yolo-operator charts/yolo-operator --set watchNamespaces={{{NAMESPACE}}}")
+    stack.install_chart([NAMESPACE])  # CRD, RBAC, the operator Deployment; leaves other namespaces alone
+    pod = stack.operator_pod()
+    print(f"operator pod {pod['metadata']['name']} Ready on node {pod['spec']['nodeName']}")
 
-        step(f"uploading a generated dataset to s3://{BUCKET}/datasets/shapes/")
-        dataset = stack.upload_dataset(BUCKET, "datasets/shapes", images=128)
-        stack.kubectl("delete", "tj", "--all", "-n", NAMESPACE, "--wait=true", check=False)
-        if stack.kubectl("get", "secret", "s3-credentials", "-n", NAMESPACE, check=False).returncode:
-            stack.s3_secret(NAMESPACE)
+    step(f"uploading a generated dataset to s3://{BUCKET}/datasets/shapes/")
+    dataset = stack.upload_dataset(BUCKET, "datasets/shapes", images=128)
+    stack.kubectl("delete", "tj", "--all", "-n", NAMESPACE, "--wait=true", check=False)
+    if stack.kubectl("get", "secret", "s3-credentials", "-n", NAMESPACE, check=False).returncode:
+        stack.s3_secret(NAMESPACE)
 
-        tj = stack.training_job("shapes", dataset, f"s3://{BUCKET}/runs/", epochs=EPOCHS)
-        manifest = stack.workdir / "trainingjob.yaml"
-        manifest.write_text(json.dumps(tj, indent=2))
-        step(f"kubectl apply -f {manifest.relative_to(testbed.ROOT)}   (model yolov8n.yaml, {EPOCHS} epochs)")
-        stack.kubectl("apply", "-n", NAMESPACE, "-f", str(manifest))
+    tj = stack.training_job("shapes", dataset, f"s3://{BUCKET}/runs/", epochs=EPOCHS)
+    manifest = stack.workdir / "trainingjob.yaml"
+    manifest.write_text(json.dumps(tj, indent=2))
+    step(f"kubectl apply -f {manifest.relative_to(testbed.ROOT)}   (model yolov8n.yaml, {EPOCHS} epochs)")
+    stack.kubectl("apply", "-n", NAMESPACE, "-f", str(manifest))
 
-        step(f"kubectl get tj -n {NAMESPACE} -w")
-        last = None
-        status: dict = {}
-        deadline = time.monotonic() + 900
-        while time.monotonic() < deadline:
-            out = stack.kubectl("get", "tj", "shapes", "-n", NAMESPACE, check=False).stdout.splitlines()
-            if len(out) == 2:
-                row = table_row(*out)
-                shown = [row.get(k) for k in ("PHASE", "EPOCH", "MAP50-95", "BEST")]
-                if shown != last:  # like -w: a line per change
-                    if last is None:
-                        print(out[0])
-                    print(out[1], flush=True)
-                    last = shown
-            status = stack.get("tj", "shapes", "-n", NAMESPACE).get("status", {})
-            if status.get("phase") in ("Succeeded", "Failed"):
-                break
-            time.sleep(0.5)
-        else:
-            print("the TrainingJob did not finish in 15 minutes", file=sys.stderr)
-            return 1
-        return summary(stack, status, time.monotonic() - t0)
-    finally:
-        stack.close()
+    step(f"kubectl get tj -n {NAMESPACE} -w")
+    last = None
+    status: dict = {}
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        out = stack.kubectl("get", "tj", "shapes", "-n", NAMESPACE, check=False).stdout.splitlines()
+        if len(out) == 2:
+            row = table_row(*out)
+            shown = [row.get(k) for k in ("PHASE", "EPOCH", "MAP50-95", "BEST")]
+            if shown != last:  # like -w: a line per change
+                if last is None:
+                    print(out[0])
+                print(out[1], flush=True)
+                last = shown
+        status = stack.get("tj", "shapes", "-n", NAMESPACE).get("status", {})
+        if status.get("phase") in ("Succeeded", "Failed"):
+            break
+        time.sleep(0.5)
+    else:
+        print("the TrainingJob did not finish in 15 minutes", file=sys.stderr)
+        return 1
+    return summary(stack, status, time.monotonic() - t0)
 
 
 def summary(stack: Stack, status: dict, elapsed: float) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -32,14 +31,6 @@ REAL_NODE_PLACEMENT = {
 }
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def table_row(header: str, line: str) -> dict[str, str]:
     """One row of kubectl's table output, by column (columns may be blank, so split on header offsets)."""
     starts = [i for i, c in enumerate(header) if c != " " and (i == 0 or header[i - 1] == " ")]
@@ -47,23 +38,11 @@ def table_row(header: str, line: str) -> dict[str, str]:
     return {header[a:b].strip(): line[a:b].strip() for a, b in zip(starts, bounds, strict=True)}
 
 
-
-def stop_process_group(proc: subprocess.Popen, grace: float = 20) -> None:
-    """SIGTERM to the process's group (it was started in a session of its own), SIGKILL after ``grace`` s."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-
 @dataclass
 class Stack:
-    """Starts what the bed lacks for a whole-system run; `close()` stops what it started."""
+    """The tools and steps of a whole-system run on the bed (it starts no processes of its own)."""
 
     workdir: Path = field(default_factory=lambda: testbed.TESTBED / "e2e")
-    processes: list[subprocess.Popen] = field(default_factory=list)
-    health_port: int = 0
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -103,8 +82,6 @@ class Stack:
         self.kubectl("rollout", "status", f"deployment/{OPERATOR_DEPLOYMENT}", "-n", OPERATOR_NAMESPACE,
                      "--timeout=180s")  # fmt: skip
 
-    start_operator = install_chart
-
     def operator_pod(self) -> dict[str, Any]:
         pods = self.get("pods", "-n", OPERATOR_NAMESPACE, "-l", "app.kubernetes.io/name=yolo-operator")["items"]
         running = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
@@ -113,9 +90,8 @@ class Stack:
     def operator_log(self) -> str:
         return self.kubectl("logs", "-n", OPERATOR_NAMESPACE, f"deployment/{OPERATOR_DEPLOYMENT}", "--tail=-1").stdout
 
-    def pod_log(self, namespace: str, pod: str, previous: bool = False) -> str:
-        args = ["logs", "-n", namespace, pod, "--tail=-1", *(["--previous"] if previous else [])]
-        return self.kubectl(*args, check=False).stdout
+    def pod_log(self, namespace: str, pod: str) -> str:
+        return self.kubectl("logs", "-n", namespace, pod, "--tail=-1", check=False).stdout
 
     def helm_test(self) -> str:
         return self.run("helm", "test", RELEASE, "--namespace", OPERATOR_NAMESPACE, "--logs", "--timeout", "3m").stdout
@@ -164,8 +140,3 @@ class Stack:
                 "spec": body}  # fmt: skip
 
     wait = staticmethod(testbed.wait_until)
-
-    def close(self) -> None:
-        for proc in reversed(self.processes):
-            stop_process_group(proc)
-        self.processes.clear()

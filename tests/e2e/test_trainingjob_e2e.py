@@ -20,11 +20,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 @pytest.fixture(scope="module")
 def stack(bed, real_node):
-    s = Stack()
-    try:
-        yield s
-    finally:
-        s.close()
+    return Stack()
 
 
 def assign_arbitrary_uid(stack: Stack, namespace: str) -> int:
@@ -104,7 +100,7 @@ class PhaseRecorder:
 def test_trainingjob_trains_to_succeeded_and_a_second_continues_from_it(stack, restricted_namespace, s3_client):
     namespace = restricted_namespace
     # Watching only this namespace keeps the operators other tests run on the shared bed out of each other's way.
-    stack.start_operator([namespace])
+    stack.install_chart([namespace])
     helm_test = stack.helm_test()
     print(helm_test)
     assert "Phase:          Succeeded" in helm_test and "Established" in helm_test, helm_test

@@ -48,11 +48,7 @@ PREEMPTION_GRACE_SECONDS = 3
 
 @pytest.fixture(scope="module")
 def stack(bed, real_node):
-    s = Stack()
-    try:
-        yield s
-    finally:
-        s.close()
+    return Stack()
 
 
 @pytest.fixture
@@ -97,7 +93,7 @@ def node(stack):
 
 @pytest.fixture
 def operator(stack, namespace):
-    stack.start_operator([namespace])
+    stack.install_chart([namespace])
 
 
 # --- observers -----------------------------------------------------------------------------------------------
