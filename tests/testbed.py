@@ -37,7 +37,14 @@ class S3Env:
 
 
 def bring_up() -> None:
-    """Starts the bed, or reuses a healthy running one (hack/testbed.sh holds a lock)."""
+    """Starts the bed, or reuses a healthy running one (hack/testbed.sh holds a lock).
+
+    ``YOLO_TESTBED_ROOT=/path/to/clone``: use the bed that clone runs (a git worktree of this repository
+    sharing it) instead of starting this checkout's own: the bed's network namespaces are machine-wide."""
+    other = os.environ.get("YOLO_TESTBED_ROOT")
+    if other and Path(other).resolve() != ROOT:
+        subprocess.run([str(Path(other) / "hack" / "testbed.sh"), "up"], check=True, cwd=other)
+        return
     subprocess.run([str(ROOT / "hack" / "testbed.sh"), "up"], check=True, cwd=ROOT)
 
 
