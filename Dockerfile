@@ -50,6 +50,7 @@ WORKDIR /opt/yolo-operator
 # --- the project wheel (source only; both images install it without dependencies) --------------------------
 FROM base AS wheel
 COPY pyproject.toml ./
+COPY contract/src contract/src
 COPY operator/src operator/src
 COPY trainer/src trainer/src
 # setuptools (pyproject's build backend) comes from the wheelhouse too.

@@ -153,7 +153,7 @@ def upload_once(root: Path, work: Path, n: int, archives: list[str]) -> dict[str
 
 
 def trainer_stage(uri: str, dest: Path, boto3_gets: bool = False) -> None:
-    from yolo_trainer.config import S3Config
+    from yolo_contract.trainer_config import S3Config
     from yolo_trainer.dataset import stage_dataset
     from yolo_trainer.s3 import S3Store
 

@@ -135,7 +135,7 @@ inputs_key() { # target
   {
     echo "$1 $BASE_IMAGE $(image_id "$BASE_IMAGE")"
     sha256sum Dockerfile .dockerignore pyproject.toml requirements.lock
-    find operator/src trainer/src -name '*.py' -type f -print0 | sort -z | xargs -0 sha256sum
+    find contract/src operator/src trainer/src -name '*.py' -type f -print0 | sort -z | xargs -0 sha256sum
     wheelhouse_key
   } | sha256sum | cut -c1-16
 }

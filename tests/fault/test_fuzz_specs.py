@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from typing import Any
 
@@ -24,6 +25,8 @@ from hypothesis import strategies as st
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
+from yolo_contract._ultralytics_args import ARGS
+from yolo_contract.training import MAX_FREEZE
 from yolo_operator import GROUP, PLURAL, VERSION, api
 from yolo_operator.reasons import COND_FAILED, FAILED, PHASES
 
@@ -82,6 +85,24 @@ model_source = st.one_of(
     st.sampled_from(["yolov8n.yaml", "yolo11s.yaml", "cfg/models/v8/yolov8n.yml"]).map(lambda y: {"yaml": y}),
     dns_label.map(lambda n: {"fromTrainingJob": n}),
 )
+def valid_hyperparameter(key: str) -> st.SearchStrategy[Any]:
+    """Values the contract's table (yolo_contract.hyperparameters) accepts for ``key``."""
+    arg = ARGS[key]
+    kind = arg["kind"]
+    if kind in ("number", "fraction"):
+        lo, hi = arg.get("minimum", -1e6), arg.get("maximum", 1e6)
+        return st.floats(lo, hi, allow_nan=False) | st.integers(math.ceil(lo), int(hi))
+    if kind == "integer":
+        return st.integers(arg.get("minimum", -(2**31)), 2**31 - 1)
+    if kind == "boolean":
+        return st.booleans()
+    if kind in ("string", "quantize"):
+        return st.sampled_from(arg["enum"])
+    if kind == "dataset_fraction":
+        return st.floats(0.01, 1.0) | st.integers(2, 10**6)
+    raise AssertionError(f"no strategy for {kind}")
+
+
 training = st.fixed_dictionaries(
     {},
     optional={
@@ -89,13 +110,11 @@ training = st.fixed_dictionaries(
         "imgsz": st.integers(1, 128).map(lambda k: 32 * k),
         "batch": st.integers(1, 1024),
         "patience": st.integers(0, 10000),
-        "freeze": st.integers(0, api.MAX_FREEZE),
+        "freeze": st.integers(0, MAX_FREEZE),
         "optimizer": st.sampled_from(["auto", "SGD", "Adam", "AdamW", "MuSGD"]),
-        "hyperparameters": st.dictionaries(
-            st.sampled_from(["lr0", "lrf", "mosaic", "cos_lr", "degrees", "mixup"]) | st.text(min_size=1, max_size=10),
-            json_value,
-            max_size=4,
-        ).filter(lambda d: not set(d) & set(api.RESERVED_HYPERPARAMETERS)),
+        "hyperparameters": st.dictionaries(st.sampled_from(sorted(ARGS)), st.none(), max_size=4).flatmap(
+            lambda keys: st.fixed_dictionaries({k: valid_hyperparameter(k) for k in keys})
+        ),
         "workers": st.integers(0, 64),
         "seed": st.integers(0, 2**31 - 1),
     },

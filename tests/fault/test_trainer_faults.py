@@ -240,7 +240,7 @@ def test_connection_reset_while_a_body_streams_is_transient():
     """A reset in the middle of a response body (botocore's ResponseStreamingError) is retried, not exit 20."""
     from botocore.exceptions import ResponseStreamingError
     from urllib3.exceptions import ProtocolError
-    from yolo_trainer.exitcodes import S3Unavailable
+    from yolo_contract.exitcodes import S3Unavailable
     from yolo_trainer.s3 import S3Store, classify_error
 
     exc = ResponseStreamingError(error=ProtocolError("Connection broken", ConnectionResetError(104, "reset")))

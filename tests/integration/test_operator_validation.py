@@ -76,7 +76,7 @@ INVALID = [
         "dataset-archive",
         with_spec("dataset", "s3://datasets/d.rar"),
         "spec.dataset",
-        ".zip, .tar and .tar.gz",
+        ".zip, .tar, .tar.gz, .tgz",
     ),
     ("output-scheme", with_spec("output", "/tmp/out"), "spec.output", "must be an s3:// URI"),
     ("imgsz-multiple", with_spec("training.imgsz", 100), "spec.training.imgsz", "multiple of 32"),
@@ -176,7 +176,8 @@ def test_invalid_trainingjob_rejected(crd_installed, kubectl, namespace, case, m
 
 
 def test_hyperparameter_passthrough_accepted(crd_installed, kubectl, namespace):
-    tj = with_spec("training.hyperparameters", {"lr0": 0.01, "mosaic": 0.5, "cos_lr": True, "degrees": [1, 2]})
+    hp = {"lr0": 0.01, "mosaic": 0.5, "cos_lr": True, "degrees": 10.5, "cache": "ram"}
+    tj = with_spec("training.hyperparameters", hp)
     tj["metadata"]["name"] = "hp"
     apply(kubectl, namespace, tj)
     got = get(kubectl, namespace, "trainingjob", "hp")
@@ -184,7 +185,8 @@ def test_hyperparameter_passthrough_accepted(crd_installed, kubectl, namespace):
         "lr0": 0.01,
         "mosaic": 0.5,
         "cos_lr": True,
-        "degrees": [1, 2],
+        "degrees": 10.5,
+        "cache": "ram",
     }
 
 
@@ -247,7 +249,7 @@ def test_spec_immutable_except_mutable_fields(crd_installed, kubectl, namespace)
 
 def test_trainer_status_merge_patch_accepted(crd_installed, kubectl, namespace):
     """The trainer's TrainerReport.to_patch() goes through the status subresource unchanged."""
-    from yolo_trainer.progress import Artifacts, Checkpoint, Metrics, Progress, TrainerReport
+    from yolo_contract.progress import Artifacts, Checkpoint, Metrics, Progress, TrainerReport
 
     apply(kubectl, namespace, trainingjob("report"))
     report = TrainerReport(

@@ -9,11 +9,11 @@ import re
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from yolo_contract.exitcodes import DISRUPTION, NON_RETRIABLE, ExitCode
+from yolo_contract.trainer_config import CONFIG_ENV, TrainerConfig
 from yolo_operator import builders as b
 from yolo_operator.api import ModelSource
 from yolo_operator.config import OperatorConfig
-from yolo_trainer.config import CONFIG_ENV, TrainerConfig
-from yolo_trainer.exitcodes import DISRUPTION, NON_RETRIABLE, ExitCode
 
 pytestmark = pytest.mark.unit
 CFG = OperatorConfig(trainer_image="registry.local/yolo-trainer:test")
@@ -310,28 +310,6 @@ def test_shm_override():
     assert container(job)["resources"]["limits"]["memory"] == f"{(32 + 8) * 1024}Mi"
 
 
-def test_shm_formula_documented_example():
-    assert b.shm_size_bytes(8, 16, 640) == 896 * MIB
-    assert b.shm_size_bytes(0, 16, 640) == 256 * MIB  # main-process loading: base only
-    assert b.shm_size_bytes(None, 16, 640) == b.shm_size_bytes(8, 16, 640)  # Ultralytics default workers
-    assert b.shm_size_bytes(64, 1024, 4096) == 16384 * MIB  # clamped
-
-
-@given(
-    st.integers(0, 64),
-    st.integers(1, 1024),
-    st.integers(1, 128).map(lambda k: k * 32),
-    st.integers(0, 64),
-    st.integers(1, 1024),
-)
-def test_shm_is_clamped_rounded_and_monotonic(w1, b1, imgsz, w2, b2):
-    s1 = b.shm_size_bytes(w1, b1, imgsz)
-    assert 256 * MIB <= s1 <= 16384 * MIB
-    assert s1 % (64 * MIB) == 0
-    if w2 >= w1 and b2 >= b1:
-        assert b.shm_size_bytes(w2, b2, imgsz) >= s1
-
-
 # --- scheduling and Kueue --------------------------------------------------------------------------------
 
 
@@ -408,21 +386,21 @@ def test_resolve_static_sources():
         ({"uri": "https://example.com/w.pt"}, "https://example.com/w.pt"),
         ({"yaml": "yolov8n.yaml"}, "yolov8n.yaml"),
     ):
-        assert b.resolve_model(ModelSource.model_validate(src), None).model == want
+        assert b.starting_model(ModelSource.model_validate(src), None).model == want
 
 
 def test_resolve_from_training_job():
     src = ModelSource.model_validate({"fromTrainingJob": "prev"})
-    missing = b.resolve_model(src, None)
+    missing = b.starting_model(src, None)
     assert missing.model is None and missing.reason == "SourceTrainingJobNotFound" and not missing.terminal
-    running = b.resolve_model(src, {"status": {"phase": "Training"}})
+    running = b.starting_model(src, {"status": {"phase": "Training"}})
     assert running.model is None and running.reason == "WaitingForSourceTrainingJob" and not running.terminal
     assert "prev" in running.message and "Training" in running.message
-    failed = b.resolve_model(src, {"status": {"phase": "Failed"}})
+    failed = b.starting_model(src, {"status": {"phase": "Failed"}})
     assert failed.terminal and failed.reason == "SourceTrainingJobFailed"
-    done = b.resolve_model(src, {"status": {"phase": "Succeeded", "artifacts": {"bestWeights": "s3://r/best.pt"}}})
+    done = b.starting_model(src, {"status": {"phase": "Succeeded", "artifacts": {"bestWeights": "s3://r/best.pt"}}})
     assert done.model == "s3://r/best.pt"
-    no_weights = b.resolve_model(src, {"status": {"phase": "Succeeded"}})
+    no_weights = b.starting_model(src, {"status": {"phase": "Succeeded"}})
     assert no_weights.model is None and no_weights.terminal
 
 

@@ -82,7 +82,9 @@ def test_schema_is_structural(schema):
     assert '"null"' not in text
     for path, node in walk(schema):
         assert "anyOf" not in node and "oneOf" not in node and "allOf" not in node, path
-        assert "type" in node or node.get("x-kubernetes-preserve-unknown-fields"), f"{path} has no type"
+        untyped_ok = node.get("x-kubernetes-preserve-unknown-fields") or node.get("x-kubernetes-int-or-string")
+        typed = "type" in node or untyped_ok
+        assert typed, f"{path} has no type"
         if node.get("type") == "object" and "properties" in node:
             assert "additionalProperties" not in node, f"{path}: properties and additionalProperties"
         if "default" in node:
@@ -134,8 +136,12 @@ def test_required_and_constraints(schema):
     model_rules = spec["properties"]["model"]["x-kubernetes-validations"]
     assert any("exactly one" in r["message"] for r in model_rules)
     hp = training["hyperparameters"]
-    assert hp["x-kubernetes-preserve-unknown-fields"] is True
-    assert {"required": ["epochs"]} in hp["not"]["anyOf"]
+    # Typed from the Ultralytics table: no free-form object, no field for what has a field of its own.
+    assert "x-kubernetes-preserve-unknown-fields" not in hp
+    assert hp["properties"]["lr0"] == {**hp["properties"]["lr0"], "type": "number", "minimum": 0.0, "maximum": 1.0}
+    assert hp["properties"]["close_mosaic"]["type"] == "integer"
+    assert hp["properties"]["cos_lr"]["type"] == "boolean"
+    assert not {"epochs", "data", "device", "pretrained", "resume"} & set(hp["properties"])
     assert schema["properties"]["spec"]["properties"]["exportFormats"]["x-kubernetes-list-type"] == "set"
 
 

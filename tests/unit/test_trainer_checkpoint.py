@@ -8,9 +8,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from yolo_contract.exitcodes import ConfigInvalid, S3AccessDenied, S3Unavailable
+from yolo_contract.trainer_config import TrainerConfig
 from yolo_trainer.checkpoint import CheckpointState, CheckpointUploader, config_fingerprint, read_state
-from yolo_trainer.config import TrainerConfig
-from yolo_trainer.exitcodes import ConfigInvalid, S3AccessDenied, S3Unavailable
 from yolo_trainer.outputs import check_export_formats, collect_files, publish
 from yolo_trainer.s3 import S3Object
 

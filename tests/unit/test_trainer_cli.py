@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from yolo_contract.exitcodes import DatasetInvalid, ExitCode, ModelUnavailable, S3AccessDenied, TrainerError
+from yolo_contract.progress import Progress, TrainerReport
+from yolo_contract.trainer_config import StatusTarget
 from yolo_trainer.cli import classify, main, termination_message, write_termination_message
-from yolo_trainer.config import StatusTarget
-from yolo_trainer.exitcodes import DatasetInvalid, ExitCode, ModelUnavailable, S3AccessDenied, TrainerError
 from yolo_trainer.model import model_kind, resolve_model
-from yolo_trainer.progress import Progress, TrainerReport
 from yolo_trainer.report import KubeStatusReporter, LogReporter, make_reporter
 
 from tests.trainer_fixtures import StatusSink
@@ -172,7 +172,7 @@ def test_interrupted_exits_75_at_once_without_interpreter_teardown(tmp_path):
     script = (
         "import atexit, sys, yolo_trainer.pipeline as p\n"
         "from yolo_trainer import cli\n"
-        "from yolo_trainer.exitcodes import Interrupted\n"
+        "from yolo_contract.exitcodes import Interrupted\n"
         "atexit.register(lambda: print('TEARDOWN RAN', flush=True))\n"
         "def run(cfg): print('flushed', flush=True); raise Interrupted('interrupted by signal SIGTERM')\n"
         "p.run = run\n"

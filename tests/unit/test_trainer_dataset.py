@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from yolo_contract.exitcodes import DatasetInvalid, ExitCode, ScratchTooSmall
 from yolo_trainer.dataset import (
     SCRATCH_HEADROOM_BYTES,
     Limits,
@@ -25,7 +26,6 @@ from yolo_trainer.dataset import (
     stage_dataset,
     validate_dataset,
 )
-from yolo_trainer.exitcodes import DatasetInvalid, ExitCode, ScratchTooSmall
 from yolo_trainer.s3 import S3NotFound, S3Object
 from yolo_trainer.testing import write_roboflow_dataset, write_yolo_dataset, zip_dir
 

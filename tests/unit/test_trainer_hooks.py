@@ -10,8 +10,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from yolo_trainer.config import TrainerConfig
-from yolo_trainer.exitcodes import Interrupted, S3AccessDenied
+from yolo_contract.exitcodes import Interrupted, S3AccessDenied
+from yolo_contract.trainer_config import TrainerConfig
 from yolo_trainer.pipeline import Interruption, run
 from yolo_trainer.train import TrainingHooks
 

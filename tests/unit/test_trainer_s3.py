@@ -8,8 +8,8 @@ import time
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
-from yolo_trainer.config import S3Config
-from yolo_trainer.exitcodes import ConfigInvalid, ExitCode, S3AccessDenied, S3Unavailable, TrainerError
+from yolo_contract.exitcodes import ConfigInvalid, ExitCode, S3AccessDenied, S3Unavailable, TrainerError
+from yolo_contract.trainer_config import S3Config
 from yolo_trainer.s3 import S3NotFound, S3Store, backoff_delays, classify_error, make_client, parse_s3_uri
 
 pytestmark = pytest.mark.unit
@@ -414,8 +414,8 @@ def test_tar_is_extracted_while_it_streams_and_a_broken_stream_restarts_cleanly(
 
 
 def test_streamed_tar_keeps_the_safety_checks_and_is_not_retried(fake_s3, tmp_path):
+    from yolo_contract.exitcodes import DatasetInvalid
     from yolo_trainer.dataset import Limits, stage_dataset
-    from yolo_trainer.exitcodes import DatasetInvalid
 
     fake_s3.objects["slip.tar.gz"] = _tar({"data.yaml": b"x", "../evil.txt": b"evil"})
     with pytest.raises(DatasetInvalid, match="escapes"):
@@ -445,8 +445,8 @@ def test_lean_head_gives_the_size_over_a_kept_alive_connection(fake_s3):
 def test_streamed_tar_that_cannot_fit_fails_before_its_get(fake_s3, tmp_path):
     import shutil
 
+    from yolo_contract.exitcodes import ScratchTooSmall
     from yolo_trainer.dataset import SCRATCH_HEADROOM_BYTES, Limits, Scratch, stage_dataset
-    from yolo_trainer.exitcodes import ScratchTooSmall
 
     fake_s3.objects["d.tar.gz"] = _tar({"data.yaml": bytes(range(256)) * 400})
     size = len(fake_s3.objects["d.tar.gz"])

@@ -12,8 +12,8 @@ import time
 import types
 
 import pytest
+from yolo_contract.exitcodes import S3Unavailable
 from yolo_trainer import s3 as s3mod
-from yolo_trainer.exitcodes import S3Unavailable
 from yolo_trainer.s3 import S3Store
 
 pytestmark = pytest.mark.unit

@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from yolo_trainer.config import TrainerConfig
-from yolo_trainer.exitcodes import ConfigInvalid
+from yolo_contract.exitcodes import ConfigInvalid
+from yolo_contract.trainer_config import TrainerConfig
 from yolo_trainer.train import (
     available_cpus,
     best_from_results,
     choose_device,
-    choose_workers,
     epoch_metrics,
     train_args,
     validate_hyperparameters,
@@ -38,15 +37,15 @@ def test_valid_hyperparameters_pass_through():
 @pytest.mark.parametrize(
     ("hp", "match"),
     [
-        ({"lr_zero": 0.1}, "unknown hyperparameter 'lr_zero'"),
-        ({"data": "x.yaml"}, "'data' is managed by the trainer"),
-        ({"device": "0"}, "'device' is managed"),
-        ({"resume": True}, "'resume' is managed"),
-        ({"project": "/x"}, "'project' is managed"),
-        ({"epochs": 3}, "set by training.epochs"),
-        ({"freeze": 3}, "set by training.freeze"),
-        ({"lr0": "fast"}, "invalid hyperparameter"),
-        ({"mosaic": 3.0}, "invalid hyperparameter"),
+        ({"lr_zero": 0.1}, "hyperparameters.lr_zero: not an Ultralytics train argument"),
+        ({"data": "x.yaml"}, "hyperparameters.data: set by spec.dataset"),
+        ({"device": "0"}, "hyperparameters.device: set by spec.resources.gpus"),
+        ({"resume": True}, "hyperparameters.resume: set by the trainer"),
+        ({"project": "/x"}, "hyperparameters.project: set by spec.output"),
+        ({"epochs": 3}, "hyperparameters.epochs: set spec.training.epochs instead"),
+        ({"freeze": 3}, "hyperparameters.freeze: set spec.training.freeze instead"),
+        ({"lr0": "fast"}, "hyperparameters.lr0 must be a number"),
+        ({"mosaic": 3.0}, "hyperparameters.mosaic must be between 0.0 and 1.0"),
     ],
 )
 def test_invalid_hyperparameters(hp, match):
@@ -58,23 +57,6 @@ def test_choose_device():
     assert choose_device(0) == "cpu"
     assert choose_device(1) == 0
     assert choose_device(4) == [0, 1, 2, 3]
-
-
-@pytest.mark.parametrize(
-    ("cpus", "shm", "gpus", "batch", "imgsz", "expected"),
-    [
-        (16, 32 * GiB, 0, 16, 640, 0),  # CPU training: no workers
-        (16, 32 * GiB, 1, 16, 640, 8),  # capped at 8
-        (4, 32 * GiB, 1, 16, 640, 3),  # one core for the training loop
-        (16, 32 * GiB, 4, 64, 640, 3),  # 16 cpus / 4 ranks - 1
-        (16, 64 << 20, 1, 16, 640, 0),  # docker's default 64 MiB /dev/shm: no shm-backed workers
-        (16, 1 * GiB, 1, 16, 640, 6),  # 512 MiB usable / (2*2*16*3*640*640 = 78.6 MB) per worker
-        (16, None, 1, 16, 640, 8),  # unknown shm: CPU bound only
-        (1, 32 * GiB, 1, 16, 640, 0),
-    ],
-)
-def test_choose_workers(cpus, shm, gpus, batch, imgsz, expected):
-    assert choose_workers(cpus, shm, gpus, batch, imgsz) == expected
 
 
 def test_available_cpus_honours_cgroup_quota(tmp_path):

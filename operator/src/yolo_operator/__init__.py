@@ -1,6 +1,5 @@
 """yolo-operator: the TrainingJob API and the kopf operator that runs it."""
 
-GROUP = "yolo-operator.io"
-VERSION = "v1alpha1"
-KIND = "TrainingJob"
-PLURAL = "trainingjobs"
+from yolo_contract import GROUP, KIND, PLURAL, VERSION
+
+__all__ = ["GROUP", "KIND", "PLURAL", "VERSION"]

@@ -2,26 +2,28 @@
 
 These models are the single source of truth: ``yolo_operator.crd`` generates the CustomResourceDefinition
 (structural OpenAPI v3 schema and CEL rules) from them, and the operator parses TrainingJobs with them.
-Every rule the API server enforces through CEL (``x-kubernetes-validations``) is mirrored by a pydantic
-validator here, so a spec that parses here is one the API server accepts and vice versa.
+Field constraints (patterns, ranges, lengths) are pydantic's and become the CRD's OpenAPI constraints, so
+both check them; rules that need CEL (``x-kubernetes-validations``) are declared once, beside their field,
+and the API server alone enforces them. The parts of the spec the trainer receives (``spec.training``, the
+S3 endpoint) are the contract's models (``yolo_contract.training``).
 
 The trainer-written status fields (stage, progress, lastCheckpoint, artifacts) are defined once, in
-``yolo_trainer.progress.TrainerReport``; ``TrainingJobStatus`` extends it with the operator-owned fields.
+``yolo_contract.progress.TrainerReport``; ``TrainingJobStatus`` extends it with the operator-owned fields.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic.alias_generators import to_camel
-from yolo_trainer.progress import TrainerReport
+from pydantic import ConfigDict, Field, ValidationError
+from yolo_contract import API_VERSION, KIND, MAX_NAME
+from yolo_contract.base import Model as _Model
+from yolo_contract.progress import TrainerReport
+from yolo_contract.training import ARCHIVE_SUFFIXES, S3Endpoint, TrainingSpec, cel, rules
 
-from yolo_operator import GROUP, KIND, VERSION
 from yolo_operator.reasons import PHASES, Phase
 
-API_VERSION = f"{GROUP}/{VERSION}"
+__all__ = ["API_VERSION", "MAX_NAME", "TrainingSpec"]
 
 # --- patterns (RE2-compatible: the same text is used by the API server and by Python's re) -------------
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -34,7 +36,6 @@ CONFIG_KEY = r"^[-._a-zA-Z0-9]+$"
 HUB_MODEL = r"^[A-Za-z0-9][A-Za-z0-9._-]*\.pt$"
 MODEL_YAML = r"^[A-Za-z0-9][A-Za-z0-9._/-]*\.ya?ml$"
 S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
-HTTP_URL = r"^https?://[^\s/]+(/\S*)?$"
 #: An extended resource name: the pod is only valid with a fully qualified one (domain/name).
 RESOURCE_NAME = (
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/[A-Za-z0-9]([-_.A-Za-z0-9]*[A-Za-z0-9])?$"
@@ -44,45 +45,21 @@ TAINT_KEY = (
     r"^(([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-_.A-Za-z0-9]*[A-Za-z0-9])?)?$"
 )
 LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
-UNSUPPORTED_ARCHIVE = r"\.(rar|7z|gz|tgz|bz2|xz|zst|lz4)$"
+#: Compressed or archive files the trainer cannot stage (a .gz is accepted only as .tar.gz).
+UNSUPPORTED_ARCHIVE = r"\.(rar|7z|gz|bz2|xz|zst|lz4)$"
 
 MAX_URI = 1024
-MAX_NAME = 63  # metadata.name is a label value (yolo-operator.io/training-job) on every child object
-MAX_FREEZE = 24  # YOLOv8/11 detection models have 23 modules (0..22); freezing more freezes everything.
-
 #: Ultralytics export formats (``yolo export format=...``).
 ExportFormat = Literal[
     "torchscript", "onnx", "openvino", "engine", "coreml", "saved_model", "pb", "tflite", "edgetpu",
     "tfjs", "paddle", "mnn", "ncnn", "imx", "rknn", "executorch",
 ]  # fmt: skip
-Optimizer = Literal["auto", "SGD", "Adam", "Adamax", "AdamW", "NAdam", "RAdam", "RMSProp", "MuSGD"]
-
-#: Ultralytics train arguments that have a dedicated field or that the trainer owns.
-RESERVED_HYPERPARAMETERS: tuple[str, ...] = (
-    "data", "model", "epochs", "imgsz", "batch", "patience", "freeze", "optimizer", "workers", "seed",
-    "device", "project", "name", "exist_ok", "resume", "save_dir",
-)  # fmt: skip
-
 #: spec fields that may change after creation; every other spec field is immutable (CEL transition rules).
 MUTABLE_SPEC_FIELDS: tuple[str, ...] = ("suspend", "activeDeadlineSeconds", "ttlSecondsAfterFinished")
 
 
-def cel(rule: str, message: str, **extra: str) -> dict[str, str]:
-    """One ``x-kubernetes-validations`` entry (extra: fieldPath, reason, messageExpression)."""
-    return {"rule": rule, "message": message, **extra}
-
-
-def rules(*entries: dict[str, str]) -> dict[str, Any]:
-    """``json_schema_extra`` carrying CEL rules into the generated CRD."""
-    return {"x-kubernetes-validations": list(entries)}
-
-
 def _list_set() -> dict[str, Any]:
     return {"x-kubernetes-list-type": "set"}
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
 
 
 # === spec =================================================================================================
@@ -126,29 +103,11 @@ class ModelSource(_Model):
     )
     from_training_job: str | None = Field(
         None,
-        max_length=63,
+        max_length=MAX_NAME,
         pattern=DNS_LABEL,
         description="Name of a TrainingJob in the same namespace whose best weights "
         "(status.artifacts.bestWeights) are the starting point; this job waits until that one Succeeded.",
     )
-
-    @field_validator("uri")
-    @classmethod
-    def _uri(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        if not (v.startswith("s3://") or v.startswith("https://")):
-            raise ValueError("spec.model.uri must be an s3:// or https:// URI")
-        if not v.endswith(".pt"):
-            raise ValueError("spec.model.uri must point to a .pt weights file")
-        return v
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> ModelSource:
-        n = sum(x is not None for x in (self.hub, self.uri, self.yaml, self.from_training_job))
-        if n != 1:
-            raise ValueError("spec.model: exactly one of hub, uri, yaml or fromTrainingJob must be set")
-        return self
 
 
 class SecretCredentialsRef(_Model):
@@ -173,21 +132,9 @@ class ConfigMapKeyRef(_Model):
     key: str = Field("ca.crt", max_length=253, pattern=CONFIG_KEY, description="Key holding the PEM bundle.")
 
 
-class S3Spec(_Model):
-    """How to reach the S3-compatible object store (AWS, MinIO, Ceph RGW, ODF, SeaweedFS)."""
+class S3Spec(S3Endpoint):
+    """How to reach the S3-compatible object store, and with which credentials."""
 
-    endpoint: str | None = Field(
-        None,
-        max_length=512,
-        description="Endpoint URL, e.g. https://minio.example:9000; unset means AWS S3.",
-        json_schema_extra=rules(
-            cel(
-                f"self.matches(r'{HTTP_URL}')",
-                "spec.s3.endpoint must be an http:// or https:// URL",
-            )
-        ),
-    )
-    region: str = Field("us-east-1", max_length=64, pattern=r"^[a-z0-9-]+$", description="S3 region.")
     credentials_secret_ref: SecretCredentialsRef | None = Field(
         None,
         description="Secret with the access keys; unset means anonymous access or ambient credentials.",
@@ -195,59 +142,6 @@ class S3Spec(_Model):
     ca_bundle: ConfigMapKeyRef | None = Field(
         None, description="ConfigMap key with a PEM CA bundle for an endpoint signed by a private CA."
     )
-    insecure_skip_tls_verify: bool = Field(
-        False,
-        alias="insecureSkipTLSVerify",
-        description="Do not verify the endpoint's TLS certificate (testing only).",
-    )
-
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, v: str | None) -> str | None:
-        if v is not None and not re.search(HTTP_URL, v):
-            raise ValueError("spec.s3.endpoint must be an http:// or https:// URL")
-        return v
-
-
-class TrainingSpec(_Model):
-    """Ultralytics training arguments."""
-
-    epochs: int = Field(100, ge=1, le=10000, description="Number of epochs to train.")
-    imgsz: int = Field(640, ge=32, le=4096, multiple_of=32, description="Image size; a multiple of 32.")
-    batch: int = Field(16, ge=1, le=1024, description="Total batch size (split across GPUs).")
-    patience: int = Field(100, ge=0, le=10000, description="Epochs without improvement before stopping early.")
-    freeze: int | None = Field(
-        None,
-        ge=0,
-        le=MAX_FREEZE,
-        description="Freeze the first N modules (10 freezes the YOLOv8/11 backbone); unset freezes nothing.",
-    )
-    optimizer: Optimizer = Field("auto", description="Optimizer; auto lets Ultralytics choose.")
-    hyperparameters: dict[str, Any] = Field(
-        default_factory=dict,
-        max_length=64,
-        description="Other Ultralytics train arguments (lr0, mosaic, ...), passed through and validated "
-        "by the trainer. These are refused here: " + ", ".join(RESERVED_HYPERPARAMETERS) + " (use the "
-        "dedicated fields; the trainer owns data, device and the output paths).",
-        # CEL cannot see the keys of a free-form object, so the reserved keys are refused with `not`.
-        json_schema_extra={"not": {"anyOf": [{"required": [k]} for k in RESERVED_HYPERPARAMETERS]}},
-    )
-    workers: int | None = Field(
-        None, ge=0, le=64, description="DataLoader workers per GPU; unset lets the trainer choose."
-    )
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="Random seed.")
-
-    @field_validator("hyperparameters")
-    @classmethod
-    def _reserved(cls, v: dict[str, Any]) -> dict[str, Any]:
-        bad = sorted(set(v) & set(RESERVED_HYPERPARAMETERS))
-        if bad:
-            raise ValueError(
-                "spec.training.hyperparameters must not set "
-                + ", ".join(RESERVED_HYPERPARAMETERS)
-                + f" (use the dedicated fields); got {', '.join(bad)}"
-            )
-        return v
 
 
 class ResourcesSpec(_Model):
@@ -306,21 +200,6 @@ class ResourcesSpec(_Model):
         "an emptyDir on the node's disk. Needs scratchSize.",
     )
 
-    @field_validator("scratch_size")
-    @classmethod
-    def _scratch_size(cls, v: str | None) -> str | None:
-        if v is not None and re.search(ZERO_QUANTITY, v):
-            raise ValueError("spec.resources.scratchSize must be greater than zero")
-        return v
-
-    @model_validator(mode="after")
-    def _scratch_class_needs_size(self) -> ResourcesSpec:
-        if self.scratch_storage_class_name is not None and self.scratch_size is None:
-            raise ValueError(
-                "spec.resources.scratchStorageClassName needs spec.resources.scratchSize (the volume's size)"
-            )
-        return self
-
 
 class Toleration(_Model):
     """A core/v1 Toleration."""
@@ -353,16 +232,6 @@ class Toleration(_Model):
     )
     toleration_seconds: int | None = Field(None, description="How long a NoExecute taint is tolerated.")
 
-    @model_validator(mode="after")
-    def _exists_no_value(self) -> Toleration:
-        if self.operator == "Exists" and self.value:
-            raise ValueError("spec.scheduling.tolerations[].value must be empty when operator is Exists")
-        if not self.key and self.operator != "Exists":
-            raise ValueError("spec.scheduling.tolerations[].operator must be Exists when key is empty")
-        if self.toleration_seconds is not None and self.effect != "NoExecute":
-            raise ValueError("spec.scheduling.tolerations[].tolerationSeconds needs effect NoExecute")
-        return self
-
 
 class SchedulingSpec(_Model):
     """Where the training pod may run."""
@@ -385,14 +254,6 @@ class SchedulingSpec(_Model):
         None, max_length=253, pattern=DNS_SUBDOMAIN, description="PriorityClass of the pod."
     )
 
-    @field_validator("node_selector")
-    @classmethod
-    def _label_values(cls, v: dict[str, str] | None) -> dict[str, str] | None:
-        for key, value in (v or {}).items():
-            if len(value) > 63 or not re.search(LABEL_VALUE, value):
-                raise ValueError(f"spec.scheduling.nodeSelector.{key}: {value!r} is not a label value")
-        return v
-
 
 class TrainingJobSpec(_Model):
     """Desired state of a TrainingJob. Immutable after creation except suspend, activeDeadlineSeconds and
@@ -402,8 +263,9 @@ class TrainingJobSpec(_Model):
     dataset: str = Field(
         ...,
         max_length=MAX_URI,
-        description="s3:// prefix holding data.yaml (Ultralytics layout), or s3:// URI of a .zip, .tar or "
-        ".tar.gz archive of it.",
+        description="s3:// prefix holding data.yaml (Ultralytics layout), or s3:// URI of a "
+        + ", ".join(ARCHIVE_SUFFIXES)
+        + " archive of it.",
         json_schema_extra=rules(
             cel(
                 f"self.matches(r'{S3_URI}')",
@@ -411,7 +273,7 @@ class TrainingJobSpec(_Model):
             ),
             cel(
                 f"!self.matches(r'{UNSUPPORTED_ARCHIVE}') || self.endsWith('.tar.gz')",
-                "spec.dataset: only .zip, .tar and .tar.gz archives are supported",
+                "spec.dataset: only " + ", ".join(ARCHIVE_SUFFIXES) + " archives are supported",
             ),
         ),
     )
@@ -425,9 +287,7 @@ class TrainingJobSpec(_Model):
     )
     s3: S3Spec | None = Field(None, description="Object store endpoint, credentials and CA bundle.")
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="Training arguments.")
-    resources: ResourcesSpec = Field(
-        default_factory=ResourcesSpec, description="GPUs, CPU, memory, shm, scratch disk."
-    )
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="GPUs, CPU, memory, shm, scratch disk.")
     scheduling: SchedulingSpec | None = Field(None, description="Node selection and priority.")
     image: str | None = Field(
         None,
@@ -465,22 +325,6 @@ class TrainingJobSpec(_Model):
         json_schema_extra=_list_set(),
     )
 
-    @field_validator("dataset")
-    @classmethod
-    def _dataset(cls, v: str) -> str:
-        if not re.search(S3_URI, v):
-            raise ValueError("spec.dataset must be an s3:// URI (s3://bucket/prefix/ or s3://bucket/dataset.zip)")
-        if re.search(UNSUPPORTED_ARCHIVE, v) and not v.endswith(".tar.gz"):
-            raise ValueError("spec.dataset: only .zip, .tar and .tar.gz archives are supported")
-        return v
-
-    @field_validator("output")
-    @classmethod
-    def _output(cls, v: str) -> str:
-        if not re.search(S3_URI, v):
-            raise ValueError("spec.output must be an s3:// URI (s3://bucket/prefix/)")
-        return v
-
 
 # === status ===============================================================================================
 
@@ -513,7 +357,7 @@ class Condition(_Model):
 
 class TrainingJobStatus(TrainerReport):
     """Observed state. stage, progress, lastCheckpoint and artifacts are written by the trainer
-    (yolo_trainer.progress.TrainerReport); everything else by the operator."""
+    (yolo_contract.progress.TrainerReport); everything else by the operator."""
 
     phase: Phase | None = Field(
         None, description="Pending, Staging, Training, Uploading, Succeeded, Failed or Suspended."
@@ -541,7 +385,7 @@ class TrainingJobStatus(TrainerReport):
     pod_name: str | None = Field(
         None, max_length=253, description="The Job's newest pod: the one training now, or the last one that did."
     )
-    job_name: str | None = Field(None, max_length=63, description="Name of the batch/v1 Job.")
+    job_name: str | None = Field(None, max_length=MAX_NAME, description="Name of the batch/v1 Job.")
     model: str | None = Field(None, max_length=MAX_URI, description="The resolved model the trainer loads.")
 
 
@@ -553,14 +397,6 @@ class TrainingJob(_Model):
     metadata: dict[str, Any] = Field(default_factory=dict, description="Standard object metadata.")
     spec: TrainingJobSpec = Field(..., description="Desired state.")
     status: TrainingJobStatus | None = Field(None, description="Observed state.")
-
-    @field_validator("metadata")
-    @classmethod
-    def _name(cls, v: dict[str, Any]) -> dict[str, Any]:
-        # The CRD enforces this too; an object stored under an older CRD may still have a longer name.
-        if len(str(v.get("name") or "")) > MAX_NAME:
-            raise ValueError(f"metadata.name must be at most {MAX_NAME} characters (it is used as a label value)")
-        return v
 
     @property
     def name(self) -> str:

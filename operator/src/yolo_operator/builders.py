@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from yolo_trainer.config import CONFIG_ENV, S3Config, StatusTarget, TrainerConfig, TrainingConfig
-from yolo_trainer.exitcodes import DISRUPTION, NON_RETRIABLE
+from yolo_contract import API_VERSION, GROUP, KIND, MAX_NAME, PLURAL, VERSION, sizing
+from yolo_contract.exitcodes import DISRUPTION, NON_RETRIABLE
+from yolo_contract.trainer_config import CONFIG_ENV, S3Config, StatusTarget, TrainerConfig
 
-from yolo_operator import GROUP, KIND, PLURAL, VERSION
-from yolo_operator.api import API_VERSION, ModelSource, TrainingJob
+from yolo_operator.api import ModelSource, TrainingJob
 from yolo_operator.config import OperatorConfig
 from yolo_operator.reasons import (
     FAILED,
@@ -45,7 +45,6 @@ MANAGED_BY = "yolo-operator"
 CONTAINER_NAME = "trainer"
 JOB_SUFFIX = "train"
 RBAC_SUFFIX = "trainer"
-MAX_NAME = 63
 
 # --- pod layout ------------------------------------------------------------------------------------------
 WORK_DIR = "/tmp"  # emptyDir: the only writable place besides /dev/shm (readOnlyRootFilesystem)
@@ -60,13 +59,7 @@ TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 TERMINATION_GRACE_SECONDS = 120  # the trainer flushes a checkpoint on SIGTERM, then exits 75
 TRAINER_GRACE_MARGIN_SECONDS = 20  # left for the trainer to exit after its flush budget
 
-# --- shm sizing ------------------------------------------------------------------------------------------
-MIB = 1024 * 1024
-DEFAULT_WORKERS = 8  # Ultralytics' default when spec.training.workers is unset
-PREFETCH_FACTOR = 2  # torch DataLoader default: batches queued per worker
-SHM_SAFETY = 2  # collate copy + pinned-memory overlap
-SHM_BASE_MIB = 256  # interpreter, NCCL and torch bookkeeping
-SHM_ROUND_MIB = 64
+MIB = sizing.MIB
 
 
 def child_name(tj_name: str, suffix: str) -> str:
@@ -155,7 +148,7 @@ def static_model(source: ModelSource) -> str | None:
     return source.hub or source.uri or source.yaml
 
 
-def resolve_model(source: ModelSource, source_tj: dict[str, Any] | None) -> ModelResolution:
+def starting_model(source: ModelSource, source_tj: dict[str, Any] | None) -> ModelResolution:
     """Resolves ``spec.model`` to what the trainer loads. ``source_tj`` is the TrainingJob named by
     ``fromTrainingJob`` (None when it does not exist); it resolves to its ``status.artifacts.bestWeights``
     once it Succeeded."""
@@ -193,32 +186,6 @@ def resolve_model(source: ModelSource, source_tj: dict[str, Any] | None) -> Mode
             terminal=True,
         )
     return ModelResolution(best)
-
-
-# --- shm -------------------------------------------------------------------------------------------------
-
-
-def shm_size_bytes(
-    workers: int | None, batch: int, imgsz: int, *, min_mib: int = SHM_BASE_MIB, max_mib: int = 16384
-) -> int:
-    """Size of the pod's ``/dev/shm`` (a memory-backed emptyDir) for the DataLoader.
-
-    PyTorch DataLoader workers hand finished batches to the trainer through shared memory. Each worker
-    keeps ``PREFETCH_FACTOR`` (2) batches in flight, and a collated batch of uint8 images is
-    ``batch x imgsz x imgsz x 3`` bytes. With DDP the batch is split across GPUs but every rank runs its own
-    ``workers``, so the total does not depend on the GPU count::
-
-        shm = SHM_SAFETY (2) x workers x PREFETCH_FACTOR (2) x batch x imgsz^2 x 3 bytes + 256 MiB
-
-    ``workers`` unset means Ultralytics' default of 8; 0 means loading in the main process (base only).
-    The result is rounded up to a multiple of 64 MiB and clamped to [min_mib, max_mib].
-    Example: 8 workers, batch 16, imgsz 640 -> 2x8x2x16x640x640x3 B = 600 MiB + 256 MiB = 896 MiB.
-    """
-    w = DEFAULT_WORKERS if workers is None else workers
-    batch_bytes = batch * imgsz * imgsz * 3
-    total = SHM_SAFETY * w * PREFETCH_FACTOR * batch_bytes + SHM_BASE_MIB * MIB
-    mib = math.ceil(total / MIB / SHM_ROUND_MIB) * SHM_ROUND_MIB
-    return max(min_mib, min(max_mib, mib)) * MIB
 
 
 _DECIMAL_EXPONENTS = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
@@ -272,11 +239,13 @@ def work_volume(t: TrainingJob) -> dict[str, Any]:
 
 
 def pod_shm_bytes(t: TrainingJob, config: OperatorConfig) -> int:
-    """spec.resources.shmSize if set, else the computed size."""
+    """spec.resources.shmSize if set, else what the trainer's DataLoader workers need (yolo_contract.sizing)."""
     if t.spec.resources.shm_size:
         return quantity_bytes(t.spec.resources.shm_size)
     tr = t.spec.training
-    return shm_size_bytes(tr.workers, tr.batch, tr.imgsz, min_mib=config.shm_min_mib, max_mib=config.shm_max_mib)
+    return sizing.pod_shm_bytes(
+        tr.workers, t.spec.resources.gpus, tr.batch, tr.imgsz, min_mib=config.shm_min_mib, max_mib=config.shm_max_mib
+    )
 
 
 # --- trainer config --------------------------------------------------------------------------------------
@@ -287,7 +256,6 @@ def build_trainer_config(tj: dict[str, Any] | TrainingJob, config: OperatorConfi
     t = _tj(tj)
     s = t.spec
     s3 = s.s3
-    tr = s.training
     return TrainerConfig(
         namespace=t.namespace,
         name=t.name,
@@ -297,20 +265,10 @@ def build_trainer_config(tj: dict[str, Any] | TrainingJob, config: OperatorConfi
         s3=S3Config(
             endpoint=s3.endpoint if s3 else None,
             region=s3.region if s3 else "us-east-1",
+            insecure_skip_tls_verify=bool(s3 and s3.insecure_skip_tls_verify),
             ca_bundle=f"{CA_DIR}/{CA_FILE}" if s3 and s3.ca_bundle else None,
-            verify_tls=not (s3 and s3.insecure_skip_tls_verify),
         ),
-        training=TrainingConfig(
-            epochs=tr.epochs,
-            imgsz=tr.imgsz,
-            batch=tr.batch,
-            patience=tr.patience,
-            freeze=tr.freeze,
-            optimizer=tr.optimizer,
-            hyperparameters=dict(tr.hyperparameters),
-            workers=tr.workers,
-            seed=tr.seed,
-        ),
+        training=s.training,
         export_formats=list(s.export_formats),
         offline=config.offline,
         status=StatusTarget(namespace=t.namespace, name=t.name, group=GROUP, version=VERSION, plural=PLURAL),
@@ -388,14 +346,14 @@ def _env(t: TrainingJob, config: OperatorConfig, model: str) -> list[dict[str, A
 
 
 def build_job(tj: dict[str, Any] | TrainingJob, config: OperatorConfig, model: str | None = None) -> dict[str, Any]:
-    """The batch/v1 Job running the trainer. ``model`` is the resolved model (see ``resolve_model``); it
+    """The batch/v1 Job running the trainer. ``model`` is the resolved model (see ``starting_model``); it
     may be omitted for hub/uri/yaml sources."""
     t = _tj(tj)
     s = t.spec
     if model is None:
         model = static_model(s.model)
         if model is None:
-            raise ValueError("spec.model.fromTrainingJob must be resolved first (resolve_model)")
+            raise ValueError("spec.model.fromTrainingJob must be resolved first (starting_model)")
     res = s.resources
     shm = pod_shm_bytes(t, config)
     memory = quantity_bytes(res.memory) + shm  # tmpfs pages are charged to the pod's memory cgroup

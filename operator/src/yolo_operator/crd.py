@@ -22,15 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from yolo_contract import GROUP, KIND, MAX_NAME, PLURAL, VERSION
+from yolo_contract.training import cel
 
-from yolo_operator import GROUP, KIND, PLURAL, VERSION
-from yolo_operator.api import MUTABLE_SPEC_FIELDS, TrainingJobSpec, TrainingJobStatus, cel
+from yolo_operator.api import MUTABLE_SPEC_FIELDS, TrainingJobSpec, TrainingJobStatus
 
 SINGULAR = "trainingjob"
 SHORT_NAMES = ["tj"]
 CATEGORIES = ["yolo"]
 CRD_NAME = f"{PLURAL}.{GROUP}"
-MAX_NAME_LENGTH = 63  # the name is a label value (yolo-operator.io/training-job)
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CRD_PATHS = (
@@ -109,7 +109,7 @@ def _structural(node: dict[str, Any]) -> dict[str, Any]:
             out["required"] = sorted(out["required"])
     elif typ == "array":
         out["items"] = _structural(out["items"])
-    elif typ is None and not out.get("x-kubernetes-preserve-unknown-fields"):
+    elif typ is None and not (out.get("x-kubernetes-preserve-unknown-fields") or out.get("x-kubernetes-int-or-string")):
         raise ValueError(f"schema node without a type: {node}")
     if "default" in out and (out["default"] is None or isinstance(out["default"], dict | list)):
         del out["default"]
@@ -187,8 +187,8 @@ def build_crd() -> dict[str, Any]:
         },
         "x-kubernetes-validations": [
             cel(
-                f"self.metadata.name.size() <= {MAX_NAME_LENGTH}",
-                f"metadata.name must be at most {MAX_NAME_LENGTH} characters (it is used as a label value)",
+                f"self.metadata.name.size() <= {MAX_NAME}",
+                f"metadata.name must be at most {MAX_NAME} characters (it is used as a label value)",
             )
         ],
     }

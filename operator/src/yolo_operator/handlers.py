@@ -25,7 +25,7 @@ from typing import Any
 
 import kopf
 from pydantic import ValidationError
-from yolo_trainer.config import CONFIG_ENV
+from yolo_contract.trainer_config import CONFIG_ENV
 
 from yolo_operator import GROUP, PLURAL, VERSION, kube, memory, metrics, observed
 from yolo_operator import reasons as R
@@ -40,7 +40,7 @@ from yolo_operator.builders import (
     job_mutable_patch,
     job_name,
     operator_instance,
-    resolve_model,
+    starting_model,
 )
 from yolo_operator.config import OperatorConfig
 from yolo_operator.kube import ApiError
@@ -312,7 +312,7 @@ def _ensure(body: dict[str, Any], name: str, namespace: str, obs: Observed) -> d
         source_tj = None
         if t.spec.model.from_training_job:
             source_tj = get_trainingjob(namespace, t.spec.model.from_training_job)
-        res = resolve_model(t.spec.model, source_tj)
+        res = starting_model(t.spec.model, source_tj)
         if res.model is None:
             first_time = (status.get("conditions") or []) == [] or any(
                 c.get("type") == R.MODEL_RESOLVED and c.get("reason") != res.reason for c in status.get("conditions")

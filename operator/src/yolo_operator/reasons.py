@@ -1,7 +1,7 @@
 """Phases, condition types and condition reasons of a TrainingJob: the vocabulary users see.
 
 Conditions follow metav1.Condition (type, status, reason, message, lastTransitionTime, observedGeneration).
-Reasons are CamelCase constants; the trainer's exit-code reasons (``yolo_trainer.exitcodes.REASONS``) are
+Reasons are CamelCase constants; the trainer's exit-code reasons (``yolo_contract.exitcodes.REASONS``) are
 used verbatim as reasons of the ``Failed`` condition.
 """
 
@@ -33,17 +33,6 @@ COND_SUSPENDED = "Suspended"  # the Job is suspended (spec.suspend, or waiting f
 COND_SUCCEEDED = "Succeeded"
 COND_FAILED = "Failed"
 
-CONDITION_TYPES: tuple[str, ...] = (
-    MODEL_RESOLVED,
-    JOB_CREATED,
-    RUNNING,
-    UNSCHEDULABLE,
-    STALLED,
-    COND_SUSPENDED,
-    COND_SUCCEEDED,
-    COND_FAILED,
-)
-
 # --- reasons ------------------------------------------------------------------------------------------
 # ModelResolved
 REASON_MODEL_RESOLVED = "Resolved"
@@ -53,7 +42,6 @@ REASON_SOURCE_FAILED = "SourceTrainingJobFailed"
 REASON_SOURCE_HAS_NO_WEIGHTS = "SourceTrainingJobHasNoWeights"
 # JobCreated
 REASON_JOB_CREATED = "JobCreated"
-REASON_JOB_NAME_CONFLICT = "JobNameConflict"  # a Job of that name exists and is not ours
 # Running
 REASON_POD_RUNNING = "PodRunning"
 REASON_POD_PENDING = "PodPending"
@@ -64,13 +52,12 @@ REASON_SCHEDULED = "Scheduled"
 REASON_IMAGE_PULL_FAILED = "ImagePullFailed"
 REASON_CONTAINER_CONFIG_ERROR = "CreateContainerConfigError"  # typically a missing Secret or key
 REASON_CONTAINER_CREATE_ERROR = "CreateContainerError"
-REASON_POD_ADMISSION_REJECTED = "PodAdmissionRejected"  # the Job cannot create pods (PodSecurity, quota)
 REASON_RECOVERED = "Recovered"
 # Suspended
 REASON_JOB_SUSPENDED = "JobSuspended"
 REASON_QUEUED = "QueuedByKueue"
 REASON_RESUMED = "Resumed"
-# Succeeded / Failed (plus yolo_trainer.exitcodes.REASONS for failures classified by exit code)
+# Succeeded / Failed (plus yolo_contract.exitcodes.REASONS for failures classified by exit code)
 REASON_COMPLETED = "Completed"
 REASON_DEADLINE_EXCEEDED = "DeadlineExceeded"
 REASON_BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"

@@ -14,6 +14,8 @@ REFERENCE_PATH = Path("docs/reference.md")
 
 
 def _type(node: dict[str, Any]) -> str:
+    if node.get("x-kubernetes-int-or-string"):
+        return "integer or string"
     t = node.get("type", "any" if node.get("x-kubernetes-preserve-unknown-fields") else "object")
     if t == "array":
         return f"[]{_type(node.get('items', {}))}"

@@ -1,7 +1,7 @@
 """Pure status derivation: (TrainingJob, its Job, its pods) -> merge patch for TrainingJob.status.
 
 The operator owns every status field except the trainer's (stage, progress, lastCheckpoint, artifacts;
-see ``yolo_trainer.progress``). ``derive_status`` recomputes the operator's fields from what the cluster
+see ``yolo_contract.progress``). ``derive_status`` recomputes the operator's fields from what the cluster
 shows and returns only the ones that differ, so calling it again with the same inputs returns ``{}``:
 redelivered events and restarts are harmless, and the handlers never write unchanged status.
 """
@@ -11,11 +11,11 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any
 
-from yolo_trainer.config import CONFIG_ENV
-from yolo_trainer.exitcodes import DISRUPTION, REASONS, ExitCode
+from yolo_contract.base import now_rfc3339
+from yolo_contract.exitcodes import DISRUPTION, REASONS, ExitCode
+from yolo_contract.trainer_config import CONFIG_ENV
 
 from yolo_operator import reasons as R
 from yolo_operator.api import clean_status
@@ -28,21 +28,6 @@ STALL_REASONS = {
     "CreateContainerConfigError": R.REASON_CONTAINER_CONFIG_ERROR,
     "CreateContainerError": R.REASON_CONTAINER_CREATE_ERROR,
 }
-#: Operator-owned status fields that derive_status may write.
-OWNED_FIELDS = (
-    "phase",
-    "conditions",
-    "observedGeneration",
-    "startTime",
-    "completionTime",
-    "restartCount",
-    "podName",
-    "jobName",
-)
-
-
-def now_rfc3339(now: datetime | None = None) -> str:
-    return (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _truncate(msg: str | None, limit: int = MAX_MESSAGE) -> str:
@@ -333,9 +318,7 @@ def newest_pod_name(pods: list[dict[str, Any]]) -> str | None:
     return (max(named)[1] or None) if named else None
 
 
-def restart_count(
-    previous: int | None, job: dict[str, Any], pods: list[dict[str, Any]], replaced: bool = False
-) -> int:
+def restart_count(previous: int | None, job: dict[str, Any], pods: list[dict[str, Any]], replaced: bool = False) -> int:
     """Pods created beyond the first = failed attempts + disruptions.
 
     ``replaced``: a pod newer than ``status.podName`` appeared since the last write - one more restart. That is

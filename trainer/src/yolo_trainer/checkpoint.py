@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .exitcodes import S3AccessDenied, S3Unavailable, TrainerError
+from yolo_contract.exitcodes import S3AccessDenied, S3Unavailable, TrainerError
+
 from .s3 import S3Store, join_key, parse_s3_uri, s3_uri
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from .exitcodes import ExitCode, TrainerError
+from yolo_contract.exitcodes import ExitCode, TrainerError
 
 TERMINATION_LOG_ENV = "YOLO_TERMINATION_LOG"
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
@@ -94,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     from pydantic import ValidationError
-
-    from .config import load_config
+    from yolo_contract.trainer_config import load_config
 
     try:
         cfg = load_config(args.config)

@@ -27,8 +27,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
+from yolo_contract.exitcodes import DatasetInvalid, ScratchTooSmall
 
-from .exitcodes import DatasetInvalid, ScratchTooSmall
 from .s3 import S3NotFound, S3Store, parse_s3_uri
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .exitcodes import ModelUnavailable, TrainerError
+from yolo_contract.exitcodes import ModelUnavailable, TrainerError
+
 from .s3 import S3NotFound, S3Store, parse_s3_uri
 
 log = logging.getLogger(__name__)

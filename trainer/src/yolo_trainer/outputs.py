@@ -23,8 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .exitcodes import ConfigInvalid, TrainerError
-from .progress import Artifacts
+from yolo_contract.exitcodes import ConfigInvalid, TrainerError
+from yolo_contract.progress import Artifacts
+
 from .s3 import S3Store, join_key, parse_s3_uri, s3_uri
 
 log = logging.getLogger(__name__)

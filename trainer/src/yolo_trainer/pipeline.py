@@ -17,6 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from yolo_contract.base import now_rfc3339
+from yolo_contract.exitcodes import Interrupted
+from yolo_contract.progress import Checkpoint, Progress, TrainerReport
+from yolo_contract.sizing import dataloader_workers
+from yolo_contract.trainer_config import TrainerConfig
+
 from .checkpoint import (
     CheckpointState,
     CheckpointUploader,
@@ -24,19 +30,15 @@ from .checkpoint import (
     read_state,
     rewrite_train_args,
 )
-from .config import TrainerConfig
 from .dataset import Scratch, stage_dataset, validate_dataset
-from .exitcodes import Interrupted
 from .model import resolve_model
 from .outputs import check_export_formats, collect_files, export_models, publish
-from .progress import Checkpoint, Progress, TrainerReport
-from .report import Reporter, make_reporter, now_rfc3339
+from .report import Reporter, make_reporter
 from .s3 import S3NotFound, S3Store, join_key, parse_s3_uri
 from .train import (
     TrainingHooks,
     available_cpus,
     choose_device,
-    choose_workers,
     ddp_supported,
     epoch_metrics,
     prepare_environment,
@@ -186,11 +188,11 @@ def _run(
     elif n_gpus > 1:
         log.warning("DDP on %d GPUs: no per-epoch progress or checkpoint uploads under DDP", n_gpus)
     device = choose_device(n_gpus)
-    workers = cfg.training.workers
-    if workers is None:
-        workers = choose_workers(
-            available_cpus(), shm_bytes(), n_gpus, cfg.training.batch, cfg.training.imgsz
-        )
+    t = cfg.training
+    workers = dataloader_workers(t.workers, n_gpus, t.batch, t.imgsz, cpus=available_cpus(), shm_bytes=shm_bytes())
+    if t.workers is not None and workers < t.workers:
+        log.warning("%d DataLoader workers instead of the %d requested: that is what the CPUs and /dev/shm take",
+                    workers, t.workers)  # fmt: skip
     kwargs = train_args(cfg, summary.data_yaml, runs, RUN_NAME, device, workers, hyper)
 
     resume = False
@@ -222,9 +224,7 @@ def _run(
         work / "staging",
         run_id,
         fingerprint,
-        on_uploaded=lambda s: reporter.report(
-            TrainerReport(last_checkpoint=Checkpoint(epoch=s.epoch + 1, uri=s.uri))
-        ),
+        on_uploaded=lambda s: reporter.report(TrainerReport(last_checkpoint=Checkpoint(epoch=s.epoch + 1, uri=s.uri))),
     )
 
     def last_checkpoint() -> Checkpoint | None:
@@ -279,9 +279,7 @@ def _run(
     artifacts = publish(store, job_prefix, collect_files(save_dir, exports), final, run_id, extra)
     uploader.delete_all()  # the job is complete: a re-created job of the same name starts fresh
     reporter.report(TrainerReport(artifacts=artifacts))
-    _log_event(
-        "done", runId=run_id, metrics=final, artifacts=artifacts.model_dump(by_alias=True, exclude_none=True)
-    )
+    _log_event("done", runId=run_id, metrics=final, artifacts=artifacts.model_dump(by_alias=True, exclude_none=True))
     return {"runId": run_id, "metrics": final, "artifacts": artifacts, **extra}
 
 
@@ -308,9 +306,7 @@ def _download_checkpoint(store: S3Store, state: CheckpointState, dest: Path, sav
         try:
             store.download(rb, rk, save_dir / "results.csv")
         except S3NotFound:
-            log.warning(
-                "checkpoint results %s missing; results.csv restarts at the resumed epoch", state.results
-            )
+            log.warning("checkpoint results %s missing; results.csv restarts at the resumed epoch", state.results)
     return str(path)
 
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from typing import Protocol
 
-from .config import StatusTarget
-from .progress import TrainerReport
+from yolo_contract.progress import TrainerReport
+from yolo_contract.trainer_config import StatusTarget
 
 log = logging.getLogger(__name__)
 
@@ -89,16 +88,10 @@ def make_reporter(target: StatusTarget | None, environ: dict[str, str] | None = 
             cfg = client.Configuration()
             config.load_kube_config(config_file=env["KUBECONFIG"], client_configuration=cfg)
         else:
-            log.info(
-                "no cluster configured (KUBERNETES_SERVICE_HOST/KUBECONFIG unset): status is logged only"
-            )
+            log.info("no cluster configured (KUBERNETES_SERVICE_HOST/KUBECONFIG unset): status is logged only")
             return LogReporter()
         cfg.retries = 1  # urllib3 retries; a missed report is replaced by the next one anyway
         return KubeStatusReporter(client.ApiClient(cfg), target)
     except Exception as e:
         log.warning("status reporting disabled: %s", _short(e))
         return LogReporter()
-
-
-def now_rfc3339() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .config import S3Config
-from .exitcodes import ConfigInvalid, S3AccessDenied, S3Unavailable, TrainerError
+from yolo_contract.exitcodes import ConfigInvalid, S3AccessDenied, S3Unavailable, TrainerError
+from yolo_contract.trainer_config import S3Config
+
 from .s3get import ObjectGetter, proxy_applies
 
 log = logging.getLogger(__name__)

@@ -19,46 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .config import TrainerConfig
-from .exitcodes import ConfigInvalid, Interrupted, TrainerError
-from .progress import Checkpoint, Metrics, Progress, TrainerReport
-from .report import now_rfc3339
+from yolo_contract import hyperparameters
+from yolo_contract.base import now_rfc3339
+from yolo_contract.exitcodes import ConfigInvalid, Interrupted, TrainerError
+from yolo_contract.progress import Checkpoint, Metrics, Progress, TrainerReport
+from yolo_contract.trainer_config import TrainerConfig
 
 log = logging.getLogger(__name__)
-
-# Train arguments the trainer sets itself: from typed config fields, or because they are paths/devices/modes
-# that only make sense inside this pod. Users set the typed ones under `training`, the rest not at all.
-TYPED_KEYS = {
-    "epochs": "training.epochs",
-    "imgsz": "training.imgsz",
-    "batch": "training.batch",
-    "patience": "training.patience",
-    "freeze": "training.freeze",
-    "optimizer": "training.optimizer",
-    "workers": "training.workers",
-    "seed": "training.seed",
-}
-OWNED_KEYS = frozenset(
-    {
-        "data",
-        "model",
-        "project",
-        "name",
-        "resume",
-        "device",
-        "exist_ok",
-        "mode",
-        "task",
-        "save_dir",
-        "cfg",
-        "save",
-        "plots",
-        "tracker",
-        "source",
-        "format",
-        "pretrained",
-    }
-)
 
 
 def prepare_environment(cfg: TrainerConfig, environ: dict[str, str] | None = None) -> None:
@@ -76,21 +43,18 @@ def prepare_environment(cfg: TrainerConfig, environ: dict[str, str] | None = Non
 
 
 def validate_hyperparameters(hp: dict[str, Any]) -> dict[str, Any]:
-    """Returns a copy of ``hp`` checked against Ultralytics' own argument table, or raises ConfigInvalid."""
-    from ultralytics.cfg import DEFAULT_CFG_DICT, check_cfg
+    """A copy of ``hp`` checked against the contract's table (what admission enforces) and then Ultralytics'
+    own ``check_cfg``; raises ConfigInvalid naming every bad key."""
+    from ultralytics.cfg import check_cfg
 
-    out = dict(hp)
-    for key in out:
-        if key in TYPED_KEYS:
-            raise ConfigInvalid(f"hyperparameter {key!r} is set by {TYPED_KEYS[key]}, not in hyperparameters")
-        if key in OWNED_KEYS:
-            raise ConfigInvalid(f"hyperparameter {key!r} is managed by the trainer and cannot be set")
-        if key not in DEFAULT_CFG_DICT:
-            raise ConfigInvalid(f"unknown hyperparameter {key!r} (not an Ultralytics train argument)")
+    bad = hyperparameters.problems(hp)
+    if bad:
+        raise ConfigInvalid("; ".join(bad))
+    out = {k: v for k, v in hp.items() if v is not None}
     try:
         check_cfg(out, hard=True)
     except (TypeError, ValueError) as e:
-        raise ConfigInvalid(f"invalid hyperparameter: {e}") from e
+        raise ConfigInvalid(f"spec.training.hyperparameters: {e}") from e
     return out
 
 
@@ -124,29 +88,6 @@ def shm_bytes(path: str = "/dev/shm") -> int | None:
         return st.f_bavail * st.f_frsize
     except OSError:
         return None
-
-
-def choose_workers(cpus: int, shm: int | None, n_gpus: int, batch: int, imgsz: int) -> int:
-    """DataLoader workers per rank.
-
-    - CPU training: 0 (Ultralytics forces it too: the model, not loading, is the bottleneck).
-    - CPU bound: one core per rank stays with the training loop: ``cpus // ranks - 1``.
-    - /dev/shm bound: workers hand batches to the loader through shared memory; each worker keeps
-      ``prefetch_factor=2`` batches of uint8 images (``batch/ranks * 3 * imgsz**2`` bytes), times 2 for
-      collation copies. Use at most half of /dev/shm (a pod without a memory-backed /dev/shm has 64 MiB,
-      which yields 0-1 workers instead of a "bus error" crash).
-    - Never more than 8: more rarely helps and each worker holds a dataset copy in RAM.
-    """
-    if n_gpus <= 0:
-        return 0
-    ranks = n_gpus
-    by_cpu = max(0, cpus // ranks - 1)
-    if shm is None:
-        by_shm = by_cpu
-    else:
-        per_worker = 2 * 2 * max(1, batch // ranks) * 3 * imgsz * imgsz
-        by_shm = (shm // 2) // (per_worker * ranks)
-    return int(max(0, min(8, by_cpu, by_shm)))
 
 
 def train_args(
@@ -305,9 +246,7 @@ class TrainingHooks:
         self.epochs_reported.append(done)
         line = {"event": "epoch", **progress.model_dump(by_alias=True, exclude_none=True, mode="json")}
         print(json.dumps(line), file=self.stream, flush=True)
-        self.report(
-            TrainerReport(stage="Training", progress=progress, last_checkpoint=self.last_checkpoint())
-        )
+        self.report(TrainerReport(stage="Training", progress=progress, last_checkpoint=self.last_checkpoint()))
         self._check()
 
 
@@ -334,7 +273,7 @@ def run_ultralytics(model_path: str, kwargs: dict[str, Any], hooks: TrainingHook
     try:
         model = YOLO(model_path)
     except Exception as e:
-        from .exitcodes import ModelUnavailable
+        from yolo_contract.exitcodes import ModelUnavailable
 
         raise ModelUnavailable(f"cannot load model {model_path}: {e}") from e
     hooks.attach(model)

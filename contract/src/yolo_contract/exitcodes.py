@@ -45,9 +45,7 @@ REASONS: dict[ExitCode, str] = {
     ExitCode.INTERRUPTED: "Interrupted",
 }
 
-NON_RETRIABLE: tuple[int, ...] = tuple(
-    int(c) for c in ExitCode if c and not c.retriable and c != ExitCode.INTERRUPTED
-)
+NON_RETRIABLE: tuple[int, ...] = tuple(int(c) for c in ExitCode if c and not c.retriable and c != ExitCode.INTERRUPTED)
 DISRUPTION: tuple[int, ...] = (int(ExitCode.INTERRUPTED),)
 
 

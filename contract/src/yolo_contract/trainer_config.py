@@ -1,11 +1,10 @@
-"""The trainer's configuration: the one contract between the operator and the training pod.
+"""The trainer's configuration: what the operator hands the training pod.
 
-The operator's Job builder writes a ``TrainerConfig`` as JSON into the container's environment variable
-``YOLO_TRAINER_CONFIG``; the trainer reads it from there or from ``--config FILE`` (YAML or JSON) when run
-standalone. S3 credentials never appear here: they come from ``AWS_ACCESS_KEY_ID`` and
-``AWS_SECRET_ACCESS_KEY`` (a secretKeyRef in the pod).
-
-Keep this module free of heavy imports (no torch, no ultralytics, no boto3): the operator imports it.
+The operator's Job builder (``yolo_operator.builders``) writes a ``TrainerConfig`` as JSON into the container's
+environment variable ``YOLO_TRAINER_CONFIG``; the trainer reads it from there or from ``--config FILE`` (YAML or
+JSON) when run standalone. S3 credentials never appear here: they come from ``AWS_ACCESS_KEY_ID`` and
+``AWS_SECRET_ACCESS_KEY`` (a secretKeyRef in the pod). ``training`` is the TrainingJob's ``spec.training``
+itself (one model, :class:`yolo_contract.training.TrainingSpec`).
 """
 
 from __future__ import annotations
@@ -13,40 +12,25 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, field_validator
+
+from yolo_contract import GROUP, PLURAL, VERSION
+from yolo_contract.base import Model as _Model
+from yolo_contract.training import S3Endpoint, TrainingSpec
 
 CONFIG_ENV = "YOLO_TRAINER_CONFIG"
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+class S3Config(S3Endpoint):
+    """spec.s3 as the pod sees it: the CA bundle is a file mounted from the ConfigMap, keys come from env."""
 
-
-class S3Config(_Model):
-    endpoint: str | None = Field(None, description="S3 endpoint URL (MinIO, Ceph, ODF); unset means AWS.")
-    region: str = Field("us-east-1", description="S3 region.")
     ca_bundle: str | None = Field(None, description="Path of a PEM CA bundle inside the pod.")
-    verify_tls: bool = Field(True, description="Verify the endpoint's TLS certificate.")
 
-
-class TrainingConfig(_Model):
-    epochs: int = Field(100, ge=1)
-    imgsz: int = Field(640, ge=32, multiple_of=32)
-    batch: int = Field(16, ge=1)
-    patience: int = Field(100, ge=0)
-    freeze: int | None = Field(None, ge=0, description="Freeze the first N modules (10 = YOLOv8 backbone).")
-    optimizer: str = Field("auto")
-    hyperparameters: dict[str, Any] = Field(
-        default_factory=dict, description="Other Ultralytics train arguments, validated by the trainer."
-    )
-    workers: int | None = Field(
-        None, ge=0, description="DataLoader workers; unset = chosen from CPUs and shm."
-    )
-    seed: int = 0
+    @property
+    def verify_tls(self) -> bool:
+        return not self.insecure_skip_tls_verify
 
 
 class StatusTarget(_Model):
@@ -54,9 +38,9 @@ class StatusTarget(_Model):
 
     namespace: str
     name: str
-    group: str = "yolo-operator.io"
-    version: str = "v1alpha1"
-    plural: str = "trainingjobs"
+    group: str = GROUP
+    version: str = VERSION
+    plural: str = PLURAL
 
 
 class TrainerConfig(_Model):
@@ -67,12 +51,10 @@ class TrainerConfig(_Model):
         description="Base weights: a hub name (yolov8n.pt), an s3:// or https:// URI of a .pt file, "
         "or a model YAML (yolov8n.yaml) to train from scratch.",
     )
-    dataset: str = Field(
-        ..., description="s3:// prefix holding data.yaml, or s3:// URI of a .zip/.tar/.tar.gz."
-    )
+    dataset: str = Field(..., description="s3:// prefix holding data.yaml, or s3:// URI of a .zip/.tar/.tar.gz.")
     output: str = Field(..., description="s3:// prefix; outputs go to <output>/<namespace>/<name>/.")
     s3: S3Config = Field(default_factory=S3Config)
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
     export_formats: list[str] = Field(default_factory=list, description="e.g. onnx, torchscript")
     offline: bool = Field(False, description="Never try to reach the internet (hub downloads, fonts).")
     status: StatusTarget | None = Field(None, description="Report progress here; unset = log only.")
@@ -100,9 +82,7 @@ class TrainerConfig(_Model):
         return self.model_dump_json(by_alias=True, exclude_none=True)
 
 
-def load_config(
-    path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None
-) -> TrainerConfig:
+def load_config(path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None) -> TrainerConfig:
     """Reads the config from a YAML/JSON file, else from ``$YOLO_TRAINER_CONFIG``."""
     env = os.environ if environ is None else environ
     if path is not None:
