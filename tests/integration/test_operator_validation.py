@@ -37,6 +37,22 @@ def with_spec(path: str, value, base: dict | None = None) -> dict:
 LONG = "a" * 70
 # (case id, manifest, the field path the message must name, a snippet of the message)
 INVALID = [
+    ("env-reserved", with_spec("env", [{"name": "AWS_SECRET_ACCESS_KEY", "value": "x"}]), "spec.env[0]",
+     "the operator sets this variable"),
+    ("env-reserved-prefix", with_spec("env", [{"name": "YOLO_TRAINER_X", "value": "x"}]), "spec.env[0]",
+     "the operator sets this variable"),
+    ("env-value-and-from", with_spec("env", [{"name": "A", "value": "x", "valueFrom": {
+        "secretKeyRef": {"name": "s", "key": "k"}}}]), "spec.env[0]", "value or valueFrom, not both"),
+    ("env-from-two", with_spec("env", [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"},
+        "configMapKeyRef": {"name": "c", "key": "k"}}}]), "spec.env[0].valueFrom", "exactly one of"),
+    ("pull-secret-name", with_spec("imagePullSecrets", [{"name": "Not_A_Name"}]), "spec.imagePullSecrets[0].name",
+     "should match"),
+    ("sa-annotation-key", with_spec("serviceAccountAnnotations", {"not a key": "x"}), "spec.serviceAccountAnnotations",
+     "qualified names"),
+    ("hyperparameter-owned", with_spec("training.hyperparameters", {"pretrained": False}),
+     "spec.training.hyperparameters", 'unknown field "pretrained"'),
+    ("hyperparameter-type", with_spec("training.hyperparameters", {"cos_lr": "yes"}),
+     "spec.training.hyperparameters.cos_lr", "boolean"),
     ("model-none", with_spec("model", {}), "spec.model", "exactly one of hub, uri, yaml or fromTrainingJob"),
     (
         "model-two",

@@ -356,7 +356,7 @@ def test_suspend_and_mutable_patch():
 
 def test_rbac_is_least_privilege_and_owned():
     tj = make_tj()
-    sa, role, rb = b.build_service_account(tj), b.build_role(tj), b.build_role_binding(tj)
+    sa, role, rb = b.build_service_account(tj, CFG), b.build_role(tj), b.build_role_binding(tj)
     for obj in (sa, role, rb):
         assert obj["metadata"]["name"] == "helmets-trainer"
         assert obj["metadata"]["ownerReferences"][0]["uid"] == "uid-1234"
@@ -411,7 +411,7 @@ def test_operator_instance_label_propagates_to_children():
     job = b.build_job(tj, CFG)
     assert job["metadata"]["labels"][b.LABEL_OPERATOR_INSTANCE] == "staging"
     assert job["spec"]["template"]["metadata"]["labels"][b.LABEL_OPERATOR_INSTANCE] == "staging"
-    for obj in (b.build_service_account(tj), b.build_role(tj), b.build_role_binding(tj)):
+    for obj in (b.build_service_account(tj, CFG), b.build_role(tj), b.build_role_binding(tj)):
         assert obj["metadata"]["labels"][b.LABEL_OPERATOR_INSTANCE] == "staging"
     plain = b.build_job(make_tj(), CFG)
     assert b.LABEL_OPERATOR_INSTANCE not in plain["metadata"]["labels"]
@@ -447,3 +447,78 @@ def test_parse_quantity_agrees_with_the_kubernetes_client(q):
 def test_parse_quantity_rejects_what_kubernetes_rejects(q):
     with pytest.raises(ValueError):
         b.parse_quantity(q)
+
+
+# --- first-hour settings: pull secrets, extra environment, workload identity, CPU jobs ---------------------
+
+
+def env_of(job: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container(job)["env"]}
+
+
+def test_image_pull_secrets_from_the_chart_and_the_trainingjob():
+    cfg = OperatorConfig(trainer_image_pull_secrets=("registry-a", "registry-b"))
+    job = b.build_job(make_tj(imagePullSecrets=[{"name": "registry-b"}, {"name": "mine"}]), cfg)
+    assert job["spec"]["template"]["spec"]["imagePullSecrets"] == [
+        {"name": "registry-a"}, {"name": "registry-b"}, {"name": "mine"}
+    ]  # fmt: skip
+    assert "imagePullSecrets" not in b.build_job(make_tj(), CFG)["spec"]["template"]["spec"]
+
+
+def test_extra_env_chart_then_trainingjob_after_the_operators_own():
+    cfg = OperatorConfig(trainer_env=({"name": "HTTPS_PROXY", "value": "http://proxy:3128"},
+                                      {"name": "NO_PROXY", "value": ".svc"}))  # fmt: skip
+    role = {"name": "AWS_ROLE_ARN", "valueFrom": {"secretKeyRef": {"name": "r", "key": "arn"}}}
+    tj = make_tj(env=[{"name": "NO_PROXY", "value": ".svc,minio"}, role])
+    job = b.build_job(tj, cfg)
+    names = [e["name"] for e in container(job)["env"]]
+    env = env_of(job)
+    assert env["HTTPS_PROXY"]["value"] == "http://proxy:3128"
+    assert env["NO_PROXY"]["value"] == ".svc,minio"  # the TrainingJob's wins
+    assert env["AWS_ROLE_ARN"]["valueFrom"] == {"secretKeyRef": {"name": "r", "key": "arn"}}
+    assert names.index("HTTPS_PROXY") > names.index(CONFIG_ENV)
+    assert len(names) == len(set(names))
+
+
+def test_every_env_name_the_operator_sets_is_reserved():
+    from yolo_contract.trainer_config import RESERVED_ENV, reserved_env_problem
+
+    tj = make_tj(resources={"gpus": 0}, s3={"endpoint": "https://s3.example", "caBundle": {"name": "ca"},
+                                            "credentialsSecretRef": {"name": "keys"}})  # fmt: skip
+    for name in env_of(b.build_job(tj, CFG)):
+        assert reserved_env_problem(name), f"{name} is set by the operator but not reserved"
+    assert "NVIDIA_VISIBLE_DEVICES" in RESERVED_ENV
+    with pytest.raises(ValueError, match=r"trainer\.env: AWS_SECRET_ACCESS_KEY is set by the operator"):
+        OperatorConfig(trainer_env=({"name": "AWS_SECRET_ACCESS_KEY", "value": "x"},))
+
+
+def test_cpu_jobs_see_no_gpu():
+    assert env_of(b.build_job(make_tj(resources={"gpus": 0}), CFG))["NVIDIA_VISIBLE_DEVICES"]["value"] == "void"
+    assert "NVIDIA_VISIBLE_DEVICES" not in env_of(b.build_job(make_tj(resources={"gpus": 1}), CFG))
+
+
+def test_service_account_annotations_for_workload_identity():
+    cfg = OperatorConfig(trainer_service_account_annotations={"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/a"})
+    sa = b.build_service_account(make_tj(), cfg)
+    assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == "arn:aws:iam::1:role/a"
+    mine = b.build_service_account(make_tj(serviceAccountAnnotations={"eks.amazonaws.com/role-arn": "b"}), cfg)
+    assert mine["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == "b"
+    assert "annotations" not in b.build_service_account(make_tj(), CFG)["metadata"]
+
+
+def test_hub_mirror_reaches_the_trainer():
+    cfg = OperatorConfig(hub_mirror="s3://mirror/ultralytics")
+    assert b.build_trainer_config(make_tj(), cfg, "yolov8n.pt").hub_mirror == "s3://mirror/ultralytics"
+
+
+def test_operator_config_reads_first_hour_settings_from_env():
+    cfg = OperatorConfig.from_env({
+        "YOLO_OPERATOR_TRAINER_IMAGE_PULL_SECRETS": "a, b",
+        "YOLO_OPERATOR_TRAINER_ENV": '[{"name": "HTTPS_PROXY", "value": "http://p:3128"}]',
+        "YOLO_OPERATOR_TRAINER_SA_ANNOTATIONS": '{"eks.amazonaws.com/role-arn": "arn"}',
+        "YOLO_OPERATOR_HUB_MIRROR": "s3://mirror/hub",
+    })  # fmt: skip
+    assert cfg.trainer_image_pull_secrets == ("a", "b")
+    assert cfg.trainer_env[0]["name"] == "HTTPS_PROXY"
+    assert cfg.trainer_service_account_annotations == {"eks.amazonaws.com/role-arn": "arn"}
+    assert cfg.hub_mirror == "s3://mirror/hub"

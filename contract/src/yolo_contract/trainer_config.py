@@ -21,6 +21,22 @@ from yolo_contract.base import Model as _Model
 from yolo_contract.training import S3Endpoint, TrainingSpec
 
 CONFIG_ENV = "YOLO_TRAINER_CONFIG"
+#: Environment the operator sets in the trainer container; extra environment (chart-wide or spec.env) may not
+#: set these, nor any name starting with RESERVED_ENV_PREFIX.
+RESERVED_ENV: tuple[str, ...] = (
+    CONFIG_ENV, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_CA_BUNDLE", "HOME", "YOLO_CONFIG_DIR",
+    "MPLCONFIGDIR", "XDG_CACHE_HOME", "TORCH_HOME", "PYTHONUNBUFFERED", "POD_NAME", "POD_NAMESPACE",
+    "NVIDIA_VISIBLE_DEVICES",
+)  # fmt: skip
+RESERVED_ENV_PREFIX = "YOLO_"
+
+
+def reserved_env_problem(name: str) -> str | None:
+    """Why extra environment may not set ``name``, or None."""
+    if name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIX):
+        reserved = ", ".join(RESERVED_ENV)
+        return f"{name} is set by the operator for the trainer (reserved: {reserved}, {RESERVED_ENV_PREFIX}*)"
+    return None
 
 
 class S3Config(S3Endpoint):
@@ -57,6 +73,9 @@ class TrainerConfig(_Model):
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     export_formats: list[str] = Field(default_factory=list, description="e.g. onnx, torchscript")
     offline: bool = Field(False, description="Never try to reach the internet (hub downloads, fonts).")
+    hub_mirror: str | None = Field(
+        None, description="s3:// prefix mirroring hub weights: <prefix>/<name> is tried before the internet."
+    )
     status: StatusTarget | None = Field(None, description="Report progress here; unset = log only.")
     work_dir: str = Field("/tmp/yolo-trainer", description="Local scratch directory (dataset, runs).")
     scratch_bytes: int | None = Field(

@@ -19,6 +19,7 @@ from pydantic import ConfigDict, Field, ValidationError
 from yolo_contract import API_VERSION, KIND, MAX_NAME
 from yolo_contract.base import Model as _Model
 from yolo_contract.progress import TrainerReport
+from yolo_contract.trainer_config import RESERVED_ENV, RESERVED_ENV_PREFIX
 from yolo_contract.training import ARCHIVE_SUFFIXES, S3Endpoint, TrainingSpec, cel, rules
 
 from yolo_operator.reasons import PHASES, Phase
@@ -201,6 +202,58 @@ class ResourcesSpec(_Model):
     )
 
 
+ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+
+
+class LocalObjectReference(_Model):
+    """A core/v1 LocalObjectReference: an object by name in the TrainingJob's namespace."""
+
+    name: str = Field(..., max_length=253, pattern=DNS_SUBDOMAIN, description="Name of the object.")
+
+
+class KeyRef(_Model):
+    """A key of a Secret or ConfigMap in the TrainingJob's namespace."""
+
+    name: str = Field(..., max_length=253, pattern=DNS_SUBDOMAIN, description="Name of the Secret or ConfigMap.")
+    key: str = Field(..., max_length=253, pattern=CONFIG_KEY, description="The key.")
+    optional: bool | None = Field(None, description="Start the pod even when the key is missing.")
+
+
+class EnvVarSource(_Model):
+    """Where an environment variable's value comes from: exactly one of secretKeyRef, configMapKeyRef."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            cel(
+                "[has(self.secretKeyRef), has(self.configMapKeyRef)].filter(x, x).size() == 1",
+                "spec.env[].valueFrom: exactly one of secretKeyRef or configMapKeyRef must be set",
+            )
+        )
+    )
+
+    secret_key_ref: KeyRef | None = Field(None, description="A key of a Secret.")
+    config_map_key_ref: KeyRef | None = Field(None, description="A key of a ConfigMap.")
+
+
+class EnvVar(_Model):
+    """Extra environment for the trainer container (HTTPS_PROXY, NO_PROXY, AWS_ROLE_ARN, ...)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            cel(
+                f"!(self.name in {list(RESERVED_ENV)}) && !self.name.startsWith('{RESERVED_ENV_PREFIX}')",
+                "spec.env[].name: the operator sets this variable for the trainer (reserved: "
+                + ", ".join(RESERVED_ENV) + f", {RESERVED_ENV_PREFIX}*)",
+            ),
+            cel("!(has(self.value) && has(self.valueFrom))", "spec.env[]: set value or valueFrom, not both"),
+        )
+    )
+
+    name: str = Field(..., max_length=256, pattern=ENV_NAME, description="Variable name.")
+    value: str | None = Field(None, max_length=32768, description="Literal value.")
+    value_from: EnvVarSource | None = Field(None, description="A Secret or ConfigMap key.")
+
+
 class Toleration(_Model):
     """A core/v1 Toleration."""
 
@@ -297,6 +350,35 @@ class TrainingJobSpec(_Model):
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
         None, description="Pull policy of the trainer image."
+    )
+    image_pull_secrets: list[LocalObjectReference] | None = Field(
+        None,
+        max_length=16,
+        description="Secrets for pulling the trainer image from a private registry, in addition to the "
+        "operator's defaults (chart value trainer.imagePullSecrets).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    env: list[EnvVar] | None = Field(
+        None,
+        max_length=64,
+        description="Extra environment for the trainer container, after the operator's defaults (chart value "
+        "trainer.env), e.g. HTTPS_PROXY/NO_PROXY or AWS_ROLE_ARN. Names the trainer owns are refused.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    service_account_annotations: dict[str, str] | None = Field(
+        None,
+        max_length=32,
+        description="Annotations of the job's ServiceAccount, in addition to the operator's defaults (chart "
+        "value trainer.serviceAccountAnnotations), e.g. eks.amazonaws.com/role-arn for workload identity.",
+        json_schema_extra={
+            "additionalProperties": {"type": "string", "maxLength": 4096},
+            **rules(
+                cel(
+                    f"self.all(k, k.size() > 0 && k.size() <= 316 && k.matches(r'{TAINT_KEY}'))",
+                    "spec.serviceAccountAnnotations: keys must be qualified names (example.com/name)",
+                )
+            ),
+        },
     )
     backoff_limit: int = Field(
         3, ge=0, le=100, description="Retries after retriable failures (disruptions do not count)."

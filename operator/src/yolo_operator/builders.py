@@ -271,6 +271,7 @@ def build_trainer_config(tj: dict[str, Any] | TrainingJob, config: OperatorConfi
         training=s.training,
         export_formats=list(s.export_formats),
         offline=config.offline,
+        hub_mirror=config.hub_mirror,
         status=StatusTarget(namespace=t.namespace, name=t.name, group=GROUP, version=VERSION, plural=PLURAL),
         work_dir=TRAINER_WORK_DIR,
         scratch_bytes=scratch_bytes(t),
@@ -342,7 +343,13 @@ def _env(t: TrainingJob, config: OperatorConfig, model: str) -> list[dict[str, A
             env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": key}}})
     if s3 and s3.ca_bundle:
         env.append({"name": "AWS_CA_BUNDLE", "value": f"{CA_DIR}/{CA_FILE}"})
-    return env
+    if t.spec.resources.gpus == 0:
+        # The image says NVIDIA_VISIBLE_DEVICES=all for the NVIDIA runtime; a CPU job must see no GPU at all.
+        env.append({"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"})
+    # Extra environment last: the operator's defaults, then the TrainingJob's (same name: the job's wins).
+    extra = {v["name"]: v for v in config.trainer_env}
+    extra.update({v.name: v.model_dump(by_alias=True, exclude_none=True) for v in t.spec.env or []})
+    return env + list(extra.values())
 
 
 def build_job(tj: dict[str, Any] | TrainingJob, config: OperatorConfig, model: str | None = None) -> dict[str, Any]:
@@ -408,6 +415,7 @@ def build_job(tj: dict[str, Any] | TrainingJob, config: OperatorConfig, model: s
     pull = s.image_pull_policy or config.image_pull_policy
     if pull:
         container["imagePullPolicy"] = pull
+    pull_secrets = dict.fromkeys([*config.trainer_image_pull_secrets, *(r.name for r in s.image_pull_secrets or [])])
 
     pod_spec: dict[str, Any] = {
         "serviceAccountName": rbac_name(t.name),
@@ -420,6 +428,8 @@ def build_job(tj: dict[str, Any] | TrainingJob, config: OperatorConfig, model: s
         "containers": [container],
         "volumes": volumes,
     }
+    if pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in pull_secrets]
     tolerations = _tolerations(t)
     if tolerations:
         pod_spec["tolerations"] = tolerations
@@ -472,9 +482,16 @@ def job_mutable_patch(tj: dict[str, Any] | TrainingJob) -> dict[str, Any]:
 # --- per-job RBAC ----------------------------------------------------------------------------------------
 
 
-def build_service_account(tj: dict[str, Any] | TrainingJob) -> dict[str, Any]:
+def build_service_account(tj: dict[str, Any] | TrainingJob, config: OperatorConfig) -> dict[str, Any]:
+    """The job's ServiceAccount; its annotations (workload identity, e.g. eks.amazonaws.com/role-arn) are the
+    operator's defaults, then the TrainingJob's."""
     t = _tj(tj)
-    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _metadata(t, rbac_name(t.name))}
+    meta = _metadata(t, rbac_name(t.name))
+    annotations = {**config.trainer_service_account_annotations,
+                   **(t.spec.service_account_annotations or {})}  # fmt: skip
+    if annotations:
+        meta["annotations"] = {**meta.get("annotations", {}), **annotations}
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta}
 
 
 def build_role(tj: dict[str, Any] | TrainingJob) -> dict[str, Any]:
@@ -510,4 +527,4 @@ def build_role_binding(tj: dict[str, Any] | TrainingJob) -> dict[str, Any]:
 
 def build_children(tj: dict[str, Any] | TrainingJob, config: OperatorConfig, model: str) -> list[dict[str, Any]]:
     """Everything to create, in creation order (the Job last, so its pod finds its ServiceAccount)."""
-    return [build_service_account(tj), build_role(tj), build_role_binding(tj), build_job(tj, config, model)]
+    return [build_service_account(tj, config), build_role(tj), build_role_binding(tj), build_job(tj, config, model)]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from yolo_contract.trainer_config import reserved_env_problem
 
 DEFAULT_TRAINER_IMAGE = "ghcr.io/yolo-operator/yolo-trainer:0.1.0"
 
@@ -33,6 +36,31 @@ class OperatorConfig(BaseModel):
     offline: bool = Field(False, description="Tell the trainer never to reach the internet.")
     shm_min_mib: int = Field(256, ge=64, description="Lower clamp of the computed /dev/shm size (MiB).")
     shm_max_mib: int = Field(16384, ge=64, description="Upper clamp of the computed /dev/shm size (MiB).")
+    trainer_image_pull_secrets: tuple[str, ...] = Field(
+        (), description="Pull secrets of every trainer pod ($YOLO_OPERATOR_TRAINER_IMAGE_PULL_SECRETS, comma list)."
+    )
+    trainer_env: tuple[dict[str, Any], ...] = Field(
+        (), description="Extra environment of every trainer container ($YOLO_OPERATOR_TRAINER_ENV, a JSON list)."
+    )
+    trainer_service_account_annotations: dict[str, str] = Field(
+        default_factory=dict,
+        description="Annotations of every job's ServiceAccount ($YOLO_OPERATOR_TRAINER_SA_ANNOTATIONS, JSON).",
+    )
+    hub_mirror: str | None = Field(
+        None,
+        pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$",
+        description="s3:// prefix mirroring Ultralytics hub weights ($YOLO_OPERATOR_HUB_MIRROR): spec.model.hub "
+        "names are fetched from <prefix>/<name> before the internet is tried.",
+    )
+
+    @field_validator("trainer_env")
+    @classmethod
+    def _env_names(cls, v: tuple[dict[str, Any], ...]) -> tuple[dict[str, Any], ...]:
+        for var in v:
+            problem = reserved_env_problem(str(var.get("name", "")))
+            if problem:
+                raise ValueError(f"trainer.env: {problem}")
+        return v
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -62,6 +90,15 @@ class OperatorConfig(BaseModel):
         ):
             if env.get(var):
                 values[key] = env[var].strip().lower() in ("1", "true", "yes", "on")
+        if env.get("YOLO_OPERATOR_TRAINER_IMAGE_PULL_SECRETS"):
+            names = env["YOLO_OPERATOR_TRAINER_IMAGE_PULL_SECRETS"].split(",")
+            values["trainer_image_pull_secrets"] = tuple(n.strip() for n in names if n.strip())
+        if env.get("YOLO_OPERATOR_TRAINER_ENV"):
+            values["trainer_env"] = tuple(json.loads(env["YOLO_OPERATOR_TRAINER_ENV"]))
+        if env.get("YOLO_OPERATOR_TRAINER_SA_ANNOTATIONS"):
+            values["trainer_service_account_annotations"] = json.loads(env["YOLO_OPERATOR_TRAINER_SA_ANNOTATIONS"])
+        if env.get("YOLO_OPERATOR_HUB_MIRROR"):
+            values["hub_mirror"] = env["YOLO_OPERATOR_HUB_MIRROR"].strip()
         return cls.model_validate(values)
 
     @property

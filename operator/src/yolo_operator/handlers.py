@@ -332,7 +332,7 @@ def _ensure(body: dict[str, Any], name: str, namespace: str, obs: Observed) -> d
         model = res.model
 
     # RBAC first, so that the pod finds its ServiceAccount; then the Job. All idempotent.
-    for obj in (build_service_account(t), build_role(t), build_role_binding(t)):
+    for obj in (build_service_account(t, CONFIG), build_role(t), build_role_binding(t)):
         create_if_absent(obj)
     created = False
     if job is None:

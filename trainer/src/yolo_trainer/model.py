@@ -74,8 +74,11 @@ def _download_https(url: str, dest: Path, timeout: float = 60) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def resolve_model(spec: str, store: S3Store | None, dest_dir: Path, offline: bool) -> str:
-    """Returns a local .pt path or a YAML name/path for ``YOLO(...)``."""
+def resolve_model(
+    spec: str, store: S3Store | None, dest_dir: Path, offline: bool, hub_mirror: str | None = None
+) -> str:
+    """Returns a local .pt path or a YAML name/path for ``YOLO(...)``. A hub name is looked up in
+    ``hub_mirror`` (an s3:// prefix, for disconnected clusters) before the internet is tried."""
     kind = model_kind(spec)
     dest_dir.mkdir(parents=True, exist_ok=True)
     if kind == "yaml":
@@ -111,6 +114,17 @@ def resolve_model(spec: str, store: S3Store | None, dest_dir: Path, offline: boo
         return str(Path(spec).resolve())
     if not spec.endswith(".pt"):
         raise ModelUnavailable(f"model {spec!r} is not a .pt hub name, URI or YAML; {ALTERNATIVES}")
+    if hub_mirror:
+        bucket, prefix = parse_s3_uri(hub_mirror)
+        key = f"{prefix.rstrip('/')}/{spec}" if prefix.strip("/") else spec
+        if store is None:
+            raise ModelUnavailable(f"model {spec!r}: hub mirror {hub_mirror} but no S3 client")
+        try:
+            store.download(bucket, key, dest_dir / spec, max_size=MAX_MODEL_BYTES)
+            log.info("model %s from the hub mirror s3://%s/%s", spec, bucket, key)
+            return str(dest_dir / spec)
+        except S3NotFound:
+            log.warning("model %s is not in the hub mirror s3://%s/%s", spec, bucket, key)
     if offline:
         raise ModelUnavailable(
             f"model {spec!r} is a hub name that must be downloaded from the internet, "

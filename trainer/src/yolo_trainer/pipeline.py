@@ -215,7 +215,7 @@ def _run(
         resume = True
         _log_event("resume", fromEpoch=state.epoch + 1, uri=state.uri)
     else:
-        model_path = resolve_model(cfg.model, store, work / "model", cfg.offline)
+        model_path = resolve_model(cfg.model, store, work / "model", cfg.offline, cfg.hub_mirror)
 
     # --- train -----------------------------------------------------------------------------------------
     uploader = CheckpointUploader(
