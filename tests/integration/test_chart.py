@@ -151,6 +151,9 @@ def test_helm_lint_clean(helm_bin, values, strict):
         ({"watchNamespaces": "{Team_A}"}, "watchNamespaces"),
         ({"operator.healthPort": "0"}, "healthPort"),
         ({"trainer.image.pullPolicy": "Sometimes"}, "pullPolicy"),
+        ({"trainer.env[0].name": "AWS_SECRET_ACCESS_KEY", "trainer.env[0].value": "x"}, "trainer/env/0/name"),
+        ({"trainer.env[0].name": "YOLO_TRAINER_CONFIG"}, "trainer/env/0/name"),
+        ({"trainer.hubMirror": "https://github.com/"}, "hubMirror"),
     ],
 )
 def test_values_schema_rejects_bad_values_naming_them(helm_bin, values, named):
@@ -226,6 +229,24 @@ def test_deployment_env_follows_values(helm_bin):
     assert cfg.trainer_image == "ghcr.io/yolo-operator/yolo-trainer:1.2.3"
     assert cfg.image_pull_policy == "Always" and cfg.offline and cfg.log_level == "DEBUG"
     assert cfg.health_port == 9000 and {"name": "health", "containerPort": 9000, "protocol": "TCP"} in c["ports"]
+
+
+SA_ROLE_KEY = "trainer.serviceAccountAnnotations.eks\\.amazonaws\\.com/role-arn"  # --set escapes the dots
+
+
+def test_trainer_pod_settings_reach_the_operator(helm_bin):
+    docs = template(helm_bin, {"trainer.imagePullSecrets[0].name": "registry-a",
+                               "trainer.imagePullSecrets[1].name": "registry-b",
+                               "trainer.env[0].name": "HTTPS_PROXY", "trainer.env[0].value": "http://proxy:3128",
+                               SA_ROLE_KEY: "arn:aws:iam::1:role/t",
+                               "trainer.hubMirror": "s3://mirror/ultralytics"})  # fmt: skip
+    (dep,) = by_kind(docs, "Deployment")
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    cfg = OperatorConfig.from_env({e["name"]: e["value"] for e in c["env"]})
+    assert cfg.trainer_image_pull_secrets == ("registry-a", "registry-b")
+    assert cfg.trainer_env == ({"name": "HTTPS_PROXY", "value": "http://proxy:3128"},)
+    assert cfg.trainer_service_account_annotations == {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/t"}
+    assert cfg.hub_mirror == "s3://mirror/ultralytics"
 
 
 def rules_of(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
