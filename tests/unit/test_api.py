@@ -63,7 +63,22 @@ def test_examples_exist():
         "multi-gpu.yaml",
         "kueue.yaml",
         "s3-secret.yaml",
+        "private-ca.yaml",
     } <= names
+
+
+def test_examples_work_together():
+    """Every Secret and ConfigMap an example TrainingJob names is created by s3-secret.yaml or its own file."""
+    shared = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all((EXAMPLES / "s3-secret.yaml").read_text())}
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        defined = shared | {(d["kind"], d["metadata"]["name"]) for d in docs}
+        for tj in (d for d in docs if d["kind"] == "TrainingJob"):
+            s3 = tj["spec"].get("s3") or {}
+            if "credentialsSecretRef" in s3:
+                assert ("Secret", s3["credentialsSecretRef"]["name"]) in defined, path.name
+            if "caBundle" in s3:
+                assert ("ConfigMap", s3["caBundle"]["name"]) in defined, path.name
 
 
 @pytest.mark.parametrize(("name", "doc"), example_trainingjobs(), ids=lambda x: x if isinstance(x, str) else "")
