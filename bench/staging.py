@@ -1,6 +1,6 @@
 """Dataset staging benchmark: the trainer's `stage_dataset` against s5cmd and sequential boto3, on the bed's S3.
 
-    .venv/bin/python bench/staging.py [--images 2000] [--repeats 3] [--archives zip,tar] [--profile]
+    .venv/bin/python bench/staging.py [--images 2000] [--repeats 3] [--archives zip,tar] [--profile] [--obstore]
 
 The dataset: `--images` JPEGs of 640x480 (smooth gradient + rectangles + Gaussian noise, quality 90, 50-150 KB
 each) with YOLO labels, 90 % train / 10 % val, generated once into .testbed/bench/ and uploaded once to
@@ -10,8 +10,16 @@ Per repeat, in a rotated order (so no method always runs first or last):
 - trainer, prefix:   yolo_trainer.dataset.stage_dataset(store, "s3://bench-staging/prefix/", dest)
 - s5cmd, prefix:     s5cmd --endpoint-url ... cp 's3://bench-staging/prefix/*' dest/   (default 256 workers)
 - boto3 sequential:  list + get_object of each key, one after the other
-- (--boto3-path) trainer, prefix, with boto3 GETs: the trainer's download path before its lean GET client
-- trainer, archive:  stage_dataset(store, "s3://bench-staging/dataset.zip", dest) (download + safe extraction)
+- trainer, archive:  stage_dataset(store, "s3://bench-staging/dataset.zip", dest) (download + safe extraction;
+                     a .tar is extracted while it streams)
+- floor, archive:    the archive's bare GET (s5cmd cat > /dev/null) and, timed apart, GNU `tar -xf` of a local copy
+                     of the .tar into a fresh folder on the same filesystem; the floor is the fastest GET's median
+                     (this one, or --obstore's two) plus tar's
+- (--obstore, when the obstore package is importable) obstore, prefix: list + 32 threads of obstore.get().bytes()
+  to files; obstore GET: the archive's GET streamed to memory, beside the trainer's client's (s3get) same GET
+Every run writes into a fresh folder; all are removed at the end. On this machine's ext4 (no journal) creating
+files right after deleting thousands is several times slower (ext4_create scans recently_deleted inodes), so
+deleting between runs would time the previous run's rmtree, not the method.
 Medians of the repeats. Plus the server's ceiling: one big object's GET throughput (the archive, to memory)
 and small-object GETs/s at high concurrency (s5cmd with 64 workers to a tmpfs).
 """
@@ -152,7 +160,7 @@ def upload_once(root: Path, work: Path, n: int, archives: list[str]) -> dict[str
 # --- the methods --------------------------------------------------------------------------------------------
 
 
-def trainer_stage(uri: str, dest: Path, boto3_gets: bool = False) -> None:
+def trainer_stage(uri: str, dest: Path) -> None:
     from yolo_contract.trainer_config import S3Config
     from yolo_trainer.dataset import stage_dataset
     from yolo_trainer.s3 import S3Store
@@ -160,13 +168,79 @@ def trainer_stage(uri: str, dest: Path, boto3_gets: bool = False) -> None:
     s3 = testbed.s3_env()
     os.environ.update(s3.as_environ())
     store = S3Store.from_config(S3Config(endpoint=s3.endpoint, region=s3.region))  # as pipeline.run does
-    if boto3_gets:
-        store.getter = None  # the trainer's previous download path: boto3 list + get_object per key
     stage_dataset(store, uri, dest)
 
 
-def trainer_stage_boto3(uri: str, dest: Path) -> None:
-    trainer_stage(uri, dest, boto3_gets=True)
+def bare_get(uri: str, dest: Path) -> None:
+    """The floor's download half: the archive's GET, bytes thrown away (s5cmd, no file written)."""
+    s3 = testbed.s3_env()
+    with open(os.devnull, "wb") as null:
+        subprocess.run([str(VENV_BIN / "s5cmd"), "--endpoint-url", s3.endpoint, "cat", uri], stdout=null,
+                       env={**os.environ, **s3.as_environ()}, check=True)  # fmt: skip
+
+
+def gnu_tar(local: Path, dest: Path) -> None:
+    """The floor's extraction half: GNU tar extracting a local copy of the archive."""
+    dest.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-xf", str(local), "-C", str(dest)], check=True)
+
+
+def obstore_store():
+    from obstore.store import S3Store as ObsStore
+
+    s3 = testbed.s3_env()
+    return ObsStore(BUCKET, endpoint=s3.endpoint, region=s3.region, access_key_id=s3.access_key,
+                    secret_access_key=s3.secret_key, virtual_hosted_style_request=False,
+                    client_options={"allow_http": True, "pool_max_idle_per_host": "64"},
+                    retry_config={"max_retries": 0})  # fmt: skip
+
+
+def obstore_prefix(uri: str, dest: Path, workers: int = 32) -> None:
+    import threading
+
+    import obstore as obs
+
+    st, prefix = obstore_store(), uri[5:].partition("/")[2]
+    objs = [o for batch in obs.list(st, prefix, chunk_size=1000) for o in batch]
+    for d in {(dest / o["path"][len(prefix) :]).parent for o in objs}:
+        d.mkdir(parents=True, exist_ok=True)
+    todo, lock = iter(objs), threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                o = next(todo, None)
+            if o is None:
+                return
+            data = obs.get(st, o["path"]).bytes()
+            with open(dest / o["path"][len(prefix) :], "wb") as f:
+                f.write(data)
+
+    threads = [threading.Thread(target=work) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def obstore_get(uri: str, dest: Path) -> None:
+    import obstore as obs
+
+    for _ in obs.get(obstore_store(), uri[5:].partition("/")[2]).stream(1 << 20):
+        pass
+
+
+def s3get_get(uri: str, dest: Path) -> None:
+    from yolo_contract.trainer_config import S3Config
+    from yolo_trainer.s3 import S3Store, parse_s3_uri
+
+    s3 = testbed.s3_env()
+    os.environ.update(s3.as_environ())
+    store = S3Store.from_config(S3Config(endpoint=s3.endpoint, region=s3.region))
+    with store.getter.get(*parse_s3_uri(uri)) as body:
+        buf = bytearray(1 << 20)
+        while body.readinto(buf):
+            pass
 
 
 def s5cmd_stage(uri: str, dest: Path) -> None:
@@ -184,14 +258,16 @@ def boto3_sequential(uri: str, dest: Path) -> None:
             p.write_bytes(c.get_object(Bucket=bucket, Key=o["Key"])["Body"].read())
 
 
-def timed(fn, uri: str, dest: Path) -> float:
-    if dest.exists():
-        shutil.rmtree(dest)
+_RUNS = [0]
+
+
+def timed(fn, uri, dest: Path) -> float:
+    """Seconds ``fn`` takes into a fresh folder beside ``dest`` (kept until the end, see the module doc)."""
+    _RUNS[0] += 1
+    out = dest.parent / f"{dest.name}-{os.getpid()}-{_RUNS[0]}"
     t0 = time.perf_counter()
-    fn(uri, dest)
-    dt = time.perf_counter() - t0
-    shutil.rmtree(dest, ignore_errors=True)
-    return dt
+    fn(uri, out)
+    return time.perf_counter() - t0
 
 
 def ceiling(uris: dict[str, str], work: Path, archive: str) -> dict[str, float]:
@@ -227,7 +303,7 @@ def profile_prefix(uri: str, dest: Path, out: Path) -> str:
 
 
 def run(images: int = 2000, repeats: int = 3, archives: tuple[str, ...] = ("zip",), profile: bool = False,
-        sequential: bool = True, boto3_path: bool = False) -> list[Row]:  # fmt: skip
+        sequential: bool = True, use_obstore: bool = False) -> list[Row]:  # fmt: skip
     bed_up()
     work = testbed.TESTBED / "bench" / "staging"
     work.mkdir(parents=True, exist_ok=True)
@@ -241,10 +317,19 @@ def run(images: int = 2000, repeats: int = 3, archives: tuple[str, ...] = ("zip"
     methods = {"trainer prefix": (trainer_stage, uris["prefix"]), "s5cmd prefix": (s5cmd_stage, uris["prefix"])}
     if sequential:
         methods["boto3 sequential prefix"] = (boto3_sequential, uris["prefix"])
-    if boto3_path:
-        methods["trainer prefix, boto3 GETs"] = (trainer_stage_boto3, uris["prefix"])
     for kind in archives:
         methods[f"trainer {kind}"] = (trainer_stage, uris[kind])
+    floor_kind = "tar" if "tar" in archives else archives[0]
+    methods["floor: bare GET"] = (bare_get, uris[floor_kind])
+    if "tar" in archives:
+        local_tar = work / "floor.tar"
+        if not local_tar.is_file() or local_tar.stat().st_size == 0:
+            s5cmd("cp", uris["tar"], str(local_tar))
+        methods["floor: GNU tar -xf"] = (gnu_tar, local_tar)
+    if use_obstore:
+        methods["obstore prefix"] = (obstore_prefix, uris["prefix"])
+        methods["obstore GET"] = (obstore_get, uris[floor_kind])
+        methods["s3get GET"] = (s3get_get, uris[floor_kind])
     times: dict[str, list[float]] = {k: [] for k in methods}
     names = list(methods)
     timed(trainer_stage, uris["prefix"], dest)  # warm-up (imports, connection setup, server caches)
@@ -254,6 +339,8 @@ def run(images: int = 2000, repeats: int = 3, archives: tuple[str, ...] = ("zip"
             fn, uri = methods[name]
             times[name].append(timed(fn, uri, dest))
             log(f"repeat {r + 1}: {name}: {times[name][-1]:.2f}s")
+    for old in dest.parent.glob(f"{dest.name}-{os.getpid()}-*"):
+        shutil.rmtree(old, ignore_errors=True)
     ceil = ceiling(uris, work, archives[0])
     log(f"ceiling: {ceil}")
     med = {k: median(v) for k, v in times.items()}
@@ -276,11 +363,26 @@ def run(images: int = 2000, repeats: int = 3, archives: tuple[str, ...] = ("zip"
         rows.append(Row("prefix staging: trainer vs plain sequential boto3",
                         f"{med['trainer prefix']:.2f} s", f"{med['boto3 sequential prefix']:.2f} s",
                         fmt_ratio(med["trainer prefix"], med["boto3 sequential prefix"]), "-", "n/a"))  # fmt: skip
-    if boto3_path:
-        b = med["trainer prefix, boto3 GETs"]
-        rows.append(Row("prefix staging: trainer (lean GET client) vs the same with boto3 GETs",
-                        f"{med['trainer prefix']:.2f} s", f"{b:.2f} s", fmt_ratio(med["trainer prefix"], b), "-",
-                        "n/a"))  # fmt: skip
+    if use_obstore:
+        o = med["obstore prefix"]
+        rows.append(Row("prefix staging: obstore (32 threads) vs s5cmd", f"{o:.2f} s", f"{med['s5cmd prefix']:.2f} s",
+                        fmt_ratio(o, med["s5cmd prefix"]), "-", "n/a",
+                        f"trainer prefix vs obstore: {fmt_ratio(med['trainer prefix'], o)}"))  # fmt: skip
+        rows.append(Row(f"archive GET to memory ({floor_kind}): trainer's s3get vs obstore",
+                        f"{med['s3get GET']:.2f} s", f"{med['obstore GET']:.2f} s",
+                        fmt_ratio(med["s3get GET"], med["obstore GET"]), "-", "n/a"))  # fmt: skip
+    if "floor: GNU tar -xf" in med:
+        # The bare GET: the fastest client's in this run (s5cmd cat writes through a pipe and is often slowest).
+        get_name = min((k for k in ("floor: bare GET", "s3get GET", "obstore GET") if k in med), key=med.get)
+        floor = med[get_name] + med["floor: GNU tar -xf"]
+        for kind in archives:
+            k = f"trainer {kind}"
+            ratio = med[k] / floor
+            rows.append(Row(f"archive staging ({kind}) vs the floor (bare GET + GNU tar -xf)",
+                            f"{med[k]:.2f} s",
+                            f"{floor:.2f} s ({get_name.removeprefix('floor: ')} {med[get_name]:.2f} + tar "
+                            f"{med['floor: GNU tar -xf']:.2f})", f"{ratio:.2f}x", "ratio <= 1.50",
+                            "yes" if ratio <= 1.5 else "no", "same run, interleaved, medians"))  # fmt: skip
     for kind in archives:
         k = f"trainer {kind}"
         speedup = med["trainer prefix"] / med[k]
@@ -303,10 +405,10 @@ def main(argv: list[str] | None = None) -> list[Row]:
     ap.add_argument("--archives", default="zip", help="comma list of zip,tar")
     ap.add_argument("--profile", action="store_true", help="cProfile the trainer's prefix staging")
     ap.add_argument("--no-sequential", action="store_true", help="skip the (slow) sequential boto3 baseline")
-    ap.add_argument("--boto3-path", action="store_true",
-                    help="also time the trainer's staging with boto3 GETs (its download path before the lean client)")
+    ap.add_argument("--obstore", action="store_true",
+                    help="also time obstore (needs the obstore package): prefix to files, and the archive's GET")
     a = ap.parse_args(argv)
-    rs = run(a.images, a.repeats, tuple(a.archives.split(",")), a.profile, not a.no_sequential, a.boto3_path)
+    rs = run(a.images, a.repeats, tuple(a.archives.split(",")), a.profile, not a.no_sequential, a.obstore)
     for r in rs:
         print(f"{r.figure}: ours {r.ours} | baseline {r.baseline} | {r.ratio} | goal {r.goal}: {r.met}  {r.note}")
     return rs

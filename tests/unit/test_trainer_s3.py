@@ -106,28 +106,16 @@ def test_store_never_retries_access_denied():
     assert len(calls) == 1
 
 
-def test_boto3_size_is_a_head():
-    class Client:
-        def head_object(self, Bucket, Key):
-            if Key == "missing":
-                raise client_error("404", 404)
-            return {"ContentLength": 1234, "ETag": '"e"'}
-
-    store = S3Store(Client(), retry_budget=30, sleep=lambda s: None)
-    assert store.size("b", "d.zip") == 1234
-    with pytest.raises(S3NotFound):
-        store.size("b", "missing")
-
-
 def test_unreachable_endpoint_is_s3_unavailable():
+    from yolo_trainer.s3 import make_getter
+
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    client = make_client(
-        S3Config(endpoint=f"http://127.0.0.1:{port}"),
-        environ={"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"},
-    )
-    store = S3Store(client, retry_budget=1.0)
+    cfg = S3Config(endpoint=f"http://127.0.0.1:{port}")
+    env = {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
+    client = make_client(cfg, environ=env)
+    store = S3Store(client, retry_budget=1.0, getter=make_getter(cfg, client, environ=env))
     with pytest.raises(S3Unavailable, match=r"unavailable"):
         store.check_bucket("bucket")
 
@@ -359,16 +347,22 @@ def test_lean_unreachable_endpoint_is_s3_unavailable(tmp_path):
         store.list("b", "")
 
 
-def test_from_config_uses_the_lean_getter_unless_a_proxy_applies(monkeypatch):
+def test_from_config_reads_through_the_getter_also_behind_a_proxy(monkeypatch, fake_s3, tmp_path):
     for var in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
     store = S3Store.from_config(S3Config(endpoint="http://127.0.0.1:7333", region="eu-west-1"))
-    assert store.getter is not None and store.getter.host == "127.0.0.1:7333"
-    assert store.getter.signer.region == "eu-west-1"
-    monkeypatch.setenv("http_proxy", "http://proxy.local:3128")
-    assert S3Store.from_config(S3Config(endpoint="http://10.1.2.3:7333")).getter is None
+    assert store.getter.host == "127.0.0.1:7333" and store.getter.signer.region == "eu-west-1"
+    # http_proxy: requests go to the proxy with absolute URLs (FakeS3 serves as the proxy here: it reads the path
+    # and ignores the scheme and host), signed for the endpoint's own host.
+    monkeypatch.setenv("http_proxy", fake_s3.url)
+    store = S3Store.from_config(S3Config(endpoint="http://10.1.2.3:7333", region="us-east-1"))
+    assert store.getter._proxy[:2] == ("127.0.0.1", int(fake_s3.url.rsplit(":", 1)[1]))
+    assert [o.key for o in store.list("b", "ds/images/")][:1] == ["ds/images/000.jpg"]
+    assert store.get_bytes("b", "ds/a b+c.txt") == b"plus and space"
+    monkeypatch.setenv("no_proxy", "10.1.2.3")
+    assert S3Store.from_config(S3Config(endpoint="http://10.1.2.3:7333")).getter._proxy is None
 
 
 def test_lean_download_many_stops_at_the_first_failure_and_raises_it(fake_s3, tmp_path):
@@ -440,6 +434,13 @@ def test_lean_head_gives_the_size_over_a_kept_alive_connection(fake_s3):
         store.size("b", "ds/missing")
     assert fake_s3.heads == [key, "ds/a b+c.txt", "ds/missing"] and fake_s3.gets == []
     assert fake_s3.connections == 1
+    assert store.head_etag("b", key) == '"e"'
+    assert store.get_bytes("b", key) == fake_s3.objects[key]
+    with pytest.raises(TrainerError, match="more than the 10 allowed"):
+        store.get_bytes("b", key, max_size=10)
+    store.check_bucket("b", "ds/")
+    with pytest.raises(S3AccessDenied, match="does not exist"):
+        store.check_bucket("nobucket")
 
 
 def test_streamed_tar_that_cannot_fit_fails_before_its_get(fake_s3, tmp_path):

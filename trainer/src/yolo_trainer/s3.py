@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 from yolo_contract.exitcodes import ConfigInvalid, S3AccessDenied, S3Unavailable, TrainerError
 from yolo_contract.trainer_config import S3Config
 
-from .s3get import ObjectGetter, proxy_applies
+from .s3get import ObjectGetter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -197,10 +197,22 @@ class _BodyStream:
             data = self._body.read(n if n is not None and n >= 0 else 1 << 30)
         except ConnectionError as e:
             raise StreamInterrupted(f"{self._where}: {e}") from e
-        self._got += len(data)
-        if not data and n != 0 and self._body.size is not None and self._got < self._body.size:
-            raise StreamInterrupted(f"{self._where}: got {self._got} of {self._body.size} bytes")
+        self._check(len(data), n)
         return data
+
+    def readinto(self, b) -> int:
+        """Into the caller's buffer, without a copy (``io.BufferedReader`` over this reads so)."""
+        try:
+            got = self._body.readinto(b)
+        except ConnectionError as e:
+            raise StreamInterrupted(f"{self._where}: {e}") from e
+        self._check(got, len(b))
+        return got
+
+    def _check(self, got: int, asked: int) -> None:
+        self._got += got
+        if not got and asked != 0 and self._body.size is not None and self._got < self._body.size:
+            raise StreamInterrupted(f"{self._where}: got {self._got} of {self._body.size} bytes")
 
 
 def make_client(cfg: S3Config, max_pool: int = 16, environ: dict[str, str] | None = None):
@@ -231,17 +243,13 @@ def make_client(cfg: S3Config, max_pool: int = 16, environ: dict[str, str] | Non
     return session.client("s3", endpoint_url=cfg.endpoint or None, config=bc, verify=verify)
 
 
-def make_getter(cfg: S3Config, client, environ: dict[str, str] | None = None) -> ObjectGetter | None:
-    """The lean GET client with the boto3 client's endpoint, region, credentials and TLS settings; None (boto3
-    downloads) when HTTP(S)_PROXY applies to the endpoint, which botocore honours and the lean client does not."""
+def make_getter(cfg: S3Config, client, environ: dict[str, str] | None = None) -> ObjectGetter:
+    """The GET/LIST client with the boto3 client's endpoint, region, credentials and TLS settings (and the
+    HTTP(S)_PROXY that applies to the endpoint, as botocore would use)."""
     env = os.environ if environ is None else environ
-    endpoint = client.meta.endpoint_url
-    if proxy_applies(endpoint):
-        log.info("S3 endpoint %s goes through a proxy: downloads use boto3", endpoint)
-        return None
     verify: bool | str = cfg.ca_bundle if cfg.ca_bundle else cfg.verify_tls
     return ObjectGetter(
-        endpoint,
+        client.meta.endpoint_url,
         client.meta.region_name or cfg.region,
         env.get("AWS_ACCESS_KEY_ID") or None,
         env.get("AWS_SECRET_ACCESS_KEY") or None,
@@ -252,7 +260,8 @@ def make_getter(cfg: S3Config, client, environ: dict[str, str] | None = None) ->
 
 
 class S3Store:
-    """Thin wrapper: every call retried within the budget and classified."""
+    """Thin wrapper: every call retried within the budget and classified. Every read (GET, HEAD, LIST) goes
+    through ``getter`` (yolo_trainer.s3get), every write (PUT, DELETE) through the boto3 ``client``."""
 
     def __init__(
         self,
@@ -266,7 +275,7 @@ class S3Store:
         self.retry_budget = retry_budget
         self._sleep = sleep
         self._clock = clock or time.monotonic  # times the attempts; the sleeps count as what they were asked
-        self.getter = getter  # lean GET path for downloads; None: boto3's get_object
+        self.getter = getter  # every GET, HEAD and LIST
 
     @classmethod
     def from_config(cls, cfg: S3Config, max_pool: int = 16) -> S3Store:
@@ -310,43 +319,24 @@ class S3Store:
     # --- reads -------------------------------------------------------------------------------------------
 
     def list(self, bucket: str, prefix: str) -> list[S3Object]:
-        if self.getter is not None:
-            getter = self.getter
-            return self.call(
-                "list", bucket, prefix, lambda: [S3Object(*o) for o in getter.list_objects(bucket, prefix)]
-            )
-
-        def run() -> list[S3Object]:
-            out: list[S3Object] = []
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-                out.extend(
-                    S3Object(o["Key"], int(o["Size"]), o.get("ETag")) for o in page.get("Contents", [])
-                )
-            return out
-
-        return self.call("list", bucket, prefix, run)
+        getter = self.getter
+        return self.call("list", bucket, prefix, lambda: [S3Object(*o) for o in getter.list_objects(bucket, prefix)])
 
     def size(self, bucket: str, key: str) -> int | None:
         """The object's size in bytes, from a HEAD (None if the server does not say); S3NotFound if missing."""
-        if self.getter is not None:
-            getter = self.getter
-            return self.call("head", bucket, key, lambda: getter.head(bucket, key))
-
-        def run() -> int | None:
-            length = self.client.head_object(Bucket=bucket, Key=key).get("ContentLength")
-            return None if length is None else int(length)
-
-        return self.call("head", bucket, key, run)
+        getter = self.getter
+        return self.call("head", bucket, key, lambda: getter.head(bucket, key)[0])
 
     def get_bytes(self, bucket: str, key: str, max_size: int = 64 << 20) -> bytes:
         def run() -> bytes:
-            resp = self.client.get_object(Bucket=bucket, Key=key)
-            size = int(resp.get("ContentLength", 0))
-            if size > max_size:
-                raise TrainerError(f"s3://{bucket}/{key} is {size} bytes, more than the {max_size} allowed")
-            data = resp["Body"].read()
-            if len(data) != size:
-                raise IncompleteDownload(f"got {len(data)} of {size} bytes")
+            with self.getter.get(bucket, key) as body:
+                if body.size is None:
+                    raise IncompleteDownload(f"s3://{bucket}/{key}: response without Content-Length")
+                if body.size > max_size:
+                    raise TrainerError(f"s3://{bucket}/{key} is {body.size} bytes, more than the {max_size} allowed")
+                data = b"".join(iter(lambda: body.read(1 << 20), b""))
+            if len(data) != body.size:
+                raise IncompleteDownload(f"got {len(data)} of {body.size} bytes")
             return data
 
         return self.call("get", bucket, key, run)
@@ -394,29 +384,20 @@ class S3Store:
                 tmp.unlink(missing_ok=True)
             return size
 
-        def run_boto3() -> int:
-            extra = {"IfMatch": if_match} if if_match else {}
-            resp = self.client.get_object(Bucket=bucket, Key=key, **extra)
-            size = int(resp["ContentLength"])
-            check(size)
-            return write(resp["Body"].iter_chunks(1 << 20), size)
-
-        def run_lean() -> int:
-            assert self.getter is not None
+        def run() -> int:
             with self.getter.get(bucket, key, {"If-Match": if_match} if if_match else None) as body:
                 if body.size is None:  # S3 always sends it for GetObject; without it a short body goes unnoticed
                     raise IncompleteDownload(f"s3://{bucket}/{key}: response without Content-Length")
                 check(body.size)
                 return write(iter(lambda: body.read(1 << 20), b""), body.size)
 
-        return self.call("download", bucket, key, run_lean if self.getter is not None else run_boto3)
+        return self.call("download", bucket, key, run)
 
     def stream(self, bucket: str, key: str, consume: Callable[[Any], T], max_size: int | None = None) -> T:
         """GETs one object and hands its body to ``consume`` as a file-like object (``read(n)``), so a consumer
-        can work while the bytes arrive; needs the lean client (``self.getter``). If the connection breaks,
+        can work while the bytes arrive. If the connection breaks,
         the GET and ``consume`` are run again from the start within the retry budget: ``consume`` must start
         from scratch each time."""
-        assert self.getter is not None
         getter = self.getter
 
         def run() -> T:
@@ -511,14 +492,9 @@ class S3Store:
 
     def check_bucket(self, bucket: str, prefix: str = "") -> None:
         """Fails fast (before any training) on a missing bucket or wrong keys."""
-        self.call(
-            "list",
-            bucket,
-            prefix or None,
-            lambda: self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1),
-        )
+        getter = self.getter
+        self.call("list", bucket, prefix or None, lambda: getter.list_objects(bucket, prefix, max_keys=1))
 
     def head_etag(self, bucket: str, key: str) -> Any:
-        return self.call(
-            "head", bucket, key, lambda: self.client.head_object(Bucket=bucket, Key=key).get("ETag")
-        )
+        getter = self.getter
+        return self.call("head", bucket, key, lambda: getter.head(bucket, key)[1])

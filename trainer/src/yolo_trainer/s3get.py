@@ -1,9 +1,12 @@
 """A lean S3 GET client for the trainer's downloads: SigV4 with UNSIGNED-PAYLOAD over keep-alive http.client.
 
+The trainer's one read path: every GET, HEAD and LIST goes through it; boto3 does the writes (PUT, DELETE).
 Why not boto3 here: botocore spends ~1.8 ms of Python CPU per GetObject (request model, event hooks, signer,
 response parsing) under the GIL. Staging a prefix of thousands of small images on a 2-core node was bound by
 that CPU, which the S3 server (or training) needs too. A GET here is a few HMACs, one request line and a
-header parse. Only GetObject, HeadObject and ListObjectsV2 are done here; every other call stays on boto3.
+header parse. Why not obstore (the Rust object_store binding; bench/staging.py times it): its keys are
+object_store ``Path``s, so a listing turns ``a//b`` into ``a/b`` and a folder marker ``d/`` into an object ``d``,
+and ``a//b`` cannot be fetched at all; S3 keys are arbitrary strings and datasets do hold folder markers.
 
 Errors keep boto3's shapes so that ``S3Store.call`` classifies them exactly as before: an S3 error response
 becomes a botocore ``ClientError`` (code and message from the XML body, the HTTP status), a socket or HTTP
@@ -13,6 +16,7 @@ Credentials, endpoint, region, TLS verification and CA bundle are the boto3 clie
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import http.client
@@ -22,7 +26,7 @@ import ssl
 import threading
 import time
 import urllib.request
-from urllib.parse import quote, unquote_plus, urlsplit
+from urllib.parse import quote, unquote, unquote_plus, urlsplit
 from xml.etree import ElementTree
 
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
@@ -96,13 +100,13 @@ class SigV4Signer:
         }
 
 
-def proxy_applies(endpoint_url: str) -> bool:
-    """True when HTTP(S)_PROXY would route the endpoint through a proxy (botocore honours those; we do not)."""
+def proxy_for(endpoint_url: str) -> str | None:
+    """The HTTP(S)_PROXY URL that applies to the endpoint (NO_PROXY honoured), as botocore would use it."""
     parts = urlsplit(endpoint_url)
-    proxies = urllib.request.getproxies()
-    if parts.scheme not in proxies:
-        return False
-    return not urllib.request.proxy_bypass(parts.hostname or "")
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return proxy if "://" in proxy else f"http://{proxy}"
 
 
 class Body:
@@ -120,6 +124,12 @@ class Body:
     def read(self, amt: int = 1 << 20) -> bytes:
         try:
             return self._resp.read(amt)
+        except (OSError, http.client.HTTPException) as e:
+            raise TransportError(f"reading the response failed: {e!r}") from e
+
+    def readinto(self, b) -> int:
+        try:
+            return self._resp.readinto(b)
         except (OSError, http.client.HTTPException) as e:
             raise TransportError(f"reading the response failed: {e!r}") from e
 
@@ -172,12 +182,27 @@ class ObjectGetter:
                 from botocore.httpsession import get_cert_path  # the bundle botocore itself would use
 
                 self._ssl = ssl.create_default_context(cafile=get_cert_path(verify))
+        self._proxy: tuple[str, int, dict[str, str]] | None = None
+        if proxy := proxy_for(endpoint_url):
+            p = urlsplit(proxy)
+            auth = {}
+            if p.username:
+                cred = base64.b64encode(f"{unquote(p.username)}:{unquote(p.password or '')}".encode()).decode()
+                auth = {"Proxy-Authorization": f"Basic {cred}"}
+            self._proxy = (p.hostname or "", p.port or 3128, auth)
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
 
     # --- connections ---------------------------------------------------------------------------------
 
     def _new_conn(self) -> http.client.HTTPConnection:
+        if self._proxy is not None:  # https: a CONNECT tunnel; http: absolute URLs to the proxy (see _request)
+            host, port, auth = self._proxy
+            if not self.https:
+                return http.client.HTTPConnection(host, port, timeout=self.connect_timeout)
+            conn = http.client.HTTPSConnection(host, port, timeout=self.connect_timeout, context=self._ssl)
+            conn.set_tunnel(self.hostname, self.port, headers=auth)
+            return conn
         if self.https:
             return http.client.HTTPSConnection(
                 self.hostname, self.port, timeout=self.connect_timeout, context=self._ssl
@@ -214,14 +239,17 @@ class ObjectGetter:
         S3 error response and TransportError when the connection fails."""
         return self._request("GetObject", self.path(bucket, key), "", headers)
 
-    def head(self, bucket: str, key: str) -> int | None:
-        """HeadObject: the object's size (None if the server sent no Content-Length); raises as ``get``."""
+    def head(self, bucket: str, key: str) -> tuple[int | None, str | None]:
+        """HeadObject: the object's size (None if the server sent no Content-Length) and ETag; raises as ``get``."""
         with self._request("HeadObject", self.path(bucket, key), method="HEAD") as body:
             body.read()  # no body follows a HEAD; reading marks the response done, so the connection is reused
-            return body.size
+            return body.size, body.etag
 
-    def list_objects(self, bucket: str, prefix: str) -> list[tuple[str, int, str | None]]:
-        """ListObjectsV2, every page: (key, size, etag) of each object under ``prefix``.
+    def list_objects(
+        self, bucket: str, prefix: str, max_keys: int | None = None
+    ) -> list[tuple[str, int, str | None]]:
+        """ListObjectsV2, every page (only the first with ``max_keys``): (key, size, etag) of each object under
+        ``prefix``.
 
         Parsed for the three fields the trainer uses: botocore parses every field of every entry (dates
         with dateutil), ~0.5 ms an object, seconds for a dataset of a few thousand images."""
@@ -231,6 +259,8 @@ class ObjectGetter:
             params = {"list-type": "2", "prefix": prefix, "encoding-type": "url"}
             if token:
                 params["continuation-token"] = token
+            if max_keys is not None:
+                params["max-keys"] = str(max_keys)
             query = "&".join(
                 f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(params.items())
             )
@@ -248,7 +278,7 @@ class ObjectGetter:
                 out.append((unquote_plus(key) if url_encoded else key, int(c.findtext("{*}Size") or 0),
                             c.findtext("{*}ETag")))  # fmt: skip
             token = root.findtext("{*}NextContinuationToken")
-            if (root.findtext("{*}IsTruncated") or "").lower() != "true" or not token:
+            if (root.findtext("{*}IsTruncated") or "").lower() != "true" or not token or max_keys is not None:
                 return out
 
     def _request(
@@ -258,6 +288,9 @@ class ObjectGetter:
         if self.signer is not None:
             h.update(self.signer.sign(method, self.host, path, query))
         url = f"{path}?{query}" if query else path
+        if self._proxy is not None and not self.https:
+            url = f"http://{self.host}{url}"
+            h.update(self._proxy[2])
         conn = self._get_conn()
         try:
             if conn.sock is None:
