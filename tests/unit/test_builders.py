@@ -132,6 +132,10 @@ def test_pod_failure_policy_follows_exit_codes():
     }
     assert int(ExitCode.DATASET_INVALID) in fail[0]["onExitCodes"]["values"]
     assert int(ExitCode.SCRATCH_TOO_SMALL) in fail[0]["onExitCodes"]["values"]  # a retry has the same disk
+    s3_misconfigured = (ExitCode.S3_BUCKET_NOT_FOUND, ExitCode.S3_WRONG_REGION, ExitCode.S3_TLS_FAILED,
+                        ExitCode.S3_UNREACHABLE)  # fmt: skip
+    for code in s3_misconfigured:
+        assert int(code) in fail[0]["onExitCodes"]["values"]  # S3 misconfigurations: a retry fails the same way
     assert int(ExitCode.TRAINING_ERROR) not in fail[0]["onExitCodes"]["values"]  # retriable
     assert ignore[0]["onExitCodes"]["values"] == list(DISRUPTION) == [75]
     assert ignore[1]["onPodConditions"] == [{"type": "DisruptionTarget", "status": "True"}]

@@ -108,6 +108,10 @@ def test_failed_with_non_retriable_exit_code_and_termination_message():
         (12, "S3AccessDenied"),
         (13, "ModelUnavailable"),
         (14, "OutOfMemory"),
+        (16, "S3BucketNotFound"),
+        (17, "S3WrongRegion"),
+        (18, "S3TLSFailed"),
+        (19, "S3Unreachable"),
         (99, "ExitCode99"),
     ],
 )

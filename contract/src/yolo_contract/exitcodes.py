@@ -1,6 +1,7 @@
 """Exit codes of the trainer: the contract with the operator's podFailurePolicy.
 
-Non-retriable codes fail the Job at once (retrying cannot help and burns GPU hours); retriable ones
+Non-retriable codes fail the Job at once (retrying cannot help and burns GPU hours: every S3 misconfiguration
+is one, with a message naming the spec field to fix); retriable ones
 count against the backoff limit; INTERRUPTED is a disruption (SIGTERM from eviction, preemption or
 drain after the checkpoint was flushed) and does not count at all.
 """
@@ -14,10 +15,14 @@ class ExitCode(enum.IntEnum):
     SUCCEEDED = 0
     CONFIG_INVALID = 10
     DATASET_INVALID = 11
-    S3_ACCESS_DENIED = 12  # wrong keys, missing bucket, forbidden prefix
+    S3_ACCESS_DENIED = 12  # wrong keys, forbidden bucket or prefix, no credentials where they are needed
     MODEL_UNAVAILABLE = 13
     OUT_OF_MEMORY = 14
     SCRATCH_TOO_SMALL = 15  # the dataset cannot fit the work directory's disk (spec.resources.scratchSize)
+    S3_BUCKET_NOT_FOUND = 16  # a bucket named in spec.dataset, spec.output or spec.model does not exist
+    S3_WRONG_REGION = 17  # spec.s3.region is not the bucket's region (AuthorizationHeaderMalformed, PermanentRedirect)
+    S3_TLS_FAILED = 18  # the endpoint's certificate is not trusted (spec.s3.caBundle) or not for its hostname
+    S3_UNREACHABLE = 19  # the endpoint never answered in this pod (spec.s3.endpoint): refused, no DNS, timeout
     TRAINING_ERROR = 20
     S3_UNAVAILABLE = 21
     INTERRUPTED = 75  # EX_TEMPFAIL
@@ -40,6 +45,10 @@ REASONS: dict[ExitCode, str] = {
     ExitCode.MODEL_UNAVAILABLE: "ModelUnavailable",
     ExitCode.OUT_OF_MEMORY: "OutOfMemory",
     ExitCode.SCRATCH_TOO_SMALL: "ScratchTooSmall",
+    ExitCode.S3_BUCKET_NOT_FOUND: "S3BucketNotFound",
+    ExitCode.S3_WRONG_REGION: "S3WrongRegion",
+    ExitCode.S3_TLS_FAILED: "S3TLSFailed",
+    ExitCode.S3_UNREACHABLE: "S3Unreachable",
     ExitCode.TRAINING_ERROR: "TrainingError",
     ExitCode.S3_UNAVAILABLE: "S3Unavailable",
     ExitCode.INTERRUPTED: "Interrupted",
@@ -74,6 +83,25 @@ class S3AccessDenied(TrainerError):
 
 class S3Unavailable(TrainerError):
     code = ExitCode.S3_UNAVAILABLE
+
+
+class S3BucketNotFound(TrainerError):
+    code = ExitCode.S3_BUCKET_NOT_FOUND
+
+
+class S3WrongRegion(TrainerError):
+    code = ExitCode.S3_WRONG_REGION
+
+
+class S3TLSFailed(TrainerError):
+    code = ExitCode.S3_TLS_FAILED
+
+
+class S3Unreachable(TrainerError):
+    """The endpoint has not answered once in this pod, for the whole retry budget: a misconfigured
+    spec.s3.endpoint, not an outage (once S3 has answered, the same failure is S3Unavailable)."""
+
+    code = ExitCode.S3_UNREACHABLE
 
 
 class ScratchTooSmall(TrainerError):
