@@ -96,9 +96,12 @@ class _NoSignals(Interruption):
 
 class _BrokenStore:
     def __init__(self, event: threading.Event | None):
-        self.event = event
+        from yolo_trainer.s3 import S3Hints
 
-    def check_bucket(self, bucket, prefix=""):
+        self.event = event
+        self.hints = S3Hints()
+
+    def check_bucket(self, bucket, prefix="", field=None):
         if self.event is not None:
             self.event.set()  # SIGTERM arrived while this call was running...
         raise ValueError("connection pool is closed")  # ...and surfaced as some other exception

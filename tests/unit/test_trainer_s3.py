@@ -8,9 +8,27 @@ import time
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
-from yolo_contract.exitcodes import ConfigInvalid, ExitCode, S3AccessDenied, S3Unavailable, TrainerError
+from yolo_contract.exitcodes import (
+    ConfigInvalid,
+    ExitCode,
+    S3AccessDenied,
+    S3BucketNotFound,
+    S3TLSFailed,
+    S3Unavailable,
+    S3Unreachable,
+    S3WrongRegion,
+    TrainerError,
+)
 from yolo_contract.trainer_config import S3Config
-from yolo_trainer.s3 import S3NotFound, S3Store, backoff_delays, classify_error, make_client, parse_s3_uri
+from yolo_trainer.s3 import (
+    S3Hints,
+    S3NotFound,
+    S3Store,
+    backoff_delays,
+    classify_error,
+    make_client,
+    parse_s3_uri,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -37,7 +55,12 @@ def test_parse_s3_uri():
         ("AccessDenied", 403, S3AccessDenied),
         ("InvalidAccessKeyId", 403, S3AccessDenied),
         ("SignatureDoesNotMatch", 403, S3AccessDenied),
-        ("NoSuchBucket", 404, S3AccessDenied),
+        ("ExpiredToken", 400, S3AccessDenied),
+        ("NoSuchBucket", 404, S3BucketNotFound),
+        ("AuthorizationHeaderMalformed", 400, S3WrongRegion),
+        ("PermanentRedirect", 301, S3WrongRegion),
+        ("IllegalLocationConstraintException", 400, S3WrongRegion),
+        ("301", 301, S3WrongRegion),
         ("NoSuchKey", 404, S3NotFound),
         ("SlowDown", 503, None),
         ("InternalError", 500, None),
@@ -53,11 +76,64 @@ def test_classify_client_errors(code, status, expected):
         assert "bkt" in str(got)
     if expected is S3AccessDenied:
         assert got.code == ExitCode.S3_ACCESS_DENIED
+    if expected in (S3AccessDenied, S3BucketNotFound, S3WrongRegion):
+        assert not got.code.retriable
 
 
-def test_missing_bucket_message_names_bucket():
-    got = classify_error(client_error("NoSuchBucket", 404), "nobucket", "k")
-    assert "nobucket" in str(got) and "does not exist" in str(got)
+def test_missing_bucket_message_names_bucket_and_field():
+    hints = S3Hints(endpoint="http://s3:9000", fields={"nobucket": "spec.output"})
+    got = classify_error(client_error("NoSuchBucket", 404), "nobucket", "k", hints)
+    assert "nobucket" in str(got) and "does not exist" in str(got) and "spec.output" in str(got)
+    assert "http://s3:9000" in str(got) and got.code == ExitCode.S3_BUCKET_NOT_FOUND
+
+
+def test_wrong_keys_name_the_secret_and_where_the_keys_came_from():
+    got = classify_error(client_error("InvalidAccessKeyId", 403), "b", "k", S3Hints(credentials="the ambient x"))
+    assert "spec.s3.credentialsSecretRef" in str(got) and "the ambient x" in str(got)
+
+
+def test_wrong_region_names_the_region_s3_reports():
+    """AWS: 400 AuthorizationHeaderMalformed with <Region>, or a 301 (a HEAD's has only x-amz-bucket-region)."""
+    from yolo_trainer.s3get import _client_error
+
+    body = (b"<Error><Code>AuthorizationHeaderMalformed</Code><Message>The authorization header is malformed; "
+            b"the region 'us-east-1' is wrong; expecting 'eu-central-1'</Message><Region>eu-central-1</Region>"
+            b"</Error>")  # fmt: skip
+    hints = S3Hints(region="us-east-1")
+    got = classify_error(_client_error("ListObjectsV2", 400, "Bad Request", body), "b", None, hints)
+    assert type(got) is S3WrongRegion and got.code == ExitCode.S3_WRONG_REGION and not got.code.retriable
+    assert "spec.s3.region: eu-central-1" in str(got) and "'us-east-1'" in str(got)
+    head = _client_error("HeadObject", 301, "Moved Permanently", b"", "ap-south-1")
+    assert "spec.s3.region: ap-south-1" in str(classify_error(head, "b", "k", hints))
+    minio = client_error("AuthorizationHeaderMalformed", 400)  # no region anywhere: still names the field
+    assert "spec.s3.region" in str(classify_error(minio, "b", "k"))
+
+
+def test_certificate_failures_are_tls_failed_at_once():
+    import ssl
+
+    def wrapped(err: BaseException) -> Exception:
+        from yolo_trainer.s3get import TransportError
+
+        try:
+            try:
+                raise err
+            except OSError as e:
+                raise TransportError(f"GET failed: {e!r}") from e
+        except TransportError as t:
+            return t
+
+    untrusted = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+    untrusted.verify_code, untrusted.verify_message = 20, "unable to get local issuer certificate"
+    got = classify_error(wrapped(untrusted), "b", "k", S3Hints(endpoint="https://s3.local"))
+    assert type(got) is S3TLSFailed and "spec.s3.caBundle" in str(got) and "https://s3.local" in str(got)
+    got = classify_error(wrapped(untrusted), "b", "k", S3Hints(ca_bundle=True))
+    assert "does not hold the CA" in str(got)
+    mismatch = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+    mismatch.verify_code, mismatch.verify_message = 62, "Hostname mismatch, certificate is not valid for 'x'."
+    got = classify_error(wrapped(mismatch), "b", "k")
+    assert type(got) is S3TLSFailed and "spec.s3.endpoint" in str(got) and "host name" in str(got)
+    assert not ExitCode.S3_TLS_FAILED.retriable
 
 
 def test_connection_errors_are_transient():
@@ -106,7 +182,7 @@ def test_store_never_retries_access_denied():
     assert len(calls) == 1
 
 
-def test_unreachable_endpoint_is_s3_unavailable():
+def test_an_endpoint_that_never_answered_is_unreachable_at_preflight_and_unavailable_after():
     from yolo_trainer.s3 import make_getter
 
     with socket.socket() as s:  # a port nobody listens on
@@ -116,8 +192,36 @@ def test_unreachable_endpoint_is_s3_unavailable():
     env = {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
     client = make_client(cfg, environ=env)
     store = S3Store(client, retry_budget=1.0, getter=make_getter(cfg, client, environ=env))
+    with pytest.raises(S3Unreachable, match=r"refused.*spec\.s3\.endpoint") as e:
+        store.check_bucket("bucket")
+    assert not e.value.code.retriable
+    with pytest.raises(S3Unavailable, match=r"unavailable"):  # any other call: an outage, retriable
+        store.list("bucket", "")
+    store.answered = True  # once S3 has answered, even the preflight check is an outage
     with pytest.raises(S3Unavailable, match=r"unavailable"):
         store.check_bucket("bucket")
+
+
+def test_unreachable_reasons():
+    import socket as sk
+
+    from yolo_trainer.s3 import unreachable_reason
+    from yolo_trainer.s3get import TransportError
+
+    def chained(inner):
+        try:
+            try:
+                raise inner
+            except OSError as e:
+                raise TransportError("x") from e
+        except TransportError as t:
+            return t
+
+    assert "does not resolve" in unreachable_reason(chained(sk.gaierror(-2, "Name or service not known")))
+    assert "refused" in unreachable_reason(chained(ConnectionRefusedError(111, "Connection refused")))
+    assert "timed out" in unreachable_reason(chained(TimeoutError("timed out")))
+    dns = EndpointConnectionError(endpoint_url="http://nowhere.invalid", error=sk.gaierror(-2, "Name not known"))
+    assert "does not resolve" in unreachable_reason(dns)
 
 
 def test_credentials_must_come_in_pairs():
@@ -161,6 +265,99 @@ def test_sigv4_signer_matches_botocore(endpoint, key, params):
     auth._inject_signature_to_request(req, signature)
     assert ours["Authorization"] == req.headers["Authorization"]
     assert ours["X-Amz-Date"] == amz_date and ours["X-Amz-Content-SHA256"] == "UNSIGNED-PAYLOAD"
+
+
+def _botocore_headers(endpoint: str, path: str, amz_date: str, creds, params=None) -> dict[str, str]:
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    auth = S3SigV4Auth(creds, "s3", "eu-west-1")
+    req = AWSRequest(method="GET", url=endpoint + path, params=params or {},
+                     headers={"X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD", "X-Amz-Date": amz_date})  # fmt: skip
+    req.context["timestamp"] = amz_date
+    if creds.token:  # as SigV4Auth._modify_request_before_signing adds it (which would also hash the payload)
+        req.headers["X-Amz-Security-Token"] = creds.token
+    signature = auth.signature(auth.string_to_sign(req, auth.canonical_request(req)), req)
+    auth._inject_signature_to_request(req, signature)
+    return dict(req.headers.items())
+
+
+def test_sigv4_signer_with_a_session_token_matches_botocore():
+    """Temporary credentials (IMDS, web identity, container): x-amz-security-token is sent and signed."""
+    from botocore.credentials import Credentials
+    from yolo_trainer.s3get import ObjectGetter
+
+    creds = Credentials("ASIAEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "FwoGZXIvYXdzE/token+with==")
+    amz_date = "20261123T175600Z"
+    for getter in (
+        ObjectGetter("http://127.0.0.1:7333", "eu-west-1", creds.access_key, creds.secret_key,
+                     session_token=creds.token),
+        ObjectGetter("http://127.0.0.1:7333", "eu-west-1", credentials=creds),
+    ):  # fmt: skip
+        path = getter.path("my-bucket", "ds/a b.jpg")
+        ours = getter.signer.sign("GET", getter.host, path, "", amz_date=amz_date)
+        theirs = _botocore_headers("http://127.0.0.1:7333", path, amz_date, creds)
+        assert ours["Authorization"] == theirs["Authorization"]
+        assert "x-amz-security-token" in ours["Authorization"]
+        assert ours["X-Amz-Security-Token"] == theirs["X-Amz-Security-Token"] == creds.token
+
+
+def test_signer_freezes_refreshable_credentials_per_request():
+    """Rotated ambient credentials are used from the next request on, as botocore's own clients do."""
+    import datetime
+
+    from botocore.credentials import Credentials, RefreshableCredentials
+    from yolo_trainer.s3get import ObjectGetter
+
+    issued = []
+
+    def refresh():
+        n = len(issued)
+        issued.append(n)
+        expiry = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=0 if n == 0 else 3600)
+        return {"access_key": f"ASIA{n}", "secret_key": f"secret{n}", "token": f"token{n}",
+                "expiry_time": expiry.isoformat()}  # fmt: skip
+
+    creds = RefreshableCredentials.create_from_metadata(refresh(), refresh, "iam-role")
+    getter = ObjectGetter("http://127.0.0.1:7333", "eu-west-1", credentials=creds)
+    amz_date = "20261123T175600Z"
+    path = getter.path("b", "k")
+    ours = getter.signer.sign("GET", getter.host, path, "", amz_date=amz_date)  # the first set has expired
+    assert "Credential=ASIA1/" in ours["Authorization"] and ours["X-Amz-Security-Token"] == "token1"
+    theirs = _botocore_headers("http://127.0.0.1:7333", path, amz_date, Credentials("ASIA1", "secret1", "token1"))
+    assert ours["Authorization"] == theirs["Authorization"]
+
+
+def test_credentials_come_from_the_aws_chain_when_no_secret_is_set(monkeypatch, tmp_path, caplog):
+    from yolo_trainer.s3 import make_getter, resolve_credentials
+
+    for k in ("AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+              "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"):  # fmt: skip
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ASIAENV")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "tok")
+    got = resolve_credentials()  # the secret's variables: static keys, with the session token
+    assert tuple(got.credentials.get_frozen_credentials())[:3] == ("ASIAENV", "s", "tok")
+    assert "credentialsSecretRef" in got.source
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(k)
+    (tmp_path / "creds").write_text("[default]\naws_access_key_id = AKIAFILE\naws_secret_access_key = f\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "creds"))
+    got = resolve_credentials({})  # no keys from a Secret: the chain (here: a credentials file)
+    assert got.credentials.access_key == "AKIAFILE" and "ambient" in got.source
+    cfg = S3Config(endpoint="http://127.0.0.1:1")
+    client = make_client(cfg, environ={}, credentials=got)
+    assert client._request_signer._credentials is got.credentials  # the writer signs with the same object
+    assert make_getter(cfg, client, credentials=got).signer.credentials is got.credentials
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    with caplog.at_level("WARNING"):
+        got = resolve_credentials({})
+    assert got.credentials is None and "ANONYMOUS" in caplog.text
+    assert make_getter(cfg, make_client(cfg, credentials=got), credentials=got).signer is None
 
 
 class FakeS3:
@@ -315,7 +512,7 @@ def test_lean_download_classifies_errors(fake_s3, tmp_path):
     store = fake_s3.store()
     with pytest.raises(S3NotFound, match=r"s3://b/ds/missing"):
         store.download("b", "ds/missing", tmp_path / "m")
-    with pytest.raises(S3AccessDenied, match="does not exist"):
+    with pytest.raises(S3BucketNotFound, match="does not exist"):
         store.download("nobucket", "k", tmp_path / "m")
     fake_s3.script["ds/a b+c.txt"] = [(403, "AccessDenied")] * 5
     with pytest.raises(S3AccessDenied):
@@ -439,8 +636,8 @@ def test_lean_head_gives_the_size_over_a_kept_alive_connection(fake_s3):
     with pytest.raises(TrainerError, match="more than the 10 allowed"):
         store.get_bytes("b", key, max_size=10)
     store.check_bucket("b", "ds/")
-    with pytest.raises(S3AccessDenied, match="does not exist"):
-        store.check_bucket("nobucket")
+    with pytest.raises(S3BucketNotFound, match=r"does not exist.*spec\.output"):
+        store.check_bucket("nobucket", field="spec.output")
 
 
 def test_streamed_tar_that_cannot_fit_fails_before_its_get(fake_s3, tmp_path):

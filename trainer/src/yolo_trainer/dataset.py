@@ -172,7 +172,7 @@ def _archive_size(store: S3Store, bucket: str, key: str, uri: str) -> int | None
     try:
         return store.size(bucket, key)
     except S3NotFound as e:
-        raise DatasetInvalid(f"dataset archive {uri} does not exist") from e
+        raise DatasetInvalid(f"dataset archive {uri} does not exist: fix spec.dataset") from e
 
 
 # --- path safety -------------------------------------------------------------------------------------------
@@ -490,13 +490,13 @@ def stage_dataset(
         try:
             store.stream(bucket, key, consume, max_size=limits.max_bytes)
         except S3NotFound as e:
-            raise DatasetInvalid(f"dataset archive {uri} does not exist") from e
+            raise DatasetInvalid(f"dataset archive {uri} does not exist: fix spec.dataset") from e
     elif kind:
         archive = dest.parent / f".archive-{Path(key).name}"
         try:
             store.download(bucket, key, archive, max_size=limits.max_bytes)
         except S3NotFound as e:
-            raise DatasetInvalid(f"dataset archive {uri} does not exist") from e
+            raise DatasetInvalid(f"dataset archive {uri} does not exist: fix spec.dataset") from e
         try:
             n = archive.stat().st_size
             extract = extract_zip if kind == "zip" else extract_tar
@@ -507,7 +507,7 @@ def stage_dataset(
         prefix = key.rstrip("/") + "/" if key else ""
         objects = [o for o in store.list(bucket, prefix) if not o.key.endswith("/")]
         if not objects:
-            raise DatasetInvalid(f"dataset prefix {uri} is empty or does not exist")
+            raise DatasetInvalid(f"dataset prefix {uri} is empty or does not exist: fix spec.dataset")
         if not any(o.key[len(prefix) :] in ("data.yaml", "data.yml") for o in objects):
             raise DatasetInvalid(f"no data.yaml under {uri} (expected {uri.rstrip('/')}/data.yaml)")
         budget = _Budget(limits, uri)

@@ -1,11 +1,24 @@
 """S3 access for the trainer: one client, classified errors, bounded retries, parallel small-object downloads.
 
 Error classification is the point of this module: the operator decides retry-or-fail from the exit code,
-so every boto3/botocore failure becomes exactly one of
-- ``S3AccessDenied`` (exit 12, never retried): bad keys, forbidden prefix, missing bucket;
-- ``S3Unavailable`` (exit 21, retriable by the Job): the endpoint did not answer within the retry budget;
+so every boto3/botocore failure becomes exactly one of these, each message naming the spec field to fix:
+- ``S3AccessDenied`` (exit 12, never retried): keys the endpoint rejects, a forbidden bucket or prefix;
+- ``S3BucketNotFound`` (16, never retried): a bucket named in spec.dataset, spec.output or spec.model is missing;
+- ``S3WrongRegion`` (17, never retried): spec.s3.region is not the bucket's (with the region S3 names);
+- ``S3TLSFailed`` (18, never retried): the endpoint's certificate is not trusted (spec.s3.caBundle) or is
+  not for its host name (spec.s3.endpoint);
+- ``S3Unreachable`` (19, never retried): at preflight the endpoint never answered within the retry budget
+  (refused, a name that does not resolve, timeouts): spec.s3.endpoint is wrong (see ``S3Store.check_bucket``);
+- ``S3Unavailable`` (exit 21, retriable by the Job): an endpoint that had answered stopped doing so for the
+  retry budget (an outage), or kept answering 5xx/throttling;
 - ``S3NotFound``: a missing key; callers decide what that means (missing data.yaml -> DatasetInvalid,
   missing checkpoint state -> fresh start).
+
+Credentials: the keys of spec.s3.credentialsSecretRef (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the pod);
+without them botocore's own credential chain (AWS_SESSION_TOKEN, a web identity token file with a role, ECS/EKS
+container credentials, the EC2 instance metadata service, AWS config files), refreshed by botocore before they
+expire; anonymous only when the chain finds nothing. The boto3 writer and the s3get reader share one
+credentials object.
 
 Retries are ours, not botocore's (botocore is set to one attempt) so that one time budget bounds a call,
 whatever mix of connection errors, 5xx and throttling happens. The budget is the time S3 may keep failing one
@@ -22,6 +35,9 @@ import logging
 import math
 import os
 import random
+import re
+import socket
+import ssl
 import threading
 import time
 import uuid
@@ -30,7 +46,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from yolo_contract.exitcodes import ConfigInvalid, S3AccessDenied, S3Unavailable, TrainerError
+from yolo_contract.exitcodes import (
+    ConfigInvalid,
+    S3AccessDenied,
+    S3BucketNotFound,
+    S3TLSFailed,
+    S3Unavailable,
+    S3Unreachable,
+    S3WrongRegion,
+    TrainerError,
+)
 from yolo_contract.trainer_config import S3Config
 
 from .s3get import ObjectGetter
@@ -42,21 +67,26 @@ T = TypeVar("T")
 RETRY_BUDGET_ENV = "YOLO_TRAINER_S3_RETRY_BUDGET"
 DEFAULT_RETRY_BUDGET = 120.0
 
+# The endpoint does not know or accept the keys themselves.
+BAD_KEYS_CODES = frozenset(
+    {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "InvalidSecurity"}
+)
 DENIED_CODES = frozenset(
     {
         "AccessDenied",
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "NoSuchBucket",
         "AllAccessDisabled",
         "AccountProblem",
-        "InvalidToken",
-        "ExpiredToken",
         "InvalidBucketName",
         "403",
         "Forbidden",
+        *BAD_KEYS_CODES,
     }
 )
+# spec.s3.region is not the bucket's: AWS answers so (a HEAD's 301 has no body, only x-amz-bucket-region).
+WRONG_REGION_CODES = frozenset(
+    {"AuthorizationHeaderMalformed", "PermanentRedirect", "IllegalLocationConstraintException", "InvalidRegion", "301"}
+)
+_EXPECTING_REGION = re.compile(r"expecting '([a-z0-9-]+)'")
 NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 TRANSIENT_CODES = frozenset(
     {
@@ -77,6 +107,24 @@ TRANSIENT_CODES = frozenset(
 
 class S3NotFound(TrainerError):
     """A key that does not exist (the bucket does)."""
+
+
+@dataclass
+class S3Hints:
+    """What error messages name: the settings a user would fix."""
+
+    endpoint: str = "the S3 endpoint"
+    region: str | None = None
+    credentials: str = "the keys of spec.s3.credentialsSecretRef"  # who signed (see resolve_credentials)
+    ca_bundle: bool = False
+    fields: dict[str, str] | None = None  # bucket -> the spec field naming it (spec.dataset, spec.output, ...)
+
+    def field(self, bucket: str) -> str:
+        return (self.fields or {}).get(bucket) or "the job's spec (spec.dataset, spec.output, spec.model)"
+
+    def name_bucket(self, bucket: str, field: str) -> None:
+        fields = self.fields = dict(self.fields or {})
+        fields[bucket] = f"{fields[bucket]} and {field}" if bucket in fields and field not in fields[bucket] else field
 
 
 @dataclass(frozen=True)
@@ -129,11 +177,12 @@ def backoff_delays(
         yield delay
 
 
-def classify_error(exc: BaseException, bucket: str, key: str | None) -> Exception | None:
+def classify_error(exc: BaseException, bucket: str, key: str | None, hints: S3Hints | None = None) -> Exception | None:
     """Maps a boto error to a trainer error; None means transient (retry)."""
     from botocore.exceptions import (
         ClientError,
         ConnectionClosedError,
+        CredentialRetrievalError,
         EndpointConnectionError,
         HTTPClientError,
         NoCredentialsError,
@@ -141,25 +190,45 @@ def classify_error(exc: BaseException, bucket: str, key: str | None) -> Exceptio
     )
     from botocore.exceptions import ConnectionError as BotoConnectionError
 
+    hints = hints or S3Hints()
     where = s3_uri(bucket, key) if key else f"s3://{bucket}"
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
         code = str(err.get("Code", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        meta = exc.response.get("ResponseMetadata", {})
+        status = meta.get("HTTPStatusCode")
         msg = err.get("Message") or code
         if code == "NoSuchBucket":
-            return S3AccessDenied(f"bucket {bucket!r} does not exist (NoSuchBucket) while accessing {where}")
+            return S3BucketNotFound(
+                f"bucket {bucket!r} does not exist at {hints.endpoint} (NoSuchBucket, accessing {where}): "
+                f"create it, or fix the bucket name in {hints.field(bucket)}"
+            )
+        if code in WRONG_REGION_CODES:
+            return _wrong_region(code, msg, err, meta, where, hints)
+        if code in BAD_KEYS_CODES:
+            return S3AccessDenied(
+                f"{hints.endpoint} rejected {hints.credentials} ({code}: {msg}) accessing {where}: "
+                f"fix the keys in the Secret named by spec.s3.credentialsSecretRef (or spec.s3.endpoint, if they "
+                f"are another store's)"
+            )
         if code in DENIED_CODES or status == 403:
-            return S3AccessDenied(f"access denied to {where}: {code}: {msg}")
+            return S3AccessDenied(
+                f"access denied to {where} for {hints.credentials} ({code}: {msg}): give these credentials access "
+                f"to the bucket, or use others in spec.s3.credentialsSecretRef, or fix the bucket or prefix in "
+                f"{hints.field(bucket)}"
+            )
         if code in NOT_FOUND_CODES or status == 404:
             return S3NotFound(f"{where} does not exist")
         if code in TRANSIENT_CODES or (status is not None and status >= 500) or status == 429:
             return None
         return TrainerError(f"S3 error on {where}: {code}: {msg}")
-    if isinstance(exc, NoCredentialsError):
+    if isinstance(exc, NoCredentialsError | CredentialRetrievalError):
         return S3AccessDenied(
-            f"no S3 credentials for {where}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            f"no usable S3 credentials for {where} ({exc}): set spec.s3.credentialsSecretRef to a Secret with "
+            f"AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or fix the pod's ambient credentials (its role)"
         )
+    if (tls := _tls_failure(exc, hints)) is not None:
+        return tls
     # HTTPClientError also covers ResponseStreamingError: a connection reset while a body streams.
     if isinstance(
         exc,
@@ -173,6 +242,80 @@ def classify_error(exc: BaseException, bucket: str, key: str | None) -> Exceptio
     if isinstance(exc, Urllib3Error | IncompleteDownload | StreamInterrupted):
         return None
     return exc  # not an S3 condition (e.g. a size check): raise it unchanged
+
+
+def _chain(exc: BaseException):
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        inner = getattr(e, "kwargs", {}).get("error") if isinstance(getattr(e, "kwargs", None), dict) else None
+        e = e.__cause__ or e.__context__ or (inner if isinstance(inner, BaseException) else None)
+
+
+def _wrong_region(code: str, msg: str, err: dict, meta: dict, where: str, hints: S3Hints) -> S3WrongRegion:
+    headers = {k.lower(): v for k, v in (meta.get("HTTPHeaders") or {}).items()}
+    m = _EXPECTING_REGION.search(msg)
+    region = err.get("Region") or headers.get("x-amz-bucket-region") or (m.group(1) if m else None)
+    configured = f"spec.s3.region is {hints.region!r}" if hints.region else "spec.s3.region"
+    if region:
+        fix = f"the bucket is in {region!r}: set spec.s3.region: {region}"
+    else:
+        fix = "set spec.s3.region to the bucket's region"
+    if err.get("Endpoint"):
+        fix += f" (S3 names the endpoint {err['Endpoint']})"
+    return S3WrongRegion(f"wrong region for {where}: {configured}, but S3 answered {code} ({msg}): {fix}")
+
+
+def _tls_failure(exc: BaseException, hints: S3Hints) -> S3TLSFailed | None:
+    """A certificate that does not verify, or TLS spoken to a plain-HTTP port: no retry changes that."""
+    for e in _chain(exc):
+        if isinstance(e, ssl.SSLCertVerificationError):
+            detail = e.verify_message or e.reason or str(e)
+            if e.verify_code == 62 or "hostname" in str(detail).lower() or "match" in str(detail).lower():
+                return S3TLSFailed(
+                    f"TLS: the certificate of {hints.endpoint} is not valid for that host name ({detail}): set "
+                    f"spec.s3.endpoint to a name the certificate is issued for (e.g. the service's DNS name)"
+                )
+            bundle = (
+                "the CA bundle of spec.s3.caBundle does not hold the CA that signed it: fix spec.s3.caBundle"
+                if hints.ca_bundle
+                else "set spec.s3.caBundle to a ConfigMap holding the PEM CA certificate that signed it"
+            )
+            return S3TLSFailed(f"TLS: the certificate of {hints.endpoint} is not trusted ({detail}): {bundle}")
+        if isinstance(e, ssl.SSLError) and getattr(e, "reason", None) == "WRONG_VERSION_NUMBER":
+            return S3TLSFailed(
+                f"TLS: {hints.endpoint} does not speak TLS ({e}): spec.s3.endpoint should be its http:// URL"
+            )
+    return None
+
+
+def unreachable_reason(exc: BaseException | None) -> str:
+    """Why an endpoint never answered, in words (from the last failure's chain)."""
+    for e in _chain(exc) if exc is not None else ():
+        if isinstance(e, socket.gaierror):
+            return f"its host name does not resolve ({e})"
+        if isinstance(e, ConnectionRefusedError):
+            return f"the connection was refused ({e})"
+        if isinstance(e, TimeoutError):
+            return f"connecting timed out ({e})"
+    for e in _chain(exc) if exc is not None else ():
+        text = str(e)
+        if "Name or service not known" in text or "nodename nor servname" in text or "getaddrinfo" in text:
+            return f"its host name does not resolve ({text})"
+        if "Connection refused" in text:
+            return f"the connection was refused ({text})"
+        if "timed out" in text:
+            return f"connecting timed out ({text})"
+    return f"it failed: {exc}"
+
+
+def _is_response(exc: BaseException) -> bool:
+    """The server answered (an S3 error response), as opposed to a connection that failed."""
+    from botocore.exceptions import ClientError
+
+    return isinstance(exc, ClientError)
 
 
 class IncompleteDownload(Exception):
@@ -215,47 +358,95 @@ class _BodyStream:
             raise StreamInterrupted(f"{self._where}: got {self._got} of {self._body.size} bytes")
 
 
-def make_client(cfg: S3Config, max_pool: int = 16, environ: dict[str, str] | None = None):
-    """boto3 S3 client from the config; credentials only from the environment (never files or IMDS)."""
-    import boto3
-    from botocore import UNSIGNED
-    from botocore.config import Config
+@dataclass(frozen=True)
+class ResolvedCredentials:
+    """The credentials every S3 request is signed with (None: anonymous) and where they came from."""
+
+    credentials: Any  # botocore.credentials.Credentials (RefreshableCredentials for roles) or None
+    source: str  # for messages: "the keys of spec.s3.credentialsSecretRef", "ambient credentials (iam-role)"
+    session: Any = None  # the botocore Session holding ``credentials`` (boto3 clients are made from it)
+
+
+def resolve_credentials(environ: dict[str, str] | None = None) -> ResolvedCredentials:
+    """The keys of spec.s3.credentialsSecretRef (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and
+    AWS_SESSION_TOKEN if set, in ``environ``); without them, botocore's own credential chain (it reads the
+    process environment: AWS_SESSION_TOKEN, AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN, the container
+    credentials endpoint, the instance metadata service, AWS config files). Anonymous only if it finds nothing."""
+    import botocore.session
+    from botocore.exceptions import BotoCoreError
 
     env = os.environ if environ is None else environ
     key_id, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
     if bool(key_id) != bool(secret):
-        raise ConfigInvalid("set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither (anonymous)")
+        raise ConfigInvalid(
+            "set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (the keys of spec.s3.credentialsSecretRef), "
+            "or neither (ambient credentials, else anonymous)"
+        )
+    core = botocore.session.Session()
+    if key_id:
+        core.set_credentials(key_id, secret, env.get("AWS_SESSION_TOKEN") or None)
+        return ResolvedCredentials(core.get_credentials(), "the keys of spec.s3.credentialsSecretRef", core)
+    try:
+        creds = core.get_credentials()  # cached by the session: its clients sign with this very object
+    except BotoCoreError as e:  # a broken profile, an unreadable web identity token file...
+        raise S3AccessDenied(
+            f"resolving ambient AWS credentials failed ({e}): set spec.s3.credentialsSecretRef, or fix the pod's "
+            f"ambient credentials (its service account's role)"
+        ) from e
+    if creds is None:
+        log.warning(
+            "no S3 credentials: spec.s3.credentialsSecretRef is unset and the AWS credential chain (environment, "
+            "web identity token, container credentials, instance metadata, config files) found none; "
+            "using ANONYMOUS (unsigned) requests"
+        )
+        source = "anonymous requests (no credentials found: set spec.s3.credentialsSecretRef)"
+        return ResolvedCredentials(None, source, core)
+    log.info("S3 credentials: ambient, from the AWS credential chain (%s)", creds.method)
+    return ResolvedCredentials(creds, f"the ambient credentials ({creds.method}) of the pod", core)
+
+
+def make_client(
+    cfg: S3Config,
+    max_pool: int = 16,
+    environ: dict[str, str] | None = None,
+    credentials: ResolvedCredentials | None = None,
+):
+    """boto3 S3 client from the config, signing with ``credentials`` (default: ``resolve_credentials``)."""
+    import boto3
+    from botocore import UNSIGNED
+    from botocore.config import Config
+
+    resolved = credentials if credentials is not None else resolve_credentials(environ)
     bc = Config(
         retries={"total_max_attempts": 1},  # our own budgeted retries, see module doc
         connect_timeout=10,
         read_timeout=60,
         max_pool_connections=max_pool,
         s3={"addressing_style": "path"},  # MinIO/Ceph/SeaweedFS endpoints rarely have wildcard DNS
-        signature_version=None if key_id else UNSIGNED,
+        signature_version=None if resolved.credentials is not None else UNSIGNED,
         request_checksum_calculation="when_required",  # some S3-compatible servers reject the new CRC headers
         response_checksum_validation="when_required",
     )
     verify: bool | str = cfg.ca_bundle if cfg.ca_bundle else cfg.verify_tls
-    # A private session, so ~/.aws/config, AWS_PROFILE and the instance metadata service are never consulted.
-    session = boto3.session.Session(
-        aws_access_key_id=key_id or None, aws_secret_access_key=secret or None, region_name=cfg.region
-    )
+    # The resolving session: its clients sign with resolved.credentials, the object the getter signs with too.
+    session = boto3.session.Session(botocore_session=resolved.session, region_name=cfg.region)
     return session.client("s3", endpoint_url=cfg.endpoint or None, config=bc, verify=verify)
 
 
-def make_getter(cfg: S3Config, client, environ: dict[str, str] | None = None) -> ObjectGetter:
+def make_getter(
+    cfg: S3Config, client, environ: dict[str, str] | None = None, credentials: ResolvedCredentials | None = None
+) -> ObjectGetter:
     """The GET/LIST client with the boto3 client's endpoint, region, credentials and TLS settings (and the
     HTTP(S)_PROXY that applies to the endpoint, as botocore would use)."""
-    env = os.environ if environ is None else environ
+    resolved = credentials if credentials is not None else resolve_credentials(environ)
     verify: bool | str = cfg.ca_bundle if cfg.ca_bundle else cfg.verify_tls
     return ObjectGetter(
         client.meta.endpoint_url,
         client.meta.region_name or cfg.region,
-        env.get("AWS_ACCESS_KEY_ID") or None,
-        env.get("AWS_SECRET_ACCESS_KEY") or None,
         verify=verify,
         connect_timeout=10,
         read_timeout=60,
+        credentials=resolved.credentials,
     )
 
 
@@ -270,8 +461,11 @@ class S3Store:
         sleep: Callable[[float], None] = time.sleep,
         getter: ObjectGetter | None = None,
         clock: Callable[[], float] | None = None,
+        hints: S3Hints | None = None,
     ):
         self.client = client
+        self.hints = hints or S3Hints()
+        self.answered = False  # S3 has answered a request (any HTTP response) in this process
         self.retry_budget = retry_budget
         self._sleep = sleep
         self._clock = clock or time.monotonic  # times the attempts; the sleeps count as what they were asked
@@ -279,8 +473,14 @@ class S3Store:
 
     @classmethod
     def from_config(cls, cfg: S3Config, max_pool: int = 16) -> S3Store:
-        client = make_client(cfg, max_pool=max_pool)
-        return cls(client, retry_budget=retry_budget_from_env(), getter=make_getter(cfg, client))
+        resolved = resolve_credentials()
+        client = make_client(cfg, max_pool=max_pool, credentials=resolved)
+        hints = S3Hints(
+            endpoint=client.meta.endpoint_url, region=cfg.region, credentials=resolved.source,
+            ca_bundle=bool(cfg.ca_bundle),
+        )  # fmt: skip
+        getter = make_getter(cfg, client, credentials=resolved)
+        return cls(client, retry_budget=retry_budget_from_env(), getter=getter, hints=hints)
 
     def call(self, what: str, bucket: str, key: str | None, fn: Callable[[], T]) -> T:
         """Runs ``fn`` until it succeeds, retrying transient failures while S3 has been failing this call for
@@ -294,9 +494,13 @@ class S3Store:
         started = self._clock()
         while True:
             try:
-                return fn()
+                result = fn()
+                self.answered = True
+                return result
             except Exception as exc:
-                mapped = classify_error(exc, bucket, key)
+                if _is_response(exc):
+                    self.answered = True
+                mapped = classify_error(exc, bucket, key, self.hints)
                 if mapped is not None:
                     if mapped is exc:
                         raise
@@ -490,10 +694,24 @@ class S3Store:
     def delete(self, bucket: str, key: str) -> None:
         self.call("delete", bucket, key, lambda: self.client.delete_object(Bucket=bucket, Key=key))
 
-    def check_bucket(self, bucket: str, prefix: str = "") -> None:
-        """Fails fast (before any training) on a missing bucket or wrong keys."""
+    def check_bucket(self, bucket: str, prefix: str = "", field: str | None = None) -> None:
+        """Fails fast (before any training) on a missing bucket, wrong keys or region, TLS that does not
+        verify, or an endpoint that never answers: that is a misconfiguration (S3Unreachable, not retried by
+        the Job), unlike an outage of an S3 that has answered before (S3Unavailable). ``field``: the spec field
+        naming the bucket, for messages."""
+        if field:
+            self.hints.name_bucket(bucket, field)
         getter = self.getter
-        self.call("list", bucket, prefix or None, lambda: getter.list_objects(bucket, prefix, max_keys=1))
+        try:
+            self.call("list", bucket, prefix or None, lambda: getter.list_objects(bucket, prefix, max_keys=1))
+        except S3Unavailable as e:
+            if self.answered:
+                raise
+            raise S3Unreachable(
+                f"S3 endpoint {self.hints.endpoint} never answered within the retry budget "
+                f"({self.retry_budget:g}s, listing s3://{bucket}/{prefix}): {unreachable_reason(e.__cause__)}: "
+                f"fix spec.s3.endpoint (or the network path to it: DNS, NetworkPolicy, proxy)"
+            ) from e
 
     def head_etag(self, bucket: str, key: str) -> Any:
         getter = self.getter

@@ -11,7 +11,8 @@ and ``a//b`` cannot be fetched at all; S3 keys are arbitrary strings and dataset
 Errors keep boto3's shapes so that ``S3Store.call`` classifies them exactly as before: an S3 error response
 becomes a botocore ``ClientError`` (code and message from the XML body, the HTTP status), a socket or HTTP
 protocol failure a ``TransportError`` (a ``ConnectionError``: transient, retried within the budget).
-Credentials, endpoint, region, TLS verification and CA bundle are the boto3 client's (see ``S3Store.from_config``).
+Credentials (the same botocore credentials object, so refreshed ambient credentials reach both), endpoint,
+region, TLS verification and CA bundle are the boto3 client's (see ``S3Store.from_config``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from xml.etree import ElementTree
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 _ERR_CODE = re.compile(rb"<Code>([^<]*)</Code>")
 _ERR_MSG = re.compile(rb"<Message>([^<]*)</Message>")
+_ERR_EXTRA = {n: re.compile(rb"<%s>([^<]*)</%s>" % (n.encode(), n.encode())) for n in ("Region", "Endpoint")}
 MAX_ERROR_BODY = 64 << 10
 
 
@@ -46,24 +48,44 @@ def _hmac(key: bytes, msg: str) -> bytes:
 class SigV4Signer:
     """AWS Signature Version 4 headers for S3 requests without a body (``x-amz-content-sha256: UNSIGNED-PAYLOAD``).
 
-    Signed headers: host, x-amz-content-sha256, x-amz-date (S3 requires every x-amz-* header signed; the GETs here
-    send no other). Other headers (If-Match) may travel unsigned. Checked against botocore's signer in
-    tests/unit/test_trainer_s3.py.
+    Signed headers: host, x-amz-content-sha256, x-amz-date and, with a session token, x-amz-security-token (S3
+    requires every x-amz-* header signed; the GETs here send no other). Other headers (If-Match) may travel
+    unsigned. Checked against botocore's signer in tests/unit/test_trainer_s3.py.
+
+    Keys are either static (``access_key``, ``secret_key``, ``token``) or ``credentials``: a botocore
+    ``Credentials`` object (from the AWS credential chain: web identity, container or instance metadata
+    credentials are ``RefreshableCredentials``), frozen afresh for every request so that a rotated key is used
+    as soon as botocore has refreshed it.
     """
 
-    def __init__(self, access_key: str, secret_key: str, region: str, service: str = "s3"):
-        self.access_key, self.secret_key = access_key, secret_key
+    def __init__(
+        self,
+        access_key: str | None,
+        secret_key: str | None,
+        region: str,
+        service: str = "s3",
+        token: str | None = None,
+        credentials=None,
+    ):
+        self.access_key, self.secret_key, self.token = access_key, secret_key, token
+        self.credentials = credentials
         self.region, self.service = region, service
-        self._keys: dict[str, bytes] = {}  # date -> signing key; one derivation a day, not per request
+        self._keys: dict[tuple[str, str], bytes] = {}  # (date, secret) -> signing key; one derivation a day
 
-    def _signing_key(self, date: str) -> bytes:
-        key = self._keys.get(date)
+    def _signing_key(self, date: str, secret: str) -> bytes:
+        key = self._keys.get((date, secret))
         if key is None:
-            key = _hmac(("AWS4" + self.secret_key).encode(), date)
+            key = _hmac(("AWS4" + secret).encode(), date)
             for part in (self.region, self.service, "aws4_request"):
                 key = _hmac(key, part)
-            self._keys = {date: key}
+            self._keys = {(date, secret): key}
         return key
+
+    def _current(self) -> tuple[str, str, str | None]:
+        if self.credentials is None:
+            return self.access_key or "", self.secret_key or "", self.token
+        frozen = self.credentials.get_frozen_credentials()  # refreshes expiring credentials (thread-safe)
+        return frozen.access_key, frozen.secret_key, frozen.token
 
     def sign(
         self,
@@ -75,9 +97,12 @@ class SigV4Signer:
     ) -> dict[str, str]:
         """Headers to add to the request. ``path`` and ``query`` are sent exactly as given (already encoded;
         ``query`` already in canonical order)."""
+        access_key, secret_key, token = self._current()
         amz_date = amz_date or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         date = amz_date[:8]
         signed = {"host": host, "x-amz-content-sha256": UNSIGNED_PAYLOAD, "x-amz-date": amz_date}
+        if token:
+            signed["x-amz-security-token"] = token
         names = sorted(signed)
         canonical = "\n".join(
             [
@@ -91,13 +116,16 @@ class SigV4Signer:
         )
         scope = f"{date}/{self.region}/{self.service}/aws4_request"
         to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-        signature = hmac.new(self._signing_key(date), to_sign.encode(), hashlib.sha256).hexdigest()
-        return {
+        signature = hmac.new(self._signing_key(date, secret_key), to_sign.encode(), hashlib.sha256).hexdigest()
+        headers = {
             "X-Amz-Content-SHA256": UNSIGNED_PAYLOAD,
             "X-Amz-Date": amz_date,
-            "Authorization": f"AWS4-HMAC-SHA256 Credential={self.access_key}/{scope}, "
+            "Authorization": f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, "
             f"SignedHeaders={';'.join(names)}, Signature={signature}",
         }
+        if token:
+            headers["X-Amz-Security-Token"] = token
+        return headers
 
 
 def proxy_for(endpoint_url: str) -> str | None:
@@ -162,7 +190,11 @@ class ObjectGetter:
         verify: bool | str = True,
         connect_timeout: float = 10,
         read_timeout: float = 60,
+        session_token: str | None = None,
+        credentials=None,
     ):
+        """``credentials``: a botocore ``Credentials`` (refreshable or not) to sign with instead of the static
+        ``access_key``/``secret_key``/``session_token``; neither: anonymous (unsigned) requests."""
         parts = urlsplit(endpoint_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"unsupported S3 endpoint URL {endpoint_url!r}")
@@ -172,7 +204,11 @@ class ObjectGetter:
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         self.host = host if parts.port in (None, 443 if self.https else 80) else f"{host}:{parts.port}"
         self.base_path = parts.path.rstrip("/")
-        self.signer = SigV4Signer(access_key, secret_key, region) if access_key and secret_key else None
+        self.signer: SigV4Signer | None = None
+        if credentials is not None:
+            self.signer = SigV4Signer(None, None, region, credentials=credentials)
+        elif access_key and secret_key:
+            self.signer = SigV4Signer(access_key, secret_key, region, token=session_token)
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self._ssl: ssl.SSLContext | None = None
         if self.https:
@@ -308,7 +344,7 @@ class ObjectGetter:
             self._put(conn)
         else:
             conn.close()
-        raise _client_error(op, resp.status, resp.reason, raw)
+        raise _client_error(op, resp.status, resp.reason, raw, resp.getheader("x-amz-bucket-region"))
 
 
 def _dropped(conn: http.client.HTTPConnection) -> bool:
@@ -326,14 +362,18 @@ def _dropped(conn: http.client.HTTPConnection) -> bool:
         return True
 
 
-def _client_error(op: str, status: int, reason: str, raw: bytes):
-    """The botocore ClientError boto3 would raise for this response (so classification stays in one place)."""
+def _client_error(op: str, status: int, reason: str, raw: bytes, bucket_region: str | None = None):
+    """The botocore ClientError boto3 would raise for this response (so classification stays in one place):
+    code and message, the Region and Endpoint elements of a wrong-region error and the x-amz-bucket-region
+    header."""
     from botocore.exceptions import ClientError
 
     code_m, msg_m = _ERR_CODE.search(raw), _ERR_MSG.search(raw)
     code = code_m.group(1).decode(errors="replace") if code_m else str(status)
     msg = msg_m.group(1).decode(errors="replace") if msg_m else reason
-    return ClientError(
-        {"Error": {"Code": code, "Message": msg}, "ResponseMetadata": {"HTTPStatusCode": status}}, op
-    )
-
+    error = {"Code": code, "Message": msg}
+    for name, pattern in _ERR_EXTRA.items():
+        if m := pattern.search(raw):
+            error[name] = m.group(1).decode(errors="replace")
+    headers = {"x-amz-bucket-region": bucket_region} if bucket_region else {}
+    return ClientError({"Error": error, "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": headers}}, op)
