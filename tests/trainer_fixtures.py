@@ -125,14 +125,19 @@ class TrainerRunner:
         return cfg
 
     def env(
-        self, access_key: str | None = None, secret_key: str | None = None, **extra: str
+        self, access_key: str | None = None, secret_key: str | None = None, keys: bool = True, **extra: str
     ) -> dict[str, str]:
+        """The trainer's environment; ``keys=False``: no AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (as a pod
+        without spec.s3.credentialsSecretRef), nor AWS config files: only what ``extra`` sets."""
         self.n += 1
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "YOLO_", "KUBE"))}
+        if keys:
+            env["AWS_ACCESS_KEY_ID"] = access_key or self.s3_env.access_key
+            env["AWS_SECRET_ACCESS_KEY"] = secret_key or self.s3_env.secret_key
+        else:
+            env["AWS_CONFIG_FILE"] = env["AWS_SHARED_CREDENTIALS_FILE"] = str(self.tmp / "no-aws-config")
         env.update(
             {
-                "AWS_ACCESS_KEY_ID": access_key or self.s3_env.access_key,
-                "AWS_SECRET_ACCESS_KEY": secret_key or self.s3_env.secret_key,
                 "YOLO_CONFIG_DIR": str(self.tmp / "ultralytics-config"),
                 "YOLO_TERMINATION_LOG": str(self.tmp / f"termination-{self.n}.log"),
                 "YOLO_TRAINER_S3_RETRY_BUDGET": "5",
