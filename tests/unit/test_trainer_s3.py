@@ -89,7 +89,16 @@ def test_missing_bucket_message_names_bucket_and_field():
 
 def test_wrong_keys_name_the_secret_and_where_the_keys_came_from():
     got = classify_error(client_error("InvalidAccessKeyId", 403), "b", "k", S3Hints(credentials="the ambient x"))
-    assert "spec.s3.credentialsSecretRef" in str(got) and "the ambient x" in str(got)
+    assert "spec.s3.credentialsSecretRef" in str(got) and "the ambient x" in str(got) and "role" in str(got)
+    got = classify_error(client_error("SignatureDoesNotMatch", 403), "b", "k")
+    assert "the Secret named by spec.s3.credentialsSecretRef" in str(got)
+
+
+def test_a_bucket_named_by_several_fields_names_them_all():
+    hints = S3Hints()
+    for field in ("spec.output", "spec.dataset", "spec.output"):
+        hints.name_bucket("shared", field)
+    assert hints.field("shared") == "spec.output and spec.dataset"
 
 
 def test_wrong_region_names_the_region_s3_reports():
@@ -133,6 +142,9 @@ def test_certificate_failures_are_tls_failed_at_once():
     mismatch.verify_code, mismatch.verify_message = 62, "Hostname mismatch, certificate is not valid for 'x'."
     got = classify_error(wrapped(mismatch), "b", "k")
     assert type(got) is S3TLSFailed and "spec.s3.endpoint" in str(got) and "host name" in str(got)
+    expired = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+    expired.verify_code, expired.verify_message = 10, "certificate has expired"
+    assert "renewed" in str(classify_error(wrapped(expired), "b", "k"))
     assert not ExitCode.S3_TLS_FAILED.retriable
 
 

@@ -152,14 +152,16 @@ def _run(
     store = store or S3Store.from_config(cfg.s3)
     out_bucket, out_prefix = parse_s3_uri(job_prefix)
     ds_bucket, ds_key = parse_s3_uri(cfg.dataset)
+    store.hints.name_bucket(out_bucket, "spec.output")  # named before any request: a shared bucket is both
+    store.hints.name_bucket(ds_bucket, "spec.dataset")
     if cfg.model.startswith("s3://"):
         store.hints.name_bucket(parse_s3_uri(cfg.model)[0], "spec.model")
     if cfg.hub_mirror:
         store.hints.name_bucket(parse_s3_uri(cfg.hub_mirror)[0], "the operator's trainer.hubMirror")
     # Every S3 misconfiguration (endpoint, TLS, keys, region, missing buckets) fails here, before staging,
     # with the field to fix; the output bucket first, as a job without it could never publish.
-    store.check_bucket(out_bucket, out_prefix, field="spec.output")
-    store.check_bucket(ds_bucket, ds_key, field="spec.dataset")
+    store.check_bucket(out_bucket, out_prefix)
+    store.check_bucket(ds_bucket, ds_key)
     # --- stage and validate ----------------------------------------------------------------------------
     fingerprint = config_fingerprint(cfg)
     state = read_state(store, job_prefix)

@@ -124,7 +124,16 @@ class S3Hints:
 
     def name_bucket(self, bucket: str, field: str) -> None:
         fields = self.fields = dict(self.fields or {})
-        fields[bucket] = f"{fields[bucket]} and {field}" if bucket in fields and field not in fields[bucket] else field
+        if bucket not in fields:
+            fields[bucket] = field
+        elif field not in fields[bucket].split(" and "):
+            fields[bucket] = f"{fields[bucket]} and {field}"
+
+    @property
+    def fix_keys(self) -> str:
+        if "ambient" in self.credentials:
+            return "fix the pod's role (ambient credentials), or set spec.s3.credentialsSecretRef to keys for it"
+        return "fix the keys in the Secret named by spec.s3.credentialsSecretRef"
 
 
 @dataclass(frozen=True)
@@ -208,8 +217,7 @@ def classify_error(exc: BaseException, bucket: str, key: str | None, hints: S3Hi
         if code in BAD_KEYS_CODES:
             return S3AccessDenied(
                 f"{hints.endpoint} rejected {hints.credentials} ({code}: {msg}) accessing {where}: "
-                f"fix the keys in the Secret named by spec.s3.credentialsSecretRef (or spec.s3.endpoint, if they "
-                f"are another store's)"
+                f"{hints.fix_keys} (or spec.s3.endpoint, if they are another store's)"
             )
         if code in DENIED_CODES or status == 403:
             return S3AccessDenied(
@@ -273,6 +281,11 @@ def _tls_failure(exc: BaseException, hints: S3Hints) -> S3TLSFailed | None:
     for e in _chain(exc):
         if isinstance(e, ssl.SSLCertVerificationError):
             detail = e.verify_message or e.reason or str(e)
+            if e.verify_code == 10 or "expired" in str(detail).lower():
+                return S3TLSFailed(
+                    f"TLS: the certificate of {hints.endpoint} has expired ({detail}): the store's certificate "
+                    f"must be renewed (spec.s3.endpoint, spec.s3.caBundle are right)"
+                )
             if e.verify_code == 62 or "hostname" in str(detail).lower() or "match" in str(detail).lower():
                 return S3TLSFailed(
                     f"TLS: the certificate of {hints.endpoint} is not valid for that host name ({detail}): set "
