@@ -46,20 +46,20 @@ def assert_nothing_published(s3_client, bucket: str, name: str) -> None:
 def test_wrong_keys_are_s3_access_denied(runner, good, s3_client, bucket):
     cfg = runner.config("wrongkeys", "yolov8n.yaml", good, f"s3://{bucket}/out")
     res = runner.run(cfg, access_key="AKIDONTEXIST", secret_key="nope")
-    assert_failed(res, 12, "S3AccessDenied", bucket)
+    assert_failed(res, 12, "S3AccessDenied", bucket, "spec.s3.credentialsSecretRef")
     assert_nothing_published(s3_client, bucket, "wrongkeys")
 
 
-def test_missing_output_bucket_is_s3_access_denied(runner, good):
+def test_missing_output_bucket_is_s3_bucket_not_found(runner, good):
     missing = f"missing-{uuid.uuid4().hex[:8]}"
     res = runner.run(runner.config("nobucket", "yolov8n.yaml", good, f"s3://{missing}/out"))
-    assert_failed(res, 12, "S3AccessDenied", missing, "does not exist")
+    assert_failed(res, 16, "S3BucketNotFound", missing, "does not exist", "spec.output")
 
 
-def test_missing_dataset_bucket_is_s3_access_denied(runner, bucket):
+def test_missing_dataset_bucket_is_s3_bucket_not_found(runner, bucket):
     missing = f"missing-{uuid.uuid4().hex[:8]}"
     res = runner.run(runner.config("nodsbucket", "yolov8n.yaml", f"s3://{missing}/ds", f"s3://{bucket}/out"))
-    assert_failed(res, 12, "S3AccessDenied", missing)
+    assert_failed(res, 16, "S3BucketNotFound", missing, "spec.dataset")
 
 
 def test_missing_data_yaml_is_dataset_invalid(runner, s3_client, bucket, tmp_path):
@@ -149,11 +149,13 @@ def test_missing_s3_model_is_model_unavailable(runner, good, bucket):
     assert_failed(res, 13, "ModelUnavailable", uri)
 
 
-def test_unreachable_s3_is_s3_unavailable(runner, good, bucket):
+def test_an_endpoint_that_never_answers_is_s3_unreachable(runner, good, bucket):
+    """Never answered at preflight: spec.s3.endpoint is wrong, not retried (an outage of an S3 that had answered
+    is S3Unavailable, retried: tests/fault/test_trainer_faults.py)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cfg = runner.config("down", "yolov8n.yaml", good, f"s3://{bucket}/out")
     cfg["s3"]["endpoint"] = f"http://127.0.0.1:{port}"
     res = runner.run(cfg, YOLO_TRAINER_S3_RETRY_BUDGET="2")
-    assert_failed(res, 21, "S3Unavailable", f"s3://{bucket}")
+    assert_failed(res, 19, "S3Unreachable", f"s3://{bucket}", "spec.s3.endpoint")
