@@ -3,8 +3,9 @@
 The operator's Job builder (``yolo_operator.builders``) writes a ``TrainerConfig`` as JSON into the container's
 environment variable ``YOLO_TRAINER_CONFIG``; the trainer reads it from there or from ``--config FILE`` (YAML or
 JSON) when run standalone. S3 credentials never appear here: they come from ``AWS_ACCESS_KEY_ID`` and
-``AWS_SECRET_ACCESS_KEY`` (a secretKeyRef in the pod). ``training`` is the TrainingJob's ``spec.training``
-itself (one model, :class:`yolo_contract.training.TrainingSpec`).
+``AWS_SECRET_ACCESS_KEY`` (a secretKeyRef in the pod) or, without spec.s3.credentialsSecretRef, from the AWS
+credential chain (web identity, container credentials, instance metadata). ``training`` is the TrainingJob's
+``spec.training`` itself (one model, :class:`yolo_contract.training.TrainingSpec`).
 """
 
 from __future__ import annotations
