@@ -88,12 +88,14 @@ def expect_failure(case: str, res: Result, took: float, code: ExitCode, *needles
 
 
 def test_baseline_a_failure_just_before_the_first_s3_request(runner, good, bucket):
-    """What every row below includes: starting the trainer (Python, torch, Ultralytics imports) up to the
-    preflight, measured with an unknown hyperparameter, refused just before the first S3 request."""
-    cfg = runner.config("baseline", "yolov8n.yaml", good, f"s3://{bucket}/out", hyperparameters={"lr_zero": 0.1})
+    """What every row below includes: starting the trainer (Python, torch and Ultralytics imports, the
+    hyperparameter check) up to the preflight's first S3 request, measured with an unknown export format,
+    refused just before it."""
+    cfg = runner.config("baseline", "yolov8n.yaml", good, f"s3://{bucket}/out")
+    cfg["exportFormats"] = ["no-such-format"]
     res, took = timed(runner, cfg)
-    expect_failure("(baseline: no S3 request, an unknown hyperparameter)", res, took, ExitCode.CONFIG_INVALID,
-                   "lr_zero", note="trainer start-up alone")  # fmt: skip
+    expect_failure("(baseline: start-up to the first S3 request, no S3 involved)", res, took,
+                   ExitCode.CONFIG_INVALID, "no-such-format", note="trainer start-up alone")  # fmt: skip
 
 
 def test_wrong_access_key(runner, good, bucket):
