@@ -55,6 +55,7 @@ from yolo_operator.status import (
     set_condition,
     terminated_state,
     waiting_for_model_status,
+    waiting_to_create,
 )
 
 log = logging.getLogger("yolo_operator")
@@ -441,7 +442,26 @@ async def _derive(namespace: str, name: str, tj: dict[str, Any], obs: Observed) 
         # The pod watch may lag the Job's: list the pods once, so that the failure is reported (and
         # announced) with the trainer's exit code and message rather than the Job's generic reason.
         pods = [p for p in await list_pods(namespace, name) if owned_by(p, _uid(job))]
-    return derive_status(tj, job, pods)
+    return derive_status(tj, job, pods, missing_volume=await missing_ca_bundle(tj, pods))
+
+
+async def missing_ca_bundle(tj: dict[str, Any], pods: list[dict[str, Any]]) -> str | None:
+    """Why the newest pod cannot mount spec.s3.caBundle, or None. Asked only while that pod waits in
+    ContainerCreating (the kubelet reports a missing ConfigMap only as an Event), so it costs one GET then."""
+    ref = ((tj.get("spec") or {}).get("s3") or {}).get("caBundle")
+    live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+    newest = max(live, key=lambda p: p["metadata"].get("creationTimestamp", ""), default=None)
+    if not ref or newest is None or not waiting_to_create(newest):
+        return None
+    namespace = (tj.get("metadata") or {}).get("namespace")
+    cm = await api().get_or_none(kube.path("v1", "configmaps", namespace, ref["name"]))
+    key = ref.get("key", "ca.crt")
+    if cm is None:
+        return (f"ConfigMap {ref['name']} (spec.s3.caBundle) does not exist in namespace {namespace}: create it with "
+                f"the PEM bundle under key {key}; the pod waits for it")  # fmt: skip
+    if key not in (cm.get("data") or {}):
+        return f"ConfigMap {ref['name']} has no key {key} (spec.s3.caBundle.key); the pod waits for it"
+    return None
 
 
 def _pods_lag(job: dict[str, Any], pods: list[dict[str, Any]]) -> bool:
