@@ -1,7 +1,9 @@
 """Operator benchmark on the local control plane: TrainingJob -> Job latency against kube-controller-manager's
-Job -> Pod latency, operator memory with many TrainingJobs, idle CPU, and API requests per TrainingJob.
+Job -> Pod latency, TrainingJob -> Job throughput against the API server's ceiling for the same writes, operator
+memory with many TrainingJobs, idle CPU, and API requests per TrainingJob.
 
-    .venv/bin/python bench/operator_latency.py [--n 200] [--rss-n 1000] [--idle 30] [--life-n 20]
+    .venv/bin/python bench/operator_latency.py [--n 200] [--rss-n 1000] [--rss-done-n 4000] [--idle 30]
+        [--life-n 20] [--ceiling-concurrency 8,32,128]
 
 Method
 - The operator runs as a local process (`python -m yolo_operator`, watching only this benchmark's namespaces)
@@ -11,10 +13,18 @@ Method
   returns is the start; a watch on Jobs (opened before the first create) records when each Job arrives.
   The baseline does the same with N plain batch/v1 Jobs and a watch on Pods: kube-controller-manager's
   Job controller with its default client rate limits (20 QPS, burst 30). Pods target a node label that no node
-  has, so they stay Pending in both runs (nothing else churns). The two runs alternate (TJ, Job, Job, TJ ...).
+  has, so they stay Pending in both runs (nothing else churns).
+- Ceiling: the same N TrainingJobs created the same way, but labelled for an operator instance that does not
+  exist; instead a plain client (asyncio + aiohttp, through the same counting proxy, no watch, no kopf) makes
+  for each one, as soon as its create returns, exactly the writes the operator must make: ServiceAccount, Role,
+  RoleBinding, Job (the operator's own builders) and one status merge-patch. Throughput is measured the same way
+  (N / first create to last Job arrival on a watch). Its concurrency is the best of `--ceiling-concurrency`
+  in a short sweep (N/2 each) before the rounds. The rounds alternate (TJ, Job, ceiling; ceiling, Job, TJ ...).
 - Lifecycle: `--life-n` TrainingJobs that run to completion on kwok's fake nodes (kwok moves pods of Jobs to
   Succeeded), then are deleted; requests counted from the first create until the proxy is quiet.
-- Memory: RSS (psutil) of the operator with `--rss-n` TrainingJobs (and their Jobs and Pending pods) present.
+- Memory: RSS (psutil) of the operator with `--rss-n` TrainingJobs (and their Jobs and Pending pods) present,
+  and again once `--rss-done-n` more have run to completion on kwok's nodes (Succeeded; their Jobs and pods
+  kept): the cost of completed TrainingJobs.
 - Idle CPU: the operator's CPU time over `--idle` seconds once everything is settled.
 - `--tracemalloc`: the operator runs under tracemalloc (slower, more memory: not for the figures above) and
   writes where its Python memory grew between startup and the `--rss-n` TrainingJobs (tracemalloc.txt).
@@ -58,6 +68,7 @@ LABEL_INSTANCE = "yolo-operator.io/operator-instance"
 INSTANCE = f"bench-{uuid.uuid4().hex[:6]}"
 NOWHERE = {"bench.yolo-operator.io/no-such-node": "true"}  # pods stay Pending
 CREATE_THREADS = 8
+CEILING_INSTANCE = f"{INSTANCE}-ceiling"  # no operator handles these: the ceiling client makes the writes
 # Runs the operator with a SIGUSR2 handler: the first signal takes a tracemalloc snapshot (one frame per
 # allocation: deeper stacks slow the operator down several times), the second writes to $BENCH_TRACEMALLOC_OUT
 # the growth since then by file and line, the live objects by type, and how much RSS malloc_trim() gives back
@@ -106,7 +117,7 @@ def admin_client():
     return client.ApiClient(cfg)
 
 
-def trainingjob(name: str, pending: bool) -> dict[str, Any]:
+def trainingjob(name: str, pending: bool, instance: str = INSTANCE) -> dict[str, Any]:
     s3 = testbed.s3_env()
     spec: dict[str, Any] = {
         "model": {"yaml": "yolov8n.yaml"},
@@ -119,7 +130,7 @@ def trainingjob(name: str, pending: bool) -> dict[str, Any]:
     if pending:
         spec["scheduling"] = {"nodeSelector": NOWHERE}
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TrainingJob",
-            "metadata": {"name": name, "labels": {LABEL_BENCH: "1", LABEL_INSTANCE: INSTANCE}},
+            "metadata": {"name": name, "labels": {LABEL_BENCH: "1", LABEL_INSTANCE: instance}},
             "spec": spec}  # fmt: skip
 
 
@@ -220,13 +231,96 @@ class ArrivalWatch:
         self._stop.set()
 
 
-def create_all(create, bodies: list[dict[str, Any]]) -> dict[str, float]:
-    """Creates the objects from CREATE_THREADS threads; returns name -> time the create call returned."""
+class CeilingClient:
+    """The writes the operator makes per TrainingJob, made directly: for each created TrainingJob its
+    ServiceAccount, Role, RoleBinding and Job (the operator's builders) and one status merge-patch (with the
+    resourceVersion precondition the operator sends), by ``concurrency`` coroutines on one aiohttp session."""
+
+    def __init__(self, server: str, concurrency: int):
+        import asyncio
+
+        self.server, self.concurrency = server, concurrency
+        self.errors: list[str] = []
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="ceiling")
+        self._thread.start()
+        self.queue = self._call(self._setup())
+
+    def _call(self, coro):
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    async def _setup(self):
+        import asyncio
+
+        import aiohttp
+        from yolo_operator.config import OperatorConfig
+
+        self.config = OperatorConfig.from_env({"YOLO_OPERATOR_TRAINER_IMAGE": "localhost/yolo-operator-trainer:bench",
+                                               "YOLO_OPERATOR_INSTANCE": CEILING_INSTANCE,
+                                               "YOLO_OPERATOR_OFFLINE": "true"})  # fmt: skip
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self.concurrency))
+        queue: asyncio.Queue = asyncio.Queue()
+        self.workers = [asyncio.ensure_future(self._worker(queue)) for _ in range(self.concurrency)]
+        return queue
+
+    def submit(self, tj: dict[str, Any]) -> None:
+        """Thread-safe: called by the creating threads with each TrainingJob as its create returned it."""
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, tj)
+
+    async def _request(self, method: str, path: str, body: dict[str, Any], ctype: str = "application/json") -> None:
+        headers = {"Content-Type": ctype, "Accept": "application/json"}
+        data = json.dumps(body).encode()
+        async with self.session.request(method, self.server + path, data=data, headers=headers) as r:
+            await r.read()
+            if r.status >= 400 and r.status != 409:
+                self.errors.append(f"{method} {path}: {r.status}")
+
+    async def _worker(self, queue) -> None:
+        from yolo_operator import builders, kube
+        from yolo_operator.api import TrainingJob
+        from yolo_operator.status import job_created_status
+
+        plural = {"ServiceAccount": "serviceaccounts", "Role": "roles", "RoleBinding": "rolebindings", "Job": "jobs"}
+        while True:
+            tj = await queue.get()
+            try:
+                t = TrainingJob.from_body(tj)
+                model = t.spec.model.yaml or ""
+                for obj in (builders.build_service_account(t), builders.build_role(t), builders.build_role_binding(t),
+                            builders.build_job(t, self.config, model)):  # fmt: skip
+                    await self._request("POST", kube.path(obj["apiVersion"], plural[obj["kind"]], t.namespace), obj)
+                status = job_created_status(tj, builders.job_name(t.name), model)
+                await self._request(
+                    "PATCH",
+                    kube.path(f"{GROUP}/{VERSION}", PLURAL, t.namespace, t.name, "status"),
+                    {"metadata": {"resourceVersion": tj["metadata"]["resourceVersion"]}, "status": status},
+                    "application/merge-patch+json",
+                )
+            except Exception as e:  # counted, not fatal: the figure says how many
+                self.errors.append(f"{type(e).__name__}: {e}")
+
+    def close(self) -> None:
+        async def stop():
+            for w in self.workers:
+                w.cancel()
+            await self.session.close()
+
+        self._call(stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def create_all(create, bodies: list[dict[str, Any]], then=None) -> dict[str, float]:
+    """Creates the objects from CREATE_THREADS threads; returns name -> time the create call returned.
+    ``then``, if given, is called with each created object as the API server returned it."""
     done: dict[str, float] = {}
 
     def one(body: dict[str, Any]) -> None:
-        create(body)
+        created = create(body)
         done[body["metadata"]["name"]] = time.monotonic()
+        if then is not None:
+            then(created)
 
     with ThreadPoolExecutor(CREATE_THREADS) as pool:
         list(pool.map(one, bodies))
@@ -251,7 +345,10 @@ class Bench:
         self.batch = client.BatchV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
         run = uuid.uuid4().hex[:6]
-        self.ns = {k: f"bench-{k}-{run}" for k in ("tj0", "tj1", "job0", "job1", "life", "rss")}
+        self.ns = {k: f"bench-{k}-{run}" for k in ("tj0", "tj1", "job0", "job1", "life", "rss", "done")}
+        # the ceiling's namespaces: not watched by the operator, not counted in its memory figure
+        self.ceiling_ns = [f"bench-ceil{i}-{run}" for i in range(8)]
+        self._ceiling_next = iter(self.ceiling_ns)
         self.workdir = testbed.TESTBED / "bench" / f"operator-{run}"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proxy = CountingProxy.for_bed().start()
@@ -276,7 +373,7 @@ class Bench:
     def start(self) -> None:
         install_crd()
         self.wait_for_earlier_runs()
-        for ns in self.ns.values():
+        for ns in [*self.ns.values(), *self.ceiling_ns]:
             self.core.create_namespace({"metadata": {"name": ns, "labels": {LABEL_BENCH: "1"}}})
         health = free_port()
         env = {
@@ -323,7 +420,7 @@ class Bench:
                 self.operator.wait(20)
             except subprocess.TimeoutExpired:
                 self.operator.kill()
-        for ns in self.ns.values():
+        for ns in [*self.ns.values(), *self.ceiling_ns]:
             try:
                 self.core.delete_namespace(ns)
             except Exception as e:  # already gone
@@ -384,6 +481,41 @@ class Bench:
         log(f"TJ->Job  n={n}: p50 {res['p50']:.3f}s p99 {res['p99']:.3f}s {res['throughput']:.1f}/s, "
             f"{res['requests_per_tj']:.1f} requests/TJ")  # fmt: skip
         return res
+
+    def ceiling(self, ns: str, n: int, concurrency: int) -> dict[str, float]:
+        """The same N TrainingJobs, their writes made by CeilingClient instead of the operator."""
+        watch = ArrivalWatch(self.api, ns, "jobs", LABEL_TJ, LABEL_TJ)
+        names = [f"tj-{i:05d}" for i in range(n)]
+        client = CeilingClient(self.proxy.url, concurrency)
+        t0 = time.monotonic()
+        try:
+            created = create_all(
+                lambda b: self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, b),
+                [trainingjob(x, pending=True, instance=CEILING_INSTANCE) for x in names],
+                then=client.submit,
+            )
+            ok = watch.wait_for(set(names), 600)
+        finally:
+            watch.stop()
+            client.close()
+        if not ok:
+            log(f"ceiling: only {len(watch.seen)}/{n} Jobs appeared")
+        res = latencies(created, watch.seen)
+        last = self.wait_quiet(quiet=2)
+        res["requests_per_tj"] = self.proxy.count(t0 - 0.5, last + 0.001) / n
+        res["concurrency"], res["errors"] = concurrency, len(client.errors)
+        if client.errors:
+            log(f"ceiling: {len(client.errors)} errors, e.g. {client.errors[0]}")
+        log(f"ceiling  n={n} c={concurrency}: p50 {res['p50']:.3f}s p99 {res['p99']:.3f}s {res['throughput']:.1f}/s, "
+            f"{res['requests_per_tj']:.1f} requests/TJ")  # fmt: skip
+        time.sleep(2)
+        return res
+
+    def ceiling_sweep(self, n: int, concurrencies: list[int]) -> int:
+        """The ceiling client's concurrency that gets the most objects/s out of the API server (N each)."""
+        best = max((self.ceiling(next(self._ceiling_next), n, c)["throughput"], c) for c in concurrencies)
+        log(f"ceiling sweep: best concurrency {best[1]} ({best[0]:.1f}/s)")
+        return best[1]
 
     def job_latency(self, ns: str, n: int) -> dict[str, float]:
         watch = ArrivalWatch(self.api, ns, "pods", "batch.kubernetes.io/job-name", LABEL_BENCH)
@@ -469,36 +601,78 @@ class Bench:
             f"{r1 - r0} requests in {w1 - w0:.0f}s")  # fmt: skip
         return res
 
+    def rss_done(self, n: int, timeout: float = 1800) -> dict[str, Any]:
+        """n more TrainingJobs that kwok runs to completion (their Jobs and pods kept); RSS once all are done."""
+        ns = self.ns["done"]
+        names = [f"done-{i:05d}" for i in range(n)]
+        t0 = time.monotonic()
+        create_all(lambda b: self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, b),
+                   [trainingjob(x, pending=False) for x in names])  # fmt: skip
+        phases: dict[str, int] = {}
+        while time.monotonic() - t0 < timeout:
+            phases = {}
+            for it in self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]:
+                ph = (it.get("status") or {}).get("phase", "-")
+                phases[ph] = phases.get(ph, 0) + 1
+            if phases.get("Succeeded", 0) + phases.get("Failed", 0) == n:
+                break
+            log(f"completed TrainingJobs: {phases}")
+            time.sleep(10)
+        seconds = time.monotonic() - t0
+        last = self.wait_quiet(quiet=5)
+        reqs = self.proxy.count(t0 - 0.5, last + 0.001) / n
+        time.sleep(5)
+        rss = self.rss_mib()
+        held = sum(len(self.custom.list_namespaced_custom_object(GROUP, VERSION, x, PLURAL)["items"])
+                   for x in self.ns.values())  # fmt: skip
+        res = {"n": n, "held": held, "rss_mib": rss, "phases": phases, "requests_per_tj": reqs, "seconds": seconds}
+        log(f"RSS with {held} TJs, {n} of them completed: {rss:.0f} MiB")
+        return res
+
 
 def run(
-    n: int = 200, rss_n: int = 1000, idle: float = 30, life_n: int = 20, rounds: int = 2, tracemalloc: bool = False
+    n: int = 200,
+    rss_n: int = 1000,
+    idle: float = 30,
+    life_n: int = 20,
+    rounds: int = 2,
+    tracemalloc: bool = False,
+    rss_done_n: int = 0,
+    ceiling_concurrency: tuple[int, ...] = (8, 32, 128),
 ) -> list[Row]:
     args = argparse.Namespace(n=n, rss_n=rss_n, idle=idle, life_n=life_n, tracemalloc=tracemalloc)
     bed_up()
     b = Bench(args)
     tj: list[dict] = []
     job: list[dict] = []
+    ceil: list[dict] = []
+    done = None
     try:
         b.start()
-        for r in range(rounds):  # ABBA: TJ, Job, Job, TJ
-            order = ("tj", "job") if r % 2 == 0 else ("job", "tj")
+        conc = b.ceiling_sweep(max(n // 2, 1), list(ceiling_concurrency)) if len(ceiling_concurrency) > 1 else None
+        conc = conc or ceiling_concurrency[0]
+        for r in range(rounds):  # ABBA: TJ, Job, ceiling; ceiling, Job, TJ
+            order = ("tj", "job", "ceil") if r % 2 == 0 else ("ceil", "job", "tj")
             for kind in order:
                 if kind == "tj":
                     tj.append(b.tj_latency(b.ns[f"tj{r % 2}"], n))
+                elif kind == "ceil":
+                    ceil.append(b.ceiling(next(b._ceiling_next), n, conc))
                 else:
                     job.append(b.job_latency(b.ns[f"job{r % 2}"], n))
             # the next round's namespaces are fresh; remove this round's objects in the background
         life = b.lifecycle(life_n) if life_n else None
         mem = b.rss_and_idle(rss_n, idle)
+        done = b.rss_done(rss_done_n) if rss_done_n else None
     finally:
         b.close()
-    b.results = {"tj": tj, "job": job, "life": life, "mem": mem}
+    b.results = {"tj": tj, "job": job, "ceiling": ceil, "life": life, "mem": mem, "done": done}
     (b.workdir / "results.json").write_text(json.dumps(b.results, indent=2, default=str))
     return rows(b.results, n, rounds)
 
 
 def rows(res: dict[str, Any], n: int, rounds: int) -> list[Row]:
-    tj, job, life, mem = res["tj"], res["job"], res["life"], res["mem"]
+    tj, job, life, mem, ceil, done = res["tj"], res["job"], res["life"], res["mem"], res["ceiling"], res["done"]
     p50 = median([x["p50"] for x in tj]), median([x["p50"] for x in job])
     p99 = median([x["p99"] for x in tj]), median([x["p99"] for x in job])
     thr = median([x["throughput"] for x in tj]), median([x["throughput"] for x in job])
@@ -509,6 +683,20 @@ def rows(res: dict[str, Any], n: int, rounds: int) -> list[Row]:
         Row("create -> Job p99 (same)", f"{p99[0]:.2f} s", f"{p99[1]:.2f} s", fmt_ratio(*p99),
             "ours <= baseline", "yes" if p99[0] <= p99[1] else "no", note),
         Row("throughput, objects/s (same)", f"{thr[0]:.1f}/s", f"{thr[1]:.1f}/s", fmt_ratio(*thr), "-", "n/a"),
+    ]  # fmt: skip
+    if ceil:
+        cthr = median([x["throughput"] for x in ceil])
+        out.append(Row(
+            "TrainingJob -> Job throughput vs the API server's ceiling (a plain client making the same writes: "
+            "SA, Role, RoleBinding, Job, one status patch)",
+            f"{thr[0]:.1f}/s", f"{cthr:.1f}/s (concurrency {ceil[0]['concurrency']})", fmt_ratio(thr[0], cthr),
+            ">= 0.80x", "yes" if cthr and thr[0] / cthr >= 0.8 else "no",
+            f"N={n}, {rounds} rounds interleaved (TJ, Job, ceiling; ceiling, Job, TJ), medians; ceiling "
+            f"p99 {median([x['p99'] for x in ceil]):.2f} s, {median([x['requests_per_tj'] for x in ceil]):.1f} "
+            f"requests/TJ, {sum(x['errors'] for x in ceil)} errors; each round: "
+            + ", ".join(f"{a['throughput']:.1f} vs {c['throughput']:.1f}/s" for a, c in zip(tj, ceil, strict=False)),
+        ))  # fmt: skip
+    out += [
         Row(f"operator RSS with {mem['held']} TrainingJobs (+ their Jobs, Pending pods, RBAC)",
             f"{mem['rss_mib']:.0f} MiB", f"{mem['rss_boot_mib']:.0f} MiB (same operator at startup, 0 objects)",
             fmt_ratio(mem["rss_mib"], mem["rss_boot_mib"]), "< 150 MiB with 1,000",
@@ -519,6 +707,19 @@ def rows(res: dict[str, Any], n: int, rounds: int) -> list[Row]:
             f"{mem['idle_cpu_fraction'] * 100:.2f}% of a core", "-", "-", "< 1% of a core",
             "yes" if mem["idle_cpu_fraction"] < 0.01 else "no",
             f"{mem['idle_requests']} API requests while idle"),
+    ]  # fmt: skip
+    if done:
+        out.append(Row(
+            f"operator RSS with {done['held']} TrainingJobs, {done['n']} of them completed (Succeeded, Jobs and "
+            "pods kept)",
+            f"{done['rss_mib']:.0f} MiB", f"{mem['rss_mib']:.0f} MiB with {mem['held']}",
+            f"{(done['rss_mib'] - mem['rss_mib']) / max(done['held'] - mem['held'], 1) * 1024:.1f} KiB per "
+            "completed TrainingJob", "<= 200 MiB with 5,000",
+            "yes" if done["rss_mib"] <= 200 and done["held"] >= 5000 else "no",
+            f"final phases {done['phases']}; {done['requests_per_tj']:.1f} requests/TJ over their lives, "
+            f"{done['seconds']:.0f} s to complete them all"),
+        )  # fmt: skip
+    out += [
         Row("API requests per TrainingJob, create until settled (Job created, pod Pending)",
             f"{median([x['requests_per_tj'] for x in tj]):.1f} (N={n}); {mem['requests_per_tj']:.1f} (N={mem['n']})",
             "-", "-", "small constant, independent of N", "see note",
@@ -542,8 +743,11 @@ def main(argv: list[str] | None = None) -> list[Row]:
     ap.add_argument("--life-n", type=int, default=20, help="TrainingJobs run to completion (0 = skip)")
     ap.add_argument("--rounds", type=int, default=2, help="latency rounds (alternating order)")
     ap.add_argument("--tracemalloc", action="store_true", help="profile the operator's memory (slows it down)")
+    ap.add_argument("--rss-done-n", type=int, default=0, help="TrainingJobs run to completion, then RSS again")
+    ap.add_argument("--ceiling-concurrency", default="8,32,128", help="the ceiling client's concurrencies to sweep")
     a = ap.parse_args(argv)
-    rs = run(a.n, a.rss_n, a.idle, a.life_n, a.rounds, a.tracemalloc)
+    conc = tuple(int(x) for x in a.ceiling_concurrency.split(","))
+    rs = run(a.n, a.rss_n, a.idle, a.life_n, a.rounds, a.tracemalloc, a.rss_done_n, conc)
     for r in rs:
         print(f"{r.figure}: ours {r.ours} | baseline {r.baseline} | {r.ratio} | goal {r.goal}: {r.met}  {r.note}")
     return rs

@@ -167,11 +167,26 @@ build() {
   "$docker_cli" builder prune -f --keep-storage 12GB >/dev/null 2>&1 || true
 }
 
+# Tags both images for REGISTRY (the same names and tag under it: REGISTRY/yolo-operator:0.1.0, ...) and pushes
+# them with this script's dockerd; log in first: DOCKER_CONFIG=... or `docker login` against that socket.
+push() { # registry
+  local registry="${1%/}" img
+  [ -n "$registry" ] || { echo "usage: $0 push REGISTRY (e.g. quay.io/my-team)" >&2; exit 2; }
+  start_dockerd
+  for img in "$OPERATOR_IMAGE" "$TRAINER_IMAGE"; do
+    local target="$registry/${img#*/*/}"
+    "$docker_cli" tag "$img" "$target"
+    log "pushing $target"
+    "$docker_cli" push "$target"
+  done
+}
+
 case "${1:-}" in
   build) build ;;
+  push) push "${2:-}" ;;
   wheelhouse) build_wheelhouse ;;
   save) start_dockerd; "$docker_cli" save "$2" ;;
   id) start_dockerd; image_id "$2" ;;
   names) printf '%s\n' "$OPERATOR_IMAGE" "$TRAINER_IMAGE" "$PAUSE_IMAGE" ;;
-  *) echo "usage: $0 build|save IMAGE|id IMAGE|names" >&2; exit 2 ;;
+  *) echo "usage: $0 build|push REGISTRY|wheelhouse|save IMAGE|id IMAGE|names" >&2; exit 2 ;;
 esac

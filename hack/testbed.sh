@@ -50,11 +50,14 @@ start_s3() {
   key=$(python3 -c 'import secrets; print("testbed" + secrets.token_hex(6))')
   secret=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')
   # weed mini opens master, volume, filer and S3 ports; pin each (and their gRPC at +10000) on the link's
-  # host address, the one address both this machine and the pods reach.
+  # host address, the one address both this machine and the pods reach. Every bucket is a collection with
+  # volumes of its own: left to size them from free disk (-volume.max 0), a machine low on disk runs out of
+  # volumes after some dozen test buckets ("No writable volumes"); volumes are sparse, so a fixed count is safe.
   AWS_ACCESS_KEY_ID=$key AWS_SECRET_ACCESS_KEY=$secret setsid "$venv_bin/weed" mini \
     -dir="$tb/s3" -ip="$HOST_IP" -ip.bind="$HOST_IP" \
     -s3.port="$s3_port" -master.port=$((s3_port + 1)) -volume.port=$((s3_port + 2)) \
     -filer.port=$((s3_port + 3)) -admin.ui=false -webdav=false -s3.port.iceberg=0 -s3.port.lance=0 \
+    -master.volumeSizeLimitMB=256 -volume.max=400 \
     >"$tb/logs/weed.log" 2>&1 </dev/null 9>&- &
   echo $! >"$tb/pids/weed.pid"
   cat >"$tb/s3.env" <<ENV

@@ -272,6 +272,7 @@ def test_rbac_least_privilege(helm_bin, values):
     assert grants(rules, g, "trainingjobs/finalizers") == {"update"}
     assert grants(rules, "batch", "jobs") == {"create", "get", "list", "watch", "patch"}
     assert grants(rules, "", "pods") == {"get", "list", "watch"}
+    assert grants(rules, "", "configmaps") == {"get"}  # the CA bundle, only to report it missing
     assert grants(rules, "", "events") >= {"create"} and grants(rules, "events.k8s.io", "events") >= {"create"}
     for group, res in (("", "serviceaccounts"), ("rbac.authorization.k8s.io", "roles"),
                        ("rbac.authorization.k8s.io", "rolebindings")):  # fmt: skip

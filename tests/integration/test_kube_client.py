@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 
@@ -22,17 +23,24 @@ def test_get_create_patch_and_errors(client, namespace):
     cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": namespace},
           "data": {"a": "1"}}  # fmt: skip
     coll = kube.path("v1", "configmaps", namespace)
-    assert client.get_or_none(kube.path("v1", "configmaps", namespace, "c")) is None
-    assert client.create(coll, cm)["data"] == {"a": "1"}
-    with pytest.raises(kube.ApiError) as e:
-        client.create(coll, cm)
-    assert e.value.status == 409 and "already exists" in e.value.message
-    patched = client.merge_patch(kube.path("v1", "configmaps", namespace, "c"), {"data": {"b": "2"}})
-    assert patched["data"] == {"a": "1", "b": "2"}
-    assert [i["metadata"]["name"] for i in client.get(coll, limit=1)["items"]] == ["c"]
-    with pytest.raises(kube.ApiError) as e:
-        client.create(coll, {**cm, "metadata": {"name": "Not_A_Name", "namespace": namespace}})
-    assert e.value.status == 422 and "Not_A_Name" in e.value.message
+
+    async def scenario():
+        try:
+            assert await client.get_or_none(kube.path("v1", "configmaps", namespace, "c")) is None
+            assert (await client.create(coll, cm))["data"] == {"a": "1"}
+            with pytest.raises(kube.ApiError) as e:
+                await client.create(coll, cm)
+            assert e.value.status == 409 and "already exists" in e.value.message
+            patched = await client.merge_patch(kube.path("v1", "configmaps", namespace, "c"), {"data": {"b": "2"}})
+            assert patched["data"] == {"a": "1", "b": "2"}
+            assert [i["metadata"]["name"] for i in (await client.get(coll, limit=1))["items"]] == ["c"]
+            with pytest.raises(kube.ApiError) as e:
+                await client.create(coll, {**cm, "metadata": {"name": "Not_A_Name", "namespace": namespace}})
+            assert e.value.status == 422 and "Not_A_Name" in e.value.message
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())
 
 
 def test_a_401_reads_the_credentials_again_once(kubectl, kubeconfig, namespace, tmp_path, monkeypatch):
@@ -58,8 +66,15 @@ def test_a_401_reads_the_credentials_again_once(kubectl, kubeconfig, namespace, 
 
     monkeypatch.setenv("KUBECONFIG", str(write("expired-token")))
     client = kube.Client(pool_size=2)
-    with pytest.raises(kube.ApiError) as e:  # the credentials read again are still bad: one retry, then the 401
-        client.get(kube.path("v1", "configmaps", namespace))
-    assert e.value.status == 401
-    write(kubectl("create", "token", sa, namespace=namespace).stdout.strip())  # the kubelet rotated the file
-    assert client.get(kube.path("v1", "configmaps", namespace))["kind"] == "ConfigMapList"
+
+    async def scenario():
+        try:
+            with pytest.raises(kube.ApiError) as e:  # the credentials read again are still bad: one retry, then 401
+                await client.get(kube.path("v1", "configmaps", namespace))
+            assert e.value.status == 401
+            write(kubectl("create", "token", sa, namespace=namespace).stdout.strip())  # the kubelet rotated it
+            assert (await client.get(kube.path("v1", "configmaps", namespace)))["kind"] == "ConfigMapList"
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())

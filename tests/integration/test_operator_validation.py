@@ -37,6 +37,11 @@ def with_spec(path: str, value, base: dict | None = None) -> dict:
 LONG = "a" * 70
 # (case id, manifest, the field path the message must name, a snippet of the message)
 INVALID = [
+    ("dataset-relative-without-connection", with_spec("dataset", "helmets/"), "spec.dataset",
+     "a key in the bucket of spec.s3.dataConnection"),
+    ("data-connection-and-endpoint", with_spec("s3", {"dataConnection": {"name": "conn"},
+                                                      "endpoint": "http://minio:9000"}), "spec.s3",
+     "leave spec.s3.endpoint and spec.s3.credentialsSecretRef unset"),
     ("env-reserved", with_spec("env", [{"name": "AWS_SECRET_ACCESS_KEY", "value": "x"}]), "spec.env[0]",
      "the operator sets this variable"),
     ("env-reserved-prefix", with_spec("env", [{"name": "YOLO_TRAINER_X", "value": "x"}]), "spec.env[0]",
@@ -189,6 +194,14 @@ def test_invalid_trainingjob_rejected(crd_installed, kubectl, namespace, case, m
     assert field in err, f"{case}: message does not name {field}:\n{err}"
     assert snippet.lower() in err.lower(), f"{case}: expected {snippet!r} in:\n{err}"
     assert get(kubectl, namespace, "trainingjob", manifest["metadata"]["name"]) is None
+
+
+def test_data_connection_with_keys_in_its_bucket_accepted(crd_installed, kubectl, namespace):
+    tj = with_spec("s3", {"dataConnection": {"name": "aws-connection-minio"}})
+    tj["spec"].update(dataset="datasets/helmets.zip", output="runs/")
+    tj["metadata"]["name"] = "dc"
+    apply(kubectl, namespace, tj)
+    assert get(kubectl, namespace, "trainingjob", "dc")["spec"]["dataset"] == "datasets/helmets.zip"
 
 
 def test_hyperparameter_passthrough_accepted(crd_installed, kubectl, namespace):

@@ -526,3 +526,22 @@ def test_operator_config_reads_first_hour_settings_from_env():
     assert cfg.trainer_env[0]["name"] == "HTTPS_PROXY"
     assert cfg.trainer_service_account_annotations == {"eks.amazonaws.com/role-arn": "arn"}
     assert cfg.hub_mirror == "s3://mirror/hub"
+
+
+def test_data_connection_reaches_the_pod_only_through_secret_key_refs():
+    tj = make_tj(dataset="helmets/", output="runs/", s3={"dataConnection": {"name": "aws-connection-minio"}})
+    env = env_of(b.build_job(tj, CFG))
+    for key in ("AWS_S3_ENDPOINT", "AWS_DEFAULT_REGION", "AWS_S3_BUCKET", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert env[key]["valueFrom"]["secretKeyRef"]["name"] == "aws-connection-minio", key
+        assert "value" not in env[key]
+    cfg = TrainerConfig.model_validate_json(env[CONFIG_ENV]["value"])
+    assert cfg.s3.data_connection and cfg.dataset == "helmets/"
+    resolved = cfg.with_data_connection({"AWS_S3_BUCKET": "team-bucket", "AWS_S3_ENDPOINT": "minio.example:9000",
+                                         "AWS_DEFAULT_REGION": "eu-west-1"})  # fmt: skip
+    assert resolved.dataset == "s3://team-bucket/helmets/" and resolved.output == "s3://team-bucket/runs/"
+    assert resolved.s3.endpoint == "https://minio.example:9000" and resolved.s3.region == "eu-west-1"
+    assert resolved.job_prefix == "s3://team-bucket/runs/team-a/helmets"
+    absolute = cfg.model_copy(update={"dataset": "s3://other/d.zip"}).with_data_connection({"AWS_S3_BUCKET": "b"})
+    assert absolute.dataset == "s3://other/d.zip"
+    with pytest.raises(ValueError, match="AWS_S3_BUCKET is empty"):
+        cfg.with_data_connection({})

@@ -61,3 +61,113 @@ def test_in_a_pod_the_service_address_comes_from_the_environment(monkeypatch, ho
         monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "6443")
     info = kube.login()
     assert info.server == server and info.token == "t"
+
+
+# --- the async client against a local HTTP server (aiohttp.web): retries, re-login, errors, one session ---
+
+
+def _serve(handler, scenario):
+    """Runs ``scenario(client, calls)`` against a plain-HTTP server answering with ``handler(request, calls)``."""
+    import asyncio
+
+    import kopf
+    from aiohttp import web
+
+    async def main():
+        calls: list[tuple[str, str, str, bytes]] = []
+
+        async def handle(request: web.Request) -> web.Response:
+            calls.append((request.method, request.path_qs, request.headers.get("Authorization", ""),
+                          await request.read()))  # fmt: skip
+            return handler(request, calls)
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        client = kube.Client(pool_size=2, info=kopf.ConnectionInfo(server=f"http://127.0.0.1:{port}", token="t0"))
+        try:
+            return await scenario(client, calls)
+        finally:
+            await client.close()
+            await runner.cleanup()
+
+    return asyncio.run(main())
+
+
+def test_client_sends_json_and_raises_api_errors():
+    from aiohttp import web
+
+    def handler(request, calls):
+        if request.method == "POST":
+            return web.json_response({"kind": "Status", "message": "already exists", "code": 409}, status=409)
+        return web.json_response({"kind": "Thing", "n": len(calls)})
+
+    async def scenario(client, calls):
+        assert await client.get("/api/v1/pods", labelSelector="a=b") == {"kind": "Thing", "n": 1}
+        with pytest.raises(kube.ApiError) as e:
+            await client.create("/api/v1/namespaces/ns/pods", {"metadata": {"name": "p"}})
+        assert e.value.status == 409 and e.value.message == "already exists"
+        await client.merge_patch("/api/v1/namespaces/ns/pods/p", {"a": 1})
+        session = client.session()
+        await client.get("/x")
+        assert client.session() is session  # one session for every request
+        return calls
+
+    calls = _serve(handler, scenario)
+    assert [(m, p, a) for m, p, a, _ in calls] == [
+        ("GET", "/api/v1/pods?labelSelector=a%3Db", "Bearer t0"),
+        ("POST", "/api/v1/namespaces/ns/pods", "Bearer t0"),
+        ("PATCH", "/api/v1/namespaces/ns/pods/p", "Bearer t0"),
+        ("GET", "/x", "Bearer t0"),
+    ]
+    assert json.loads(calls[2][3]) == {"a": 1}
+
+
+def test_client_logs_in_again_once_on_a_401(monkeypatch):
+    import kopf
+    from aiohttp import web
+
+    def handler(request, calls):
+        ok = request.headers.get("Authorization") == "Bearer t1"
+        return web.json_response({"ok": ok}, status=200 if ok else 401)
+
+    async def scenario(client, calls):
+        monkeypatch.setattr(kube, "login", lambda: kopf.ConnectionInfo(server=client.server, token="t1"))
+        return await client.get("/api/v1/pods")
+
+    assert _serve(handler, scenario) == {"ok": True}
+
+
+def test_client_retries_a_refused_connection_then_raises(monkeypatch):
+    import asyncio
+    import socket
+
+    import aiohttp
+    import kopf
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    sleeps: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(d):
+        sleeps.append(d)
+        await real_sleep(0)
+
+    monkeypatch.setattr(kube.asyncio, "sleep", sleep)
+
+    async def main():
+        client = kube.Client(info=kopf.ConnectionInfo(server=f"http://127.0.0.1:{port}", token="t"))
+        try:
+            with pytest.raises(aiohttp.ClientConnectorError):
+                await client.create("/api/v1/namespaces/ns/pods", {})
+        finally:
+            await client.close()
+
+    asyncio.run(main())
+    assert sleeps == list(kube.CONNECT_RETRY_DELAYS)

@@ -212,6 +212,21 @@ def test_stalled_pod(waiting, reason):
     assert p["phase"] == "Pending"
 
 
+def test_missing_ca_bundle_is_stalled_like_a_missing_secret():
+    creating = {"containerStatuses": [{"name": "trainer", "state": {"waiting": {"reason": "ContainerCreating"}}}]}
+    why = "ConfigMap object-store-ca (spec.s3.caBundle) does not exist in namespace team-a"
+    p = S.derive_status(tj(), job(active=1), [pod(**creating)], now=T1, missing_volume=why)
+    c = cond(p, R.STALLED)
+    assert (c["status"], c["reason"], c["message"]) == ("True", R.REASON_CA_BUNDLE_MISSING, why)
+    assert p["phase"] == "Pending"
+    # without the handler's finding, ContainerCreating is just a pod starting
+    plain = S.derive_status(tj(), job(active=1), [pod(**creating)], now=T1)
+    assert S.get_condition(plain.get("conditions"), R.STALLED) is None
+    # the ConfigMap appeared and the pod runs: Stalled clears
+    running = S.derive_status(apply(tj(), p), job(active=1), [pod(phase="Running")], now=T2)
+    assert cond(running, R.STALLED)["status"] == "False"
+
+
 def test_suspended_and_resumed():
     j = job([("Suspended", "JobSuspended", "Job suspended")])
     p = S.derive_status(tj(suspend=True), j, [], now=T1)

@@ -96,6 +96,11 @@ the operator never does.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
+# The CA bundle's ConfigMap (spec.s3.caBundle): read only while a trainer pod waits in ContainerCreating, to
+# report a missing one (handlers.missing_ca_bundle). Never Secrets.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get"]
 # Per-job ServiceAccount / Role / RoleBinding (builders.build_service_account, build_role,
 # build_role_binding): created once; read-only verbs for inspection and idempotent re-creation.
 - apiGroups: [""]

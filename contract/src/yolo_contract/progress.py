@@ -33,8 +33,33 @@ class Progress(_Model):
     metrics: Metrics | None = Field(None, description="Metrics of the latest completed epoch.")
     best_map50_95: float | None = Field(None, alias="bestMap50-95", description="Best mAP50-95 so far.")
     best_epoch: int | None = Field(None, description="Epoch of the best mAP50-95.")
+    percent: int | None = Field(None, ge=0, le=100, description="Epochs completed, in percent of those requested.")
     eta_seconds: int | None = Field(None, ge=0, description="Estimated seconds to finish training.")
+    eta: str | None = Field(None, description="eta_seconds for people (1h02m, 45s), for the printer column.")
     updated_at: str | None = Field(None, description="RFC 3339 time of this report.")
+
+
+    @classmethod
+    def of(cls, epoch: int, epochs: int, eta_seconds: int | None = None, **fields) -> Progress:
+        """Progress after ``epoch`` of ``epochs``, with the display fields derived (one place for both)."""
+        return cls(
+            epoch=epoch,
+            epochs=epochs,
+            epoch_display=f"{epoch}/{epochs}",
+            percent=min(100, 100 * epoch // epochs) if epochs else None,
+            eta_seconds=eta_seconds,
+            eta=None if eta_seconds is None else human_duration(eta_seconds),
+            **fields,
+        )
+
+
+def human_duration(seconds: int) -> str:
+    """90 -> '1m30s', 3720 -> '1h02m', 45 -> '45s' (kubectl's style of ages)."""
+    h, rest = divmod(max(0, int(seconds)), 3600)
+    m, s = divmod(rest, 60)
+    if h:
+        return f"{h}h{m:02d}m"
+    return f"{m}m{s:02d}s" if m else f"{s}s"
 
 
 class Checkpoint(_Model):

@@ -24,10 +24,15 @@ from yolo_contract.training import S3Endpoint, TrainingSpec
 CONFIG_ENV = "YOLO_TRAINER_CONFIG"
 #: Environment the operator sets in the trainer container; extra environment (chart-wide or spec.env) may not
 #: set these, nor any name starting with RESERVED_ENV_PREFIX.
+#: The keys of an OpenShift AI data connection Secret (S3 type), as its dashboard writes them; the pod gets each
+#: as the environment variable of the same name.
+DATA_CONNECTION_KEYS: tuple[str, ...] = (
+    "AWS_S3_ENDPOINT", "AWS_DEFAULT_REGION", "AWS_S3_BUCKET", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+)  # fmt: skip
 RESERVED_ENV: tuple[str, ...] = (
     CONFIG_ENV, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_CA_BUNDLE", "HOME", "YOLO_CONFIG_DIR",
     "MPLCONFIGDIR", "XDG_CACHE_HOME", "TORCH_HOME", "PYTHONUNBUFFERED", "POD_NAME", "POD_NAMESPACE",
-    "NVIDIA_VISIBLE_DEVICES",
+    "NVIDIA_VISIBLE_DEVICES", "AWS_S3_ENDPOINT", "AWS_DEFAULT_REGION", "AWS_S3_BUCKET",
 )  # fmt: skip
 RESERVED_ENV_PREFIX = "YOLO_"
 
@@ -44,6 +49,11 @@ class S3Config(S3Endpoint):
     """spec.s3 as the pod sees it: the CA bundle is a file mounted from the ConfigMap, keys come from env."""
 
     ca_bundle: str | None = Field(None, description="Path of a PEM CA bundle inside the pod.")
+    data_connection: bool = Field(
+        False,
+        description="Endpoint, region and bucket come from the data connection's environment (AWS_S3_ENDPOINT, "
+        "AWS_DEFAULT_REGION, AWS_S3_BUCKET); see TrainerConfig.with_data_connection.",
+    )
 
     @property
     def verify_tls(self) -> bool:
@@ -89,9 +99,33 @@ class TrainerConfig(_Model):
     @field_validator("dataset", "output")
     @classmethod
     def _s3_uri(cls, v: str) -> str:
-        if not v.startswith("s3://") or len(v) <= len("s3://"):
-            raise ValueError(f"must be an s3:// URI, got {v!r}")
-        return v
+        if v.startswith("s3://") and len(v) > len("s3://"):
+            return v
+        if "://" not in v and v and not v.startswith("/"):
+            return v  # a key in the data connection's bucket (with_data_connection makes it a URI)
+        raise ValueError(f"must be an s3:// URI, got {v!r}")
+
+    def with_data_connection(self, environ: dict[str, str] | None = None) -> TrainerConfig:
+        """This config with the data connection's endpoint, region and bucket applied (from the environment the
+        pod got from the Secret): relative dataset and output become s3://<AWS_S3_BUCKET>/... URIs."""
+        if not self.s3.data_connection:
+            return self
+        env = os.environ if environ is None else environ
+        bucket = env.get("AWS_S3_BUCKET", "").strip()
+        endpoint = env.get("AWS_S3_ENDPOINT", "").strip() or None
+        if endpoint and "://" not in endpoint:
+            endpoint = f"https://{endpoint}"  # the dashboard accepts a bare host name
+        region = env.get("AWS_DEFAULT_REGION", "").strip() or self.s3.region
+
+        def uri(v: str) -> str:
+            if v.startswith("s3://"):
+                return v
+            if not bucket:
+                raise ValueError(f"{v!r} is a key in the data connection's bucket, but its AWS_S3_BUCKET is empty")
+            return f"s3://{bucket}/{v}"
+
+        s3 = self.s3.model_copy(update={"endpoint": endpoint, "region": region})
+        return self.model_copy(update={"s3": s3, "dataset": uri(self.dataset), "output": uri(self.output)})
 
     @property
     def job_prefix(self) -> str:

@@ -19,7 +19,7 @@ from pydantic import ConfigDict, Field, ValidationError
 from yolo_contract import API_VERSION, KIND, MAX_NAME
 from yolo_contract.base import Model as _Model
 from yolo_contract.progress import TrainerReport
-from yolo_contract.trainer_config import RESERVED_ENV, RESERVED_ENV_PREFIX
+from yolo_contract.trainer_config import DATA_CONNECTION_KEYS, RESERVED_ENV, RESERVED_ENV_PREFIX
 from yolo_contract.training import ARCHIVE_SUFFIXES, S3Endpoint, TrainingSpec, cel, rules
 
 from yolo_operator.reasons import PHASES, Phase
@@ -37,6 +37,8 @@ CONFIG_KEY = r"^[-._a-zA-Z0-9]+$"
 HUB_MODEL = r"^[A-Za-z0-9][A-Za-z0-9._-]*\.pt$"
 MODEL_YAML = r"^[A-Za-z0-9][A-Za-z0-9._/-]*\.ya?ml$"
 S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
+#: A key (prefix) relative to a data connection's bucket: no scheme, no leading slash.
+BUCKET_KEY = r"^[^/\s][^\s]*$"
 #: An extended resource name: the pod is only valid with a fully qualified one (domain/name).
 RESOURCE_NAME = (
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/[A-Za-z0-9]([-_.A-Za-z0-9]*[A-Za-z0-9])?$"
@@ -135,6 +137,25 @@ class ConfigMapKeyRef(_Model):
 
 class S3Spec(S3Endpoint):
     """How to reach the S3-compatible object store, and with which credentials."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            cel(
+                "!has(self.dataConnection) || (!has(self.credentialsSecretRef) && !has(self.endpoint))",
+                "spec.s3.dataConnection brings the endpoint and keys: leave spec.s3.endpoint and "
+                "spec.s3.credentialsSecretRef unset",
+            )
+        )
+    )
+
+    data_connection: LocalObjectReference | None = Field(
+        None,
+        description="An OpenShift AI data connection: a Secret in the TrainingJob's namespace with "
+        + ", ".join(DATA_CONNECTION_KEYS)
+        + " (as the OpenShift AI dashboard writes it). The endpoint, region, bucket and keys come from it "
+        "(keys only through secretKeyRef; the operator never reads it), and spec.dataset and spec.output may "
+        "then be keys in its bucket (helmets/, runs/).",
+    )
 
     credentials_secret_ref: SecretCredentialsRef | None = Field(
         None,
@@ -308,9 +329,24 @@ class SchedulingSpec(_Model):
     )
 
 
+def _relative_needs_data_connection(field: str, example: str) -> dict[str, str]:
+    return cel(
+        f"self.{field}.startsWith('s3://') || (has(self.s3) && has(self.s3.dataConnection))",
+        f"spec.{field} must be an s3:// URI ({example}), or a key in the bucket of spec.s3.dataConnection",
+        fieldPath=f".{field}",
+    )
+
+
 class TrainingJobSpec(_Model):
     """Desired state of a TrainingJob. Immutable after creation except suspend, activeDeadlineSeconds and
     ttlSecondsAfterFinished."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            _relative_needs_data_connection("dataset", "s3://bucket/prefix/ or s3://bucket/dataset.zip"),
+            _relative_needs_data_connection("output", "s3://bucket/prefix/"),
+        )
+    )
 
     model: ModelSource = Field(..., description="Starting weights or architecture.")
     dataset: str = Field(
@@ -321,8 +357,9 @@ class TrainingJobSpec(_Model):
         + " archive of it.",
         json_schema_extra=rules(
             cel(
-                f"self.matches(r'{S3_URI}')",
-                "spec.dataset must be an s3:// URI (s3://bucket/prefix/ or s3://bucket/dataset.zip)",
+                f"self.matches(r'{S3_URI}') || (!self.contains('://') && self.matches(r'{BUCKET_KEY}'))",
+                "spec.dataset must be an s3:// URI (s3://bucket/prefix/ or s3://bucket/dataset.zip), or with "
+                "spec.s3.dataConnection a key in its bucket",
             ),
             cel(
                 f"!self.matches(r'{UNSUPPORTED_ARCHIVE}') || self.endsWith('.tar.gz')",
@@ -335,7 +372,11 @@ class TrainingJobSpec(_Model):
         max_length=MAX_URI,
         description="s3:// prefix for the results; they go to <output>/<namespace>/<name>/.",
         json_schema_extra=rules(
-            cel(f"self.matches(r'{S3_URI}')", "spec.output must be an s3:// URI (s3://bucket/prefix/)")
+            cel(
+                f"self.matches(r'{S3_URI}') || (!self.contains('://') && self.matches(r'{BUCKET_KEY}'))",
+                "spec.output must be an s3:// URI (s3://bucket/prefix/), or with spec.s3.dataConnection a key "
+                "prefix in its bucket",
+            )
         ),
     )
     s3: S3Spec | None = Field(None, description="Object store endpoint, credentials and CA bundle.")

@@ -22,7 +22,7 @@ from typing import Any
 
 from yolo_contract import API_VERSION, GROUP, KIND, MAX_NAME, PLURAL, VERSION, sizing
 from yolo_contract.exitcodes import DISRUPTION, NON_RETRIABLE
-from yolo_contract.trainer_config import CONFIG_ENV, S3Config, StatusTarget, TrainerConfig
+from yolo_contract.trainer_config import CONFIG_ENV, DATA_CONNECTION_KEYS, S3Config, StatusTarget, TrainerConfig
 
 from yolo_operator.api import ModelSource, TrainingJob
 from yolo_operator.config import OperatorConfig
@@ -267,6 +267,7 @@ def build_trainer_config(tj: dict[str, Any] | TrainingJob, config: OperatorConfi
             region=s3.region if s3 else "us-east-1",
             insecure_skip_tls_verify=bool(s3 and s3.insecure_skip_tls_verify),
             ca_bundle=f"{CA_DIR}/{CA_FILE}" if s3 and s3.ca_bundle else None,
+            data_connection=bool(s3 and s3.data_connection),
         ),
         training=s.training,
         export_formats=list(s.export_formats),
@@ -341,6 +342,13 @@ def _env(t: TrainingJob, config: OperatorConfig, model: str) -> list[dict[str, A
             ("AWS_SECRET_ACCESS_KEY", ref.secret_access_key_key),
         ):
             env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": key}}})
+    if s3 and s3.data_connection:
+        # Every key through secretKeyRef: the operator never reads the Secret. Only the region may be missing.
+        for key in DATA_CONNECTION_KEYS:
+            ref: dict[str, Any] = {"name": s3.data_connection.name, "key": key}
+            if key == "AWS_DEFAULT_REGION":
+                ref["optional"] = True
+            env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
     if s3 and s3.ca_bundle:
         env.append({"name": "AWS_CA_BUNDLE", "value": f"{CA_DIR}/{CA_FILE}"})
     if t.spec.resources.gpus == 0:

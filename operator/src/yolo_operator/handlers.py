@@ -6,6 +6,9 @@
 * Job, pod or TrainingJob events -> ``sync_status``: derive phase/conditions from the Job and its pods as
   the watches show them (kopf indexes, ``observed.py``); an API request only when the status changes.
 
+Every handler is a coroutine on kopf's event loop, and every request goes through one HTTP session
+(``kube.Client``): no handler threads.
+
 No handler is an ``on.delete`` handler, so kopf never puts a finalizer on TrainingJobs: deleting one works
 while the operator is down, and the garbage collector removes its Job, pods and RBAC via owner references.
 Handler progress lives in annotations (``yolo-operator.io/...``), never in ``status``.
@@ -13,21 +16,17 @@ Handler progress lives in annotations (``yolo-operator.io/...``), never in ``sta
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
+import inspect
 import json
 import logging
-import threading
-from collections import defaultdict
-from collections.abc import Callable
-from concurrent.futures import Executor
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kopf
 from pydantic import ValidationError
 from yolo_contract.trainer_config import CONFIG_ENV
 
-from yolo_operator import GROUP, PLURAL, VERSION, kube, memory, metrics, observed
+from yolo_operator import GROUP, PLURAL, VERSION, kube, metrics, observed
 from yolo_operator import reasons as R
 from yolo_operator.api import TrainingJob, clean_status, describe_errors
 from yolo_operator.builders import (
@@ -56,11 +55,14 @@ from yolo_operator.status import (
     set_condition,
     terminated_state,
     waiting_for_model_status,
+    waiting_to_create,
 )
 
 log = logging.getLogger("yolo_operator")
 WAIT_FOR_SOURCE_SECONDS = 15
-MAX_WORKERS = 16  # kopf's handler threads; also the API client's connection pool size
+# Concurrent requests to the API server (the session's connection pool); more wait for a connection. Enough to
+# keep a 2-core API server busy (bench/README.md) without holding hundreds of connections open.
+POOL_SIZE = 32
 # kopf judges a TrainingJob's next event only once the watch shows its own last patch (or after this long).
 # Under load that takes longer than kopf's default 5 s, and a body from before kopf's "handled" annotation
 # looks like a new creation: the create handler ran 2-3 times per TrainingJob at N >= 200.
@@ -71,25 +73,19 @@ RETRY_BACKOFF_SECONDS = 10
 
 CONFIG = OperatorConfig.from_env()
 _api_client: kube.Client | None = None
-_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
-_locks_guard = threading.Lock()
-_executor: Executor | None = None  # kopf's handler threads (settings.execution.executor)
+# TrainingJobs whose status is being synced right now -> whether another event came meanwhile (sync_status_soon)
+_syncing: dict[tuple[str, str], bool] = {}
 
 
 def api() -> kube.Client:
     global _api_client
     if _api_client is None:
-        _api_client = kube.Client(pool_size=MAX_WORKERS)  # a connection per handler thread: none is dropped
+        _api_client = kube.Client(pool_size=POOL_SIZE)
     return _api_client
 
 
 def tj_path(namespace: str, name: str | None = None, subresource: str | None = None) -> str:
     return kube.path(f"{GROUP}/{VERSION}", PLURAL, namespace, name, subresource)
-
-
-def _lock(namespace: str, name: str) -> threading.Lock:
-    with _locks_guard:
-        return _locks[(namespace, name)]
 
 
 # --- setup -----------------------------------------------------------------------------------------------
@@ -115,23 +111,18 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.label_selectors["v1", "pods"] = f"{LABEL_TRAINING_JOB},{mine}"
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    settings.execution.max_workers = MAX_WORKERS
-    global _executor
-    _executor = settings.execution.executor
     settings.persistence.consistency_timeout = CONSISTENCY_TIMEOUT_SECONDS
 
 
 @kopf.on.login()
-def login(**_: Any) -> kopf.ConnectionInfo:
+async def login(**_: Any) -> kopf.ConnectionInfo:
     return kube.login()  # the same credentials for kopf's watches and the handlers' requests
 
 
 @kopf.on.startup()
-def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     global CONFIG
     CONFIG = OperatorConfig.from_env()
-    memory.limit_arenas()  # before kopf's handler threads allocate (this handler runs in the first one)
-    memory.start_trimmer()
     configure(settings)
     api()
     metrics.serve(CONFIG.metrics_port, CONFIG.bind_address)
@@ -142,11 +133,19 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
 
 
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    global _api_client
+    if _api_client is not None:
+        await _api_client.close()
+        _api_client = None
+
+
 # --- API helpers -----------------------------------------------------------------------------------------
 
 
-def get_trainingjob(namespace: str, name: str) -> dict[str, Any] | None:
-    tj = api().get_or_none(tj_path(namespace, name))
+async def get_trainingjob(namespace: str, name: str) -> dict[str, Any] | None:
+    tj = await api().get_or_none(tj_path(namespace, name))
     if tj is None:
         return None
     if "status" in tj:
@@ -154,7 +153,7 @@ def get_trainingjob(namespace: str, name: str) -> dict[str, Any] | None:
     return tj
 
 
-def patch_status(
+async def patch_status(
     namespace: str, name: str, patch: dict[str, Any], resource_version: str | None = None
 ) -> dict[str, Any] | None:
     """Merge-patches .status; with resource_version the write fails with 409 if the object changed since.
@@ -164,50 +163,51 @@ def patch_status(
     body: dict[str, Any] = {"status": patch}
     if resource_version:
         body["metadata"] = {"resourceVersion": resource_version}
-    return api().merge_patch(tj_path(namespace, name, "status"), body)
+    return await api().merge_patch(tj_path(namespace, name, "status"), body)
 
 
-def update_status(
+async def update_status(
     namespace: str,
     name: str,
-    compute: Callable[[dict[str, Any]], dict[str, Any]],
+    compute: Callable[[dict[str, Any]], dict[str, Any] | Awaitable[dict[str, Any]]],
     read: Callable[[], dict[str, Any] | None] | None = None,
     attempts: int = 5,
 ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """Read-compute-write of the operator's status fields: under a per-TrainingJob lock (handlers of Job,
-    pod and TrainingJob events run in parallel threads) and with an optimistic-concurrency precondition
-    (conditions are written as a whole list, so a write computed from a stale read must not land).
+    """Read-compute-write of the operator's status fields with an optimistic-concurrency precondition
+    (conditions are written as a whole list, so a write computed from a stale read must not land: handlers of
+    the TrainingJob's, its Job's and its pods' events may interleave at their requests).
 
     The first read is ``read()`` (the indexes: no request; None = the TrainingJob is gone) if given, and a
     GET after a 409 or without it. Nothing is written when ``compute`` returns ``{}``.
     Returns (the TrainingJob as read, the patch written)."""
-    with _lock(namespace, name):
-        for attempt in range(attempts):
-            tj = read() if read is not None and attempt == 0 else get_trainingjob(namespace, name)
-            if tj is None:
-                return None, {}
-            patch = compute(tj)
-            if not patch:
-                return tj, {}
-            try:
-                written = patch_status(namespace, name, patch, tj["metadata"].get("resourceVersion"))
-            except ApiError as e:
-                if e.status == 409 and attempt < attempts - 1:
-                    observed.forget_written(namespace, name)
-                    continue
-                raise
-            if written:
-                observed.wrote(namespace, name, written, tj["metadata"].get("resourceVersion"))
-            return tj, patch
+    for attempt in range(attempts):
+        tj = read() if read is not None and attempt == 0 else await get_trainingjob(namespace, name)
+        if tj is None:
+            return None, {}
+        patch = compute(tj)
+        if inspect.isawaitable(patch):
+            patch = await patch
+        if not patch:
+            return tj, {}
+        try:
+            written = await patch_status(namespace, name, patch, tj["metadata"].get("resourceVersion"))
+        except ApiError as e:
+            if e.status == 409 and attempt < attempts - 1:
+                observed.forget_written(namespace, name)
+                continue
+            raise
+        if written:
+            observed.wrote(namespace, name, written, tj["metadata"].get("resourceVersion"))
+        return tj, patch
     raise AssertionError("unreachable")
 
 
-def get_job(namespace: str, name: str) -> dict[str, Any] | None:
-    return api().get_or_none(kube.path("batch/v1", "jobs", namespace, name))
+async def get_job(namespace: str, name: str) -> dict[str, Any] | None:
+    return await api().get_or_none(kube.path("batch/v1", "jobs", namespace, name))
 
 
-def list_pods(namespace: str, tj_name: str) -> list[dict[str, Any]]:
-    pods = api().get(kube.path("v1", "pods", namespace), labelSelector=f"{LABEL_TRAINING_JOB}={tj_name}")
+async def list_pods(namespace: str, tj_name: str) -> list[dict[str, Any]]:
+    pods = await api().get(kube.path("v1", "pods", namespace), labelSelector=f"{LABEL_TRAINING_JOB}={tj_name}")
     return pods.get("items") or []
 
 
@@ -215,11 +215,11 @@ def owned_by(obj: dict[str, Any], uid: str | None) -> bool:
     return any(ref.get("uid") == uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or ())
 
 
-def create_if_absent(obj: dict[str, Any]) -> dict[str, Any] | None:
+async def create_if_absent(obj: dict[str, Any]) -> dict[str, Any] | None:
     """Creates the object; returns it as created, or None if it already existed (409)."""
     plural = {"ServiceAccount": "serviceaccounts", "Role": "roles", "RoleBinding": "rolebindings", "Job": "jobs"}
     try:
-        return api().create(kube.path(obj["apiVersion"], plural[obj["kind"]], obj["metadata"]["namespace"]), obj)
+        return await api().create(kube.path(obj["apiVersion"], plural[obj["kind"]], obj["metadata"]["namespace"]), obj)
     except ApiError as e:
         if e.status == 409:
             return None
@@ -231,14 +231,14 @@ def create_if_absent(obj: dict[str, Any]) -> dict[str, Any] | None:
 
 @kopf.on.resume(GROUP, VERSION, PLURAL, backoff=RETRY_BACKOFF_SECONDS)
 @kopf.on.create(GROUP, VERSION, PLURAL, backoff=RETRY_BACKOFF_SECONDS)
-def ensure(body: kopf.Body, name: str, namespace: str, logger: logging.Logger, **kwargs: Any) -> None:
+async def ensure(body: kopf.Body, name: str, namespace: str, logger: logging.Logger, **kwargs: Any) -> None:
     # Returns nothing: kopf would store a result under status.<handler>, which the CRD schema prunes.
     with metrics.timed("ensure", expected=(kopf.TemporaryError,)):
-        outcome = _ensure(dict(body), name, namespace, Observed.of(kwargs))
+        outcome = await _ensure(dict(body), name, namespace, Observed.of(kwargs))
         log.info("%s/%s ensure: %s", namespace, name, outcome)
 
 
-def _fail_permanently(tj: dict[str, Any], reason: str, message: str) -> None:
+async def _fail_permanently(tj: dict[str, Any], reason: str, message: str) -> None:
     def compute(fresh: dict[str, Any]) -> dict[str, Any]:
         status = fresh.get("status") or {}
         gen = (fresh.get("metadata") or {}).get("generation")
@@ -248,7 +248,7 @@ def _fail_permanently(tj: dict[str, Any], reason: str, message: str) -> None:
         return {"phase": R.FAILED, "conditions": conds, "completionTime": now_rfc3339()}
 
     try:
-        update_status(tj["metadata"]["namespace"], tj["metadata"]["name"], compute)
+        await update_status(tj["metadata"]["namespace"], tj["metadata"]["name"], compute)
     except ApiError as e:
         if e.status != 422:
             raise
@@ -260,12 +260,12 @@ def _fail_permanently(tj: dict[str, Any], reason: str, message: str) -> None:
     raise kopf.PermanentError(message)
 
 
-def _ensure(body: dict[str, Any], name: str, namespace: str, obs: Observed) -> dict[str, Any]:
+async def _ensure(body: dict[str, Any], name: str, namespace: str, obs: Observed) -> dict[str, Any]:
     # kopf's body may predate our own status writes: status and resourceVersion from the newest view
     current = obs.trainingjob(namespace, name)
     if current is None:
         # Not in the index: confirm before skipping for good (kopf does not call a handler that succeeded again).
-        current = get_trainingjob(namespace, name)
+        current = await get_trainingjob(namespace, name)
         if current is None:
             return {"skipped": "gone"}
     tj = {**body, "metadata": {**body["metadata"], **_pick_meta(current)}, "status": current.get("status") or {}}
@@ -279,17 +279,17 @@ def _ensure(body: dict[str, Any], name: str, namespace: str, obs: Observed) -> d
     try:
         t = TrainingJob.from_body(tj)
     except ValidationError as e:
-        _fail_permanently(tj, "InvalidSpec", f"invalid TrainingJob: {describe_errors(e)}")
+        await _fail_permanently(tj, "InvalidSpec", f"invalid TrainingJob: {describe_errors(e)}")
         raise  # unreachable
 
     jname = job_name(name)
     job = obs.job(namespace, name, t.uid)
     if job is None and status.get("jobName"):
-        job = get_job(namespace, jname)  # the index may lag: confirm before declaring the Job gone
+        job = await get_job(namespace, jname)  # the index may lag: confirm before declaring the Job gone
     if job is None and status.get("jobName"):
         # The Job was created before and is gone (deleted by hand while the operator was down).
         # Never silently start over: that would be a second training run.
-        update_status(namespace, name, job_missing_status)
+        await update_status(namespace, name, job_missing_status)
         kopf.warn(tj, reason=R.REASON_JOB_DELETED, message=f"Job {jname} was deleted before it finished")
         return {"job": None}
 
@@ -302,8 +302,8 @@ def _ensure(body: dict[str, Any], name: str, namespace: str, obs: Observed) -> d
     if job is not None and status.get("jobName") == jname and status.get("model"):
         # Done before (a resume, or kopf repeating the create handler): nothing to create, no request
         # unless a mutable field or the status has to follow.
-        _sync_mutable_fields(t, job)
-        sync_status(namespace, name, obs)
+        await _sync_mutable_fields(t, job)
+        await sync_status(namespace, name, obs)
         return {"job": jname, "created": False}
 
     if job is not None:
@@ -311,13 +311,13 @@ def _ensure(body: dict[str, Any], name: str, namespace: str, obs: Observed) -> d
     else:
         source_tj = None
         if t.spec.model.from_training_job:
-            source_tj = get_trainingjob(namespace, t.spec.model.from_training_job)
+            source_tj = await get_trainingjob(namespace, t.spec.model.from_training_job)
         res = starting_model(t.spec.model, source_tj)
         if res.model is None:
             first_time = (status.get("conditions") or []) == [] or any(
                 c.get("type") == R.MODEL_RESOLVED and c.get("reason") != res.reason for c in status.get("conditions")
             )
-            update_status(
+            await update_status(
                 namespace,
                 name,
                 lambda fresh: waiting_for_model_status(fresh, res.reason, res.message, terminal=res.terminal),
@@ -333,16 +333,18 @@ def _ensure(body: dict[str, Any], name: str, namespace: str, obs: Observed) -> d
 
     # RBAC first, so that the pod finds its ServiceAccount; then the Job. All idempotent.
     for obj in (build_service_account(t, CONFIG), build_role(t), build_role_binding(t)):
-        create_if_absent(obj)
+        await create_if_absent(obj)
     created = False
     if job is None:
         try:
-            new = create_if_absent(build_job(t, CONFIG, model))
+            new = await create_if_absent(build_job(t, CONFIG, model))
         except ApiError as e:
             if e.status not in (400, 422):
                 raise
             # Admitted TrainingJob, refused Job (a free-form affinity, ...): the same spec is refused again.
-            _fail_permanently(tj, "InvalidSpec", f"the API server refused the Job built from the spec: {e.message}")
+            await _fail_permanently(
+                tj, "InvalidSpec", f"the API server refused the Job built from the spec: {e.message}"
+            )
         if new is not None:
             created = True
             observed.created(namespace, name, new)
@@ -350,11 +352,11 @@ def _ensure(body: dict[str, Any], name: str, namespace: str, obs: Observed) -> d
             metrics.JOBS_CREATED.inc()
             kopf.info(tj, reason=R.EVENT_JOB_CREATED, message=f"created Job {jname} (model {model})")
         else:  # it exists after all (created by an earlier run the index has not shown yet): adopt it
-            job = get_job(namespace, jname)
+            job = await get_job(namespace, jname)
             if job is None or not owned_by(job, t.uid):
                 raise kopf.TemporaryError(f"Job {jname} exists but is not this TrainingJob's (yet)", delay=5)
     else:
-        _sync_mutable_fields(t, job)
+        await _sync_mutable_fields(t, job)
 
     # One write: the creation conditions and what the Job already shows.
     before: dict[str, Any] = {}
@@ -366,7 +368,7 @@ def _ensure(body: dict[str, Any], name: str, namespace: str, obs: Observed) -> d
         derived = derive_status({**fresh, "status": before}, job, obs.pods(namespace, name, _uid(job)))
         return {**created_patch, **derived}
 
-    written_from, patch = update_status(namespace, name, compute, read=lambda: obs.trainingjob(namespace, name))
+    written_from, patch = await update_status(namespace, name, compute, read=lambda: obs.trainingjob(namespace, name))
     _announce(written_from, before, patch)
     return {"job": jname, "created": created}
 
@@ -393,33 +395,30 @@ def _model_from_job(job: dict[str, Any]) -> str | None:
 # --- mutable fields --------------------------------------------------------------------------------------
 
 
-def _sync_mutable_fields(t: TrainingJob, job: dict[str, Any]) -> bool:
+async def _sync_mutable_fields(t: TrainingJob, job: dict[str, Any]) -> bool:
     patch = job_mutable_patch(t)
     current = job.get("spec") or {}
     if all(current.get(k) == v for k, v in patch["spec"].items()):
         return False
-    api().merge_patch(kube.path("batch/v1", "jobs", t.namespace, job["metadata"]["name"]), patch)
+    await api().merge_patch(kube.path("batch/v1", "jobs", t.namespace, job["metadata"]["name"]), patch)
     return True
 
 
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", backoff=RETRY_BACKOFF_SECONDS)
-def sync_mutable(body: kopf.Body, name: str, namespace: str, logger: logging.Logger, **kwargs: Any) -> None:
+async def sync_mutable(body: kopf.Body, name: str, namespace: str, logger: logging.Logger, **kwargs: Any) -> None:
     with metrics.timed("sync_mutable"):
         t = TrainingJob.from_body(dict(body))
         job = Observed.of(kwargs).job(namespace, name, t.uid)
-        if job is not None and owned_by(job, t.uid) and _sync_mutable_fields(t, job):
+        if job is not None and owned_by(job, t.uid) and await _sync_mutable_fields(t, job):
             kopf.info(dict(body), reason="JobUpdated", message=f"applied {job_mutable_patch(t)['spec']} to the Job")
 
 
 # --- status ----------------------------------------------------------------------------------------------
 
 
-class _NeedsRequest(Exception):
-    """Deriving the status needs an API request (only allowed in a handler thread)."""
-
-
-def _derive(namespace: str, name: str, tj: dict[str, Any], obs: Observed, requests: bool) -> dict[str, Any]:
-    """The status patch for the TrainingJob as the indexes show it and its Job and pods (``{}``: none)."""
+async def _derive(namespace: str, name: str, tj: dict[str, Any], obs: Observed) -> dict[str, Any]:
+    """The status patch for the TrainingJob as the indexes show it and its Job and pods (``{}``: none);
+    from memory, but for the two cases below that need a request."""
     if (tj.get("metadata") or {}).get("deletionTimestamp") or operator_instance(tj) != CONFIG.instance:
         return {}
     status = tj.get("status") or {}
@@ -431,9 +430,7 @@ def _derive(namespace: str, name: str, tj: dict[str, Any], obs: Observed, reques
     uid = _uid(tj)
     job = obs.job(namespace, name, uid)
     if job is None and status.get("jobName") and status.get("phase") not in R.TERMINAL_PHASES:
-        if not requests:
-            raise _NeedsRequest
-        job = get_job(namespace, status["jobName"])  # the index says gone: confirm before failing it
+        job = await get_job(namespace, status["jobName"])  # the index says gone: confirm before failing it
         if job is None:
             return job_missing_status(tj)
     if job is None or not owned_by(job, uid):
@@ -444,10 +441,27 @@ def _derive(namespace: str, name: str, tj: dict[str, Any], obs: Observed, reques
     if job_failed(job) and status.get("phase") not in R.TERMINAL_PHASES and not any(map(terminated_state, pods)):
         # The pod watch may lag the Job's: list the pods once, so that the failure is reported (and
         # announced) with the trainer's exit code and message rather than the Job's generic reason.
-        if not requests:
-            raise _NeedsRequest
-        pods = [p for p in list_pods(namespace, name) if owned_by(p, _uid(job))]
-    return derive_status(tj, job, pods)
+        pods = [p for p in await list_pods(namespace, name) if owned_by(p, _uid(job))]
+    return derive_status(tj, job, pods, missing_volume=await missing_ca_bundle(tj, pods))
+
+
+async def missing_ca_bundle(tj: dict[str, Any], pods: list[dict[str, Any]]) -> str | None:
+    """Why the newest pod cannot mount spec.s3.caBundle, or None. Asked only while that pod waits in
+    ContainerCreating (the kubelet reports a missing ConfigMap only as an Event), so it costs one GET then."""
+    ref = ((tj.get("spec") or {}).get("s3") or {}).get("caBundle")
+    live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+    newest = max(live, key=lambda p: p["metadata"].get("creationTimestamp", ""), default=None)
+    if not ref or newest is None or not waiting_to_create(newest):
+        return None
+    namespace = (tj.get("metadata") or {}).get("namespace")
+    cm = await api().get_or_none(kube.path("v1", "configmaps", namespace, ref["name"]))
+    key = ref.get("key", "ca.crt")
+    if cm is None:
+        return (f"ConfigMap {ref['name']} (spec.s3.caBundle) does not exist in namespace {namespace}: create it with "
+                f"the PEM bundle under key {key}; the pod waits for it")  # fmt: skip
+    if key not in (cm.get("data") or {}):
+        return f"ConfigMap {ref['name']} has no key {key} (spec.s3.caBundle.key); the pod waits for it"
+    return None
 
 
 def _pods_lag(job: dict[str, Any], pods: list[dict[str, Any]]) -> bool:
@@ -466,34 +480,35 @@ def _pods_lag(job: dict[str, Any], pods: list[dict[str, Any]]) -> bool:
     return int(jst.get("active") or 0) > len(live)
 
 
-def sync_status(namespace: str, name: str, obs: Observed) -> dict[str, Any]:
+async def sync_status(namespace: str, name: str, obs: Observed) -> dict[str, Any]:
     """Re-derives the operator's status fields from the Job and its pods as the indexes show them, and
-    patches what changed (in a handler thread: it may make requests)."""
-    tj, patch = update_status(
-        namespace,
-        name,
-        lambda tj: _derive(namespace, name, tj, obs, requests=True),
-        read=lambda: obs.trainingjob(namespace, name),
+    patches what changed. Most events change nothing (e.g. the TrainingJob event of our own last write, a
+    pod's scheduling retries): those are settled from memory, without a request."""
+    tj, patch = await update_status(
+        namespace, name, lambda tj: _derive(namespace, name, tj, obs), read=lambda: obs.trainingjob(namespace, name)
     )
     _announce(tj, (tj or {}).get("status"), patch)
     return patch
 
 
 async def sync_status_soon(namespace: str, name: str, obs: Observed) -> None:
-    """For the event handlers, in the event loop: most events change nothing (e.g. the TrainingJob event
-    of our own last write, a pod's scheduling retries), and are settled here, from memory, without a thread.
-    Only a status that has to change goes to a handler thread (serialised per TrainingJob there)."""
-    tj = obs.trainingjob(namespace, name)
-    if tj is None:
+    """For the event handlers of the TrainingJob, its Job and its pods. kopf runs one object's handlers one at
+    a time, but these are three objects: while one of them is writing the TrainingJob's status, the others'
+    events only ask it to derive once more when done (from the indexes, which by then show their objects),
+    instead of writing on top of it and retrying on a 409."""
+    key = (namespace, name)
+    if key in _syncing:
+        _syncing[key] = True
         return
+    _syncing[key] = False
     try:
-        if not _derive(namespace, name, tj, obs, requests=False):
-            return
-    except _NeedsRequest:
-        pass
-    # with this handler's context: kopf.info()/warn() find kopf's event queue through context variables
-    context = contextvars.copy_context()
-    await asyncio.get_running_loop().run_in_executor(_executor, context.run, sync_status, namespace, name, obs)
+        while True:
+            await sync_status(namespace, name, obs)
+            if not _syncing[key]:
+                return
+            _syncing[key] = False
+    finally:
+        del _syncing[key]
 
 
 def _announce(tj: dict[str, Any] | None, old_status: dict[str, Any] | None, patch: dict[str, Any]) -> None:
@@ -528,8 +543,6 @@ async def trainingjob_event(event: kopf.RawEvent, body: kopf.Body, name: str, na
         if event.get("type") == "DELETED":
             metrics.observe_phase(namespace, name, None)
             observed.forget(namespace, name)
-            with _locks_guard:
-                _locks.pop((namespace, name), None)
             return
         status = clean_status(body.get("status"))
         metrics.observe_phase(namespace, name, status.get("phase") or R.PENDING)

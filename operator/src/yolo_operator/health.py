@@ -104,7 +104,7 @@ HEALTH = WatchHealth(grace_from_env())
 WATCHERS = WatcherTasks()
 
 
-def list_watched() -> str | None:
+async def list_watched() -> str | None:
     """Lists each resource the operator watches, where it watches it; None if all answer, else the error."""
     from yolo_operator import GROUP, PLURAL, VERSION, handlers, kube
 
@@ -112,8 +112,8 @@ def list_watched() -> str | None:
     try:
         for ns in handlers.CONFIG.namespaces or (None,):
             for api_version, plural in ((f"{GROUP}/{VERSION}", PLURAL), ("batch/v1", "jobs"), ("v1", "pods")):
-                api.request("GET", kube.path(api_version, plural, ns), query={"limit": 1},
-                            timeout=LIST_TIMEOUT_SECONDS)  # fmt: skip
+                await api.request("GET", kube.path(api_version, plural, ns), query={"limit": 1},
+                                  timeout=LIST_TIMEOUT_SECONDS)  # fmt: skip
     except Exception as e:  # refused, timed out, 5xx, 403: all mean the watches cannot work either
         return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
     return None
@@ -122,7 +122,7 @@ def list_watched() -> str | None:
 @kopf.on.probe(id="watches", errors=kopf.ErrorsMode.PERMANENT)
 async def probe_watches(**_: Any) -> dict[str, Any]:
     WATCHERS.scan(asyncio.all_tasks())
-    error = await asyncio.to_thread(list_watched)
+    error = await list_watched()
     now = time.monotonic()
     HEALTH.record(now, error)
     problems = HEALTH.problems(now, WATCHERS.dead())

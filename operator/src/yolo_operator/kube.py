@@ -1,8 +1,12 @@
-"""The operator's Kubernetes API client: the dozen REST calls its handlers make, as JSON over one urllib3 pool.
+"""The operator's Kubernetes API client: the dozen REST calls its handlers make, as JSON over one aiohttp session.
 
 Why not the ``kubernetes`` package: the handlers only ever send and read raw JSON, and importing that package
 costs ~40 MiB of resident memory (thousands of generated model classes) - a third of the operator's budget.
 kopf imports it too whenever it is installed, so ``__main__`` keeps it out of the operator process.
+
+Asynchronous, on kopf's own event loop and its HTTP library: the handlers are coroutines, so there are no
+handler threads. One ``aiohttp.ClientSession`` per process (``Client``), opened on first use, closed by
+``Client.close`` (the operator's cleanup handler).
 
 Credentials come from kopf's own login functions, the ones its watches use without that package: the pod's
 ServiceAccount in a cluster, else ``$KUBECONFIG``. On a 401 they are read again and the request repeated once:
@@ -11,19 +15,24 @@ projected ServiceAccount tokens are rotated by the kubelet while the operator ru
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
-import threading
+import ssl
 import urllib.parse
 from typing import Any
 
+import aiohttp
 import kopf
-import urllib3
 
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
-TIMEOUT = urllib3.Timeout(connect=10, read=60)  # the handlers run in threads: none may hang for good
+CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 60.0  # no request may hang for good
+# A refused connection (nothing sent) is retried for every method, with these pauses; a broken kept-alive
+# connection only for GET, once (aiohttp's own retry of idempotent requests); a POST or PATCH that may have
+# arrived is left to the handler's retry.
+CONNECT_RETRY_DELAYS = (0.0, 0.0, 0.4, 0.8)  # urllib3's Retry(connect=3, backoff_factor=0.2), as before
 
 
 class ApiError(Exception):
@@ -74,60 +83,74 @@ def login() -> kopf.ConnectionInfo:
 
 
 class Client:
-    """Thread-safe (urllib3 pools are); one per process, shared by kopf's handler threads."""
+    """One per process, shared by all handlers: one HTTP session (a keep-alive connection pool) on the event loop."""
 
-    def __init__(self, pool_size: int = 10, info: kopf.ConnectionInfo | None = None):
+    def __init__(self, pool_size: int = 32, info: kopf.ConnectionInfo | None = None):
         self.pool_size = pool_size
-        self._guard = threading.Lock()
+        self._session: aiohttp.ClientSession | None = None
         self._connect(info or login())
 
     def _connect(self, info: kopf.ConnectionInfo) -> None:
-        server = info.server.rstrip("/")
-        kw: dict[str, Any] = {}
-        if server.startswith("https:"):
-            kw["ssl_context"] = info.as_ssl_context()
-            if info.insecure:
-                kw["assert_hostname"] = False
-        headers = {"Accept": JSON, "User-Agent": "yolo-operator", **info.as_http_headers()}
-        # Refused connections are retried; a broken one only for GET (a kept-alive connection the server or a
-        # load balancer closed meanwhile); a POST or PATCH that may have arrived is left to the handler's retry.
-        retries = urllib3.Retry(total=None, connect=3, read=1, redirect=0, status=0, other=0, backoff_factor=0.2)
-        pool = urllib3.PoolManager(num_pools=2, maxsize=self.pool_size, headers=headers, timeout=TIMEOUT,
-                                   retries=retries, **kw)  # fmt: skip
-        with self._guard:
-            self.server, self.pool = server, pool
+        self.server = info.server.rstrip("/")
+        self._ssl: ssl.SSLContext | bool = info.as_ssl_context() if self.server.startswith("https:") else False
+        self._headers = {"Accept": JSON, "User-Agent": "yolo-operator", **info.as_http_headers()}
 
-    def request(self, method: str, path: str, body: Any = None, *, content_type: str = JSON,
-                query: dict[str, Any] | None = None, timeout: float | None = None) -> dict[str, Any]:  # fmt: skip
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:  # created in the running loop, as aiohttp wants
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.pool_size),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def request(self, method: str, path: str, body: Any = None, *, content_type: str = JSON,
+                      query: dict[str, Any] | None = None, timeout: float | None = None) -> dict[str, Any]:  # fmt: skip
         """Sends one request; returns the decoded JSON answer, raises ApiError on an error status."""
         url = path + ("?" + urllib.parse.urlencode(query) if query else "")
         data = None if body is None else json.dumps(body).encode()
         extra = {"Content-Type": content_type} if data is not None else {}
-        limit = urllib3.Timeout(connect=TIMEOUT.connect_timeout, read=timeout) if timeout else TIMEOUT
+        limit = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, sock_read=timeout) if timeout else None
         for attempt in (1, 2):
-            server, pool = self.server, self.pool
-            resp = pool.request(method, server + url, body=data, headers={**pool.headers, **extra}, timeout=limit)
-            if resp.status == 401 and attempt == 1:
+            status, reason, raw = await self._send(method, self.server + url, data, {**self._headers, **extra}, limit)
+            if status == 401 and attempt == 1:
                 self._connect(login())  # a rotated token: read the credentials again, once
                 continue
-            if resp.status >= 400:
-                raise ApiError(resp.status, resp.reason or "", resp.data.decode(errors="replace"))
-            return json.loads(resp.data) if resp.data else {}
+            if status >= 400:
+                raise ApiError(status, reason, raw.decode(errors="replace"))
+            return json.loads(raw) if raw else {}
         raise AssertionError("unreachable")
 
-    def get(self, path: str, **query: Any) -> dict[str, Any]:
-        return self.request("GET", path, query=query or None)
+    async def _send(self, method: str, url: str, data: bytes | None, headers: dict[str, str],
+                    timeout: aiohttp.ClientTimeout | None) -> tuple[int, str, bytes]:  # fmt: skip
+        kw: dict[str, Any] = {"timeout": timeout} if timeout else {}
+        for i, delay in enumerate(CONNECT_RETRY_DELAYS):
+            await asyncio.sleep(delay)
+            try:
+                async with self.session().request(method, url, data=data, headers=headers, ssl=self._ssl, **kw) as r:
+                    return r.status, r.reason or "", await r.read()
+            except aiohttp.ClientConnectorError:
+                if i == len(CONNECT_RETRY_DELAYS) - 1:
+                    raise
+        raise AssertionError("unreachable")
 
-    def get_or_none(self, path: str) -> dict[str, Any] | None:
+    async def get(self, path: str, **query: Any) -> dict[str, Any]:
+        return await self.request("GET", path, query=query or None)
+
+    async def get_or_none(self, path: str) -> dict[str, Any] | None:
         try:
-            return self.get(path)
+            return await self.get(path)
         except ApiError as e:
             if e.status == 404:
                 return None
             raise
 
-    def create(self, path: str, obj: dict[str, Any]) -> dict[str, Any]:
-        return self.request("POST", path, obj)
+    async def create(self, path: str, obj: dict[str, Any]) -> dict[str, Any]:
+        return await self.request("POST", path, obj)
 
-    def merge_patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any]:
-        return self.request("PATCH", path, patch, content_type=MERGE_PATCH)
+    async def merge_patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return await self.request("PATCH", path, patch, content_type=MERGE_PATCH)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,23 +26,21 @@ for _p in PHASES:
     TRAININGJOBS.labels(phase=_p).set(0)
 
 _phases: dict[tuple[str, str], str] = {}
-_counts: dict[str, int] = dict.fromkeys(PHASES, 0)
-_lock = threading.Lock()
+_counts: dict[str, int] = dict.fromkeys(PHASES, 0)  # updated only in the event loop: no lock
 
 
 def observe_phase(namespace: str, name: str, phase: str | None) -> None:
     """Records a TrainingJob's phase (None = deleted) and updates the by-phase gauge (O(1): it runs on
     every TrainingJob event)."""
-    with _lock:
-        old = _phases.pop((namespace, name), None) if phase is None else _phases.get((namespace, name))
-        if old == phase:
-            return
-        if phase is not None:
-            _phases[(namespace, name)] = phase
-            _counts[phase] = _counts.get(phase, 0) + 1
-        if old is not None:
-            _counts[old] -= 1
-        changed = {p: _counts[p] for p in (old, phase) if p is not None}
+    old = _phases.pop((namespace, name), None) if phase is None else _phases.get((namespace, name))
+    if old == phase:
+        return
+    if phase is not None:
+        _phases[(namespace, name)] = phase
+        _counts[phase] = _counts.get(phase, 0) + 1
+    if old is not None:
+        _counts[old] -= 1
+    changed = {p: _counts[p] for p in (old, phase) if p is not None}
     for p, n in changed.items():
         TRAININGJOBS.labels(phase=p).set(n)
 

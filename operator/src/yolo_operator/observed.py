@@ -16,7 +16,6 @@ it). An overlay that is wrong anyway only costs one rejected write: ``forget_wri
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +36,8 @@ class _Written:
     def confirmed_by(self, index_view: dict[str, Any] | None) -> bool:
         return index_view is not None and index_view["metadata"].get("resourceVersion") not in self.superseded
 
-_guard = threading.Lock()  # indexers run in the event loop, handlers in threads
+
+# Indexers and handlers all run in kopf's event loop: nothing here needs a lock.
 _written: dict[Key, _Written] = {}  # TrainingJob views as returned by our own status writes
 _created: dict[Key, dict[str, Any]] = {}  # Job views as returned by our own creates
 
@@ -45,10 +45,9 @@ _created: dict[Key, dict[str, Any]] = {}  # Job views as returned by our own cre
 @kopf.index(GROUP, VERSION, PLURAL, id="tj_index")
 async def tj_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Key, dict[str, Any]]:
     view = trainingjob_view(body)
-    with _guard:
-        w = _written.get((namespace, name))
-        if w is not None and w.confirmed_by(view):
-            del _written[(namespace, name)]  # the watch caught up with our write (or went past it)
+    w = _written.get((namespace, name))
+    if w is not None and w.confirmed_by(view):
+        del _written[(namespace, name)]  # the watch caught up with our write (or went past it)
     return {(namespace, name): view}
 
 
@@ -56,10 +55,9 @@ async def tj_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict
 async def job_index(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict[Key, dict[str, Any]]:
     key = (namespace, labels[LABEL_TRAINING_JOB])
     view = job_view(body)
-    with _guard:
-        c = _created.get(key)
-        if c is not None and c["metadata"].get("uid") == view["metadata"].get("uid"):
-            del _created[key]  # the watch caught up with our create
+    c = _created.get(key)
+    if c is not None and c["metadata"].get("uid") == view["metadata"].get("uid"):
+        del _created[key]  # the watch caught up with our create
     return {key: view}
 
 
@@ -69,7 +67,6 @@ async def pod_index(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: A
 
 
 def _values(index: kopf.Index | None, key: Key) -> list[dict[str, Any]]:
-    # list() of a dict's values runs without releasing the GIL: a consistent copy while the loop updates it
     store = index.get(key) if index is not None else None
     return list(store) if store else []
 
@@ -90,19 +87,17 @@ class Observed:
         """The newest known view of the TrainingJob (our last write if the watch has not shown it yet)."""
         views = _values(self.tj_idx, (namespace, name))
         indexed = views[0] if views else None
-        with _guard:
-            w = _written.get((namespace, name))
-            if w is not None and w.confirmed_by(indexed):
-                # the index got past our write before it was recorded here (the write's thread was slower)
-                del _written[(namespace, name)]
-                w = None
+        w = _written.get((namespace, name))
+        if w is not None and w.confirmed_by(indexed):
+            # the index got past our write before it was recorded here (the watch was faster than the answer)
+            del _written[(namespace, name)]
+            w = None
         return w.view if w is not None else indexed
 
     def job(self, namespace: str, name: str, owner_uid: str | None) -> dict[str, Any] | None:
         """The TrainingJob's Job: the one it owns if several carry its label (one left by a deleted
         namesake), else any, so that callers can tell "absent" from "someone else's"."""
-        with _guard:
-            created = _created.get((namespace, name))
+        created = _created.get((namespace, name))
         views = _values(self.job_idx, (namespace, name)) + ([created] if created else [])
         owned = [j for j in views if any(r.get("uid") == owner_uid for r in j["metadata"]["ownerReferences"])]
         return (owned or views or [None])[0]
@@ -117,27 +112,23 @@ class Observed:
 
 def wrote(namespace: str, name: str, tj: dict[str, Any], based_on: str | None) -> None:
     """Records the TrainingJob as our status write returned it; ``based_on`` is the write's precondition."""
-    with _guard:
-        prev = _written.get((namespace, name))
-        superseded = {based_on} if based_on else set()
-        if prev is not None and prev.view["metadata"].get("resourceVersion") == based_on:
-            superseded |= prev.superseded  # written on top of our previous write, not yet seen either
-        _written[(namespace, name)] = _Written(trainingjob_view(tj), frozenset(superseded))
+    prev = _written.get((namespace, name))
+    superseded = {based_on} if based_on else set()
+    if prev is not None and prev.view["metadata"].get("resourceVersion") == based_on:
+        superseded |= prev.superseded  # written on top of our previous write, not yet seen either
+    _written[(namespace, name)] = _Written(trainingjob_view(tj), frozenset(superseded))
 
 
 def created(namespace: str, name: str, job: dict[str, Any]) -> None:
     """Records a Job we created, until its watch event arrives."""
-    with _guard:
-        _created[(namespace, name)] = job_view(job)
+    _created[(namespace, name)] = job_view(job)
 
 
 def forget_written(namespace: str, name: str) -> None:
-    with _guard:
-        _written.pop((namespace, name), None)
+    _written.pop((namespace, name), None)
 
 
 def forget(namespace: str, name: str) -> None:
     """The TrainingJob is gone."""
-    with _guard:
-        _written.pop((namespace, name), None)
-        _created.pop((namespace, name), None)
+    _written.pop((namespace, name), None)
+    _created.pop((namespace, name), None)

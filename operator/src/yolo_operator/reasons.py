@@ -52,6 +52,7 @@ REASON_SCHEDULED = "Scheduled"
 REASON_IMAGE_PULL_FAILED = "ImagePullFailed"
 REASON_CONTAINER_CONFIG_ERROR = "CreateContainerConfigError"  # typically a missing Secret or key
 REASON_CONTAINER_CREATE_ERROR = "CreateContainerError"
+REASON_CA_BUNDLE_MISSING = "CABundleMissing"  # spec.s3.caBundle's ConfigMap or key does not exist: the pod waits
 REASON_RECOVERED = "Recovered"
 # Suspended
 REASON_JOB_SUSPENDED = "JobSuspended"

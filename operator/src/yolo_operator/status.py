@@ -144,6 +144,14 @@ def is_scheduled(pod: dict[str, Any]) -> bool:
     )
 
 
+def waiting_to_create(pod: dict[str, Any]) -> bool:
+    """The trainer container waits in ContainerCreating: how the kubelet shows a volume it cannot mount yet
+    (a missing ConfigMap among them), which says nothing of why."""
+    cs = _trainer_status(pod)
+    waiting = ((cs or {}).get("state") or {}).get("waiting") or {}
+    return (pod.get("status") or {}).get("phase") == "Pending" and waiting.get("reason") == "ContainerCreating"
+
+
 def stall(pod: dict[str, Any]) -> tuple[str, str] | None:
     """(reason, message) when the trainer container cannot start (image pull, missing Secret, ...)."""
     cs = _trainer_status(pod)
@@ -200,7 +208,11 @@ def failure_reason(job: dict[str, Any], pods: list[dict[str, Any]]) -> tuple[str
 
 
 def derive_status(
-    tj: dict[str, Any], job: dict[str, Any] | None, pods: list[dict[str, Any]], now: str | None = None
+    tj: dict[str, Any],
+    job: dict[str, Any] | None,
+    pods: list[dict[str, Any]],
+    now: str | None = None,
+    missing_volume: str | None = None,
 ) -> dict[str, Any]:
     """Merge patch for ``.status`` (operator-owned fields only, changed ones only; ``{}`` = nothing to do).
 
@@ -208,7 +220,8 @@ def derive_status(
       termination message; Job Suspended -> Suspended (QueuedByKueue with spec.queueName).
     * A running pod -> the trainer's ``status.stage`` (Staging/Training/Uploading; Staging until it reports).
     * Otherwise Pending, with Unschedulable (scheduler's message) or Stalled (image pull, missing Secret)
-      conditions from the newest pod.
+      conditions from the newest pod; ``missing_volume`` (the handler looked: the CA bundle's ConfigMap or key
+      is missing) makes a pod waiting in ContainerCreating Stalled too.
     * restartCount: pods replaced so far (failed attempts and disruptions); never decreases. podName: the
       newest pod, which is how a replacement is noticed when the pod it replaced is already gone.
     """
@@ -298,6 +311,8 @@ def derive_status(
                 elif is_scheduled(latest):
                     clearc(R.UNSCHEDULABLE, R.REASON_SCHEDULED, f"pod {pod_name} was scheduled")
                 stalled = stall(latest)
+                if stalled is None and missing_volume and waiting_to_create(latest):
+                    stalled = (R.REASON_CA_BUNDLE_MISSING, missing_volume)
                 if stalled is not None:
                     setc(R.STALLED, True, *stalled)
                 elif (latest.get("status") or {}).get("phase") != "Pending":

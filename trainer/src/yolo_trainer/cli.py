@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     from yolo_contract.trainer_config import load_config
 
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config).with_data_connection()
     except (ValidationError, ValueError, OSError) as e:
         code, msg = ExitCode.CONFIG_INVALID, f"invalid trainer configuration: {_short_validation(e)}"
         write_termination_message(termination_message(code, msg))

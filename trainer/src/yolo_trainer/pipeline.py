@@ -178,7 +178,7 @@ def _run(
     reporter.report(
         TrainerReport(
             stage="Staging",
-            progress=Progress(epoch=done, epochs=n, epoch_display=f"{done}/{n}", updated_at=now_rfc3339()),
+            progress=Progress.of(done, n, updated_at=now_rfc3339()),
             last_checkpoint=Checkpoint(epoch=done, uri=state.uri) if state else None,
         )
     )

@@ -233,14 +233,13 @@ class TrainingHooks:
             best, best_epoch = best_from_results(Path(trainer.csv).read_text())
         except OSError:
             best, best_epoch = None, None
-        progress = Progress(
-            epoch=done,
-            epochs=total,
-            epoch_display=f"{done}/{total}",
+        progress = Progress.of(
+            done,
+            total,
+            eta_seconds=max(0, round(mean * (total - done))),
             metrics=metrics,
             best_map50_95=_f(best),
             best_epoch=best_epoch,
-            eta_seconds=max(0, round(mean * (total - done))),
             updated_at=now_rfc3339(),
         )
         self.epochs_reported.append(done)
