@@ -94,6 +94,15 @@ def test_wrong_keys_name_the_secret_and_where_the_keys_came_from():
     assert "the Secret named by spec.s3.credentialsSecretRef" in str(got)
 
 
+def test_a_data_connection_job_is_told_to_fix_the_data_connection():
+    hints = S3Hints(region="us-east-1")
+    hints.data_connection()
+    got = str(classify_error(client_error("InvalidAccessKeyId", 403), "b", "k", hints))
+    assert "spec.s3.dataConnection" in got and "credentialsSecretRef" not in got
+    got = str(classify_error(client_error("PermanentRedirect", 301), "b", "k", hints))
+    assert "AWS_DEFAULT_REGION of the data connection" in got
+
+
 def test_a_bucket_named_by_several_fields_names_them_all():
     hints = S3Hints()
     for field in ("spec.output", "spec.dataset", "spec.output"):

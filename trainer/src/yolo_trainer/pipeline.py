@@ -152,8 +152,9 @@ def _run(
     store = store or S3Store.from_config(cfg.s3)
     out_bucket, out_prefix = parse_s3_uri(job_prefix)
     ds_bucket, ds_key = parse_s3_uri(cfg.dataset)
-    store.hints.name_bucket(out_bucket, "spec.output")  # named before any request: a shared bucket is both
-    store.hints.name_bucket(ds_bucket, "spec.dataset")
+    bucket_of = " (its bucket: AWS_S3_BUCKET of spec.s3.dataConnection)" if cfg.s3.data_connection else ""
+    store.hints.name_bucket(out_bucket, f"spec.output{bucket_of}")  # named before any request: a shared bucket
+    store.hints.name_bucket(ds_bucket, f"spec.dataset{bucket_of}")  # is named by both
     if cfg.model.startswith("s3://"):
         store.hints.name_bucket(parse_s3_uri(cfg.model)[0], "spec.model")
     if cfg.hub_mirror:

@@ -118,6 +118,18 @@ class S3Hints:
     credentials: str = "the keys of spec.s3.credentialsSecretRef"  # who signed (see resolve_credentials)
     ca_bundle: bool = False
     fields: dict[str, str] | None = None  # bucket -> the spec field naming it (spec.dataset, spec.output, ...)
+    # Where endpoint, region and keys are set: spec.s3, or an OpenShift AI data connection (see data_connection).
+    endpoint_field: str = "spec.s3.endpoint"
+    region_field: str = "spec.s3.region"
+    keys_field: str = "spec.s3.credentialsSecretRef"
+
+    def data_connection(self) -> None:
+        """Endpoint, region, bucket and keys come from the spec.s3.dataConnection Secret."""
+        self.endpoint_field = "AWS_S3_ENDPOINT of the data connection (spec.s3.dataConnection)"
+        self.region_field = "AWS_DEFAULT_REGION of the data connection (spec.s3.dataConnection)"
+        self.keys_field = "the keys of the data connection (spec.s3.dataConnection)"
+        if self.credentials == "the keys of spec.s3.credentialsSecretRef":
+            self.credentials = self.keys_field
 
     def field(self, bucket: str) -> str:
         return (self.fields or {}).get(bucket) or "the job's spec (spec.dataset, spec.output, spec.model)"
@@ -132,8 +144,10 @@ class S3Hints:
     @property
     def fix_keys(self) -> str:
         if "ambient" in self.credentials:
-            return "fix the pod's role (ambient credentials), or set spec.s3.credentialsSecretRef to keys for it"
-        return "fix the keys in the Secret named by spec.s3.credentialsSecretRef"
+            return f"fix the pod's role (ambient credentials), or set {self.keys_field} to keys for it"
+        if self.keys_field.startswith("spec.s3.credentialsSecretRef"):
+            return f"fix the keys in the Secret named by {self.keys_field}"
+        return f"fix {self.keys_field}"
 
 
 @dataclass(frozen=True)
@@ -217,12 +231,12 @@ def classify_error(exc: BaseException, bucket: str, key: str | None, hints: S3Hi
         if code in BAD_KEYS_CODES:
             return S3AccessDenied(
                 f"{hints.endpoint} rejected {hints.credentials} ({code}: {msg}) accessing {where}: "
-                f"{hints.fix_keys} (or spec.s3.endpoint, if they are another store's)"
+                f"{hints.fix_keys} (or {hints.endpoint_field}, if they are another store's)"
             )
         if code in DENIED_CODES or status == 403:
             return S3AccessDenied(
                 f"access denied to {where} for {hints.credentials} ({code}: {msg}): give these credentials access "
-                f"to the bucket, or use others in spec.s3.credentialsSecretRef, or fix the bucket or prefix in "
+                f"to the bucket, or use others in {hints.keys_field}, or fix the bucket or prefix in "
                 f"{hints.field(bucket)}"
             )
         if code in NOT_FOUND_CODES or status == 404:
@@ -232,7 +246,7 @@ def classify_error(exc: BaseException, bucket: str, key: str | None, hints: S3Hi
         return TrainerError(f"S3 error on {where}: {code}: {msg}")
     if isinstance(exc, NoCredentialsError | CredentialRetrievalError):
         return S3AccessDenied(
-            f"no usable S3 credentials for {where} ({exc}): set spec.s3.credentialsSecretRef to a Secret with "
+            f"no usable S3 credentials for {where} ({exc}): set {hints.keys_field} to a Secret with "
             f"AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or fix the pod's ambient credentials (its role)"
         )
     if (tls := _tls_failure(exc, hints)) is not None:
@@ -266,11 +280,11 @@ def _wrong_region(code: str, msg: str, err: dict, meta: dict, where: str, hints:
     headers = {k.lower(): v for k, v in (meta.get("HTTPHeaders") or {}).items()}
     m = _EXPECTING_REGION.search(msg)
     region = err.get("Region") or headers.get("x-amz-bucket-region") or (m.group(1) if m else None)
-    configured = f"spec.s3.region is {hints.region!r}" if hints.region else "spec.s3.region"
+    configured = f"{hints.region_field} is {hints.region!r}" if hints.region else hints.region_field
     if region:
-        fix = f"the bucket is in {region!r}: set spec.s3.region: {region}"
+        fix = f"the bucket is in {region!r}: set {hints.region_field}: {region}"
     else:
-        fix = "set spec.s3.region to the bucket's region"
+        fix = f"set {hints.region_field} to the bucket's region"
     if err.get("Endpoint"):
         fix += f" (S3 names the endpoint {err['Endpoint']})"
     return S3WrongRegion(f"wrong region for {where}: {configured}, but S3 answered {code} ({msg}): {fix}")
@@ -284,12 +298,12 @@ def _tls_failure(exc: BaseException, hints: S3Hints) -> S3TLSFailed | None:
             if e.verify_code == 10 or "expired" in str(detail).lower():
                 return S3TLSFailed(
                     f"TLS: the certificate of {hints.endpoint} has expired ({detail}): the store's certificate "
-                    f"must be renewed (spec.s3.endpoint, spec.s3.caBundle are right)"
+                    f"must be renewed ({hints.endpoint_field} and spec.s3.caBundle are right)"
                 )
             if e.verify_code == 62 or "hostname" in str(detail).lower() or "match" in str(detail).lower():
                 return S3TLSFailed(
                     f"TLS: the certificate of {hints.endpoint} is not valid for that host name ({detail}): set "
-                    f"spec.s3.endpoint to a name the certificate is issued for (e.g. the service's DNS name)"
+                    f"{hints.endpoint_field} to a name the certificate is issued for (e.g. the service's DNS name)"
                 )
             bundle = (
                 "the CA bundle of spec.s3.caBundle does not hold the CA that signed it: fix spec.s3.caBundle"
@@ -299,7 +313,7 @@ def _tls_failure(exc: BaseException, hints: S3Hints) -> S3TLSFailed | None:
             return S3TLSFailed(f"TLS: the certificate of {hints.endpoint} is not trusted ({detail}): {bundle}")
         if isinstance(e, ssl.SSLError) and getattr(e, "reason", None) == "WRONG_VERSION_NUMBER":
             return S3TLSFailed(
-                f"TLS: {hints.endpoint} does not speak TLS ({e}): spec.s3.endpoint should be its http:// URL"
+                f"TLS: {hints.endpoint} does not speak TLS ({e}): {hints.endpoint_field} should be its http:// URL"
             )
     return None
 
@@ -492,6 +506,8 @@ class S3Store:
             endpoint=client.meta.endpoint_url, region=cfg.region, credentials=resolved.source,
             ca_bundle=bool(cfg.ca_bundle),
         )  # fmt: skip
+        if cfg.data_connection:
+            hints.data_connection()
         getter = make_getter(cfg, client, credentials=resolved)
         return cls(client, retry_budget=retry_budget_from_env(), getter=getter, hints=hints)
 
@@ -723,7 +739,7 @@ class S3Store:
             raise S3Unreachable(
                 f"S3 endpoint {self.hints.endpoint} never answered within the retry budget "
                 f"({self.retry_budget:g}s, listing s3://{bucket}/{prefix}): {unreachable_reason(e.__cause__)}: "
-                f"fix spec.s3.endpoint (or the network path to it: DNS, NetworkPolicy, proxy)"
+                f"fix {self.hints.endpoint_field} (or the network path to it: DNS, NetworkPolicy, proxy)"
             ) from e
 
     def head_etag(self, bucket: str, key: str) -> Any:
