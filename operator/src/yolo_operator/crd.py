@@ -163,6 +163,8 @@ PRINTER_COLUMNS = [
      "description": "mAP50-95 of the latest epoch."},
     {"name": "Best", "type": "number", "jsonPath": ".status.progress.bestMap50-95",
      "description": "Best mAP50-95 so far."},
+    {"name": "Test mAP50-95", "type": "number", "jsonPath": ".status.testMetrics.map50-95", "priority": 1,
+     "description": "mAP50-95 of the best weights on the test split."},
     {"name": "Model", "type": "string", "jsonPath": ".status.model", "priority": 1,
      "description": "Resolved starting model."},
     {"name": "Job", "type": "string", "jsonPath": ".status.jobName", "priority": 1,
