@@ -64,7 +64,7 @@ def _iou(a, b) -> float:
     x2, y2 = min(a[2], b[2]), min(a[3], b[3])
     inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 1.0
+    return float(inter / union) if union > 0 else 1.0
 
 
 def onnx_parity(pt: Path, onnx: Path, images: list[Path], imgsz: int, tolerance: dict | None = None) -> dict[str, Any]:
@@ -112,7 +112,7 @@ def onnx_parity(pt: Path, onnx: Path, images: list[Path], imgsz: int, tolerance:
                 continue
             used.add(best_j)
             matched += 1
-            min_iou = min(min_iou, best)
+            min_iou = min(min_iou, float(best))
             conf_diff = max(conf_diff, abs(float(det[4]) - float(d_ort[best_j][4])))
         if not ok:
             mismatched_images.append(path.name)
