@@ -27,13 +27,31 @@ class Patch:
 
 
 class StatusSink:
-    """A fake API server: records PATCHes to .../status and answers 200."""
+    """A fake API server: records PATCHes to .../status and answers 200; a GET of the TrainingJob returns
+    ``trainingjob`` (set ``sink.trainingjob["spec"]["stop"] = True`` to request a stop)."""
 
     def __init__(self) -> None:
         self.patches: list[Patch] = []
+        self.gets = 0
+        self.trainingjob: dict[str, Any] = {
+            "apiVersion": "yolo-operator.io/v1alpha1",
+            "kind": "TrainingJob",
+            "metadata": {"name": "x", "namespace": "ns1"},
+            "spec": {},
+            "status": {},
+        }
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                sink.gets += 1
+                out = json.dumps(sink.trainingjob).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
             def do_PATCH(self):
                 n = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(n) or b"{}")

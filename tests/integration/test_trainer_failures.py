@@ -3,6 +3,7 @@ nothing final is published. Real trainer processes against the test bed's S3."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import uuid
@@ -130,11 +131,16 @@ def test_unknown_config_field_is_config_invalid(runner, good, bucket):
     assert_failed(res, 10, "ConfigInvalid", "training.epochz")
 
 
-def test_missing_export_dependency_fails_before_training(runner, good, bucket):
+def test_missing_export_dependency_fails_before_training(runner, good, bucket, tmp_path):
+    # The image has every package yolo_contract.exports names; an image built without onnxruntime is simulated
+    # by hiding it (a None in sys.modules makes importlib.util.find_spec return None).
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text("import sys\nsys.modules['onnxruntime'] = None\n")
     cfg = runner.config("onnx", "yolov8n.yaml", good, f"s3://{bucket}/out")
     cfg["exportFormats"] = ["onnx"]
-    res = runner.run(cfg)
-    assert_failed(res, 10, "ConfigInvalid", "'onnx'", "onnx")
+    res = runner.run(cfg, PYTHONPATH=os.pathsep.join([str(hide), os.environ.get("PYTHONPATH", "")]))
+    assert_failed(res, 10, "ConfigInvalid", "'onnx'", "onnxruntime")
 
 
 def test_hub_model_offline_is_model_unavailable(runner, good, s3_client, bucket):

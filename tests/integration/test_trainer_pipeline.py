@@ -142,9 +142,9 @@ def test_roboflow_zip_run_with_torchscript_export(s3_env, datasets, s3_client, b
     }
     keys = set(list_keys(s3_client, bucket, "out/ns1/fromzip/"))
     assert "out/ns1/fromzip/weights/best.pt" in keys
-    assert "out/ns1/fromzip/exports/best.torchscript" in keys
+    assert "out/ns1/fromzip/serving/torchscript/1/model.pt" in keys
     assert res.of("done")[0]["artifacts"]["exports"] == [
-        f"s3://{bucket}/out/ns1/fromzip/exports/best.torchscript"
+        f"s3://{bucket}/out/ns1/fromzip/serving/torchscript/1/model.pt"
     ]
 
 

@@ -191,7 +191,7 @@ def test_imgsz_accepted_iff_positive_multiple_of_32(imgsz):
 def test_mutable_fields_are_spec_fields():
     aliases = {f.alias for f in TrainingJobSpec.model_fields.values()}
     assert set(MUTABLE_SPEC_FIELDS) <= aliases
-    assert set(MUTABLE_SPEC_FIELDS) == {"suspend", "activeDeadlineSeconds", "ttlSecondsAfterFinished"}
+    assert set(MUTABLE_SPEC_FIELDS) == {"suspend", "activeDeadlineSeconds", "ttlSecondsAfterFinished", "stop"}
 
 
 def test_status_reuses_trainer_report():

@@ -174,7 +174,7 @@ def test_required_and_constraints(schema):
 
 def test_immutability_rules(schema):
     rules = schema["properties"]["spec"]["x-kubernetes-validations"]
-    transition = {r["fieldPath"].lstrip("."): r for r in rules if "oldSelf" in r["rule"]}
+    transition = {r["fieldPath"].lstrip("."): r for r in rules if "is immutable" in r["message"]}
     fields = set(schema["properties"]["spec"]["properties"])
     assert set(transition) == fields - set(MUTABLE_SPEC_FIELDS)
     for name, r in transition.items():
@@ -183,6 +183,23 @@ def test_immutability_rules(schema):
     # optional fields: adding or removing them is a change too
     assert "has(self.scheduling) == has(oldSelf.scheduling)" in transition["scheduling"]["rule"]
     assert transition["dataset"]["rule"] == "self.dataset == oldSelf.dataset"
+
+
+def test_stop_is_mutable_but_cannot_be_unset(schema):
+    spec = schema["properties"]["spec"]
+    assert spec["properties"]["stop"]["type"] == "boolean" and spec["properties"]["stop"]["default"] is False
+    (rule,) = [r for r in spec["x-kubernetes-validations"] if r.get("fieldPath") == ".stop"]
+    assert rule["rule"] == "!oldSelf.stop || self.stop"
+
+
+def test_export_formats_are_the_ones_the_trainer_image_has():
+    from yolo_contract.exports import EXPORT_FORMATS, EXPORT_REQUIREMENTS
+    from yolo_operator.crd import build_crd
+
+    root = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    items = root["properties"]["spec"]["properties"]["exportFormats"]["items"]
+    assert items["enum"] == list(EXPORT_FORMATS) == list(EXPORT_REQUIREMENTS)
+    assert {"onnx", "openvino", "torchscript"} <= set(EXPORT_FORMATS)
 
 
 def test_name_length_rule(schema):

@@ -89,6 +89,38 @@ def test_succeeded():
     assert p["restartCount"] == 0
 
 
+@pytest.mark.parametrize(
+    "reason", [R.REASON_STOP_REQUESTED, R.REASON_TIME_BUDGET_REACHED, R.REASON_EARLY_STOPPING]
+)
+def test_succeeded_early_takes_the_reason_the_trainer_reported(reason):
+    j = job([("Complete", "CompletionsReached", "")], succeeded=1)
+    outcome = {"reason": reason, "message": "spec.stop: training stopped after epoch 3", "epochs": 3}
+    p = S.derive_status(tj({"phase": "Uploading", "outcome": outcome}), j, [pod(phase="Succeeded")], now=T2)
+    c = cond(p, R.COND_SUCCEEDED)
+    assert p["phase"] == "Succeeded" and c["status"] == "True" and c["reason"] == reason
+    assert c["message"].startswith("spec.stop: training stopped after epoch 3") and "best weights" in c["message"]
+
+
+def test_succeeded_with_all_epochs_or_an_unknown_outcome_is_completed():
+    j = job([("Complete", "CompletionsReached", "")], succeeded=1)
+    for outcome in ({"reason": "Completed", "message": "3 epochs"}, {"reason": "Bogus"}, "garbage"):
+        p = S.derive_status(tj({"outcome": outcome}), j, [pod(phase="Succeeded")], now=T2)
+        assert cond(p, R.COND_SUCCEEDED)["reason"] == R.REASON_COMPLETED
+
+
+def test_trainer_image_digest_is_copied_from_the_pod_into_the_lineage():
+    image = "quay.io/x/yolo-trainer@sha256:" + "0" * 64
+    statuses = [{"name": "trainer", "imageID": image, "state": {"running": {}}}]
+    running = pod(phase="Running", containerStatuses=statuses)
+    state = tj({"phase": "Training", "lineage": {"torch": "2.14.1"}})
+    p = S.derive_status(state, job(active=1), [running], now=T1)
+    assert p["lineage"] == {"trainerImage": image}  # a merge patch: the trainer's lineage fields stay
+    state["status"]["lineage"]["trainerImage"] = image
+    assert "lineage" not in S.derive_status(state, job(active=1), [running], now=T1)
+    assert S.pod_view(_full(running))["status"]["containerStatuses"][0]["imageID"] == image
+    assert "lineage" not in S.derive_status(tj(), job(active=1), [pod(phase="Running")], now=T1)
+
+
 def test_failed_with_non_retriable_exit_code_and_termination_message():
     j = job([("Failed", "PodFailurePolicy", "Container trainer for pod ns/x failed with exit code 11")], failed=1)
     pods = [pod(phase="Failed", **terminated(11, "data.yaml not found under s3://datasets/helmets/"))]

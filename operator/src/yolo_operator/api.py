@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, ValidationError
 from yolo_contract import API_VERSION, KIND, MAX_NAME
 from yolo_contract.base import Model as _Model
+from yolo_contract.exports import EXPORT_FORMATS
 from yolo_contract.progress import TrainerReport
 from yolo_contract.trainer_config import DATA_CONNECTION_KEYS, RESERVED_ENV, RESERVED_ENV_PREFIX
 from yolo_contract.training import ARCHIVE_SUFFIXES, S3Endpoint, TrainingSpec, cel, rules
@@ -52,13 +53,11 @@ LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 UNSUPPORTED_ARCHIVE = r"\.(rar|7z|gz|bz2|xz|zst|lz4)$"
 
 MAX_URI = 1024
-#: Ultralytics export formats (``yolo export format=...``).
-ExportFormat = Literal[
-    "torchscript", "onnx", "openvino", "engine", "coreml", "saved_model", "pb", "tflite", "edgetpu",
-    "tfjs", "paddle", "mnn", "ncnn", "imx", "rknn", "executorch",
-]  # fmt: skip
+#: The Ultralytics export formats (``yolo export format=...``) the trainer image can produce
+#: (``yolo_contract.exports``); admission refuses any other, naming it.
+ExportFormat = Literal[EXPORT_FORMATS]  # type: ignore[valid-type]
 #: spec fields that may change after creation; every other spec field is immutable (CEL transition rules).
-MUTABLE_SPEC_FIELDS: tuple[str, ...] = ("suspend", "activeDeadlineSeconds", "ttlSecondsAfterFinished")
+MUTABLE_SPEC_FIELDS: tuple[str, ...] = ("suspend", "activeDeadlineSeconds", "ttlSecondsAfterFinished", "stop")
 
 
 def _list_set() -> dict[str, Any]:
@@ -338,11 +337,12 @@ def _relative_needs_data_connection(field: str, example: str) -> dict[str, str]:
 
 
 class TrainingJobSpec(_Model):
-    """Desired state of a TrainingJob. Immutable after creation except suspend, activeDeadlineSeconds and
-    ttlSecondsAfterFinished."""
+    """Desired state of a TrainingJob. Immutable after creation except suspend, activeDeadlineSeconds,
+    ttlSecondsAfterFinished and stop."""
 
     model_config = ConfigDict(
         json_schema_extra=rules(
+            cel("!oldSelf.stop || self.stop", "spec.stop cannot be unset once true", fieldPath=".stop"),
             _relative_needs_data_connection("dataset", "s3://bucket/prefix/ or s3://bucket/dataset.zip"),
             _relative_needs_data_connection("output", "s3://bucket/prefix/"),
         )
@@ -435,6 +435,12 @@ class TrainingJobSpec(_Model):
     suspend: bool = Field(
         False, description="Suspend the job: running pods are deleted, resuming starts a new pod. Mutable."
     )
+    stop: bool = Field(
+        False,
+        description="Stop training and keep the best weights: the trainer ends after the epoch it is in (at "
+        "least one epoch), publishes best.pt, its test evaluation and exports, and the TrainingJob ends "
+        "Succeeded with reason StopRequested. Mutable; cannot be unset.",
+    )
     queue_name: str | None = Field(
         None,
         max_length=63,
@@ -444,7 +450,8 @@ class TrainingJobSpec(_Model):
     export_formats: list[ExportFormat] = Field(
         default_factory=list,
         max_length=16,
-        description="Export the best weights to these formats (onnx, torchscript, ...).",
+        description="Export the best weights to these formats; they are published for a model server under "
+        "<output>/<namespace>/<name>/serving/<format>/1/ (model.onnx, model.xml + model.bin, model.pt).",
         json_schema_extra=_list_set(),
     )
 

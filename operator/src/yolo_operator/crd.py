@@ -167,6 +167,8 @@ PRINTER_COLUMNS = [
      "description": "Epochs completed, in percent."},
     {"name": "ETA", "type": "string", "jsonPath": ".status.progress.eta", "priority": 1,
      "description": "Estimated time to the end of training."},
+    {"name": "Test mAP50-95", "type": "number", "jsonPath": ".status.testMetrics.map50-95", "priority": 1,
+     "description": "mAP50-95 of the best weights on the test split."},
     {"name": "Model", "type": "string", "jsonPath": ".status.model", "priority": 1,
      "description": "Resolved starting model."},
     {"name": "Job", "type": "string", "jsonPath": ".status.jobName", "priority": 1,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from yolo_contract.progress import COMPLETED, EARLY_STOPPING, STOP_REQUESTED, TIME_BUDGET_REACHED
+
 # --- phases -------------------------------------------------------------------------------------------
 PENDING = "Pending"
 STAGING = "Staging"
@@ -59,7 +61,11 @@ REASON_JOB_SUSPENDED = "JobSuspended"
 REASON_QUEUED = "QueuedByKueue"
 REASON_RESUMED = "Resumed"
 # Succeeded / Failed (plus yolo_contract.exitcodes.REASONS for failures classified by exit code)
-REASON_COMPLETED = "Completed"
+REASON_COMPLETED = COMPLETED
+# Succeeded early, as the trainer reports it in status.outcome.reason (best weights published all the same)
+REASON_STOP_REQUESTED = STOP_REQUESTED  # spec.stop
+REASON_TIME_BUDGET_REACHED = TIME_BUDGET_REACHED  # spec.training.hyperparameters.time
+REASON_EARLY_STOPPING = EARLY_STOPPING  # no improvement for spec.training.patience epochs
 REASON_DEADLINE_EXCEEDED = "DeadlineExceeded"
 REASON_BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
 REASON_JOB_FAILED = "JobFailed"  # the Job failed and no pod told us why

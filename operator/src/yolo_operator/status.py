@@ -262,8 +262,7 @@ def derive_status(
 
     if "Complete" in jconds:
         phase = R.SUCCEEDED
-        msg = "training finished; artifacts are listed in status.artifacts"
-        setc(R.COND_SUCCEEDED, True, R.REASON_COMPLETED, msg)
+        setc(R.COND_SUCCEEDED, True, *succeeded_reason(status))
         finished("the Job completed")
         desired["completionTime"] = jst.get("completionTime") or jconds["Complete"].get("lastTransitionTime") or now
     elif "Failed" in jconds:
@@ -320,11 +319,36 @@ def derive_status(
 
     desired["phase"] = phase
     desired["conditions"] = conds
+    image = trainer_image(all_pods)
+    lineage = status.get("lineage") if isinstance(status.get("lineage"), dict) else {}
+    if image and lineage.get("trainerImage") != image:
+        desired["lineage"] = {"trainerImage": image}  # a merge patch: the trainer's lineage fields stay
     replaced = bool(newest and status.get("podName") and newest != status["podName"])
     desired["restartCount"] = restart_count(status.get("restartCount"), job, all_pods, replaced)
     desired["podName"] = newest or status.get("podName")
 
     return {k: v for k, v in desired.items() if v is not None and status.get(k) != v}
+
+
+def succeeded_reason(status: dict[str, Any]) -> tuple[str, str]:
+    """(reason, message) of the Succeeded condition: the trainer's status.outcome (StopRequested,
+    TimeBudgetReached, EarlyStopping) when it ended early, else Completed."""
+    outcome = status.get("outcome") if isinstance(status.get("outcome"), dict) else {}
+    done = "training finished; artifacts are listed in status.artifacts"
+    reason = outcome.get("reason")
+    if reason in (R.REASON_STOP_REQUESTED, R.REASON_TIME_BUDGET_REACHED, R.REASON_EARLY_STOPPING):
+        detail = outcome.get("message") or "training stopped early"
+        return reason, f"{detail}; the best weights were published (status.artifacts)"
+    return R.REASON_COMPLETED, done
+
+
+def trainer_image(pods: list[dict[str, Any]]) -> str | None:
+    """The image the newest pod's trainer container runs, by digest (containerStatuses[].imageID)."""
+    for pod in sorted(pods, key=_ts, reverse=True):
+        image_id = (_trainer_status(pod) or {}).get("imageID")
+        if image_id:
+            return image_id
+    return None
 
 
 def newest_pod_name(pods: list[dict[str, Any]]) -> str | None:
@@ -458,7 +482,7 @@ def pod_view(pod: dict[str, Any]) -> dict[str, Any]:
     view_st = _pick(st, ("phase", "conditions"))
     trainer = _trainer_status(pod)
     if trainer is not None:
-        view_st["containerStatuses"] = [_pick(trainer, ("name", "state", "lastState"))]
+        view_st["containerStatuses"] = [_pick(trainer, ("name", "state", "lastState", "imageID"))]
     return {
         "metadata": {
             **_pick(meta, ("name", "creationTimestamp", "deletionTimestamp")),

@@ -3,7 +3,7 @@
 Commit protocol (readers never see a mix of two runs)::
 
     1. delete <job_prefix>/metrics.json      (un-commit whatever an earlier run of this job published)
-    2. upload weights/best.pt, weights/last.pt, results.csv, args.yaml, plots/*, exports/*
+    2. upload weights/best.pt, weights/last.pt, results.csv, args.yaml, plots/*, test/*, serving/*
     3. put    <job_prefix>/metrics.json      LAST: the commit marker
     4. delete objects of earlier runs that step 2 did not overwrite (best effort)
 
@@ -24,33 +24,20 @@ from pathlib import Path
 from typing import Any
 
 from yolo_contract.exitcodes import ConfigInvalid, TrainerError
+from yolo_contract.exports import EXPORT_REQUIREMENTS, OPENVINO_STEM, SERVING_DIR, SERVING_FILE, serving_prefix
 from yolo_contract.progress import Artifacts
 
+from .evaluate import TEST_DIR
 from .s3 import S3Store, join_key, parse_s3_uri, s3_uri
 
 log = logging.getLogger(__name__)
 
 METRICS_JSON = "metrics.json"
+#: What a run publishes under the job prefix (exports/: the layout before serving/, still tidied).
+PUBLISHED_TOPS = frozenset({"weights", "plots", "exports", TEST_DIR, SERVING_DIR, "results.csv", "args.yaml"})
 PLOT_SUFFIXES = (".png", ".jpg")
-# Python packages an export format needs, checked before training so a missing one fails in seconds.
-EXPORT_REQUIREMENTS: dict[str, tuple[str, ...]] = {
-    "torchscript": (),
-    "onnx": ("onnx",),
-    "openvino": ("openvino",),
-    "engine": ("tensorrt",),
-    "coreml": ("coremltools",),
-    "saved_model": ("tensorflow",),
-    "pb": ("tensorflow",),
-    "tflite": ("tensorflow",),
-    "edgetpu": ("tensorflow",),
-    "tfjs": ("tensorflowjs",),
-    "paddle": ("paddle",),
-    "mnn": ("MNN",),
-    "ncnn": ("ncnn",),
-    "imx": ("imx500_converter",),
-    "rknn": ("rknn",),
-    "executorch": ("executorch",),
-}
+# The Python packages each export format needs (yolo_contract.exports, the same table as the API's enum) are
+# checked before training, so an image without one fails in seconds.
 CONTENT_TYPES = {
     ".png": "image/png",
     ".jpg": "image/jpeg",
@@ -77,30 +64,56 @@ def check_export_formats(formats: list[str], has_module=None) -> None:
             )
 
 
-def export_models(best_pt: Path, formats: list[str], imgsz: int) -> tuple[list[Path], dict[str, str]]:
-    """Exports best.pt; returns (files, {format: error}). A failed export does not lose the weights."""
+def export_models(best_pt: Path, formats: list[str], imgsz: int) -> tuple[dict[str, Path], dict[str, str]]:
+    """Exports best.pt; returns ({format: file or folder}, {format: error}). A failed export loses no weights."""
     from ultralytics import YOLO
 
-    files: list[Path] = []
+    files: dict[str, Path] = {}
     errors: dict[str, str] = {}
     for fmt in formats:
         try:
             kwargs: dict[str, Any] = {"format": fmt, "imgsz": imgsz, "device": "cpu"}
             if fmt == "onnx" and importlib.util.find_spec("onnxslim") is None:
-                kwargs["simplify"] = (
-                    False  # onnxslim is optional; never let Ultralytics try to pip-install it
-                )
+                kwargs["simplify"] = False  # never let Ultralytics try to pip-install it
             out = YOLO(str(best_pt)).export(**kwargs)
             if not out or not Path(out).exists():
                 raise TrainerError(f"export to {fmt} produced no file")
-            files.append(Path(out))
+            files[fmt] = Path(out)
         except Exception as e:
             log.error("export to %s failed: %s", fmt, e)
             errors[fmt] = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
     return files, errors
 
 
-def collect_files(save_dir: Path, exports: list[Path]) -> list[tuple[Path, str]]:
+def serving_files(fmt: str, path: Path) -> list[tuple[Path, str]]:
+    """An export in the model-repository layout: (local file, key relative to the job prefix)."""
+    base = serving_prefix(fmt)
+    if path.is_file():
+        return [(path, f"{base}/{SERVING_FILE.get(fmt, path.name)}")]
+    out = []
+    for q in sorted(path.rglob("*")):
+        if not q.is_file():
+            continue
+        rel = q.relative_to(path).as_posix()
+        if fmt == "openvino" and q.parent == path and q.suffix in (".xml", ".bin"):
+            rel = f"{OPENVINO_STEM}{q.suffix}"  # best.xml/best.bin -> model.xml/model.bin
+        out.append((q, f"{base}/{rel}"))
+    return out
+
+
+def serving_uri(fmt: str, keys: list[str]) -> str | None:
+    """The key naming an export in status.artifacts.exports: its model file (.onnx, .xml, .pt)."""
+    base = serving_prefix(fmt) + "/"
+    mine = [k for k in keys if k.startswith(base)]
+    for k in mine:
+        if k.endswith((".onnx", ".xml", ".pt")):
+            return k
+    return mine[0] if mine else None
+
+
+def collect_files(
+    save_dir: Path, exports: dict[str, Path] | None = None, test_dir: Path | None = None
+) -> list[tuple[Path, str]]:
     """(local file, key relative to the job prefix) for everything a run publishes."""
     out: list[tuple[Path, str]] = []
     for name in ("weights/best.pt", "weights/last.pt", "results.csv", "args.yaml"):
@@ -109,15 +122,10 @@ def collect_files(save_dir: Path, exports: list[Path]) -> list[tuple[Path, str]]
     for p in sorted(save_dir.iterdir()):
         if p.is_file() and p.suffix.lower() in PLOT_SUFFIXES:
             out.append((p, f"plots/{p.name}"))
-    for p in exports:
-        if p.is_file():
-            out.append((p, f"exports/{p.name}"))
-        elif p.is_dir():  # directory formats (openvino, saved_model...)
-            out.extend(
-                (q, f"exports/{p.name}/{q.relative_to(p).as_posix()}")
-                for q in sorted(p.rglob("*"))
-                if q.is_file()
-            )
+    if test_dir is not None and test_dir.is_dir():
+        out.extend((p, f"{TEST_DIR}/{p.name}") for p in sorted(test_dir.iterdir()) if p.is_file())
+    for fmt, p in (exports or {}).items():
+        out.extend(serving_files(fmt, p))
     return out
 
 
@@ -161,16 +169,23 @@ def publish(
     def uri(rel: str) -> str | None:
         return s3_uri(bucket, join_key(prefix, rel)) if rel in objects else None
 
-    exports = [s3_uri(bucket, join_key(prefix, r)) for r in objects if r.startswith("exports/")]
+    formats = sorted({r.split("/")[1] for r in objects if r.startswith(SERVING_DIR + "/")})
+    exports = [s3_uri(bucket, join_key(prefix, k)) for f in formats if (k := serving_uri(f, list(objects)))]
+
+    def folder(name: str) -> str | None:
+        has = any(r.startswith(name + "/") for r in objects)
+        return s3_uri(bucket, join_key(prefix, name)) + "/" if has else None
+
     return Artifacts(
         best_weights=uri("weights/best.pt"),
         last_weights=uri("weights/last.pt"),
         results=uri("results.csv"),
         metrics=s3_uri(bucket, marker),
-        plots=s3_uri(bucket, join_key(prefix, "plots")) + "/"
-        if any(r.startswith("plots/") for r in objects)
-        else None,
+        plots=folder("plots"),
         exports=exports or None,
+        serving=folder(SERVING_DIR),
+        test=folder(TEST_DIR),
+        run_id=run_id,
     )
 
 
@@ -179,7 +194,7 @@ def _delete_stale(store: S3Store, bucket: str, prefix: str, keep: set[str]) -> N
         for obj in store.list(bucket, prefix + "/"):
             rel = obj.key[len(prefix) + 1 :]
             top = rel.split("/", 1)[0]
-            if rel not in keep and top in {"weights", "plots", "exports", "results.csv", "args.yaml"}:
+            if rel not in keep and top in PUBLISHED_TOPS:
                 store.delete(bucket, obj.key)
     except Exception as e:  # stale objects are not named by metrics.json; leaving them is harmless
         log.warning("could not delete stale outputs: %s", e)

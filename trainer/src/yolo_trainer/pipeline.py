@@ -1,4 +1,4 @@
-"""One training job end to end: preflight, stage, (resume or) train, export, publish.
+"""One training job end to end: preflight, stage, (resume or) train, test, export, publish.
 
 Order matters: everything that can be checked cheaply (config, output bucket, export deps, dataset) is
 checked before the first epoch, so a broken job fails in seconds with a precise exit code.
@@ -19,9 +19,19 @@ from typing import Any
 
 from yolo_contract.base import now_rfc3339
 from yolo_contract.exitcodes import Interrupted
-from yolo_contract.progress import Checkpoint, Progress, TrainerReport
+from yolo_contract.progress import (
+    COMPLETED,
+    EARLY_STOPPING,
+    STOP_REQUESTED,
+    TIME_BUDGET_REACHED,
+    Checkpoint,
+    Outcome,
+    Progress,
+    TrainerReport,
+)
 from yolo_contract.sizing import dataloader_workers
 from yolo_contract.trainer_config import TrainerConfig
+from yolo_contract.training import ARCHIVE_SUFFIXES
 
 from .checkpoint import (
     CheckpointState,
@@ -30,14 +40,19 @@ from .checkpoint import (
     read_state,
     rewrite_train_args,
 )
+from .control import StopWatcher, kube_fetcher
 from .dataset import Scratch, stage_dataset, validate_dataset
+from .evaluate import TEST_DIR, evaluate_test
+from .lineage import base_model_lineage, dataset_lineage, lineage
 from .model import resolve_model
 from .outputs import check_export_formats, collect_files, export_models, publish
+from .parity import onnx_parity, split_images
 from .report import Reporter, make_reporter
 from .s3 import S3NotFound, S3Store, join_key, parse_s3_uri
 from .train import (
     TrainingHooks,
     available_cpus,
+    best_from_results,
     choose_device,
     ddp_supported,
     epoch_metrics,
@@ -118,14 +133,17 @@ def run(
     reported as a non-retriable error.
     """
     interruption = interruption or Interruption()
+    watcher = StopWatcher(kube_fetcher(cfg.status))
     try:
-        return _run(cfg, reporter, interruption, store)
+        return _run(cfg, reporter, interruption, store, watcher)
     except Interrupted:
         raise
     except BaseException as e:
         if interruption.event.is_set():
             raise Interrupted(f"interrupted by signal (while: {type(e).__name__}: {e})") from e
         raise
+    finally:
+        watcher.close()
 
 
 def _run(
@@ -133,6 +151,7 @@ def _run(
     reporter: Reporter | None = None,
     interruption: Interruption | None = None,
     store: S3Store | None = None,
+    watcher: StopWatcher | None = None,
 ) -> dict[str, Any]:
     prepare_environment(cfg)
     interruption = interruption or Interruption()
@@ -163,6 +182,7 @@ def _run(
     # with the field to fix; the output bucket first, as a job without it could never publish.
     store.check_bucket(out_bucket, out_prefix)
     store.check_bucket(ds_bucket, ds_key)
+    watcher = (watcher or StopWatcher(None)).start()  # spec.stop, polled from here on
     # --- stage and validate ----------------------------------------------------------------------------
     fingerprint = config_fingerprint(cfg)
     state = read_state(store, job_prefix)
@@ -184,6 +204,8 @@ def _run(
         )
     )
 
+    # Fingerprinted from a LIST just before staging (what is staged, unless it changes in between).
+    dataset_id = dataset_lineage(store, cfg.dataset, archive=cfg.dataset.lower().endswith(ARCHIVE_SUFFIXES))
     data_yaml = stage_dataset(store, cfg.dataset, work / "dataset", scratch=Scratch(cfg.scratch_bytes))
     summary = validate_dataset(data_yaml)
     _log_event("dataset", **summary.as_dict())
@@ -227,6 +249,9 @@ def _run(
         _log_event("resume", fromEpoch=state.epoch + 1, uri=state.uri)
     else:
         model_path = resolve_model(cfg.model, store, work / "model", cfg.offline, cfg.hub_mirror)
+    # A resumed run does not fetch the base weights again: their ETag (and parent run) still identify them.
+    base_id = base_model_lineage(store, cfg.model, None if resume else model_path)
+    reporter.report(TrainerReport(lineage=lineage(dataset_id, base_id, None)))
 
     # --- train -----------------------------------------------------------------------------------------
     uploader = CheckpointUploader(
@@ -248,6 +273,7 @@ def _run(
         interruption.event,
         uploader_error=lambda: uploader.error,
         last_checkpoint=last_checkpoint,
+        stop=watcher.requested,
     )
     try:
         if interruption.event.is_set():
@@ -271,27 +297,85 @@ def _run(
     # --- outputs ---------------------------------------------------------------------------------------
     reporter.report(TrainerReport(stage="Uploading"))
     best = save_dir / "weights" / "best.pt"
+    outcome = training_outcome(hooks, hyper, cfg.training, save_dir / "results.csv")
+    _log_event("outcome", **outcome.model_dump(by_alias=True, exclude_none=True))
+    single_device = device[0] if isinstance(device, list) else device
+    test, test_error = None, None
+    if "test" in summary.splits and summary.splits["test"].images and best.is_file():
+        try:
+            test = evaluate_test(best, summary.data_yaml, work / "test" / TEST_DIR, cfg.training.imgsz,
+                                 cfg.training.batch, single_device, workers)  # fmt: skip
+            test.metrics.images = summary.splits["test"].images
+            test.body["metrics"]["images"] = test.metrics.images
+            (test.dir / "metrics.json").write_text(json.dumps(test.body, indent=1))
+            _log_event("test", **test.metrics.model_dump(by_alias=True, exclude_none=True))
+        except Exception as e:  # the weights are still worth publishing
+            log.error("test-split evaluation failed: %s", e)
+            test_error = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
     exports, export_errors = (
         export_models(best, cfg.export_formats, cfg.training.imgsz)
         if cfg.export_formats and best.is_file()
-        else ([], {})
+        else ({}, {})
     )
+    export_info: dict[str, Any] = {}
+    if "onnx" in exports:
+        try:
+            parity = onnx_parity(best, exports["onnx"], split_images(summary.data_yaml, "val"), cfg.training.imgsz)
+            export_info["onnx"] = {"parity": parity}
+            _log_event("onnxParity", **parity)
+            if not parity["passed"]:
+                export_errors["onnx"] = "onnxruntime's detections differ from the .pt model's (see exports.onnx)"
+        except Exception as e:
+            log.error("ONNX parity check failed: %s", e)
+            export_errors["onnx"] = f"parity check failed: {e}"[:300]
     raw = dict(hooks.final_metrics or {})
     # Final validation of best.pt, in the status' metric names; Ultralytics' own keys kept alongside.
     final = epoch_metrics(raw, {}).model_dump(by_alias=True, exclude_none=True)
+    lin = lineage(dataset_id, base_id, watcher.trainer_image())
     extra: dict[str, Any] = {
         "ultralyticsMetrics": raw,
         "epochs": hooks.epochs_reported[-1] if hooks.epochs_reported else None,
+        "outcome": outcome.model_dump(by_alias=True, exclude_none=True),
         "dataset": summary.as_dict(),
+        "lineage": lin.model_dump(by_alias=True, exclude_none=True),
         "resumedFromEpoch": (state.epoch + 1) if state else None,
     }
+    if test is not None:
+        extra["test"] = {k: test.body[k] for k in ("metrics", "perClass")}
+    if test_error:
+        extra["testError"] = test_error
+    if export_info:
+        extra["exports"] = export_info
     if export_errors:
         extra["exportErrors"] = export_errors
-    artifacts = publish(store, job_prefix, collect_files(save_dir, exports), final, run_id, extra)
+    files = collect_files(save_dir, exports, test.dir if test else None)
+    artifacts = publish(store, job_prefix, files, final, run_id, extra)
     uploader.delete_all()  # the job is complete: a re-created job of the same name starts fresh
-    reporter.report(TrainerReport(artifacts=artifacts))
+    test_metrics = test.metrics.model_copy(update={"uri": artifacts.test}) if test else None
+    reporter.report(TrainerReport(artifacts=artifacts, test_metrics=test_metrics, lineage=lin, outcome=outcome))
     _log_event("done", runId=run_id, metrics=final, artifacts=artifacts.model_dump(by_alias=True, exclude_none=True))
     return {"runId": run_id, "metrics": final, "artifacts": artifacts, **extra}
+
+
+def training_outcome(hooks: TrainingHooks, hyper: dict[str, Any], training, results_csv: Path) -> Outcome:
+    """Why training ended: a stop request, the time budget, patience, or all epochs done."""
+    done = hooks.epochs_reported[-1] if hooks.epochs_reported else None
+    epochs = training.epochs
+    try:
+        _, best_epoch = best_from_results(results_csv.read_text())
+    except OSError:
+        best_epoch = None
+    best = f"; best.pt is epoch {best_epoch}" if best_epoch else ""
+    if hooks.stopped_at is not None:
+        return Outcome(reason=STOP_REQUESTED, epochs=done, best_epoch=best_epoch,
+                       message=f"spec.stop: training stopped after epoch {hooks.stopped_at}{best}")  # fmt: skip
+    if hyper.get("time"):
+        return Outcome(reason=TIME_BUDGET_REACHED, epochs=done, best_epoch=best_epoch,
+                       message=f"time budget of {hyper['time']} h reached after {done} epochs{best}")  # fmt: skip
+    if done is not None and done < epochs:
+        msg = f"no improvement for {training.patience} epochs (spec.training.patience): {done} of {epochs} ran"
+        return Outcome(reason=EARLY_STOPPING, epochs=done, best_epoch=best_epoch, message=f"{msg}{best}")
+    return Outcome(reason=COMPLETED, epochs=done, best_epoch=best_epoch, message=f"{done or epochs} epochs{best}")
 
 
 def _gpu_count() -> int:

@@ -74,24 +74,32 @@ def _short(e: Exception) -> str:
     return s[0][:300] if s else type(e).__name__
 
 
-def make_reporter(target: StatusTarget | None, environ: dict[str, str] | None = None) -> Reporter:
+def kube_api_client(environ: dict[str, str] | None = None):
+    """A kubernetes ApiClient: in-cluster, else $KUBECONFIG; None when neither is configured."""
     env = os.environ if environ is None else environ
+    from kubernetes import client, config
+
+    if env.get("KUBERNETES_SERVICE_HOST"):
+        cfg = client.Configuration()
+        config.load_incluster_config(client_configuration=cfg)
+    elif env.get("KUBECONFIG"):
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=env["KUBECONFIG"], client_configuration=cfg)
+    else:
+        return None
+    cfg.retries = 1  # urllib3 retries; a missed report is replaced by the next one anyway
+    return client.ApiClient(cfg)
+
+
+def make_reporter(target: StatusTarget | None, environ: dict[str, str] | None = None) -> Reporter:
     if target is None:
         return LogReporter()
     try:
-        from kubernetes import client, config
-
-        if env.get("KUBERNETES_SERVICE_HOST"):
-            cfg = client.Configuration()
-            config.load_incluster_config(client_configuration=cfg)
-        elif env.get("KUBECONFIG"):
-            cfg = client.Configuration()
-            config.load_kube_config(config_file=env["KUBECONFIG"], client_configuration=cfg)
-        else:
+        api_client = kube_api_client(environ)
+        if api_client is None:
             log.info("no cluster configured (KUBERNETES_SERVICE_HOST/KUBECONFIG unset): status is logged only")
             return LogReporter()
-        cfg.retries = 1  # urllib3 retries; a missed report is replaced by the next one anyway
-        return KubeStatusReporter(client.ApiClient(cfg), target)
+        return KubeStatusReporter(api_client, target)
     except Exception as e:
         log.warning("status reporting disabled: %s", _short(e))
         return LogReporter()

@@ -171,8 +171,12 @@ class TrainingHooks:
         uploader_error: Callable[[], TrainerError | None] = lambda: None,
         last_checkpoint: Callable[[], Checkpoint | None] = lambda: None,
         stream=None,
+        stop: threading.Event | None = None,
     ):
         self.report = report
+        self.stop = stop or threading.Event()
+        #: 1-based epoch at whose end a stop request (spec.stop) ended training; None if none did.
+        self.stopped_at: int | None = None
         self.submit_checkpoint = submit_checkpoint
         self.interrupt = interrupt
         self.uploader_error = uploader_error
@@ -192,6 +196,7 @@ class TrainingHooks:
     def attach(self, model) -> None:
         model.add_callback("on_train_start", self.on_train_start)
         model.add_callback("on_train_batch_end", self.on_train_batch_end)
+        model.add_callback("on_train_epoch_end", self.on_train_epoch_end)
         model.add_callback("on_model_save", self.on_model_save)
         model.add_callback("on_fit_epoch_end", self.on_fit_epoch_end)
 
@@ -209,6 +214,17 @@ class TrainingHooks:
     def on_train_batch_end(self, trainer) -> None:
         self._check()
 
+    def _stop_if_requested(self, trainer) -> None:
+        """A stop request ends training at the end of this epoch: Ultralytics then validates and saves it,
+        validates best.pt and returns as after its last epoch."""
+        if self.stop.is_set() and not trainer.stop:
+            trainer.stop = True
+            self.stopped_at = trainer.epoch + 1
+            log.warning("stop requested: training ends after epoch %d", self.stopped_at)
+
+    def on_train_epoch_end(self, trainer) -> None:
+        self._stop_if_requested(trainer)  # before validation, so this epoch is validated and saved as the last
+
     def on_model_save(self, trainer) -> None:
         self.saved_epoch = trainer.epoch
         # The last epoch is not checkpointed: training ends right after it and the final outputs follow; if
@@ -222,6 +238,7 @@ class TrainingHooks:
             # Ultralytics calls this once more after training, for the final validation of best.pt.
             self.final_metrics = dict(trainer.metrics or {})
             return
+        self._stop_if_requested(trainer)  # a request that came during validation
         now = time.monotonic()
         self.epoch_times.append(now - self._t0)
         self._t0 = now

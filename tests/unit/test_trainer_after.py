@@ -1,0 +1,139 @@
+"""After training, without Ultralytics runs: the serving layout, stop requests, the outcome, lineage."""
+
+from __future__ import annotations
+
+import json
+import threading
+from types import SimpleNamespace
+
+import pytest
+from yolo_trainer.control import StopWatcher
+from yolo_trainer.lineage import dataset_lineage
+from yolo_trainer.outputs import collect_files, publish
+from yolo_trainer.pipeline import training_outcome
+from yolo_trainer.s3 import S3Object
+from yolo_trainer.train import TrainingHooks
+
+from tests.unit.test_trainer_checkpoint import FakeStore
+from tests.unit.test_trainer_hooks import fake_trainer
+
+pytestmark = pytest.mark.unit
+
+
+def test_exports_and_test_results_are_published_in_the_model_repository_layout(tmp_path):
+    save = tmp_path / "run"
+    (save / "weights").mkdir(parents=True)
+    (save / "weights/best.pt").write_bytes(b"pt")
+    onnx = save / "weights/best.onnx"
+    onnx.write_bytes(b"onnx")
+    ts = save / "weights/best.torchscript"
+    ts.write_bytes(b"ts")
+    ov = save / "weights/best_openvino_model"
+    ov.mkdir()
+    for name in ("best.xml", "best.bin", "metadata.yaml"):
+        (ov / name).write_bytes(name.encode())
+    test = tmp_path / "test"
+    test.mkdir()
+    for name in ("metrics.json", "confusion_matrix.png", "BoxPR_curve.png"):
+        (test / name).write_bytes(b"{}")
+    files = collect_files(save, {"onnx": onnx, "openvino": ov, "torchscript": ts}, test)
+    assert {r for _, r in files} == {
+        "weights/best.pt",
+        "serving/onnx/1/model.onnx",
+        "serving/openvino/1/model.xml",
+        "serving/openvino/1/model.bin",
+        "serving/openvino/1/metadata.yaml",
+        "serving/torchscript/1/model.pt",
+        "test/metrics.json",
+        "test/confusion_matrix.png",
+        "test/BoxPR_curve.png",
+    }
+    store = FakeStore()
+    store.objects["out/ns/j/exports/best.onnx"] = b"old layout"
+    art = publish(store, "s3://b/out/ns/j", files, {}, "run1")
+    assert art.exports == [
+        "s3://b/out/ns/j/serving/onnx/1/model.onnx",
+        "s3://b/out/ns/j/serving/openvino/1/model.xml",
+        "s3://b/out/ns/j/serving/torchscript/1/model.pt",
+    ]
+    assert art.serving == "s3://b/out/ns/j/serving/" and art.test == "s3://b/out/ns/j/test/"
+    assert art.run_id == "run1"
+    assert "out/ns/j/exports/best.onnx" not in store.objects  # an earlier run's export, tidied
+
+
+def test_a_stop_request_ends_training_at_the_end_of_the_epoch(tmp_path):
+    stop = threading.Event()
+    hooks = TrainingHooks(lambda r: None, lambda *a: None, threading.Event(), stop=stop, stream=open("/dev/null", "w"))  # noqa: SIM115
+    t = fake_trainer(tmp_path, 0, epochs=50)
+    hooks.on_train_epoch_end(t)
+    assert t.stop is False and hooks.stopped_at is None
+    stop.set()
+    t = fake_trainer(tmp_path, 4, epochs=50)
+    hooks.on_train_epoch_end(t)  # before validation: Ultralytics validates and saves this epoch as the last
+    assert t.stop is True and hooks.stopped_at == 5
+    t = fake_trainer(tmp_path, 4, epochs=50)
+    hooks.saved_epoch = 4
+    hooks.on_fit_epoch_end(t)  # a request seen during validation stops at the same point
+    assert t.stop is True
+
+
+def _hooks(done: int | None, stopped_at: int | None = None):
+    return SimpleNamespace(epochs_reported=list(range(1, done + 1)) if done else [], stopped_at=stopped_at)
+
+
+@pytest.mark.parametrize(
+    ("hooks", "hyper", "reason"),
+    [
+        (_hooks(3, stopped_at=3), {}, "StopRequested"),
+        (_hooks(7), {"time": 0.5}, "TimeBudgetReached"),
+        (_hooks(12), {}, "EarlyStopping"),
+        (_hooks(30), {}, "Completed"),
+    ],
+)
+def test_training_outcome(tmp_path, hooks, hyper, reason):
+    csv = tmp_path / "results.csv"
+    csv.write_text("epoch,metrics/mAP50-95(B)\n1,0.1\n2,0.3\n3,0.2\n")
+    o = training_outcome(hooks, hyper, SimpleNamespace(epochs=30, patience=10), csv)
+    assert o.reason == reason and o.best_epoch == 2
+    assert "best.pt is epoch 2" in o.message
+
+
+def test_stop_watcher_reads_spec_stop_and_the_trainer_image():
+    bodies = [None, {"spec": {}}, {"spec": {"stop": True}, "status": {"lineage": {"trainerImage": "img@sha256:1"}}}]
+
+    def fetch():
+        b = bodies.pop(0)
+        if b is None:
+            raise OSError("API server unreachable")
+        return b
+
+    w = StopWatcher(fetch, interval=1)
+    assert w.poll() is False and w.failures == 1
+    assert w.poll() is False
+    assert w.poll() is True and w.requested.is_set()
+    assert w.trainer_image() == "img@sha256:1"
+    assert StopWatcher(None).start().poll() is False
+
+
+class ListStore:
+    def __init__(self, objects):
+        self.objects = objects
+
+    def list(self, bucket, prefix):
+        return [o for o in self.objects if o.key.startswith(prefix)]
+
+
+def test_dataset_fingerprint_changes_with_any_object_and_not_with_the_prefix():
+    a = [S3Object("ds/v1/data.yaml", 10, '"e1"'), S3Object("ds/v1/images/a.jpg", 99, '"e2"')]
+    b = [S3Object("other/data.yaml", 10, '"e1"'), S3Object("other/images/a.jpg", 99, '"e2"')]
+    c = [S3Object("ds/v1/data.yaml", 10, '"e1"'), S3Object("ds/v1/images/a.jpg", 99, '"e3"')]
+    fa = dataset_lineage(ListStore(a), "s3://bk/ds/v1", archive=False)
+    assert fa.objects == 2 and fa.fingerprint.startswith("sha256:")
+    assert dataset_lineage(ListStore(b), "s3://bk/other/", archive=False).fingerprint == fa.fingerprint
+    assert dataset_lineage(ListStore(c), "s3://bk/ds/v1", archive=False).fingerprint != fa.fingerprint
+    z = dataset_lineage(ListStore([S3Object("ds/v1.zip", 5, '"zz"'), S3Object("ds/v1.zip.bak", 5, '"y"')]),
+                        "s3://bk/ds/v1.zip", archive=True)  # fmt: skip
+    assert z.etag == "zz" and z.objects is None
+    assert json.loads(z.model_dump_json(by_alias=True, exclude_none=True)).keys() == {"uri", "fingerprint", "etag"}
+
+
