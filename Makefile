@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 export YOLO_CONFIG_DIR ?= $(CURDIR)/.venv/ultralytics-config
 
-.PHONY: help venv binaries testbed-up testbed-down lint unit test fault demo crds manifests chart-lint images bench clean
+.PHONY: help venv binaries olm-validate testbed-up testbed-down lint unit test fault demo crds manifests bundle bundle-validate chart-lint images bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ venv: $(VENV)/.installed ## Python environment (pinned in requirements.lock)
 binaries: ## build the control plane, kwok and helm from pinned Go modules (cached in ~/.cache/yolo-operator)
 	hack/build-binaries.sh >/dev/null
 
+olm-validate: ## build OLM's bundle validators (hack/olm-validate, pinned operator-framework/api) into ~/.cache/yolo-operator
+	hack/build-olm-validate.sh >/dev/null
+
 testbed-up: venv binaries images ## start the local control plane, kwok GPU nodes, the real node and S3 (.testbed/)
 	hack/testbed.sh up
 
@@ -38,7 +41,7 @@ lint: venv ## ruff
 unit: venv ## unit tests only (no servers)
 	$(VENV)/bin/pytest -m unit -q $(PYTEST_ARGS)
 
-test: testbed-up lint ## everything: lint, unit, integration and e2e tests on the local test bed
+test: testbed-up lint olm-validate ## everything: lint, unit, integration and e2e tests on the local test bed
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 fault: testbed-up ## the fault, bad-input and security suite alone (tests/fault/, marker fault); prints FAULT-FIGURE lines
@@ -48,10 +51,17 @@ fault: testbed-up ## the fault, bad-input and security suite alone (tests/fault/
 demo: testbed-up ## the whole product end to end on the local test bed: chart, operator, a TrainingJob trained live
 	$(PY) hack/demo.py
 
-crds: venv binaries ## regenerate the CRD (manifests/, charts/), docs/reference.md and manifests/ from the models
+crds: venv binaries ## regenerate the CRD (manifests/, charts/), docs/reference.md, manifests/ and bundle/ from the models
 	$(PY) -m yolo_operator.crd --write
 	$(PY) -m yolo_operator.reference --write
 	hack/gen-manifests.sh
+	$(PY) -m yolo_operator.bundle --write
+
+bundle: venv binaries ## regenerate the OLM bundle (bundle/) from the chart, the CRD and examples/
+	$(PY) -m yolo_operator.bundle --write
+
+bundle-validate: olm-validate ## run OLM's own bundle validators (hack/olm-validate, built from the pinned operator-framework/api) on bundle/
+	source hack/versions.env && "$$(hack/build-olm-validate.sh)" -k8s-version "$$(echo $${KUBE_VERSION#v} | cut -d. -f1,2)" bundle
 
 manifests: binaries ## regenerate manifests/ (plain YAML) from the chart
 	hack/gen-manifests.sh

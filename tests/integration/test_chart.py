@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import yaml
 from yolo_operator import crd
+from yolo_operator.api import TrainingJob
 from yolo_operator.builders import build_children
 from yolo_operator.config import OperatorConfig
 
@@ -317,6 +318,54 @@ def test_helm_test_pod_checks_the_crd(helm_bin):
     script = pod["spec"]["containers"][0]["command"][-1]
     assert "trainingjobs.yolo-operator.io" in script and "Established" in script
     compile(script, "test-crd", "exec")
+
+
+CONSOLE_KINDS = {"ConsoleYAMLSample", "ConsoleQuickStart"}
+YAML_SAMPLE_API = "console.openshift.io/v1/ConsoleYAMLSample"
+QUICK_START_API = "console.openshift.io/v1/ConsoleQuickStart"
+
+
+def test_console_resources_only_where_the_console_api_exists(helm_bin):
+    """Plain Kubernetes (and manifests/): no console objects. OpenShift: YAML samples and a quick start."""
+    plain = template(helm_bin, {}, "--skip-tests")
+    assert not CONSOLE_KINDS & {d["kind"] for d in plain}
+    samples_only = template(helm_bin, {}, "--skip-tests", "--api-versions", YAML_SAMPLE_API)
+    assert {d["kind"] for d in samples_only} - {d["kind"] for d in plain} == {"ConsoleYAMLSample"}
+    full = template(helm_bin, {}, "--skip-tests", "--api-versions", YAML_SAMPLE_API, "--api-versions", QUICK_START_API)
+    assert {d["kind"] for d in full} - {d["kind"] for d in plain} == CONSOLE_KINDS
+    # The rest of the rendering does not change with the console API.
+    assert [d for d in full if d["kind"] not in CONSOLE_KINDS] == plain
+
+
+def test_console_yaml_samples_are_the_examples(helm_bin):
+    docs = template(helm_bin, {}, "--skip-tests", "--api-versions", YAML_SAMPLE_API)
+    samples = {d["metadata"]["name"]: d for d in by_kind(docs, "ConsoleYAMLSample")}
+    assert set(samples) == {f"yolo-operator-{n}" for n in
+                            ("finetune-frozen-backbone", "continue-from-previous", "zip-dataset")}  # fmt: skip
+    for name, sample in samples.items():
+        example = ROOT / "examples" / f"{name.removeprefix('yolo-operator-')}.yaml"
+        spec = sample["spec"]
+        assert spec["targetResource"] == {"apiVersion": "yolo-operator.io/v1alpha1", "kind": "TrainingJob"}
+        assert spec["title"] and spec["description"]
+        assert spec["yaml"] == example.read_text(), f"{name}: not {example} byte for byte"
+        TrainingJob.model_validate(yaml.safe_load(spec["yaml"]))
+    assert "Roboflow" in samples["yolo-operator-zip-dataset"]["spec"]["title"]
+
+
+def test_console_quick_start(helm_bin):
+    docs = template(helm_bin, {}, "--skip-tests", "--api-versions", YAML_SAMPLE_API, "--api-versions", QUICK_START_API)
+    (qs,) = by_kind(docs, "ConsoleQuickStart")
+    spec = qs["spec"]
+    assert spec["displayName"] == "Fine-tune YOLO on your own images"
+    titles = [t["title"] for t in spec["tasks"]]
+    assert titles == ["Create the S3 credentials Secret", "Create the TrainingJob", "Watch it train",
+                      "Find the weights"]  # fmt: skip
+    for task in spec["tasks"]:
+        assert task["description"] and task["review"]["instructions"] and task["summary"]["success"]
+    # the Secret to paste is examples/s3-secret.yaml as it is
+    assert (ROOT / "examples" / "s3-secret.yaml").read_text() in spec["tasks"][0]["description"]
+    assert "status.artifacts.bestWeights" in spec["tasks"][3]["description"]
+    assert spec["introduction"] and spec["conclusion"] and spec["durationMinutes"] > 0
 
 
 def test_metrics_service_targets_the_metrics_port(helm_bin):
