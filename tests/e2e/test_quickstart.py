@@ -53,14 +53,17 @@ def place_on_the_real_node(stack: Stack, namespace: str) -> None:
     name = f"real-node-{namespace}"
     sel, (tol,) = REAL_NODE_PLACEMENT["nodeSelector"], REAL_NODE_PLACEMENT["tolerations"]
     (key, value), = sel.items()
-    expr = (f'Object{{spec: Object.spec{{nodeSelector: {{"{key}": "{value}"}}, tolerations: '
-            f'[Object.spec.tolerations{{key: "{tol["key"]}", operator: "Exists", effect: "NoSchedule"}}]}}}}')
+    tol_obj = f'Object.spec.tolerations{{key: "{tol["key"]}", operator: "Exists", effect: "NoSchedule"}}'
+    # JSON patches: an ApplyConfiguration may not set atomic fields such as nodeSelector and tolerations.
+    expr = (f'[JSONPatch{{op: "add", path: "/spec/nodeSelector", value: {{"{key}": "{value}"}}}}] + '
+            f'(has(object.spec.tolerations) ? [JSONPatch{{op: "add", path: "/spec/tolerations/-", value: {tol_obj}}}] '
+            f': [JSONPatch{{op: "add", path: "/spec/tolerations", value: [{tol_obj}]}}])')  # fmt: skip
     manifest = {"apiVersion": "v1", "kind": "List", "items": [
         {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingAdmissionPolicy", "metadata": {"name": name},
          "spec": {"matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
                                                           "operations": ["CREATE"], "resources": ["pods"]}]},
                   "failurePolicy": "Fail", "reinvocationPolicy": "Never",
-                  "mutations": [{"patchType": "ApplyConfiguration", "applyConfiguration": {"expression": expr}}]}},
+                  "mutations": [{"patchType": "JSONPatch", "jsonPatch": {"expression": expr}}]}},
         {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingAdmissionPolicyBinding",
          "metadata": {"name": name},
          "spec": {"policyName": name, "matchResources": {"namespaceSelector": {
