@@ -36,12 +36,14 @@ testbed-down: ## stop the local test bed and remove .testbed/
 	hack/testbed.sh down
 
 lint: venv ## ruff
-	$(VENV)/bin/ruff check operator trainer tests bench hack
+	$(VENV)/bin/ruff check contract operator trainer tests bench hack
 
 unit: venv ## unit tests only (no servers)
 	$(VENV)/bin/pytest -m unit -q $(PYTEST_ARGS)
 
-test: testbed-up lint olm-validate ## everything: lint, unit, integration and e2e tests on the local test bed
+test: ## everything: lint, unit, integration and e2e tests on the local test bed
+	@# The Go builds (control plane, OLM validators) and the image builds overlap: a first run's longest steps.
+	$(MAKE) -j3 testbed-up lint olm-validate
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 fault: testbed-up ## the fault, bad-input and security suite alone (tests/fault/, marker fault); prints FAULT-FIGURE lines
