@@ -110,7 +110,9 @@ def test_readme_quick_start_runs_as_written(bed, real_node, s3_client, quickstar
     commands = readme_block("commands")
 
     # The admin's part: a namespace the operator watches, pods placed on the real node, the hub mirror.
-    stack.kubectl("create", "namespace", ns)
+    # applied, as the README's own `kubectl apply` of it expects (no last-applied-configuration warning)
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+    stack.kubectl("apply", "-f", "-", input=json.dumps(namespace))
     place_on_the_real_node(stack, ns)
     with tempfile.TemporaryDirectory() as tmp:
         testing.write_yolo_dataset(Path(tmp), n_train=16, n_val=4, seed=7)
