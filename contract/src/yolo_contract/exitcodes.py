@@ -114,3 +114,15 @@ class ModelUnavailable(TrainerError):
 
 class Interrupted(TrainerError):
     code = ExitCode.INTERRUPTED
+
+
+def causes(exc: BaseException):
+    """``exc`` and the exceptions behind it: ``__cause__``/``__context__``, and the ``error`` botocore keeps in
+    an exception's ``kwargs`` (Ultralytics or botocore may wrap a TrainerError or an SSL error)."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        inner = getattr(e, "kwargs", {}).get("error") if isinstance(getattr(e, "kwargs", None), dict) else None
+        e = e.__cause__ or e.__context__ or (inner if isinstance(inner, BaseException) else None)

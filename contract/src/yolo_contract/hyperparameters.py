@@ -284,16 +284,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", action="store_true", help=f"exit 1 when {TABLE_FILE.name} is stale")
     args = p.parse_args(argv)
     text = render_table()
-    if args.write:
-        TABLE_FILE.write_text(text)
-        print(f"wrote {TABLE_FILE}")
-    elif args.check:
-        if not TABLE_FILE.exists() or TABLE_FILE.read_text() != text:
-            print(f"{TABLE_FILE.name} is stale: run python -m yolo_contract.hyperparameters --write", file=sys.stderr)
-            return 1
-    else:
+    if not (args.write or args.check):
         sys.stdout.write(text)
-    return 0
+        return 0
+    from yolo_contract.generated import write_or_check
+
+    return write_or_check({Path(TABLE_FILE.name): text}, TABLE_FILE.parent, write=args.write,
+                          command="python -m yolo_contract.hyperparameters")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from typing import Any
 
 import yaml
 from yolo_contract import GROUP, KIND, PLURAL, VERSION
+from yolo_contract.generated import write_or_check
 
 from yolo_operator import crd
 
@@ -455,18 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         present = {q.relative_to(root) for q in (root / "bundle").rglob("*") if q.is_file()}
         stale += sorted(str(q) for q in present - set(files))
-    for rel, text in files.items():
-        path = root / rel
-        if args.write:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            print(f"wrote {rel}")
-        elif not path.exists() or path.read_text() != text:
-            stale.append(str(rel))
-    if stale:
-        print(f"stale bundle files (run python -m yolo_operator.bundle --write): {', '.join(stale)}", file=sys.stderr)
-        return 1
-    return 0
+    return write_or_check(files, root, write=args.write, command="python -m yolo_operator.bundle", stale=stale)
 
 
 if __name__ == "__main__":

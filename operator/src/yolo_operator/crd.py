@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 from yolo_contract import GROUP, KIND, MAX_NAME, PLURAL, VERSION
+from yolo_contract.generated import write_or_check
 from yolo_contract.training import cel
 
 from yolo_operator.api import MUTABLE_SPEC_FIELDS, TrainingJobSpec, TrainingJobStatus
@@ -250,19 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.write or args.check):
         sys.stdout.write(text)
         return 0
-    stale = []
-    for rel in CRD_PATHS:
-        path = args.root / rel
-        if args.write:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            print(f"wrote {path}")
-        elif not path.exists() or path.read_text() != text:
-            stale.append(str(rel))
-    if stale:
-        print(f"stale CRD files (run python -m yolo_operator.crd --write): {', '.join(stale)}", file=sys.stderr)
-        return 1
-    return 0
+    files = dict.fromkeys(CRD_PATHS, text)
+    return write_or_check(files, args.root, write=args.write, command="python -m yolo_operator.crd")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from yolo_contract.generated import write_or_check
+
 from yolo_operator.crd import REPO_ROOT, spec_schema, status_schema
 
 REFERENCE_PATH = Path("docs/reference.md")
@@ -69,18 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--write", action="store_true")
     p.add_argument("--check", action="store_true")
     args = p.parse_args(argv)
-    path = REPO_ROOT / REFERENCE_PATH
-    text = render()
-    if args.write:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    elif args.check:
-        if not path.exists() or path.read_text() != text:
-            print(f"{REFERENCE_PATH} is stale: run python -m yolo_operator.reference --write", file=sys.stderr)
-            return 1
-    else:
-        sys.stdout.write(text)
-    return 0
+    if not (args.write or args.check):
+        sys.stdout.write(render())
+        return 0
+    return write_or_check({REFERENCE_PATH: render()}, REPO_ROOT, write=args.write,
+                          command="python -m yolo_operator.reference")  # fmt: skip
 
 
 if __name__ == "__main__":

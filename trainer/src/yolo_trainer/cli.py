@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from yolo_contract.exitcodes import ExitCode, TrainerError
+from yolo_contract.exitcodes import ExitCode, TrainerError, causes
 
 TERMINATION_LOG_ENV = "YOLO_TERMINATION_LOG"
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
@@ -56,22 +56,12 @@ def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
-def _chain(exc: BaseException):
-    """``exc`` and its causes (a TrainerError may be wrapped by Ultralytics)."""
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        yield e
-        e = e.__cause__ or e.__context__
-
-
 def classify(exc: BaseException) -> tuple[ExitCode, str]:
     """Exit code and message for an exception escaping the pipeline (pure, unit-tested)."""
-    for e in _chain(exc):
+    for e in causes(exc):
         if isinstance(e, TrainerError):
             return e.code, str(e)
-    for e in _chain(exc):
+    for e in causes(exc):
         if isinstance(e, OSError) and e.errno == errno.ENOSPC and not str(e.filename or "").startswith(SHM_DIR):
             return ExitCode.SCRATCH_TOO_SMALL, (
                 f"the work directory's disk is full ({e}); raise spec.resources.scratchSize"

@@ -55,6 +55,7 @@ from yolo_contract.exitcodes import (
     S3Unreachable,
     S3WrongRegion,
     TrainerError,
+    causes,
 )
 from yolo_contract.trainer_config import S3Config
 
@@ -266,14 +267,6 @@ def classify_error(exc: BaseException, bucket: str, key: str | None, hints: S3Hi
     return exc  # not an S3 condition (e.g. a size check): raise it unchanged
 
 
-def _chain(exc: BaseException):
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        yield e
-        inner = getattr(e, "kwargs", {}).get("error") if isinstance(getattr(e, "kwargs", None), dict) else None
-        e = e.__cause__ or e.__context__ or (inner if isinstance(inner, BaseException) else None)
 
 
 def _wrong_region(code: str, msg: str, err: dict, meta: dict, where: str, hints: S3Hints) -> S3WrongRegion:
@@ -292,7 +285,7 @@ def _wrong_region(code: str, msg: str, err: dict, meta: dict, where: str, hints:
 
 def _tls_failure(exc: BaseException, hints: S3Hints) -> S3TLSFailed | None:
     """A certificate that does not verify, or TLS spoken to a plain-HTTP port: no retry changes that."""
-    for e in _chain(exc):
+    for e in causes(exc):
         if isinstance(e, ssl.SSLCertVerificationError):
             detail = e.verify_message or e.reason or str(e)
             if e.verify_code == 10 or "expired" in str(detail).lower():
@@ -320,14 +313,14 @@ def _tls_failure(exc: BaseException, hints: S3Hints) -> S3TLSFailed | None:
 
 def unreachable_reason(exc: BaseException | None) -> str:
     """Why an endpoint never answered, in words (from the last failure's chain)."""
-    for e in _chain(exc) if exc is not None else ():
+    for e in causes(exc) if exc is not None else ():
         if isinstance(e, socket.gaierror):
             return f"its host name does not resolve ({e})"
         if isinstance(e, ConnectionRefusedError):
             return f"the connection was refused ({e})"
         if isinstance(e, TimeoutError):
             return f"connecting timed out ({e})"
-    for e in _chain(exc) if exc is not None else ():
+    for e in causes(exc) if exc is not None else ():
         text = str(e)
         if "Name or service not known" in text or "nodename nor servname" in text or "getaddrinfo" in text:
             return f"its host name does not resolve ({text})"
