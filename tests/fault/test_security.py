@@ -57,6 +57,7 @@ OPERATOR_NEEDS: dict[tuple[str, str], set[str]] = {
     (TJ, "finalizers"): {"update"},  # blockOwnerDeletion owner references
     ("jobs.batch", ""): {"create", "get", "list", "watch", "patch"},  # create_if_absent, get_job, mutable fields
     ("pods", ""): {"get", "list", "watch"},  # list_pods, kopf watches
+    ("configmaps", ""): {"get"},  # missing_ca_bundle: a pod waiting to mount spec.s3.caBundle
     ("serviceaccounts", ""): {"create", "get", "list", "watch"},  # per-job RBAC
     (f"roles.{RBAC}", ""): {"create", "get", "list", "watch"},
     (f"rolebindings.{RBAC}", ""): {"create", "get", "list", "watch"},

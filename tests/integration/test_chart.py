@@ -418,11 +418,12 @@ def test_helm_install_clusterwide_permissions(bed_env, kubectl, release, namespa
         ("create", "serviceaccounts", "-n", ns), ("create", "roles.rbac.authorization.k8s.io", "-n", ns),
         ("create", "rolebindings.rbac.authorization.k8s.io", "-n", ns), ("create", "events", "-n", ns),
         ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
+        ("get", "configmaps", "-n", ns),  # the CA bundle, to report it missing
     ]  # fmt: skip
     denied = [
         ("get", "secrets", "-n", ns), ("list", "secrets", "-A"), ("get", "secrets", "-n", namespace),
         ("delete", "nodes"), ("delete", "jobs.batch", "-n", ns), ("create", "pods", "-n", ns),
-        ("delete", "trainingjobs.yolo-operator.io", "-n", ns), ("get", "configmaps", "-n", ns),
+        ("delete", "trainingjobs.yolo-operator.io", "-n", ns), ("list", "configmaps", "-n", ns),
         ("create", "clusterroles.rbac.authorization.k8s.io"), ("bind", "roles.rbac.authorization.k8s.io", "-n", ns),
         ("escalate", "roles.rbac.authorization.k8s.io", "-n", ns), ("impersonate", "serviceaccounts", "-n", ns),
         ("create", "serviceaccounts", "--subresource=token", "-n", ns),

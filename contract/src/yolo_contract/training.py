@@ -8,6 +8,8 @@ CEL are declared once, as CEL, and enforced by the API server alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -28,9 +30,27 @@ def cel(rule: str, message: str, **extra: str) -> dict[str, str]:
     return {"rule": rule, "message": message, **extra}
 
 
-def rules(*entries: dict[str, str]) -> dict[str, Any]:
+def rules(*entries: dict[str, str] | Rule) -> dict[str, Any]:
     """``json_schema_extra`` carrying CEL rules into the generated CRD."""
-    return {"x-kubernetes-validations": list(entries)}
+    return {"x-kubernetes-validations": [e.entry() if isinstance(e, Rule) else e for e in entries]}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A CEL rule and its Python check, declared together: for the few rules the operator must also enforce
+    itself, on objects the API server stored without them (under an older or permissive CRD)."""
+
+    cel: str
+    message: str
+    check: Callable[[Any], bool]
+
+    def entry(self) -> dict[str, str]:
+        return cel(self.cel, self.message)
+
+    def validate(self, value: Any) -> Any:
+        if not self.check(value):
+            raise ValueError(self.message)
+        return value
 
 
 class TrainingSpec(Model):

@@ -13,15 +13,16 @@ The trainer-written status fields (stage, progress, lastCheckpoint, artifacts) a
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 from yolo_contract import API_VERSION, KIND, MAX_NAME
 from yolo_contract.base import Model as _Model
 from yolo_contract.exports import EXPORT_FORMATS
 from yolo_contract.progress import TrainerReport
 from yolo_contract.trainer_config import DATA_CONNECTION_KEYS, RESERVED_ENV, RESERVED_ENV_PREFIX
-from yolo_contract.training import ARCHIVE_SUFFIXES, S3Endpoint, TrainingSpec, cel, rules
+from yolo_contract.training import ARCHIVE_SUFFIXES, Rule, S3Endpoint, TrainingSpec, cel, rules
 
 from yolo_operator.reasons import PHASES, Phase
 
@@ -67,17 +68,38 @@ def _list_set() -> dict[str, Any]:
 # === spec =================================================================================================
 
 
+EXACTLY_ONE_MODEL = Rule(
+    "[has(self.hub), has(self.uri), has(self.yaml), has(self.fromTrainingJob)].filter(x, x).size() == 1",
+    "spec.model: exactly one of hub, uri, yaml or fromTrainingJob must be set",
+    lambda m: sum(v is not None for v in (m.hub, m.uri, m.yaml, m.from_training_job)) == 1,
+)
+DATASET_URI = Rule(
+    f"self.matches(r'{S3_URI}') || (!self.contains('://') && self.matches(r'{BUCKET_KEY}'))",
+    "spec.dataset must be an s3:// URI (s3://bucket/prefix/ or s3://bucket/dataset.zip), or with "
+    "spec.s3.dataConnection a key in its bucket",
+    lambda v: bool(re.search(S3_URI, v) or ("://" not in v and re.search(BUCKET_KEY, v))),
+)
+OUTPUT_URI = Rule(
+    DATASET_URI.cel,
+    "spec.output must be an s3:// URI (s3://bucket/prefix/), or with spec.s3.dataConnection a key prefix in its "
+    "bucket",
+    DATASET_URI.check,
+)
+NAME_LENGTH = Rule(
+    f"self.metadata.name.size() <= {MAX_NAME}",
+    f"metadata.name must be at most {MAX_NAME} characters (it is used as a label value)",
+    lambda meta: len(str(meta.get("name") or "")) <= MAX_NAME,
+)
+
+
 class ModelSource(_Model):
     """Where the starting weights come from: exactly one of hub, uri, yaml, fromTrainingJob."""
 
-    model_config = ConfigDict(
-        json_schema_extra=rules(
-            cel(
-                "[has(self.hub), has(self.uri), has(self.yaml), has(self.fromTrainingJob)].filter(x, x).size() == 1",
-                "spec.model: exactly one of hub, uri, yaml or fromTrainingJob must be set",
-            )
-        )
-    )
+    model_config = ConfigDict(json_schema_extra=rules(EXACTLY_ONE_MODEL))
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ModelSource:
+        return EXACTLY_ONE_MODEL.validate(self)
 
     hub: str | None = Field(
         None,
@@ -274,26 +296,36 @@ class EnvVar(_Model):
     value_from: EnvVarSource | None = Field(None, description="A Secret or ConfigMap key.")
 
 
+TOLERATION_RULES = (
+    Rule(
+        "!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
+        "spec.scheduling.tolerations[].value must be empty when operator is Exists",
+        lambda t: not (t.operator == "Exists" and t.value),
+    ),
+    # The pod's own rules, so that a TrainingJob is refused at admission rather than its Job later.
+    Rule(
+        "(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')",
+        "spec.scheduling.tolerations[].operator must be Exists when key is empty",
+        lambda t: bool(t.key) or t.operator == "Exists",
+    ),
+    Rule(
+        "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+        "spec.scheduling.tolerations[].tolerationSeconds needs effect NoExecute",
+        lambda t: t.toleration_seconds is None or t.effect == "NoExecute",
+    ),
+)
+
+
 class Toleration(_Model):
     """A core/v1 Toleration."""
 
-    model_config = ConfigDict(
-        json_schema_extra=rules(
-            cel(
-                "!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
-                "spec.scheduling.tolerations[].value must be empty when operator is Exists",
-            ),
-            # The pod's own rules, so that a TrainingJob is refused at admission rather than its Job later.
-            cel(
-                "(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')",
-                "spec.scheduling.tolerations[].operator must be Exists when key is empty",
-            ),
-            cel(
-                "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
-                "spec.scheduling.tolerations[].tolerationSeconds needs effect NoExecute",
-            ),
-        )
-    )
+    model_config = ConfigDict(json_schema_extra=rules(*TOLERATION_RULES))
+
+    @model_validator(mode="after")
+    def _rules(self) -> Toleration:
+        for rule in TOLERATION_RULES:
+            rule.validate(self)
+        return self
 
     key: str | None = Field(
         None, max_length=316, pattern=TAINT_KEY, description="Taint key; empty with Exists matches all."
@@ -309,11 +341,8 @@ class Toleration(_Model):
 class SchedulingSpec(_Model):
     """Where the training pod may run."""
 
-    node_selector: dict[str, str] | None = Field(
-        None,
-        max_length=32,
-        description="Node labels the pod requires.",
-        json_schema_extra={"additionalProperties": {"type": "string", "maxLength": 63, "pattern": LABEL_VALUE}},
+    node_selector: dict[str, Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]] | None = Field(
+        None, max_length=32, description="Node labels the pod requires."
     )
     tolerations: list[Toleration] | None = Field(
         None,
@@ -356,11 +385,7 @@ class TrainingJobSpec(_Model):
         + ", ".join(ARCHIVE_SUFFIXES)
         + " archive of it.",
         json_schema_extra=rules(
-            cel(
-                f"self.matches(r'{S3_URI}') || (!self.contains('://') && self.matches(r'{BUCKET_KEY}'))",
-                "spec.dataset must be an s3:// URI (s3://bucket/prefix/ or s3://bucket/dataset.zip), or with "
-                "spec.s3.dataConnection a key in its bucket",
-            ),
+            DATASET_URI,
             cel(
                 f"!self.matches(r'{UNSUPPORTED_ARCHIVE}') || self.endsWith('.tar.gz')",
                 "spec.dataset: only " + ", ".join(ARCHIVE_SUFFIXES) + " archives are supported",
@@ -372,11 +397,7 @@ class TrainingJobSpec(_Model):
         max_length=MAX_URI,
         description="s3:// prefix for the results; they go to <output>/<namespace>/<name>/.",
         json_schema_extra=rules(
-            cel(
-                f"self.matches(r'{S3_URI}') || (!self.contains('://') && self.matches(r'{BUCKET_KEY}'))",
-                "spec.output must be an s3:// URI (s3://bucket/prefix/), or with spec.s3.dataConnection a key "
-                "prefix in its bucket",
-            )
+            OUTPUT_URI
         ),
     )
     s3: S3Spec | None = Field(None, description="Object store endpoint, credentials and CA bundle.")
@@ -455,6 +476,16 @@ class TrainingJobSpec(_Model):
         json_schema_extra=_list_set(),
     )
 
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, v: str) -> str:
+        return DATASET_URI.validate(v)
+
+    @field_validator("output")
+    @classmethod
+    def _output(cls, v: str) -> str:
+        return OUTPUT_URI.validate(v)
+
 
 # === status ===============================================================================================
 
@@ -527,6 +558,11 @@ class TrainingJob(_Model):
     metadata: dict[str, Any] = Field(default_factory=dict, description="Standard object metadata.")
     spec: TrainingJobSpec = Field(..., description="Desired state.")
     status: TrainingJobStatus | None = Field(None, description="Observed state.")
+
+    @field_validator("metadata")
+    @classmethod
+    def _name_length(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return NAME_LENGTH.validate(v)
 
     @property
     def name(self) -> str:

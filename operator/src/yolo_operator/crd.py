@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from yolo_contract import GROUP, KIND, MAX_NAME, PLURAL, VERSION
+from yolo_contract import GROUP, KIND, PLURAL, VERSION
 from yolo_contract.generated import write_or_check
 from yolo_contract.training import cel
 
-from yolo_operator.api import MUTABLE_SPEC_FIELDS, TrainingJobSpec, TrainingJobStatus
+from yolo_operator.api import MUTABLE_SPEC_FIELDS, NAME_LENGTH, TrainingJobSpec, TrainingJobStatus
 
 SINGULAR = "trainingjob"
 SHORT_NAMES = ["tj"]
@@ -192,12 +192,7 @@ def build_crd() -> dict[str, Any]:
             "spec": spec_schema(),
             "status": status_schema(),
         },
-        "x-kubernetes-validations": [
-            cel(
-                f"self.metadata.name.size() <= {MAX_NAME}",
-                f"metadata.name must be at most {MAX_NAME} characters (it is used as a label value)",
-            )
-        ],
+        "x-kubernetes-validations": [NAME_LENGTH.entry()],
     }
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
