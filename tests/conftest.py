@@ -136,3 +136,22 @@ def real_node(kubectl: KubectlRunner) -> str:
     node = testbed.node_setting("NODE_NAME")
     kubectl("wait", "--for=condition=Ready", f"node/{node}", "--timeout=120s")
     return node
+
+
+@pytest.fixture(scope="module")
+def good(bucket, s3_client, tmp_path_factory) -> str:
+    """A small valid YOLO dataset in S3 (the trainer tests' starting point); its s3:// prefix."""
+    from yolo_trainer.testing import upload_dir, write_yolo_dataset
+
+    tmp = tmp_path_factory.mktemp("good")
+    write_yolo_dataset(tmp / "ds", n_train=4, n_val=2)
+    upload_dir(s3_client, bucket, "good", tmp / "ds")
+    return f"s3://{bucket}/good"
+
+
+@pytest.fixture
+def runner(s3_env, tmp_path):
+    """Runs the trainer as a process against the bed's S3 (tests/trainer_fixtures.py)."""
+    from tests.trainer_fixtures import TrainerRunner
+
+    return TrainerRunner(s3_env, tmp_path)

@@ -12,22 +12,9 @@ import zipfile
 import pytest
 from yolo_trainer.testing import upload_dir, write_roboflow_dataset, write_yolo_dataset, zip_dir
 
-from tests.trainer_fixtures import Result, TrainerRunner, list_keys
+from tests.trainer_fixtures import Result, list_keys
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def good(bucket, s3_client, tmp_path_factory) -> str:
-    tmp = tmp_path_factory.mktemp("good")
-    write_yolo_dataset(tmp / "ds", n_train=4, n_val=2)
-    upload_dir(s3_client, bucket, "good", tmp / "ds")
-    return f"s3://{bucket}/good"
-
-
-@pytest.fixture
-def runner(s3_env, tmp_path) -> TrainerRunner:
-    return TrainerRunner(s3_env, tmp_path)
 
 
 def assert_failed(res: Result, code: int, reason: str, *needles: str) -> None:

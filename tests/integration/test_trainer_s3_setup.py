@@ -30,7 +30,6 @@ from urllib.parse import urlsplit
 
 import pytest
 from yolo_contract.exitcodes import ExitCode
-from yolo_trainer.testing import upload_dir, write_yolo_dataset
 
 from tests.trainer_fixtures import Result, TrainerRunner, list_keys
 
@@ -51,19 +50,6 @@ def table(tmp_path_factory):
     out = tmp_path_factory.getbasetemp() / "s3-setup-table.md"
     out.write_text(text + "\n")
     print(f"\nS3-SETUP-TABLE ({out}):\n{text}")
-
-
-@pytest.fixture(scope="module")
-def good(bucket, s3_client, tmp_path_factory) -> str:
-    tmp = tmp_path_factory.mktemp("good")
-    write_yolo_dataset(tmp / "ds", n_train=4, n_val=2)
-    upload_dir(s3_client, bucket, "good", tmp / "ds")
-    return f"s3://{bucket}/good"
-
-
-@pytest.fixture
-def runner(s3_env, tmp_path) -> TrainerRunner:
-    return TrainerRunner(s3_env, tmp_path)
 
 
 def timed(runner: TrainerRunner, cfg: dict, **env) -> tuple[Result, float]:
