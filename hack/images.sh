@@ -5,6 +5,7 @@
 #   hack/images.sh wheelhouse     only .wheelhouse/ (for a `docker build` by hand on any base)
 #   hack/images.sh save IMAGE     `docker save IMAGE` to stdout (for the test bed's containerd)
 #   hack/images.sh id IMAGE       the image's ID (sha256:...), empty when it was never built
+#   hack/images.sh size-mb IMAGE  its unpacked size in MB
 #   hack/images.sh names          the images the bed runs, one per line
 #
 # - dockerd (Debian's docker.io) runs only while this script does, with its data under ~/.cache (layers
@@ -187,6 +188,7 @@ case "${1:-}" in
   wheelhouse) build_wheelhouse ;;
   save) start_dockerd; "$docker_cli" save "$2" ;;
   id) start_dockerd; image_id "$2" ;;
+  size-mb) start_dockerd; "$docker_cli" image inspect -f '{{.Size}}' "$2" | awk '{print int($1 / 1048576) + 1}' ;;
   names) printf '%s\n' "$OPERATOR_IMAGE" "$TRAINER_IMAGE" "$PAUSE_IMAGE" ;;
-  *) echo "usage: $0 build|push REGISTRY|wheelhouse|save IMAGE|id IMAGE|names" >&2; exit 2 ;;
+  *) echo "usage: $0 build|push REGISTRY|wheelhouse|save IMAGE|id IMAGE|size-mb IMAGE|names" >&2; exit 2 ;;
 esac

@@ -162,21 +162,53 @@ start_containerd() {
   node_log "containerd did not start; see $tb/logs/containerd.log"; return 1
 }
 
-# docker (hack/images.sh) -> containerd, only when containerd lacks that exact image ID.
+# docker (hack/images.sh) -> containerd, only when containerd lacks that exact image ID. The node keeps one
+# copy of each image: the unpacked snapshots. Superseded images (and the `sha256:ID` names the CRI plugin adds,
+# which would keep them alive) are removed, and layer blobs are dropped once unpacked, as the CRI plugin's
+# discard_unpacked_layers does; otherwise every rebuild of the 7 GB trainer stays on disk twice.
 import_images() {
   mkdir -p "$containerd_root/yolo-imported"
-  local image id stamp
+  local image id stamp keep=() todo=()
   while read -r image; do
     id=$("$node_root/hack/images.sh" id "$image")
     [ -n "$id" ] || { node_log "image $image is not built (make images)"; return 1; }
     stamp="$containerd_root/yolo-imported/$(echo "$image" | tr '/:' '__')"
-    if [ "$(cat "$stamp" 2>/dev/null)" = "$id" ] && ctr_ images check "name==$image" 2>/dev/null | grep -q complete; then
-      continue
+    if [ "$(cat "$stamp" 2>/dev/null)" = "$id" ] && [ -n "$(ctr_ images ls -q "name==$image")" ]; then
+      keep+=("$image" "$id")
+    else
+      todo+=("$image")
     fi
+  done < <("$node_root/hack/images.sh" names)
+  # Free the old copies before writing the new ones: a full disk is what this is for.
+  local ref stale=()
+  while read -r ref; do
+    [[ " ${keep[*]} " == *" $ref "* ]] || stale+=("$ref")
+  done < <(ctr_ images ls -q)
+  if [ ${#stale[@]} -gt 0 ]; then
+    node_log "removing superseded images: ${stale[*]}"
+    ctr_ images rm --sync "${stale[@]}" >/dev/null
+  fi
+  for image in "${todo[@]}"; do
+    need_disk "$image" || return 1
     node_log "importing $image into containerd"
     "$node_root/hack/images.sh" save "$image" | ctr_ images import - >&2
-    echo "$id" >"$stamp"
-  done < <("$node_root/hack/images.sh" names)
+    ctr_ content prune references >/dev/null
+    "$node_root/hack/images.sh" id "$image" >"$containerd_root/yolo-imported/$(echo "$image" | tr '/:' '__')"
+  done
+}
+
+# Importing writes the image twice (layer blobs, then snapshots) before the blobs are dropped: refuse early,
+# naming what to free, rather than fail half-way through with ENOSPC.
+need_disk() { # image
+  local size_mb free_mb
+  size_mb=$("$node_root/hack/images.sh" size-mb "$1")
+  mkdir -p "$containerd_root"
+  free_mb=$(df -Pm "$containerd_root" | awk 'NR==2 {print $4}')
+  if [ "$free_mb" -lt $((size_mb * 2 + 1024)) ]; then
+    node_log "importing $1 needs $((size_mb * 2 + 1024)) MB free under $containerd_root; $free_mb MB are."
+    node_log "free disk space (docker images, ~/.cache) or point YOLO_OPERATOR_CACHE at a larger disk"
+    return 1
+  fi
 }
 
 # --- kubelet and kube-proxy ----------------------------------------------------------------------------------
