@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -211,6 +212,9 @@ def test_sigkill_mid_training_resumes_from_s3_checkpoint_losing_at_most_one_epoc
     finally:
         if proc.poll() is None:
             proc.kill()
+    # The training process died with its supervisor (outside a pod nothing else would kill it).
+    (child,) = [e["pid"] for e in parse_events(out.read_text()) if e["event"] == "trainingProcess"]
+    wait_until(lambda: not _alive(child), timeout=30, what=f"training process {child} to exit")
     done_before_kill = max(e["epoch"] for e in parse_events(out.read_text()) if e["event"] == "epoch")
     state = read_json(s3_client, bucket, state_key)  # the newest committed checkpoint at kill time
     assert done_before_kill < n
@@ -231,6 +235,52 @@ def test_sigkill_mid_training_resumes_from_s3_checkpoint_losing_at_most_one_epoc
     staging = [s for s in sink.statuses() if s.get("stage") == "Staging"]
     assert staging[-1]["progress"]["epoch"] == state["epoch"]
     sink.close()
+
+    # Like an uninterrupted run of the same config: as many epochs, one row each, the same columns.
+    whole = runner.run({**cfg, "name": "resume-whole"})
+    assert whole.rc == 0, whole.stderr[-4000:]
+    whole_rows = _csv_rows(
+        s3_client.get_object(Bucket=bucket, Key="out/ns1/resume-whole/results.csv")["Body"].read().decode()
+    )
+    assert [int(float(r["epoch"])) for r in whole_rows] == [int(float(r["epoch"])) for r in rows]
+    assert list(whole_rows[0]) == list(rows[0])
+    assert read_json(s3_client, bucket, "out/ns1/resume-whole/metrics.json")["epochs"] == metrics["epochs"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def test_a_sigkilled_training_process_is_classified_and_its_checkpoint_kept(
+    s3_env, datasets, s3_client, bucket, tmp_path
+):
+    """The training process killed under the supervisor (the kernel's OOM killer picks the biggest process):
+    the trainer exits with a classified, retriable code, and the committed checkpoint is whole."""
+    import torch
+
+    runner = TrainerRunner(s3_env, tmp_path)
+    cfg = runner.config("childkill", "yolov8n.yaml", datasets["prefix32"], datasets["output"], epochs=30, imgsz=64)
+    state_key = "out/ns1/childkill/checkpoints/state.json"
+    proc, out, term = runner.start(cfg)
+    try:
+        wait_until(lambda: (s := read_json(s3_client, bucket, state_key)) and s["epoch"] >= 2, timeout=180,
+                   what="checkpoint of epoch 2")  # fmt: skip
+        (child,) = [e["pid"] for e in parse_events(out.read_text()) if e["event"] == "trainingProcess"]
+        os.kill(child, signal.SIGKILL)
+        rc = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc == 20, out.read_text()[-3000:]
+    assert term.read_text().startswith("TrainingError: the training process was killed by SIGKILL")
+    state = read_json(s3_client, bucket, state_key)
+    ckpt = tmp_path / "ckpt.pt"
+    s3_client.download_file(bucket, state["uri"].split(f"{bucket}/", 1)[1], str(ckpt))
+    assert torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"] == state["epoch"] - 1
 
 
 def test_sigterm_flushes_the_newest_checkpoint_and_exits_75(s3_env, datasets, s3_client, bucket, tmp_path):

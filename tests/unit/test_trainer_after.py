@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from types import SimpleNamespace
 
 import pytest
@@ -12,10 +11,8 @@ from yolo_trainer.lineage import dataset_lineage
 from yolo_trainer.outputs import collect_files, publish
 from yolo_trainer.pipeline import training_outcome
 from yolo_trainer.s3 import S3Object
-from yolo_trainer.train import TrainingHooks
 
 from tests.unit.test_trainer_checkpoint import FakeStore
-from tests.unit.test_trainer_hooks import fake_trainer
 
 pytestmark = pytest.mark.unit
 
@@ -59,22 +56,6 @@ def test_exports_and_test_results_are_published_in_the_model_repository_layout(t
     assert art.serving == "s3://b/out/ns/j/serving/" and art.test == "s3://b/out/ns/j/test/"
     assert art.run_id == "run1"
     assert "out/ns/j/exports/best.onnx" not in store.objects  # an earlier run's export, tidied
-
-
-def test_a_stop_request_ends_training_at_the_end_of_the_epoch(tmp_path):
-    stop = threading.Event()
-    hooks = TrainingHooks(lambda r: None, lambda *a: None, threading.Event(), stop=stop, stream=open("/dev/null", "w"))  # noqa: SIM115
-    t = fake_trainer(tmp_path, 0, epochs=50)
-    hooks.on_train_epoch_end(t)
-    assert t.stop is False and hooks.stopped_at is None
-    stop.set()
-    t = fake_trainer(tmp_path, 4, epochs=50)
-    hooks.on_train_epoch_end(t)  # before validation: Ultralytics validates and saves this epoch as the last
-    assert t.stop is True and hooks.stopped_at == 5
-    t = fake_trainer(tmp_path, 4, epochs=50)
-    hooks.saved_epoch = 4
-    hooks.on_fit_epoch_end(t)  # a request seen during validation stops at the same point
-    assert t.stop is True
 
 
 def _hooks(done: int | None, stopped_at: int | None = None):

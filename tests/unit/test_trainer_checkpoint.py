@@ -103,27 +103,32 @@ def test_newest_wins_while_an_upload_is_in_flight(tmp_path):
     assert not list((tmp_path / "staging").iterdir()), "staging copies must be removed"
 
 
-def test_weights_are_copied_off_the_training_thread_and_a_rewritten_file_is_never_uploaded(tmp_path):
-    """submit() does not copy last.pt; the upload thread does, and drops a checkpoint whose file Ultralytics
-    rewrote in the meantime (its object would mix two epochs) instead of uploading it under the old epoch."""
-    gate = threading.Event()
-    store = FakeStore(gate=gate)
+def test_weights_are_staged_at_submit_and_a_file_rewritten_meanwhile_is_never_uploaded(tmp_path, monkeypatch):
+    """submit() copies last.pt at once (the supervisor calls it when the training process says the write is
+    done) and drops a checkpoint whose file changed during the copy: its object would mix two epochs."""
+    import yolo_trainer.checkpoint as ckpt
+
+    store = FakeStore()
     up = CheckpointUploader(store, "s3://b/p", tmp_path / "staging", "r", "fp")
-    up.submit(0, *_ckpt(tmp_path, 0))
-    assert store.uploading.wait(5)  # epoch 1 in flight
-    up.submit(1, *_ckpt(tmp_path, 1))
-    assert not (tmp_path / "staging" / "e000002" / "last.pt").exists()  # not copied by submit
-    assert (tmp_path / "staging" / "e000002" / "results.csv").read_text() == "epoch\n2\n"
-    last, _ = _ckpt(tmp_path, 12)  # the next epoch rewrites last.pt in place before epoch 2 was staged
-    gate.set()
-    assert up.flush(10)
-    assert [k for op, k in store.ops if op == "put" and k.endswith("last.pt")] == ["p/checkpoints/e000001/last.pt"]
-    assert json.loads(store.objects["p/checkpoints/state.json"])["epoch"] == 1
-    up.submit(12, last, None)  # the newer one, submitted right after its write, is uploaded whole
+    real_copy = ckpt.shutil.copyfile
+
+    def copy_while_rewritten(src, dst):
+        real_copy(src, dst)
+        if Path(src).name == "last.pt":
+            Path(src).write_bytes(b"weights-1 being written")  # the next epoch's save began meanwhile
+
+    monkeypatch.setattr(ckpt.shutil, "copyfile", copy_while_rewritten)
+    assert up.submit(0, *_ckpt(tmp_path, 0)) is False
+    monkeypatch.setattr(ckpt.shutil, "copyfile", real_copy)
+    assert not list((tmp_path / "staging").iterdir())
+    last, csv = _ckpt(tmp_path, 1)
+    assert up.submit(1, last, csv) is True
+    last.write_bytes(b"weights-2, torn")  # rewritten after staging: the staged copy is what is uploaded
     assert up.flush(10)
     up.close()
-    assert store.objects["p/checkpoints/e000013/last.pt"] == b"weights-12"
-    assert json.loads(store.objects["p/checkpoints/state.json"])["epoch"] == 13
+    assert [k for op, k in store.ops if op == "put" and k.endswith("last.pt")] == ["p/checkpoints/e000002/last.pt"]
+    assert store.objects["p/checkpoints/e000002/last.pt"] == b"weights-1"
+    assert json.loads(store.objects["p/checkpoints/state.json"])["epoch"] == 2
     assert not list((tmp_path / "staging").iterdir())
 
 

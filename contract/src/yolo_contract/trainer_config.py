@@ -83,6 +83,8 @@ class TrainerConfig(_Model):
     s3: S3Config = Field(default_factory=S3Config)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     export_formats: list[str] = Field(default_factory=list, description="e.g. onnx, torchscript")
+    gpus: int = Field(0, ge=0, description="GPUs the pod holds (spec.resources.gpus): the trainer refuses to "
+                      "train on fewer CUDA devices than that, rather than fall back silently.")
     offline: bool = Field(False, description="Never try to reach the internet (hub downloads, fonts).")
     hub_mirror: str | None = Field(
         None, description="s3:// prefix mirroring hub weights: <prefix>/<name> is tried before the internet."

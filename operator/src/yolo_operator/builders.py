@@ -271,6 +271,7 @@ def build_trainer_config(tj: dict[str, Any] | TrainingJob, config: OperatorConfi
         ),
         training=s.training,
         export_formats=list(s.export_formats),
+        gpus=s.resources.gpus,
         offline=config.offline,
         hub_mirror=config.hub_mirror,
         status=StatusTarget(namespace=t.namespace, name=t.name, group=GROUP, version=VERSION, plural=PLURAL),

@@ -11,13 +11,13 @@ names, which are complete (S3 PUT is atomic) and belong together, whatever momen
 ``checkpoints/last.pt`` key could not give that: after a crash between the PUT of last.pt and the PUT of
 state.json, state.json would describe a different version than the object under its name.
 
-The uploader never uploads a file Ultralytics may still be writing: ``submit`` (called from the training
-thread right after Ultralytics saved last.pt) copies results.csv into a per-epoch staging folder and notes
-last.pt's identity (inode, size, mtime, ctime); the upload thread copies last.pt there before uploading and
-drops the checkpoint if the file changed before or during that copy (Ultralytics rewrites it in place at the
-end of the next epoch, and submits that newer one right after). So the training thread never waits for a
-copy of the weights (30 MB for yolov8n with optimizer state: 10-30 ms, ~1 % of a 2-second epoch). If an
-upload is in flight when a newer checkpoint arrives, only the newest waiting one is uploaded next.
+The uploader never uploads a file Ultralytics may still be writing: the supervisor calls ``submit`` when the
+training process reports that it finished writing last.pt (its ``saved.json``), and ``submit`` copies last.pt
+and results.csv into a per-epoch staging folder at once, dropping the checkpoint if the file changed during the
+copy (Ultralytics rewrites it in place at the end of the next epoch). The copy runs in the supervisor, not in
+the training process, so training never waits for it; the staged copy is what a SIGTERM flush uploads even if
+the training process was killed in the middle of rewriting last.pt. If an upload is in flight when a newer
+checkpoint arrives, only the newest waiting one is uploaded next.
 """
 
 from __future__ import annotations
@@ -92,15 +92,22 @@ def epoch_folder(epoch: int) -> str:
 @dataclass
 class _Pending:
     epoch: int
-    folder: Path
-    last_pt: Path | None = None  # copied into folder by the upload thread, if still ``signature``
-    signature: tuple[int, ...] | None = None
+    folder: Path  # holds last.pt (and results.csv), staged by submit
 
 
 def _signature(path: Path) -> tuple[int, ...]:
     """What an in-place rewrite changes (truncation and writes update mtime and ctime)."""
     st = path.stat()
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _copy_unchanged(src: Path, dst: Path) -> bool:
+    try:
+        before = _signature(src)
+        shutil.copyfile(src, dst)
+        return _signature(src) == before
+    except FileNotFoundError:
+        return False
 
 
 class CheckpointUploader:
@@ -124,22 +131,28 @@ class CheckpointUploader:
         self._thread = threading.Thread(target=self._loop, name="ckpt-upload", daemon=True)
         self._thread.start()
 
-    def submit(self, epoch: int, last_pt: Path, results_csv: Path | None) -> None:
+    def submit(self, epoch: int, last_pt: Path, results_csv: Path | None) -> bool:
+        """Stages the checkpoint of 0-based ``epoch`` for upload; False if last.pt changed while it was copied."""
         folder = self.staging / epoch_folder(epoch)
         tmp = self.staging / f".{epoch_folder(epoch)}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
+        if not _copy_unchanged(last_pt, tmp / "last.pt"):
+            log.info("checkpoint of epoch %d changed while it was staged; skipped", epoch + 1)
+            shutil.rmtree(tmp, ignore_errors=True)
+            return False
         if results_csv is not None and results_csv.is_file():
             shutil.copyfile(results_csv, tmp / "results.csv")
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)  # the staged folder appears complete or not at all
-        job = _Pending(epoch, folder, last_pt, _signature(last_pt))
+        job = _Pending(epoch, folder)
         with self._cv:
             old, self._pending = self._pending, job
             self._cv.notify_all()
         if old is not None:  # superseded before it was uploaded: newest wins
             log.info("checkpoint of epoch %d superseded by epoch %d before upload", old.epoch + 1, epoch + 1)
             shutil.rmtree(old.folder, ignore_errors=True)
+        return True
 
     def _loop(self) -> None:
         while True:
@@ -166,23 +179,7 @@ class CheckpointUploader:
                     self._busy = False
                     self._cv.notify_all()
 
-    def _stage_weights(self, job: _Pending) -> bool:
-        """Copies last.pt into the job's folder; False if Ultralytics rewrote it before or during the copy."""
-        if job.last_pt is None:
-            return True
-        try:
-            if _signature(job.last_pt) == job.signature:
-                shutil.copyfile(job.last_pt, job.folder / "last.pt")
-                if _signature(job.last_pt) == job.signature:
-                    return True
-        except FileNotFoundError:
-            pass
-        log.info("checkpoint of epoch %d was overwritten by a newer epoch before it was staged", job.epoch + 1)
-        return False
-
     def _upload(self, job: _Pending) -> None:
-        if not self._stage_weights(job):
-            return
         folder_key = join_key(self.prefix, epoch_folder(job.epoch))
         ckpt_key = f"{folder_key}/last.pt"
         self.store.upload_file(job.folder / "last.pt", self.bucket, ckpt_key, "application/octet-stream")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from yolo_contract.base import now_rfc3339
-from yolo_contract.exitcodes import Interrupted
+from yolo_contract.exitcodes import ConfigInvalid, ExitCode, Interrupted, TrainerError
 from yolo_contract.progress import (
     COMPLETED,
     EARLY_STOPPING,
@@ -49,15 +49,14 @@ from .outputs import check_export_formats, collect_files, export_models, publish
 from .parity import onnx_parity, split_images
 from .report import Reporter, make_reporter
 from .s3 import S3NotFound, S3Store, join_key, parse_s3_uri
+from .supervisor import Supervisor, TrainingResult, child_command
 from .train import (
-    TrainingHooks,
     available_cpus,
     best_from_results,
     choose_device,
     ddp_supported,
     epoch_metrics,
     prepare_environment,
-    run_ultralytics,
     shm_bytes,
     train_args,
     validate_hyperparameters,
@@ -214,12 +213,7 @@ def _run(
     save_dir = runs / RUN_NAME
     if save_dir.exists():
         shutil.rmtree(save_dir)  # a retried container starts clean; S3 holds what survives
-    n_gpus = _gpu_count()
-    if n_gpus > 1 and not ddp_supported():
-        log.warning("%d GPUs but no cloudpickle (Ultralytics DDP needs it): training on one GPU", n_gpus)
-        n_gpus = 1
-    elif n_gpus > 1:
-        log.warning("DDP on %d GPUs: no per-epoch progress or checkpoint uploads under DDP", n_gpus)
+    n_gpus = check_gpus(_gpu_count(), cfg.gpus, ddp_supported())
     device = choose_device(n_gpus)
     t = cfg.training
     workers = dataloader_workers(t.workers, n_gpus, t.batch, t.imgsz, cpus=available_cpus(), shm_bytes=shm_bytes())
@@ -267,23 +261,33 @@ def _run(
         s = uploader.uploaded
         return Checkpoint(epoch=s.epoch + 1, uri=s.uri) if s else None
 
-    hooks = TrainingHooks(
+    spec_path = work / "child.json"
+    spec_path.write_text(json.dumps({"model": str(model_path), "kwargs": kwargs, "resume": resume,
+                                     "control": str(work / "control")}))  # fmt: skip
+    supervisor = Supervisor(
+        child_command(spec_path),
+        work / "control",
+        save_dir,
+        cfg.training.epochs,
         reporter.report,
         uploader.submit,
         interruption.event,
+        stop=watcher.requested,
         uploader_error=lambda: uploader.error,
         last_checkpoint=last_checkpoint,
-        stop=watcher.requested,
+        shm_bytes=shm_bytes(),
     )
     try:
         if interruption.event.is_set():
             raise Interrupted("interrupted by SIGTERM")
-        save_dir = run_ultralytics(model_path, kwargs, hooks, resume)
+        result = supervisor.run()
+        save_dir = result.save_dir
     except BaseException as e:
         if not interruption.event.is_set():
             uploader.close()
             raise
-        # Whatever the exception became on its way out of Ultralytics, a SIGTERM caused it.
+        # Whatever the exception became on its way out, a SIGTERM caused it. The training process is gone
+        # (Supervisor.run terminated it); what the uploader holds is complete.
         interruption.raise_now = False  # a second SIGTERM must not abort the flush
         flushed = uploader.flush(grace_seconds())
         uploader.close()
@@ -297,7 +301,7 @@ def _run(
     # --- outputs ---------------------------------------------------------------------------------------
     reporter.report(TrainerReport(stage="Uploading"))
     best = save_dir / "weights" / "best.pt"
-    outcome = training_outcome(hooks, hyper, cfg.training, save_dir / "results.csv")
+    outcome = training_outcome(result, hyper, cfg.training, save_dir / "results.csv")
     _log_event("outcome", **outcome.model_dump(by_alias=True, exclude_none=True))
     single_device = device[0] if isinstance(device, list) else device
     test, test_error = None, None
@@ -328,13 +332,13 @@ def _run(
         except Exception as e:
             log.error("ONNX parity check failed: %s", e)
             export_errors["onnx"] = f"parity check failed: {e}"[:300]
-    raw = dict(hooks.final_metrics or {})
+    raw = dict(result.final_metrics)
     # Final validation of best.pt, in the status' metric names; Ultralytics' own keys kept alongside.
     final = epoch_metrics(raw, {}).model_dump(by_alias=True, exclude_none=True)
     lin = lineage(dataset_id, base_id, watcher.trainer_image())
     extra: dict[str, Any] = {
         "ultralyticsMetrics": raw,
-        "epochs": hooks.epochs_reported[-1] if hooks.epochs_reported else None,
+        "epochs": result.epochs_reported[-1] if result.epochs_reported else None,
         "outcome": outcome.model_dump(by_alias=True, exclude_none=True),
         "dataset": summary.as_dict(),
         "lineage": lin.model_dump(by_alias=True, exclude_none=True),
@@ -357,18 +361,18 @@ def _run(
     return {"runId": run_id, "metrics": final, "artifacts": artifacts, **extra}
 
 
-def training_outcome(hooks: TrainingHooks, hyper: dict[str, Any], training, results_csv: Path) -> Outcome:
+def training_outcome(result: TrainingResult, hyper: dict[str, Any], training, results_csv: Path) -> Outcome:
     """Why training ended: a stop request, the time budget, patience, or all epochs done."""
-    done = hooks.epochs_reported[-1] if hooks.epochs_reported else None
+    done = result.epochs_reported[-1] if result.epochs_reported else None
     epochs = training.epochs
     try:
         _, best_epoch = best_from_results(results_csv.read_text())
     except OSError:
         best_epoch = None
     best = f"; best.pt is epoch {best_epoch}" if best_epoch else ""
-    if hooks.stopped_at is not None:
+    if result.stopped_at is not None:
         return Outcome(reason=STOP_REQUESTED, epochs=done, best_epoch=best_epoch,
-                       message=f"spec.stop: training stopped after epoch {hooks.stopped_at}{best}")  # fmt: skip
+                       message=f"spec.stop: training stopped after epoch {result.stopped_at}{best}")  # fmt: skip
     if hyper.get("time"):
         return Outcome(reason=TIME_BUDGET_REACHED, epochs=done, best_epoch=best_epoch,
                        message=f"time budget of {hyper['time']} h reached after {done} epochs{best}")  # fmt: skip
@@ -376,6 +380,23 @@ def training_outcome(hooks: TrainingHooks, hyper: dict[str, Any], training, resu
         msg = f"no improvement for {training.patience} epochs (spec.training.patience): {done} of {epochs} ran"
         return Outcome(reason=EARLY_STOPPING, epochs=done, best_epoch=best_epoch, message=f"{msg}{best}")
     return Outcome(reason=COMPLETED, epochs=done, best_epoch=best_epoch, message=f"{done or epochs} epochs{best}")
+
+
+def check_gpus(visible: int, requested: int, ddp: bool) -> int:
+    """The GPUs to train on. None visible: CPU (a test bed simulates the GPUs it schedules). Fewer than
+    spec.resources.gpus, or several without Ultralytics' DDP launcher: an error, never a silent fallback to
+    fewer GPUs than the job holds."""
+    if visible == 0:
+        if requested:
+            log.warning("spec.resources.gpus is %d but no CUDA device is visible: training on CPU", requested)
+        return 0
+    if requested and visible < requested:
+        raise TrainerError(f"spec.resources.gpus is {requested} but this pod sees {visible} CUDA devices; the "
+                           "node's GPU plugin or driver is at fault", ExitCode.TRAINING_ERROR)  # fmt: skip
+    if visible > 1 and not ddp:
+        raise ConfigInvalid(f"{visible} GPUs but this image lacks cloudpickle, which Ultralytics' DDP launcher "
+                            "needs: use the project's trainer image (spec.image)")  # fmt: skip
+    return visible
 
 
 def _gpu_count() -> int:

@@ -1,4 +1,4 @@
-"""Running Ultralytics: argument building/validation, device and worker choice, per-epoch hooks.
+"""Preparing the Ultralytics run: argument building/validation, device and worker choice, metrics parsing.
 
 Ultralytics is imported lazily (inside functions): importing it fixes its settings (config dir, offline,
 auto-install) from the environment, which ``prepare_environment`` must set first.
@@ -8,21 +8,15 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 import os
-import sys
-import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from yolo_contract import hyperparameters
-from yolo_contract.base import now_rfc3339
-from yolo_contract.exitcodes import ConfigInvalid, Interrupted, TrainerError
-from yolo_contract.progress import Checkpoint, Metrics, Progress, TrainerReport
+from yolo_contract.exitcodes import ConfigInvalid
+from yolo_contract.progress import Metrics
 from yolo_contract.trainer_config import TrainerConfig
 
 log = logging.getLogger(__name__)
@@ -160,142 +154,8 @@ def epoch_metrics(val: dict[str, Any], losses: dict[str, Any]) -> Metrics:
     )
 
 
-class TrainingHooks:
-    """Ultralytics callbacks: progress every epoch, checkpoint hand-off, interruption between batches."""
-
-    def __init__(
-        self,
-        report: Callable[[TrainerReport], None],
-        submit_checkpoint,
-        interrupt: threading.Event,
-        uploader_error: Callable[[], TrainerError | None] = lambda: None,
-        last_checkpoint: Callable[[], Checkpoint | None] = lambda: None,
-        stream=None,
-        stop: threading.Event | None = None,
-    ):
-        self.report = report
-        self.stop = stop or threading.Event()
-        #: 1-based epoch at whose end a stop request (spec.stop) ended training; None if none did.
-        self.stopped_at: int | None = None
-        self.submit_checkpoint = submit_checkpoint
-        self.interrupt = interrupt
-        self.uploader_error = uploader_error
-        self.last_checkpoint = last_checkpoint
-        self.stream = stream or sys.stdout
-        self.saved_epoch: int | None = None
-        self.final_metrics: dict[str, Any] | None = None
-        self.epoch_times: list[float] = []
-        self._t0 = time.monotonic()
-        self.epochs_reported: list[int] = []
-
-    def __reduce__(self):
-        # Multi-GPU: Ultralytics pickles the callbacks into its DDP worker processes. The uploader thread and
-        # the reporter cannot follow; the workers get inert hooks instead (see ddp_supported()).
-        return (_InertHooks, ())
-
-    def attach(self, model) -> None:
-        model.add_callback("on_train_start", self.on_train_start)
-        model.add_callback("on_train_batch_end", self.on_train_batch_end)
-        model.add_callback("on_train_epoch_end", self.on_train_epoch_end)
-        model.add_callback("on_model_save", self.on_model_save)
-        model.add_callback("on_fit_epoch_end", self.on_fit_epoch_end)
-
-    def _check(self) -> None:
-        if self.interrupt.is_set():
-            raise Interrupted("interrupted by SIGTERM")
-        err = self.uploader_error()
-        if err is not None:
-            raise err
-
-    def on_train_start(self, trainer) -> None:
-        self._t0 = time.monotonic()
-        log.info("training epochs %d..%d", trainer.start_epoch + 1, trainer.epochs)
-
-    def on_train_batch_end(self, trainer) -> None:
-        self._check()
-
-    def _stop_if_requested(self, trainer) -> None:
-        """A stop request ends training at the end of this epoch: Ultralytics then validates and saves it,
-        validates best.pt and returns as after its last epoch."""
-        if self.stop.is_set() and not trainer.stop:
-            trainer.stop = True
-            self.stopped_at = trainer.epoch + 1
-            log.warning("stop requested: training ends after epoch %d", self.stopped_at)
-
-    def on_train_epoch_end(self, trainer) -> None:
-        self._stop_if_requested(trainer)  # before validation, so this epoch is validated and saved as the last
-
-    def on_model_save(self, trainer) -> None:
-        self.saved_epoch = trainer.epoch
-        # The last epoch is not checkpointed: training ends right after it and the final outputs follow; if
-        # the pod dies in between, resuming from the previous epoch loses that one epoch only.
-        if not trainer.stop:
-            self.submit_checkpoint(trainer.epoch, Path(trainer.last), Path(trainer.csv))
-        self._check()
-
-    def on_fit_epoch_end(self, trainer) -> None:
-        if self.saved_epoch is None or trainer.epoch != self.saved_epoch:
-            # Ultralytics calls this once more after training, for the final validation of best.pt.
-            self.final_metrics = dict(trainer.metrics or {})
-            return
-        self._stop_if_requested(trainer)  # a request that came during validation
-        now = time.monotonic()
-        self.epoch_times.append(now - self._t0)
-        self._t0 = now
-        done, total = trainer.epoch + 1, trainer.epochs
-        mean = sum(self.epoch_times) / len(self.epoch_times)
-        losses = trainer.label_loss_items(trainer.tloss, prefix="train") if trainer.tloss is not None else {}
-        metrics = epoch_metrics(dict(trainer.metrics or {}), losses)
-        try:
-            best, best_epoch = best_from_results(Path(trainer.csv).read_text())
-        except OSError:
-            best, best_epoch = None, None
-        progress = Progress.of(
-            done,
-            total,
-            eta_seconds=max(0, round(mean * (total - done))),
-            metrics=metrics,
-            best_map50_95=_f(best),
-            best_epoch=best_epoch,
-            updated_at=now_rfc3339(),
-        )
-        self.epochs_reported.append(done)
-        line = {"event": "epoch", **progress.model_dump(by_alias=True, exclude_none=True, mode="json")}
-        print(json.dumps(line), file=self.stream, flush=True)
-        self.report(TrainerReport(stage="Training", progress=progress, last_checkpoint=self.last_checkpoint()))
-        self._check()
-
-
-class _InertHooks:
-    """What TrainingHooks become inside DDP worker processes: nothing."""
-
-    def __getattr__(self, name):
-        if name.startswith("on_"):
-            return lambda trainer: None
-        raise AttributeError(name)
-
-
 def ddp_supported() -> bool:
     """Ultralytics' DDP launcher needs cloudpickle; without it (and offline) it cannot start at all."""
     import importlib.util
 
     return importlib.util.find_spec("cloudpickle") is not None
-
-
-def run_ultralytics(model_path: str, kwargs: dict[str, Any], hooks: TrainingHooks, resume: bool) -> Path:
-    """Trains (or resumes) and returns the run's save_dir."""
-    from ultralytics import YOLO
-
-    try:
-        model = YOLO(model_path)
-    except Exception as e:
-        from yolo_contract.exitcodes import ModelUnavailable
-
-        raise ModelUnavailable(f"cannot load model {model_path}: {e}") from e
-    hooks.attach(model)
-    if resume:
-        allowed = {k: kwargs[k] for k in ("data", "device", "workers") if k in kwargs}
-        model.train(resume=True, **allowed)
-    else:
-        model.train(**kwargs)
-    return Path(model.trainer.save_dir)

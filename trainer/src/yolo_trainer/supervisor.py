@@ -1,0 +1,364 @@
+"""The supervisor: runs the training process (``child.py``) and does everything that must outlive it.
+
+One code path for CPU, one GPU and N GPUs (Ultralytics' DDP launcher inside the child): progress comes from
+the ``results.csv`` rank 0 appends, checkpoints from the ``last.pt`` it wrote (taken only when the child's
+``saved.json`` says the write finished), the stop request goes in as a file. So the reporter, the uploader
+thread and the SIGTERM flush live here, in a process that holds no GPU while the child trains, whatever the
+child does.
+
+On SIGTERM the child's process group gets SIGTERM (it dies at once; its GPUs are freed) and the caller
+flushes the newest complete checkpoint. The child's end is classified into the trainer's exit codes from its
+``error.json``, its signal, the cgroup's OOM-kill counter and the tail of its output (CUDA out of memory,
+NCCL errors, which a DDP rank prints but its launcher only reports as a failed subprocess).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import csv
+import io
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from yolo_contract.base import now_rfc3339
+from yolo_contract.exitcodes import ExitCode, Interrupted, TrainerError
+from yolo_contract.progress import Checkpoint, Progress, TrainerReport
+
+from . import child
+from .train import _f, best_from_results, epoch_metrics
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.25
+TERM_WAIT_SECONDS = 5.0  # SIGTERM to SIGKILL for the child's process group
+TAIL_LINES = 200
+OOM_EVENTS = Path("/sys/fs/cgroup/memory.events")
+
+CUDA_OOM = re.compile(r"CUDA out of memory|torch\.OutOfMemoryError|CUDA error: out of memory|cudaErrorMemoryAllocation")
+NCCL = re.compile(r"NCCL (?:error|WARN)|nccl[A-Z][A-Za-z]*Error|ProcessGroupNCCL|Watchdog caught collective")
+
+
+@dataclass
+class ChildEnd:
+    """How the training process ended (the inputs of ``classify_child_end``)."""
+
+    returncode: int
+    error: dict[str, Any] | None = None  # its error.json
+    tail: str = ""  # its last lines of output
+    oom_kills: int = 0  # kernel OOM kills in this cgroup while it ran
+
+
+def classify_child_end(end: ChildEnd, shm_bytes: int | None = None) -> TrainerError | None:
+    """None for success, else the error the trainer exits with (pure)."""
+    if end.returncode == 0:
+        return None
+    cuda_oom = _last_match(CUDA_OOM, end.tail)
+    if cuda_oom:
+        return TrainerError(f"CUDA out of memory in the training process ({cuda_oom}); reduce "
+                            "spec.training.batch or spec.training.imgsz", ExitCode.OUT_OF_MEMORY)  # fmt: skip
+    if end.error is not None and int(end.error.get("code", 0)) != ExitCode.TRAINING_ERROR:
+        code = ExitCode(int(end.error["code"]))
+        return TrainerError(str(end.error.get("message", code.reason)), code)
+    nccl = _last_match(NCCL, end.tail)
+    if nccl:
+        return TrainerError(f"NCCL error between the GPUs ({nccl}): a GPU, its driver or the node's "
+                            "interconnect failed; the Job retries on another pod", ExitCode.TRAINING_ERROR)  # fmt: skip
+    if end.returncode < 0:
+        sig = signal.Signals(-end.returncode)
+        if sig == signal.SIGKILL and end.oom_kills > 0:
+            return TrainerError("the training process was killed by the kernel's out-of-memory killer; raise "
+                                "spec.resources.memory or reduce spec.training.batch",
+                                ExitCode.OUT_OF_MEMORY)  # fmt: skip
+        if sig == signal.SIGBUS:
+            size = f" ({shm_bytes // 2**20} MiB)" if shm_bytes else ""
+            return TrainerError(f"Bus error in the training process: /dev/shm{size} is too small for the "
+                                "DataLoader workers; raise spec.resources.shmSize or lower "
+                                "spec.training.workers", ExitCode.OUT_OF_MEMORY)  # fmt: skip
+        return TrainerError(f"the training process was killed by {sig.name}", ExitCode.TRAINING_ERROR)
+    if end.error is not None:
+        return TrainerError(str(end.error.get("message", "training failed")), ExitCode.TRAINING_ERROR)
+    last = _last_error_line(end.tail)
+    return TrainerError(f"the training process exited {end.returncode}" + (f": {last}" if last else ""),
+                        ExitCode.TRAINING_ERROR)  # fmt: skip
+
+
+def _last_match(rx: re.Pattern[str], text: str) -> str | None:
+    for line in reversed(text.splitlines()):
+        if rx.search(line):
+            return " ".join(line.split())[:300]
+    return None
+
+
+def _last_error_line(text: str) -> str | None:
+    for line in reversed(text.splitlines()):
+        if "Error" in line or "error" in line:
+            return " ".join(line.split())[:300]
+    return None
+
+
+def oom_kills(path: Path = OOM_EVENTS) -> int:
+    """The cgroup's count of processes the kernel OOM-killed (0 where it cannot be read)."""
+    try:
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == "oom_kill":
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+@dataclass
+class ResultsRow:
+    epoch: int  # 1-based, as in results.csv
+    time: float | None  # seconds since this process started training
+    values: dict[str, str]
+
+
+def parse_results(text: str) -> list[ResultsRow]:
+    """Complete rows of an Ultralytics results.csv; a last line still being written is left out (pure)."""
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    rows = []
+    for raw in csv.DictReader(io.StringIO(text)):
+        row = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
+        try:
+            epoch = int(float(row["epoch"]))
+        except (KeyError, ValueError):
+            continue
+        try:
+            t = float(row.get("time", "nan"))
+        except ValueError:
+            t = math.nan
+        rows.append(ResultsRow(epoch, t if math.isfinite(t) else None, row))
+    return rows
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _pdeathsig() -> None:  # pragma: no cover - runs in the forked child
+    """The child dies with the supervisor, even when the supervisor is SIGKILLed (outside a pod, which
+    would otherwise kill both)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class TrainingResult:
+    save_dir: Path
+    final_metrics: dict[str, Any] = field(default_factory=dict)
+    epochs_reported: list[int] = field(default_factory=list)  # 1-based epochs this run completed
+    stopped_at: int | None = None  # the epoch at whose end spec.stop ended training
+
+
+class Supervisor:
+    """Starts ``command`` (the child), mirrors its progress and checkpoints until it exits; raises the
+    classified error if it failed, Interrupted on SIGTERM (after terminating it)."""
+
+    def __init__(
+        self,
+        command: list[str],
+        control: Path,
+        save_dir: Path,
+        epochs: int,
+        report: Callable[[TrainerReport], None],
+        submit_checkpoint: Callable[[int, Path, Path | None], None],
+        interrupt: threading.Event,
+        stop: threading.Event | None = None,
+        uploader_error: Callable[[], TrainerError | None] = lambda: None,
+        last_checkpoint: Callable[[], Checkpoint | None] = lambda: None,
+        stream=None,
+        err_stream=None,
+        shm_bytes: int | None = None,
+        env: dict[str, str] | None = None,
+    ):
+        self.command = command
+        self.control = control
+        self.save_dir = save_dir
+        self.epochs = epochs
+        self.report = report
+        self.submit_checkpoint = submit_checkpoint
+        self.interrupt = interrupt
+        self.stop = stop or threading.Event()
+        self.uploader_error = uploader_error
+        self.last_checkpoint = last_checkpoint
+        self.stream = stream or sys.stdout
+        self.err_stream = err_stream or sys.stderr
+        self.shm_bytes = shm_bytes
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.result = TrainingResult(save_dir)
+        self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self._tees: list[threading.Thread] = []
+        self._csv_size = -1
+        self._rows_before: set[int] | None = None  # epochs already in results.csv (a resumed run's)
+        self._reported: set[int] = set()
+        self._submitted = -1
+        self._started = time.monotonic()
+
+    # --- running -------------------------------------------------------------------------------------------
+    def run(self) -> TrainingResult:
+        shutil.rmtree(self.control, ignore_errors=True)
+        self.control.mkdir(parents=True)
+        self._rows_before = {r.epoch for r in self._rows()}
+        ooms_before = oom_kills()
+        self._started = time.monotonic()
+        self.proc = subprocess.Popen(
+            self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            start_new_session=True, preexec_fn=_pdeathsig, env=self.env,
+        )  # fmt: skip
+        print(json.dumps({"event": "trainingProcess", "pid": self.proc.pid}), file=self.stream, flush=True)
+        self._tees = [
+            threading.Thread(target=self._copy_output, args=(pipe, out), name="child-output", daemon=True)
+            for pipe, out in ((self.proc.stdout, self.stream), (self.proc.stderr, self.err_stream))
+        ]
+        for t in self._tees:
+            t.start()
+        try:
+            while True:
+                if self.interrupt.is_set():
+                    raise Interrupted("interrupted by SIGTERM")
+                if self.stop.is_set() and not (self.control / child.STOP).exists():
+                    (self.control / child.STOP).touch()
+                self.poll()
+                err = self.uploader_error()
+                if err is not None:
+                    raise err
+                if self.proc.poll() is not None:
+                    break
+                self.interrupt.wait(POLL_SECONDS)
+        except BaseException:
+            self.terminate()
+            raise
+        for t in self._tees:
+            t.join(10)
+        self.poll()  # the rows and the checkpoint written just before it exited
+        end = ChildEnd(self.proc.returncode, _read_json(self.control / child.ERROR), "".join(self._tail),
+                       oom_kills() - ooms_before)  # fmt: skip
+        err = classify_child_end(end, self.shm_bytes)
+        if err is not None:
+            raise err
+        final = _read_json(self.control / child.FINAL) or {}
+        self.result.final_metrics = dict(final.get("metrics") or {})
+        if final.get("saveDir"):
+            self.result.save_dir = Path(final["saveDir"])
+        stopped = _read_json(self.control / child.STOPPED)
+        self.result.stopped_at = int(stopped["epoch"]) if stopped else None
+        return self.result
+
+    def terminate(self) -> None:
+        """SIGTERM to the child's process group (DataLoader workers and DDP ranks with it), SIGKILL after
+        TERM_WAIT_SECONDS. The checkpoint it saved last is taken first."""
+        with contextlib.suppress(Exception):
+            self.poll()
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(TERM_WAIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def _copy_output(self, pipe, stream) -> None:
+        """The child's output, line by line, to ours (the pod's log); the last lines kept for classifying."""
+        out = getattr(stream, "buffer", None)
+        for line in iter(pipe.readline, b""):
+            text = line.decode(errors="replace")
+            self._tail.append(text)
+            try:
+                if out is not None:
+                    out.write(line)
+                    out.flush()
+                else:
+                    stream.write(text)
+                    stream.flush()
+            except (OSError, ValueError):
+                pass
+
+    # --- what rank 0 wrote ---------------------------------------------------------------------------------
+    def _csv(self) -> Path:
+        return self.save_dir / "results.csv"
+
+    def _rows(self) -> list[ResultsRow]:
+        try:
+            return parse_results(self._csv().read_text())
+        except OSError:
+            return []
+
+    def poll(self) -> None:
+        """Reports new epochs and hands over a newly completed checkpoint (idempotent)."""
+        self._poll_checkpoint()
+        try:
+            size = self._csv().stat().st_size
+        except OSError:
+            return
+        if size == self._csv_size:
+            return
+        self._csv_size = size
+        text = self._csv().read_text()
+        rows = parse_results(text)
+        new = [r for r in rows if r.epoch not in (self._rows_before or set()) and r.epoch not in self._reported]
+        for r in new:
+            self._report_epoch(r, rows, text)
+
+    def _poll_checkpoint(self) -> None:
+        saved = _read_json(self.control / child.SAVED)
+        if not saved or int(saved["epoch"]) <= self._submitted:
+            return
+        epoch = int(saved["epoch"])
+        self._submitted = epoch
+        self.epochs = int(saved.get("epochs") or self.epochs)
+        # The last epoch is not checkpointed: training ends right after it and the final outputs follow.
+        if epoch + 1 >= self.epochs or saved.get("stop"):
+            return
+        last = Path(saved["last"])
+        if last.is_file():
+            self.submit_checkpoint(epoch, last, Path(saved["csv"]))
+
+    def _report_epoch(self, row: ResultsRow, rows: list[ResultsRow], text: str) -> None:
+        self._reported.add(row.epoch)
+        self.result.epochs_reported.append(row.epoch)
+        done, total = row.epoch, max(self.epochs, row.epoch)
+        ran = len(self._reported)
+        elapsed = row.time if row.time is not None else time.monotonic() - self._started
+        best, best_epoch = best_from_results(text)
+        progress = Progress.of(
+            done,
+            total,
+            eta_seconds=max(0, round(elapsed / ran * (total - done))),
+            metrics=epoch_metrics(row.values, row.values),
+            best_map50_95=_f(best),
+            best_epoch=best_epoch,
+            updated_at=now_rfc3339(),
+        )
+        line = {"event": "epoch", **progress.model_dump(by_alias=True, exclude_none=True, mode="json")}
+        print(json.dumps(line), file=self.stream, flush=True)
+        self.report(TrainerReport(stage="Training", progress=progress, last_checkpoint=self.last_checkpoint()))
+
+
+def child_command(spec_path: Path) -> list[str]:
+    return [sys.executable, "-m", "yolo_trainer.child", str(spec_path)]
