@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 export YOLO_CONFIG_DIR ?= $(CURDIR)/.venv/ultralytics-config
 
-.PHONY: help venv binaries olm-validate testbed-up testbed-down lint unit test fault demo crds manifests bundle bundle-validate chart-lint images bench clean
+.PHONY: help venv binaries olm-validate testbed-up testbed-down lint unit test fault demo crds manifests bundle bundle-validate chart-lint images bench gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -70,6 +70,9 @@ manifests: binaries ## regenerate manifests/ (plain YAML) from the chart
 
 chart-lint: binaries ## helm lint --strict
 	"$$(hack/build-binaries.sh)/helm" lint --strict charts/yolo-operator
+
+gpu-check: venv ## on a machine with CUDA GPUs: trainer vs `yolo train` on one GPU, DDP progress and checkpoints (one table)
+	$(PY) bench/gpu.py
 
 bench: testbed-up ## benchmarks against baselines run beside them (~15 min); writes bench/results.md
 	$(PY) bench/run_all.py
