@@ -211,7 +211,8 @@ class Supervisor:
         self.result = TrainingResult(save_dir)
         self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self._tees: list[threading.Thread] = []
-        self._csv_size = -1
+        self._csv_seen: tuple[int, int] | None = None  # (results.csv size, _saved_through) last looked at
+        self._saved_through = 0  # epochs (1-based) whose last.pt the child finished writing
         self._rows_before: set[int] | None = None  # epochs already in results.csv (a resumed run's)
         self._reported: set[int] = set()
         self._submitted = -1
@@ -253,7 +254,7 @@ class Supervisor:
             raise
         for t in self._tees:
             t.join(10)
-        self.poll()  # the rows and the checkpoint written just before it exited
+        self.poll(final=True)  # the rows and the checkpoint written just before it exited
         end = ChildEnd(self.proc.returncode, _read_json(self.control / child.ERROR), "".join(self._tail),
                        oom_kills() - ooms_before)  # fmt: skip
         err = classify_child_end(end, self.shm_bytes)
@@ -309,20 +310,28 @@ class Supervisor:
         except OSError:
             return []
 
-    def poll(self) -> None:
-        """Reports new epochs and hands over a newly completed checkpoint (idempotent)."""
+    def poll(self, final: bool = False) -> None:
+        """Reports new epochs and hands over a newly completed checkpoint (idempotent).
+
+        An epoch is reported once its checkpoint is complete (or the child has exited): Ultralytics appends the
+        row before it writes last.pt, and an epoch the status shows must be one a SIGTERM flush can keep."""
         self._poll_checkpoint()
         try:
             size = self._csv().stat().st_size
         except OSError:
             return
-        if size == self._csv_size:
+        seen = (size, self._saved_through if not final else -1)
+        if seen == self._csv_seen:
             return
-        self._csv_size = size
+        self._csv_seen = seen
         text = self._csv().read_text()
         rows = parse_results(text)
-        new = [r for r in rows if r.epoch not in (self._rows_before or set()) and r.epoch not in self._reported]
-        for r in new:
+        before = self._rows_before or set()
+        for r in rows:
+            if r.epoch in before or r.epoch in self._reported:
+                continue
+            if not final and r.epoch > self._saved_through:
+                break
             self._report_epoch(r, rows, text)
 
     def _poll_checkpoint(self) -> None:
@@ -331,6 +340,7 @@ class Supervisor:
             return
         epoch = int(saved["epoch"])
         self._submitted = epoch
+        self._saved_through = epoch + 1
         self.epochs = int(saved.get("epochs") or self.epochs)
         # The last epoch is not checkpointed: training ends right after it and the final outputs follow.
         if epoch + 1 >= self.epochs or saved.get("stop"):
