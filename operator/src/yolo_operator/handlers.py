@@ -536,6 +536,24 @@ async def pod_event(body: kopf.Body, namespace: str, **kwargs: Any) -> None:
         await sync_status_soon(namespace, body["metadata"]["labels"][LABEL_TRAINING_JOB], Observed.of(kwargs))
 
 
+def _waiting_on_ca_bundle(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
+    return bool((spec.get("s3") or {}).get("caBundle")) and status.get("phase") in (None, R.PENDING)
+
+
+CA_BUNDLE_RECHECK_SECONDS = 20.0
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=CA_BUNDLE_RECHECK_SECONDS, initial_delay=CA_BUNDLE_RECHECK_SECONDS,
+            when=_waiting_on_ca_bundle)  # fmt: skip
+async def recheck_ca_bundle(name: str, namespace: str, **kwargs: Any) -> None:
+    """A pod that cannot mount spec.s3.caBundle sends no event after its first status: the kubelet reports
+    the missing ConfigMap only as a core Event. While such a TrainingJob is Pending, its status is re-derived
+    now and then, so Stalled/CABundleMissing is set even when the pod's only event came before the Job was
+    recorded in the status (which is when the derivation skips). Settled from memory unless it waits in
+    ContainerCreating (then one GET of the ConfigMap)."""
+    await sync_status_soon(namespace, name, Observed.of(kwargs))
+
+
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def trainingjob_event(event: kopf.RawEvent, body: kopf.Body, name: str, namespace: str, **kwargs: Any) -> None:
     """Keeps the by-phase gauge current and maps the trainer's stage reports onto the phase."""
