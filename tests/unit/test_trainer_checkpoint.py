@@ -132,6 +132,20 @@ def test_weights_are_staged_at_submit_and_a_file_rewritten_meanwhile_is_never_up
     assert not list((tmp_path / "staging").iterdir())
 
 
+def test_a_file_rewritten_since_its_saved_signature_is_not_staged(tmp_path):
+    """saved.json names last.pt as it was when complete; once the next save has begun (even if it stalls and
+    the file stops changing) it is not that checkpoint any more."""
+    from yolo_trainer.child import file_signature
+
+    up = CheckpointUploader(FakeStore(), "s3://b/p", tmp_path / "staging", "r", "fp")
+    last, csv = _ckpt(tmp_path, 2)
+    signature = file_signature(last)
+    last.write_bytes(b"weights-3, half written")
+    assert up.submit(2, last, csv, signature) is False
+    assert up.submit(2, last, csv, file_signature(last)) is True  # the version it names, whatever it holds
+    up.close()
+
+
 def test_access_denied_is_fatal_unavailable_is_not(tmp_path):
     up = CheckpointUploader(FakeStore(fail=S3AccessDenied("denied")), "s3://b/p", tmp_path / "s1", "r", "fp")
     up.submit(0, *_ckpt(tmp_path, 0))

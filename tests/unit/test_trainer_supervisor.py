@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import pytest
 from yolo_contract.exitcodes import ExitCode, Interrupted, S3AccessDenied, TrainerError
 from yolo_trainer import child
+from yolo_trainer.checkpoint import copy_unchanged
 from yolo_trainer.supervisor import ChildEnd, Supervisor, classify_child_end, oom_kills, parse_results
 
 pytestmark = pytest.mark.unit
@@ -44,9 +45,12 @@ class Run:
             uploader_error=lambda: self.uploader_error, stream=self.out,
         )  # fmt: skip
 
-    def submit(self, epoch: int, last: Path, csv: Path | None) -> bool:
+    def submit(self, epoch: int, last: Path, csv: Path | None, signature: list[int] | None = None) -> bool:
+        staged = self.tmp / f"staged-{epoch}"
+        if not copy_unchanged(last, staged, signature):  # as CheckpointUploader.submit stages it
+            return False
         self.submitted.append(epoch)
-        self.staged[epoch] = last.read_bytes()  # what CheckpointUploader.submit copies
+        self.staged[epoch] = staged.read_bytes()
         return True
 
     def lines(self) -> list[dict]:
@@ -92,16 +96,9 @@ def test_a_stop_request_reaches_the_child_and_ends_training_after_that_epoch(tmp
 
 
 def test_sigterm_while_the_child_rewrites_last_pt_keeps_the_complete_checkpoint(tmp_path):
-    r = Run(tmp_path, epochs=10, torn_at=3)
+    r = Run(tmp_path, epochs=10, torn_at=3, epoch_seconds=0.6)
     errors: list[BaseException] = []
-
-    def run():
-        try:
-            r.sup.run()
-        except BaseException as e:
-            errors.append(e)
-
-    t = threading.Thread(target=run)
+    t = threading.Thread(target=lambda: _catch(r.sup.run, errors))
     t.start()
     marker = tmp_path / "control" / "torn-write-started"
     deadline = time.monotonic() + 30
@@ -211,8 +208,10 @@ def test_control_callbacks_stop_at_the_end_of_the_epoch_and_mark_saves(tmp_path)
     (tmp_path / child.STOP).touch()
     cb.on_train_epoch_end(t)
     assert t.stop is True and json.loads((tmp_path / child.STOPPED).read_text()) == {"epoch": 5}
+    (tmp_path / "last.pt").write_bytes(b"epoch 5")  # Ultralytics' save, just before on_model_save
     cb.on_model_save(t)
-    assert json.loads((tmp_path / child.SAVED).read_text())["epoch"] == 4
+    saved = json.loads((tmp_path / child.SAVED).read_text())
+    assert saved["epoch"] == 4 and saved["signature"] == child.file_signature(tmp_path / "last.pt")
     cb.on_train_end(t)
     assert json.loads((tmp_path / child.FINAL).read_text())["metrics"] == {"metrics/mAP50-95(B)": 0.5}
     assert pickle.loads(pickle.dumps(cb)).control == str(tmp_path)  # what DDP ranks get

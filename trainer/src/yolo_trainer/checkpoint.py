@@ -34,6 +34,7 @@ from typing import Any
 
 from yolo_contract.exitcodes import S3AccessDenied, S3Unavailable, TrainerError
 
+from .child import file_signature
 from .s3 import S3Store, join_key, parse_s3_uri, s3_uri
 
 log = logging.getLogger(__name__)
@@ -95,17 +96,15 @@ class _Pending:
     folder: Path  # holds last.pt (and results.csv), staged by submit
 
 
-def _signature(path: Path) -> tuple[int, ...]:
-    """What an in-place rewrite changes (truncation and writes update mtime and ctime)."""
-    st = path.stat()
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-def _copy_unchanged(src: Path, dst: Path) -> bool:
+def copy_unchanged(src: Path, dst: Path, expected: list[int] | None = None) -> bool:
+    """Copies ``src``; False if it changed during the copy, or no longer is the version ``expected``
+    (its :func:`~yolo_trainer.child.file_signature` when it was complete)."""
     try:
-        before = _signature(src)
+        before = file_signature(src)
+        if expected is not None and before != list(expected):
+            return False
         shutil.copyfile(src, dst)
-        return _signature(src) == before
+        return file_signature(src) == before
     except FileNotFoundError:
         return False
 
@@ -131,13 +130,16 @@ class CheckpointUploader:
         self._thread = threading.Thread(target=self._loop, name="ckpt-upload", daemon=True)
         self._thread.start()
 
-    def submit(self, epoch: int, last_pt: Path, results_csv: Path | None) -> bool:
-        """Stages the checkpoint of 0-based ``epoch`` for upload; False if last.pt changed while it was copied."""
+    def submit(
+        self, epoch: int, last_pt: Path, results_csv: Path | None, signature: list[int] | None = None
+    ) -> bool:
+        """Stages the checkpoint of 0-based ``epoch`` for upload; False if last.pt is no longer the version
+        ``signature`` names or changed while it was copied."""
         folder = self.staging / epoch_folder(epoch)
         tmp = self.staging / f".{epoch_folder(epoch)}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        if not _copy_unchanged(last_pt, tmp / "last.pt"):
+        if not copy_unchanged(last_pt, tmp / "last.pt", signature):
             log.info("checkpoint of epoch %d changed while it was staged; skipped", epoch + 1)
             shutil.rmtree(tmp, ignore_errors=True)
             return False

@@ -7,8 +7,9 @@ its DDP ranks, where a thread, a socket or a reporter could not follow, but a pa
 
 Control directory (the supervisor's ``supervisor.py`` reads it):
 
-- ``saved.json``: written (atomically) after Ultralytics finished writing ``last.pt`` for an epoch: the one
-  moment the file is known complete. The supervisor copies it then, never while it is being rewritten.
+- ``saved.json``: written (atomically) after Ultralytics finished writing ``last.pt`` for an epoch, with the
+  file's signature at that moment. The supervisor copies the file only while it still has that signature, so
+  never once the next epoch's rewrite has begun.
 - ``stop``: created by the supervisor on ``spec.stop``; training ends after the current epoch, and
   ``stopped.json`` records which one.
 - ``final.json``: the final validation of ``best.pt`` and the run directory, after the last epoch.
@@ -50,6 +51,12 @@ def _plain(v: Any) -> Any:
         return str(v)
 
 
+def file_signature(path: Path) -> list[int]:
+    """What an in-place rewrite changes (truncation and writes update mtime and ctime)."""
+    st = path.stat()
+    return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
 def _rank0() -> bool:
     return int(os.environ.get("RANK", "-1")) in (-1, 0)
 
@@ -82,7 +89,9 @@ class ControlCallbacks:
 
     def on_model_save(self, trainer) -> None:
         if _rank0():
-            saved = {"epoch": trainer.epoch, "epochs": trainer.epochs, "stop": bool(trainer.stop)}
+            # The file as it was when complete: by the time the supervisor looks, the next save may be under way.
+            saved = {"epoch": trainer.epoch, "epochs": trainer.epochs, "stop": bool(trainer.stop),
+                     "signature": file_signature(Path(trainer.last))}  # fmt: skip
             write_json(Path(self.control) / SAVED, {**saved, "last": str(trainer.last), "csv": str(trainer.csv)})
 
     def on_train_end(self, trainer) -> None:

@@ -183,7 +183,7 @@ class Supervisor:
         save_dir: Path,
         epochs: int,
         report: Callable[[TrainerReport], None],
-        submit_checkpoint: Callable[[int, Path, Path | None], None],
+        submit_checkpoint: Callable[[int, Path, Path | None, list[int] | None], bool],
         interrupt: threading.Event,
         stop: threading.Event | None = None,
         uploader_error: Callable[[], TrainerError | None] = lambda: None,
@@ -340,14 +340,15 @@ class Supervisor:
             return
         epoch = int(saved["epoch"])
         self._submitted = epoch
-        self._saved_through = epoch + 1
         self.epochs = int(saved.get("epochs") or self.epochs)
         # The last epoch is not checkpointed: training ends right after it and the final outputs follow.
-        if epoch + 1 >= self.epochs or saved.get("stop"):
-            return
+        final = epoch + 1 >= self.epochs or bool(saved.get("stop"))
         last = Path(saved["last"])
-        if last.is_file():
-            self.submit_checkpoint(epoch, last, Path(saved["csv"]))
+        if final or self.submit_checkpoint(epoch, last, Path(saved["csv"]), saved.get("signature")):
+            self._saved_through = epoch + 1
+        else:
+            # Rewritten by the next epoch before it was seen: that epoch is reported with the next checkpoint.
+            log.info("checkpoint of epoch %d was overwritten before it was staged", epoch + 1)
 
     def _report_epoch(self, row: ResultsRow, rows: list[ResultsRow], text: str) -> None:
         self._reported.add(row.epoch)
