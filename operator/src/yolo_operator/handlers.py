@@ -19,7 +19,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import kopf
@@ -536,8 +536,13 @@ async def pod_event(body: kopf.Body, namespace: str, **kwargs: Any) -> None:
         await sync_status_soon(namespace, body["metadata"]["labels"][LABEL_TRAINING_JOB], Observed.of(kwargs))
 
 
-def _waiting_on_ca_bundle(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
-    return bool((spec.get("s3") or {}).get("caBundle")) and status.get("phase") in (None, R.PENDING)
+def _waiting_on_ca_bundle(body: kopf.Body, **_: Any) -> bool:
+    """kopf evaluates this on every event of every TrainingJob, before any handler: it must not raise on a
+    stored object of the wrong shape (a string spec or status), or that object's validation never runs."""
+    spec, status = body.get("spec"), body.get("status")
+    s3 = spec.get("s3") if isinstance(spec, Mapping) else None
+    phase = status.get("phase") if isinstance(status, Mapping) else None
+    return isinstance(s3, Mapping) and bool(s3.get("caBundle")) and phase in (None, R.PENDING)
 
 
 CA_BUNDLE_RECHECK_SECONDS = 20.0
