@@ -3,8 +3,8 @@ supervisor's tests control every moment: ``python fake_training_child.py SPEC.js
 
 SPEC: {"control", "save_dir", "epochs", "epoch_seconds", "torn_at" (epoch index whose last.pt write stops
 half-way and hangs), "exit" (exit code after the last epoch), "error" (an error.json body), "print" (a line
-printed before exiting)}. last.pt is a pickle of {"epoch": i, "blob": ...}: a complete one loads, a torn one
-does not. (No torch: these tests stay fast.)
+printed before exiting), "bar" (printed without a newline before the torn write)}. last.pt is a pickle of
+{"epoch": i, "blob": ...}: a complete one loads, a torn one does not. (No torch: these tests stay fast.)
 """
 
 from __future__ import annotations
@@ -45,6 +45,9 @@ def main() -> int:
             f.write(f"{i + 1},{time.monotonic() - t0:.3f},1.0,2.0,3.0,0.5,0.4,{m + 0.2:.3f},{m:.3f}\n")
         data = checkpoint_bytes(i)
         if spec.get("torn_at") == i:
+            if spec.get("bar"):  # a progress bar line, unfinished when the child is killed
+                sys.stdout.write(spec["bar"])
+                sys.stdout.flush()
             with open(last, "wb") as f:  # as Ultralytics' write_bytes: truncate, then write
                 f.write(data[: len(data) // 2])
                 f.flush()

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.25
 TERM_WAIT_SECONDS = 5.0  # SIGTERM to SIGKILL for the child's process group
 TAIL_LINES = 200
+TEE_JOIN_SECONDS = 2.0  # after the child is gone, for its last lines to reach the log
 OOM_EVENTS = Path("/sys/fs/cgroup/memory.events")
 
 CUDA_OOM = re.compile(r"CUDA out of memory|torch\.OutOfMemoryError|CUDA error: out of memory|cudaErrorMemoryAllocation")
@@ -251,6 +252,8 @@ class Supervisor:
                 self.interrupt.wait(POLL_SECONDS)
         except BaseException:
             self.terminate()
+            for t in self._tees:  # the child's last output precedes whatever the caller logs next
+                t.join(TEE_JOIN_SECONDS)
             raise
         for t in self._tees:
             t.join(10)
@@ -288,6 +291,10 @@ class Supervisor:
         """The child's output, line by line, to ours (the pod's log); the last lines kept for classifying."""
         out = getattr(stream, "buffer", None)
         for line in iter(pipe.readline, b""):
+            if not line.endswith(b"\n"):
+                # The child ended mid-line (a progress bar when it was killed): end the line here, or the
+                # supervisor's next event line (e.g. 'interrupted') is glued to it and lost to log parsers.
+                line += b"\n"
             text = line.decode(errors="replace")
             self._tail.append(text)
             try:
