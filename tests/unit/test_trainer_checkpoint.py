@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 from yolo_contract.exitcodes import ConfigInvalid, S3AccessDenied, S3Unavailable
 from yolo_contract.trainer_config import TrainerConfig
-from yolo_trainer.checkpoint import CheckpointState, CheckpointUploader, config_fingerprint, read_state
+from yolo_trainer.checkpoint import (
+    CheckpointState,
+    CheckpointUploader,
+    config_fingerprint,
+    read_state,
+    results_through,
+)
 from yolo_trainer.outputs import check_export_formats, collect_files, publish
 from yolo_trainer.s3 import S3Object
 
@@ -143,6 +149,31 @@ def test_a_file_rewritten_since_its_saved_signature_is_not_staged(tmp_path):
     last.write_bytes(b"weights-3, half written")
     assert up.submit(2, last, csv, signature) is False
     assert up.submit(2, last, csv, file_signature(last)) is True  # the version it names, whatever it holds
+    up.close()
+
+
+CSV = "                  epoch,         train/box_loss\n                      1,    1.5\n2,1.4\n3,1.3\n"
+
+
+def test_results_through_keeps_the_header_and_the_checkpoints_epochs():
+    assert results_through(CSV, 2) == "".join(CSV.splitlines(keepends=True)[:3])
+    assert results_through(CSV, 3) == CSV
+    assert results_through(CSV, 0) == CSV.splitlines(keepends=True)[0]
+    assert results_through(CSV + "4,1.", 9) == CSV  # a row still being written
+    assert results_through("", 3) == ""
+
+
+def test_a_row_appended_ahead_of_last_pt_is_not_staged_with_it(tmp_path):
+    """Ultralytics appends epoch 3's row, then rewrites last.pt: a checkpoint of epoch 2 staged in between
+    must not carry row 3, or the run resumed from it (which redoes epoch 3) has that row twice."""
+    store = FakeStore()
+    up = CheckpointUploader(store, "s3://b/p", tmp_path / "staging", "r", "fp")
+    last, csv = _ckpt(tmp_path, 1)
+    csv.write_text("epoch,loss\n1,1.5\n2,1.4\n3,1.3\n")
+    assert up.submit(1, last, csv) is True
+    assert up.flush(10)
+    staged = next(v for k, v in store.objects.items() if k.endswith("/results.csv"))
+    assert staged.decode() == "epoch,loss\n1,1.5\n2,1.4\n"
     up.close()
 
 

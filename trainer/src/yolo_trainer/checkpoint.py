@@ -13,11 +13,11 @@ state.json, state.json would describe a different version than the object under 
 
 The uploader never uploads a file Ultralytics may still be writing: the supervisor calls ``submit`` when the
 training process reports that it finished writing last.pt (its ``saved.json``), and ``submit`` copies last.pt
-and results.csv into a per-epoch staging folder at once, dropping the checkpoint if the file changed during the
-copy (Ultralytics rewrites it in place at the end of the next epoch). The copy runs in the supervisor, not in
-the training process, so training never waits for it; the staged copy is what a SIGTERM flush uploads even if
-the training process was killed in the middle of rewriting last.pt. If an upload is in flight when a newer
-checkpoint arrives, only the newest waiting one is uploaded next.
+and results.csv (its rows up to that epoch) into a per-epoch staging folder at once, dropping the checkpoint if
+the file changed during the copy (Ultralytics rewrites it in place at the end of the next epoch). The copy runs
+in the supervisor, not in the training process, so training never waits for it; the staged copy is what a
+SIGTERM flush uploads even if the training process was killed in the middle of rewriting last.pt. If an upload
+is in flight when a newer checkpoint arrives, only the newest waiting one is uploaded next.
 """
 
 from __future__ import annotations
@@ -96,6 +96,28 @@ class _Pending:
     folder: Path  # holds last.pt (and results.csv), staged by submit
 
 
+def results_through(text: str, epochs: int) -> str:
+    """results.csv as it stood when ``epochs`` (1-based) epochs were done: the header and those epochs' rows (pure).
+
+    Ultralytics appends an epoch's row before it rewrites last.pt, so the live file can be one row ahead of the
+    checkpoint beside it; a run resumed from that checkpoint redoes the epoch and would append its row twice.
+    A last line without its newline is a row still being written."""
+    lines = text.splitlines(keepends=True)
+    if not lines:
+        return ""
+    kept = [lines[0]]
+    for line in lines[1:]:
+        if not line.endswith("\n"):
+            break
+        try:
+            epoch = int(float(line.split(",", 1)[0]))
+        except ValueError:
+            continue
+        if epoch <= epochs:
+            kept.append(line)
+    return "".join(kept)
+
+
 def copy_unchanged(src: Path, dst: Path, expected: list[int] | None = None) -> bool:
     """Copies ``src``; False if it changed during the copy, or no longer is the version ``expected``
     (its :func:`~yolo_trainer.child.file_signature` when it was complete)."""
@@ -144,7 +166,8 @@ class CheckpointUploader:
             shutil.rmtree(tmp, ignore_errors=True)
             return False
         if results_csv is not None and results_csv.is_file():
-            shutil.copyfile(results_csv, tmp / "results.csv")
+            text = results_csv.read_text(errors="replace")
+            (tmp / "results.csv").write_text(results_through(text, epoch + 1))
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)  # the staged folder appears complete or not at all
         job = _Pending(epoch, folder)

@@ -38,6 +38,7 @@ from .checkpoint import (
     CheckpointUploader,
     config_fingerprint,
     read_state,
+    results_through,
     rewrite_train_args,
 )
 from .control import StopWatcher, kube_fetcher
@@ -419,10 +420,13 @@ def _download_checkpoint(store: S3Store, state: CheckpointState, dest: Path, sav
         return None
     if state.results:
         rb, rk = parse_s3_uri(state.results)
+        csv = save_dir / "results.csv"
         try:
-            store.download(rb, rk, save_dir / "results.csv")
+            store.download(rb, rk, csv)
         except S3NotFound:
             log.warning("checkpoint results %s missing; results.csv restarts at the resumed epoch", state.results)
+        else:  # a checkpoint staged by an older trainer may hold the row of the epoch about to be redone
+            csv.write_text(results_through(csv.read_text(errors="replace"), state.epoch + 1))
     return str(path)
 
 
