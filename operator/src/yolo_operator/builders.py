@@ -553,10 +553,14 @@ def workload_active_patch(tj: dict[str, Any] | TrainingJob, workload: dict[str, 
     Kueue evicts it, suspends the Job and keeps it out of the queue; spec.active: true hands it back to
     Kueue, which requeues it and unsuspends the Job once admitted. Setting the Job's own suspend instead
     would be undone by Kueue for an admitted Workload."""
-    t = _tj(tj)
-    if not t.spec.queue_name or not workload:
+    if isinstance(tj, TrainingJob):
+        queue, suspend = tj.spec.queue_name, tj.spec.suspend
+    else:  # a full body or the operator's compact view (status.trainingjob_view keeps these two fields)
+        spec = tj.get("spec") if isinstance(tj.get("spec"), dict) else {}
+        queue, suspend = spec.get("queueName"), spec.get("suspend") is True
+    if not queue or not workload:
         return None
-    active = not t.spec.suspend
+    active = not suspend
     if ((workload.get("spec") or {}).get("active", True) is not False) == active:
         return None
     return {"spec": {"active": active}}
