@@ -268,7 +268,7 @@ def workload_view(workload: dict[str, Any]) -> dict[str, Any]:
     refs = [_pick(r, ("uid", "name", "kind")) for r in meta.get("ownerReferences") or () if isinstance(r, dict)]
     return {
         "metadata": {**_pick(meta, ("name", "namespace", "uid")), "ownerReferences": refs},
-        "spec": _pick(workload.get("spec"), ("active", "queueName", "priorityClassName", "priority")),
+        "spec": _pick(workload.get("spec"), ("active", "queueName", "priorityClassRef", "priority")),
         "status": {
             "conditions": [
                 _pick(c, ("type", "status", "reason", "message"))
