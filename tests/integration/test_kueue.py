@@ -29,6 +29,7 @@ from yolo_operator import reasons as R
 
 from tests import kueue
 from tests.fault.kwok_cluster import ThrowawayCluster
+from tests.fault.operator_log import operator_problems
 from tests.operator_fixtures import (
     OperatorProcess,
     apply,
@@ -266,3 +267,37 @@ def test_suspend_with_a_queue_deactivates_the_workload_and_resume_hands_it_back(
     s = kq_bed.wait_phase(name, R.STAGING)
     kq_bed.step(f"{name} suspend: false -> handed back to Kueue, admitted, {s['phase']}")
     assert kq_bed.workload_of(name)["spec"]["active"] is True and s["kueue"]["admitted"] is True
+
+
+def test_without_kueue_the_operator_works_as_before(tmp_path):
+    """No Kueue CRD in the cluster: the Workload watch is idle (kopf only warns that it cannot serve it) and a
+    TrainingJob without queueName gets its Job and status as before; one with queueName waits Queued."""
+    t0 = time.monotonic()
+    # the Job controller marks the queued Job Suspended; nothing here runs pods
+    with ThrowawayCluster(
+        tmp_path, components=("kube-controller-manager",), name=f"nokueue-{int(time.time()) % 100000}"
+    ) as cluster:
+        ns = "plain"
+        cluster.kubectl("create", "namespace", ns)
+        install_crd(cluster.kubectl)
+        op = OperatorProcess(cluster.kubeconfig, [ns], tmp_path / "operator.log").start()
+        try:
+            apply(cluster.kubectl, ns, trainingjob("plain"), trainingjob("queued", queueName=QUEUE))
+
+            def recorded(name: str) -> dict[str, Any] | None:
+                s = status_of(cluster.kubectl, ns, name)
+                return s if s.get("jobName") and s.get("phase") else None
+
+            plain = wait_for(lambda: recorded("plain"), 60, what="plain's Job in its status")
+            queued = wait_for(lambda: recorded("queued"), 60, what="queued's Job in its status")
+            print(f"[{time.monotonic() - t0:6.1f} s] without Kueue: plain {plain['phase']}, queued {queued['phase']}")
+            job = json.loads(cluster.kubectl("get", "job", plain["jobName"], "-n", ns, "-o", "json").stdout)
+            assert job["spec"]["suspend"] is False and "kueue" not in plain
+            assert wait_for(
+                lambda: status_of(cluster.kubectl, ns, "queued").get("phase") == R.QUEUED, 30, what="Queued"
+            )
+            problems = operator_problems(op.logs())
+            assert not problems, problems
+            assert "Unresolved resources cannot be served" in op.logs()  # the Workload watch, idle
+        finally:
+            op.stop()
