@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 export YOLO_CONFIG_DIR ?= $(CURDIR)/.venv/ultralytics-config
 
-.PHONY: help venv binaries olm-validate testbed-up testbed-down lint unit test fault demo crds manifests bundle bundle-validate chart-lint images bench gpu-check clean
+.PHONY: help venv binaries olm-validate kueue testbed-up testbed-down lint unit test fault demo crds manifests bundle bundle-validate chart-lint images bench gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ binaries: ## build the control plane, kwok and helm from pinned Go modules (cach
 olm-validate: ## build OLM's bundle validators (hack/olm-validate, pinned operator-framework/api) into ~/.cache/yolo-operator
 	hack/build-olm-validate.sh >/dev/null
 
+kueue: ## build Kueue's manager (sigs.k8s.io/kueue v0.17.0, hack/build-kueue.sh) into ~/.cache/yolo-operator for tests/integration/test_kueue.py
+	hack/build-kueue.sh >/dev/null
+
 testbed-up: venv binaries images ## start the local control plane, kwok GPU nodes, the real node and S3 (.testbed/)
 	hack/testbed.sh up
 
@@ -43,7 +46,7 @@ unit: venv ## unit tests only (no servers)
 
 test: ## everything: lint, unit, integration and e2e tests on the local test bed
 	@# The Go builds (control plane, OLM validators) and the image builds overlap: a first run's longest steps.
-	$(MAKE) -j3 testbed-up lint olm-validate
+	$(MAKE) -j3 testbed-up lint olm-validate kueue
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 fault: testbed-up ## the fault, bad-input and security suite alone (tests/fault/, marker fault); prints FAULT-FIGURE lines

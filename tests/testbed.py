@@ -66,7 +66,14 @@ def node_command(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def bin_dir() -> Path:
-    return Path((TESTBED / "bin").read_text().strip())
+    """The bed's binaries: this checkout's bed's, else the YOLO_TESTBED_ROOT clone's bed's, else the cache
+    hack/build-binaries.sh fills (which builds nothing when it is already there)."""
+    other = os.environ.get("YOLO_TESTBED_ROOT")
+    for bed in (TESTBED, *([Path(other) / ".testbed"] if other else [])):
+        if (bed / "bin").is_file():
+            return Path((bed / "bin").read_text().strip())
+    out = subprocess.run([str(ROOT / "hack" / "build-binaries.sh")], check=True, capture_output=True, text=True)
+    return Path(out.stdout.strip())
 
 
 def read_env_file(path: Path) -> dict[str, str]:

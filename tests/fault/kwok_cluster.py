@@ -31,11 +31,13 @@ OPTIONAL_COMPONENTS = ("kube-controller-manager", "kube-scheduler", "kwok-contro
 
 
 class ThrowawayCluster:
-    def __init__(self, workdir: Path, components: tuple[str, ...] = (), name: str | None = None):
+    def __init__(self, workdir: Path, components: tuple[str, ...] = (), name: str | None = None,
+                 extra_config: list[dict[str, Any]] | None = None):  # fmt: skip
         self.name = name or f"fault-{uuid.uuid4().hex[:8]}"
         self.workdir = workdir / self.name
         self.kubeconfig = self.workdir / "kubeconfig"
         self.components = components
+        self.extra_config = extra_config or []  # more documents for kwokctl's config file (kwok Stages, ...)
         self.bin = testbed.bin_dir()
         self.env = {
             **os.environ,
@@ -82,7 +84,7 @@ class ThrowawayCluster:
             ],
         }
         cfg = self.workdir / "kwokctl.yaml"
-        cfg.write_text(yaml.safe_dump(config))
+        cfg.write_text(yaml.safe_dump_all([config, *self.extra_config]))
         proc = self._kwokctl("-c", str(cfg), "create", "cluster", "--kubeconfig", str(self.kubeconfig),
                              "--wait", "3m")  # fmt: skip
         if proc.returncode != 0:

@@ -545,3 +545,79 @@ def test_data_connection_reaches_the_pod_only_through_secret_key_refs():
     assert absolute.dataset == "s3://other/d.zip"
     with pytest.raises(ValueError, match="AWS_S3_BUCKET is empty"):
         cfg.with_data_connection({})
+
+
+def _with_meta(tj: dict, labels: dict | None = None, annotations: dict | None = None) -> dict:
+    tj["metadata"]["labels"] = labels or {}
+    tj["metadata"]["annotations"] = annotations or {}
+    return tj
+
+
+def test_user_labels_and_annotations_propagate_to_job_and_pod():
+    tj = _with_meta(
+        make_tj(queueName="gpu-queue"),
+        labels={"kueue.x-k8s.io/priority-class": "high", "cost-centre": "cc-42", "team": "vision"},
+        annotations={"example.com/ticket": "ML-7"},
+    )
+    job = b.build_job(tj, CFG)
+    jl, pl = job["metadata"]["labels"], job["spec"]["template"]["metadata"]["labels"]
+    assert jl["kueue.x-k8s.io/priority-class"] == "high" and jl["cost-centre"] == "cc-42" and jl["team"] == "vision"
+    # Kueue reads its labels from the Job; the pod gets the user's other labels
+    assert "kueue.x-k8s.io/priority-class" not in pl and "kueue.x-k8s.io/queue-name" not in pl
+    assert pl["cost-centre"] == "cc-42" and pl[b.LABEL_TRAINING_JOB] == "helmets"
+    assert job["metadata"]["annotations"] == {"example.com/ticket": "ML-7"}
+    assert job["spec"]["template"]["metadata"]["annotations"] == {"example.com/ticket": "ML-7"}
+    # the RBAC children keep only the operator's labels
+    assert "cost-centre" not in b.build_role(tj)["metadata"]["labels"]
+
+
+def test_reserved_labels_and_annotations_do_not_propagate():
+    tj = _with_meta(
+        make_tj(queueName="from-spec"),
+        labels={
+            b.LABEL_TRAINING_JOB: "someone-else",
+            b.LABEL_OPERATOR_INSTANCE: "x",
+            "app.kubernetes.io/name": "spoof",
+            "kueue.x-k8s.io/queue-name": "from-label",
+            "batch.kubernetes.io/job-name": "spoof",
+        },
+        annotations={
+            "kubectl.kubernetes.io/last-applied-configuration": "{...}",
+            "yolo-operator.io/last-handled-configuration": "{...}",
+            "kopf.zalando.org/touch-dummy": "x",
+            "deployment.kubernetes.io/revision": "3",
+        },
+    )
+    tj["metadata"]["labels"].pop(b.LABEL_OPERATOR_INSTANCE)  # (the instance label is honoured, not copied)
+    job = b.build_job(tj, CFG)
+    jl = job["metadata"]["labels"]
+    assert jl[b.LABEL_TRAINING_JOB] == "helmets" and jl["app.kubernetes.io/name"] == "yolo-trainer"
+    assert jl["kueue.x-k8s.io/queue-name"] == "from-spec"
+    assert "batch.kubernetes.io/job-name" not in jl
+    assert "annotations" not in job["metadata"] and "annotations" not in job["spec"]["template"]["metadata"]
+
+
+def test_without_user_metadata_the_job_is_unchanged():
+    job = b.build_job(make_tj(), CFG)
+    assert job["metadata"]["labels"] == b.labels("helmets")
+    assert job["spec"]["template"]["metadata"] == {"labels": b.labels("helmets")}
+
+
+@pytest.mark.parametrize(
+    ("suspend", "active", "expected"),
+    [
+        (True, None, {"spec": {"active": False}}),  # spec.active defaults to true
+        (True, True, {"spec": {"active": False}}),
+        (True, False, None),
+        (False, False, {"spec": {"active": True}}),  # hand it back to Kueue; Kueue unsuspends the Job
+        (False, True, None),
+        (False, None, None),
+    ],
+)
+def test_suspend_with_kueue_goes_to_the_workload(suspend, active, expected):
+    wl = {"metadata": {"name": "job-helmets-train-abcde"}, "spec": {} if active is None else {"active": active}}
+    assert b.workload_active_patch(make_tj(queueName="q", suspend=suspend), wl) == expected
+    assert b.workload_active_patch(make_tj(suspend=suspend), wl) is None  # no Kueue: the Job's suspend
+    assert b.workload_active_patch(make_tj(queueName="q", suspend=suspend), None) is None
+    # the Job's suspend stays Kueue's either way
+    assert "suspend" not in b.job_mutable_patch(make_tj(queueName="q", suspend=suspend))["spec"]

@@ -226,6 +226,7 @@ def test_status_accepts_trainer_fields_and_conditions(schema):
         "Succeeded",
         "Failed",
         "Suspended",
+        "Queued",
     ]
 
 

@@ -273,9 +273,77 @@ def test_suspended_and_resumed():
 def test_queued_by_kueue():
     j = job([("Suspended", "JobSuspended", "")])
     p = S.derive_status(tj(queueName="gpu-queue"), j, [], now=T1)
-    assert p["phase"] == "Suspended"
+    assert p["phase"] == "Queued"
     assert cond(p, R.COND_SUSPENDED)["reason"] == R.REASON_QUEUED
     assert "gpu-queue" in cond(p, R.COND_SUSPENDED)["message"]
+    assert "kueue" not in p  # no Workload seen (yet)
+    # the user's spec.suspend with a queue is a plain suspension (the operator deactivated the Workload)
+    s = S.derive_status(tj(queueName="gpu-queue", suspend=True), j, [], now=T1)
+    assert s["phase"] == "Suspended" and cond(s, R.COND_SUSPENDED)["reason"] == R.REASON_JOB_SUSPENDED
+
+
+def workload(*conds: tuple[str, str, str, str], evictions=(), cq=None, active=None) -> dict:
+    st = {"conditions": [{"type": t, "status": s, "reason": r, "message": m} for t, s, r, m in conds]}
+    if evictions:
+        st["schedulingStats"] = {"evictions": [{"reason": r, "underlyingCause": "", "count": n} for r, n in evictions]}
+    if cq:
+        st["admission"] = {"clusterQueue": cq}
+    wl = {
+        "metadata": {"name": "job-helmets-train-3f2a1", "namespace": "team-a", "uid": "w1",
+                     "ownerReferences": [{"uid": "job-uid", "name": "helmets-train", "kind": "Job", "x": 1}]},
+        "spec": {"queueName": "gpu-queue", **({} if active is None else {"active": active})},
+        "status": st,
+    }  # fmt: skip
+    return S.workload_view(wl)
+
+
+PENDING_QUOTA = (
+    "QuotaReserved", "False", "Pending",
+    "couldn't assign flavors to pod set main: insufficient unused quota for nvidia.com/gpu in flavor gpu, "
+    "4 more needed",
+)  # fmt: skip
+
+
+def test_queued_names_kueues_reason():
+    j = job([("Suspended", "JobSuspended", "")])
+    p = S.derive_status(tj(queueName="gpu-queue"), j, [], now=T1, workload=workload(PENDING_QUOTA))
+    c = cond(p, R.COND_SUSPENDED)
+    assert p["phase"] == "Queued" and c["reason"] == R.REASON_QUEUED
+    assert "queue gpu-queue: Pending: couldn't assign flavors" in c["message"] and "4 more needed" in c["message"]
+    assert p["kueue"]["admitted"] is False and p["kueue"]["reason"] == "Pending"
+    assert p["kueue"]["workload"] == "job-helmets-train-3f2a1" and p["kueue"]["clusterQueue"] is None
+    # the same Workload again: nothing to write
+    assert S.derive_status(apply(tj(queueName="gpu-queue"), p), j, [], now=T2, workload=workload(PENDING_QUOTA)) == {}
+
+
+def test_preempted_by_kueue_is_requeued_not_failed():
+    admitted = workload(("QuotaReserved", "True", "QuotaReserved", "Quota reserved in ClusterQueue gpus"),
+                        ("Admitted", "True", "Admitted", "The workload is admitted"), cq="gpus")  # fmt: skip
+    running = S.derive_status(
+        tj(queueName="gpu-queue"), job(active=1), [pod(phase="Running")], now=T1, workload=admitted
+    )
+    assert running["phase"] == "Staging" and running["kueue"]["admitted"] is True
+    assert running["kueue"]["clusterQueue"] == "gpus"
+    evicted = workload(
+        ("QuotaReserved", "False", "Pending", "insufficient unused quota"),
+        ("Evicted", "True", "Preempted", "Preempted to accommodate a workload (UID: x) due to prioritization"),
+        ("Preempted", "True", "InClusterQueue", "Preempted to accommodate a workload (UID: x)"),
+        evictions=[("Preempted", 1)],
+    )
+    state = apply(tj(queueName="gpu-queue"), running)
+    p = S.derive_status(state, job([("Suspended", "JobSuspended", "")]), [], now=T2, workload=evicted)
+    c = cond(p, R.COND_SUSPENDED)
+    assert p["phase"] == "Queued" and c["reason"] == R.REASON_PREEMPTED
+    assert "requeued to queue gpu-queue" in c["message"]
+    assert "Failed" not in [x["type"] for x in p["conditions"] if x["status"] == "True"]
+    assert p["kueue"]["preemptions"] == 1 and p["kueue"]["evictions"] == 1
+    assert p["kueue"]["clusterQueue"] is None  # nulled in the merge patch: no longer admitted
+
+
+def test_workload_view_keeps_what_derivation_reads():
+    v = workload(PENDING_QUOTA, active=False)
+    assert v["metadata"]["ownerReferences"] == [{"uid": "job-uid", "name": "helmets-train", "kind": "Job"}]
+    assert v["spec"]["active"] is False and v["status"]["conditions"][0]["reason"] == "Pending"
 
 
 def test_restart_count_counts_failures_and_disruptions():

@@ -96,6 +96,12 @@ the operator never does.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
+# Kueue Workloads (spec.queueName): kopf watches them to show Kueue's reason, admission and preemptions in the
+# TrainingJob's status; patch sets spec.active from the TrainingJob's spec.suspend (Kueue's way to suspend an
+# admitted workload). Without Kueue's CRD the watch is idle.
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads"]
+  verbs: ["get", "list", "watch", "patch"]
 # The CA bundle's ConfigMap (spec.s3.caBundle): read only while a trainer pod waits in ContainerCreating, to
 # report a missing one (handlers.missing_ca_bundle). Never Secrets.
 - apiGroups: [""]

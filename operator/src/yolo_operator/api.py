@@ -516,12 +516,31 @@ class Condition(_Model):
     observed_generation: int | None = Field(None, ge=0, description="metadata.generation the condition is for.")
 
 
+class KueueStatus(_Model):
+    """What Kueue says about the TrainingJob's Workload (spec.queueName only), read from the Workload."""
+
+    workload: str | None = Field(None, max_length=253, description="Name of the Kueue Workload (owned by the Job).")
+    admitted: bool | None = Field(None, description="Whether Kueue has admitted the Workload (quota reserved).")
+    cluster_queue: str | None = Field(None, max_length=253, description="ClusterQueue that admitted it.")
+    reason: str | None = Field(
+        None, max_length=128, description="Kueue's reason: the Workload's newest condition that holds it "
+        "(QuotaReserved=False: Pending, ...; Evicted: Preempted, InactiveWorkload, ...) or Admitted."
+    )
+    message: str | None = Field(None, max_length=1024, description="Kueue's message for that reason.")
+    evictions: int | None = Field(
+        None, ge=0, description="Times Kueue evicted it (preemptions and others; Workload status.schedulingStats)."
+    )
+    preemptions: int | None = Field(None, ge=0, description="Of those, evictions by preemption.")
+
+
 class TrainingJobStatus(TrainerReport):
     """Observed state. stage, progress, lastCheckpoint and artifacts are written by the trainer
     (yolo_contract.progress.TrainerReport); everything else by the operator."""
 
     phase: Phase | None = Field(
-        None, description="Pending, Staging, Training, Uploading, Succeeded, Failed or Suspended."
+        None,
+        description="Pending, Staging, Training, Uploading, Succeeded, Failed, Suspended, or Queued (spec.queueName: "
+        "Kueue holds the Job, not admitted yet or preempted and requeued).",
     )
     conditions: list[Condition] | None = Field(
         None,
@@ -548,6 +567,7 @@ class TrainingJobStatus(TrainerReport):
     )
     job_name: str | None = Field(None, max_length=MAX_NAME, description="Name of the batch/v1 Job.")
     model: str | None = Field(None, max_length=MAX_URI, description="The resolved model the trainer loads.")
+    kueue: KueueStatus | None = Field(None, description="Kueue's view of the Job's Workload (spec.queueName).")
 
 
 class TrainingJob(_Model):
@@ -596,7 +616,7 @@ class TrainingJob(_Model):
 #: Types of the operator-owned status fields, as the handlers read them back.
 _STATUS_TYPES: dict[str, type] = {
     "phase": str, "conditions": list, "observedGeneration": int, "startTime": str, "completionTime": str,
-    "restartCount": int, "podName": str, "jobName": str, "model": str,
+    "restartCount": int, "podName": str, "jobName": str, "model": str, "kueue": dict,
 }  # fmt: skip
 
 

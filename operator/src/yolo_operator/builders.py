@@ -38,6 +38,9 @@ from yolo_operator.reasons import (
 # --- labels and names -----------------------------------------------------------------------------------
 LABEL_TRAINING_JOB = "yolo-operator.io/training-job"
 LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+#: Kueue's WorkloadPriorityClass label: set on the TrainingJob, it is copied to the Job, where Kueue reads it.
+LABEL_KUEUE_PRIORITY = "kueue.x-k8s.io/priority-class"
+KUEUE_PREFIX = "kueue.x-k8s.io/"
 #: Optional label on a TrainingJob naming the operator instance that owns it (YOLO_OPERATOR_INSTANCE);
 #: copied to every child object so each instance watches only its own Jobs and pods.
 LABEL_OPERATOR_INSTANCE = "yolo-operator.io/operator-instance"
@@ -127,6 +130,56 @@ def _metadata(t: TrainingJob, name: str, extra_labels: dict[str, str] | None = N
         "labels": {**labels(t.name, operator_instance(t)), **(extra_labels or {})},
         "ownerReferences": [owner_reference(t)],
     }
+
+
+# --- user metadata that propagates to the Job and its pod -----------------------------------------------
+#: Prefixes of label and annotation keys that never propagate: the operator's own (its reserved labels and
+#: kopf's progress annotations live under yolo-operator.io/), kopf's defaults, kubectl's and the API server's
+#: bookkeeping. Copying these would make the Job look like a TrainingJob to kopf or to kubectl apply.
+RESERVED_PREFIXES: tuple[str, ...] = (
+    "yolo-operator.io/",
+    "kopf.zalando.org/",
+    "kubectl.kubernetes.io/",
+    "kubernetes.io/",
+    "k8s.io/",
+    "app.kubernetes.io/",  # the operator sets name/instance/component/part-of/managed-by on every child
+    "batch.kubernetes.io/",
+    "controller-uid",
+    "job-name",
+)
+#: Keys the operator derives from the spec; a label with the same key on the TrainingJob does not override it.
+_DERIVED_LABELS: frozenset[str] = frozenset({LABEL_KUEUE_QUEUE})
+
+
+def _reserved(key: str) -> bool:
+    # "kubernetes.io/" also matches "*.kubernetes.io/" prefixes (e.g. kubectl.kubernetes.io, batch.kubernetes.io)
+    prefix = key.split("/", 1)[0] + "/" if "/" in key else ""
+    return (
+        key in _DERIVED_LABELS
+        or any(key.startswith(p) for p in RESERVED_PREFIXES)
+        or prefix.endswith(".kubernetes.io/")
+        or prefix.endswith(".k8s.io/")
+    )
+
+
+def propagated_labels(t: TrainingJob) -> dict[str, str]:
+    """The TrainingJob's own labels that its Job carries (Kueue's priority-class label, cost-centre and team
+    labels, ...): all but the reserved keys (``RESERVED_PREFIXES``) and kueue.x-k8s.io/queue-name, which
+    comes from spec.queueName. Copied when the Job is created; later label edits do not propagate."""
+    return {k: str(v) for k, v in (t.metadata.get("labels") or {}).items() if not _reserved(k)}
+
+
+def propagated_annotations(t: TrainingJob) -> dict[str, str]:
+    """The TrainingJob's annotations that its Job and pod carry: all but the reserved keys (kubectl's
+    last-applied-configuration, kopf's and the operator's own progress annotations, ...)."""
+    return {k: str(v) for k, v in (t.metadata.get("annotations") or {}).items() if not _reserved(k)}
+
+
+def pod_template_labels(t: TrainingJob) -> dict[str, str]:
+    """Labels of the training pod: the propagated ones but Kueue's (Kueue reads them from the Job; on a pod
+    they would ask Kueue's pod integration, where enabled, to manage it too), then the operator's."""
+    user = {k: v for k, v in propagated_labels(t).items() if not k.startswith(KUEUE_PREFIX)}
+    return {**user, **labels(t.name, operator_instance(t))}
 
 
 # --- model resolution ------------------------------------------------------------------------------------
@@ -451,7 +504,14 @@ def build_job(tj: dict[str, Any] | TrainingJob, config: OperatorConfig, model: s
         if sched.priority_class_name:
             pod_spec["priorityClassName"] = sched.priority_class_name
 
-    extra_labels = {LABEL_KUEUE_QUEUE: s.queue_name} if s.queue_name else {}
+    # The operator's labels win over the user's; queue-name comes from spec.queueName only.
+    extra_labels = {**propagated_labels(t), **labels(t.name, operator_instance(t))}
+    if s.queue_name:
+        extra_labels[LABEL_KUEUE_QUEUE] = s.queue_name
+    annotations = propagated_annotations(t)
+    template_meta: dict[str, Any] = {"labels": pod_template_labels(t)}
+    if annotations:
+        template_meta["annotations"] = annotations
     job_spec: dict[str, Any] = {
         "parallelism": 1,
         "completions": 1,
@@ -460,23 +520,22 @@ def build_job(tj: dict[str, Any] | TrainingJob, config: OperatorConfig, model: s
         "podReplacementPolicy": "Failed",  # never two GPU pods at once: replace only after termination
         # With Kueue the Job starts suspended and Kueue un-suspends it on admission.
         "suspend": bool(s.suspend or s.queue_name),
-        "template": {"metadata": {"labels": labels(t.name, operator_instance(t))}, "spec": pod_spec},
+        "template": {"metadata": template_meta, "spec": pod_spec},
     }
     if s.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = s.active_deadline_seconds
     if s.ttl_seconds_after_finished is not None:
         job_spec["ttlSecondsAfterFinished"] = s.ttl_seconds_after_finished
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": _metadata(t, job_name(t.name), extra_labels),
-        "spec": job_spec,
-    }
+    metadata = _metadata(t, job_name(t.name), extra_labels)
+    if annotations:
+        metadata["annotations"] = annotations
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
 
 
 def job_mutable_patch(tj: dict[str, Any] | TrainingJob) -> dict[str, Any]:
     """Merge patch carrying the TrainingJob's mutable fields to its Job. With Kueue (queueName) the
-    operator leaves ``suspend`` to Kueue."""
+    operator leaves the Job's ``suspend`` to Kueue, which unsuspends an admitted Job whatever the user set:
+    spec.suspend goes to the Workload's spec.active instead (``workload_active_patch``)."""
     t = _tj(tj)
     s = t.spec
     spec: dict[str, Any] = {
@@ -486,6 +545,25 @@ def job_mutable_patch(tj: dict[str, Any] | TrainingJob) -> dict[str, Any]:
     if not s.queue_name:
         spec["suspend"] = s.suspend
     return {"spec": spec}
+
+
+def workload_active_patch(tj: dict[str, Any] | TrainingJob, workload: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Merge patch for the Kueue Workload of a TrainingJob with spec.queueName, or None when it already
+    agrees. Kueue documents deactivation (Workload spec.active: false) as the way to stop a queued workload:
+    Kueue evicts it, suspends the Job and keeps it out of the queue; spec.active: true hands it back to
+    Kueue, which requeues it and unsuspends the Job once admitted. Setting the Job's own suspend instead
+    would be undone by Kueue for an admitted Workload."""
+    if isinstance(tj, TrainingJob):
+        queue, suspend = tj.spec.queue_name, tj.spec.suspend
+    else:  # a full body or the operator's compact view (status.trainingjob_view keeps these two fields)
+        spec = tj.get("spec") if isinstance(tj.get("spec"), dict) else {}
+        queue, suspend = spec.get("queueName"), spec.get("suspend") is True
+    if not queue or not workload:
+        return None
+    active = not suspend
+    if ((workload.get("spec") or {}).get("active", True) is not False) == active:
+        return None
+    return {"spec": {"active": active}}
 
 
 # --- per-job RBAC ----------------------------------------------------------------------------------------

@@ -174,6 +174,8 @@ PRINTER_COLUMNS = [
      "description": "Resolved starting model."},
     {"name": "Job", "type": "string", "jsonPath": ".status.jobName", "priority": 1,
      "description": "The batch/v1 Job."},
+    {"name": "Kueue", "type": "string", "jsonPath": ".status.kueue.reason", "priority": 1,
+     "description": "Kueue's reason for the Workload (spec.queueName): Pending, Admitted, Preempted, ..."},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]  # fmt: skip
 

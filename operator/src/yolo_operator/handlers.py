@@ -40,10 +40,11 @@ from yolo_operator.builders import (
     job_name,
     operator_instance,
     starting_model,
+    workload_active_patch,
 )
 from yolo_operator.config import OperatorConfig
 from yolo_operator.kube import ApiError
-from yolo_operator.observed import Observed
+from yolo_operator.observed import KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS, Observed
 from yolo_operator.status import (
     derive_status,
     events_for,
@@ -404,13 +405,38 @@ async def _sync_mutable_fields(t: TrainingJob, job: dict[str, Any]) -> bool:
     return True
 
 
+async def _sync_workload_active(
+    tj: dict[str, Any] | TrainingJob, namespace: str, workload: dict[str, Any] | None
+) -> bool:
+    """spec.suspend with spec.queueName -> the Workload's spec.active (``workload_active_patch``)."""
+    patch = workload_active_patch(tj, workload)
+    if patch is None or workload is None:
+        return False
+    path = kube.path(f"{KUEUE_GROUP}/{KUEUE_VERSION}", KUEUE_WORKLOADS, namespace, workload["metadata"]["name"])
+    try:
+        await api().merge_patch(path, patch)
+    except ApiError as e:
+        if e.status == 404:
+            return False  # Kueue replaced or removed it; its successor's event brings us back
+        raise
+    return True
+
+
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", backoff=RETRY_BACKOFF_SECONDS)
 async def sync_mutable(body: kopf.Body, name: str, namespace: str, logger: logging.Logger, **kwargs: Any) -> None:
     with metrics.timed("sync_mutable"):
         t = TrainingJob.from_body(dict(body))
-        job = Observed.of(kwargs).job(namespace, name, t.uid)
-        if job is not None and owned_by(job, t.uid) and await _sync_mutable_fields(t, job):
+        obs = Observed.of(kwargs)
+        job = obs.job(namespace, name, t.uid)
+        if job is None or not owned_by(job, t.uid):
+            return
+        if await _sync_mutable_fields(t, job):
             kopf.info(dict(body), reason="JobUpdated", message=f"applied {job_mutable_patch(t)['spec']} to the Job")
+        if t.spec.queue_name:
+            workload = obs.workload(namespace, job["metadata"]["name"], _uid(job))
+            if await _sync_workload_active(t, namespace, workload):
+                message = f"set Kueue Workload {workload['metadata']['name']} active={not t.spec.suspend}"
+                kopf.info(dict(body), reason="WorkloadUpdated", message=message)
 
 
 # --- status ----------------------------------------------------------------------------------------------
@@ -442,7 +468,9 @@ async def _derive(namespace: str, name: str, tj: dict[str, Any], obs: Observed) 
         # The pod watch may lag the Job's: list the pods once, so that the failure is reported (and
         # announced) with the trainer's exit code and message rather than the Job's generic reason.
         pods = [p for p in await list_pods(namespace, name) if owned_by(p, _uid(job))]
-    return derive_status(tj, job, pods, missing_volume=await missing_ca_bundle(tj, pods))
+    queued = (tj.get("spec") or {}).get("queueName")
+    workload = obs.workload(namespace, job["metadata"]["name"], _uid(job)) if queued else None
+    return derive_status(tj, job, pods, missing_volume=await missing_ca_bundle(tj, pods), workload=workload)
 
 
 async def missing_ca_bundle(tj: dict[str, Any], pods: list[dict[str, Any]]) -> str | None:
@@ -534,6 +562,23 @@ async def job_event(body: kopf.Body, namespace: str, **kwargs: Any) -> None:
 async def pod_event(body: kopf.Body, namespace: str, **kwargs: Any) -> None:
     with metrics.timed("pod_event"):
         await sync_status_soon(namespace, body["metadata"]["labels"][LABEL_TRAINING_JOB], Observed.of(kwargs))
+
+
+@kopf.on.event(KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS)
+async def workload_event(body: kopf.Body, namespace: str, **kwargs: Any) -> None:
+    """A Kueue Workload changed (admitted, evicted, preempted, requeued): re-derive its TrainingJob's status,
+    and keep spec.suspend on it (a Workload Kueue created for a Job made while spec.suspend was true)."""
+    with metrics.timed("workload_event"):
+        obs = Observed.of(kwargs)
+        for ref in (body.get("metadata") or {}).get("ownerReferences") or ():
+            if ref.get("kind") != "Job":
+                continue
+            tj_name = obs.trainingjob_of_job(namespace, ref.get("name"), ref.get("uid"))
+            tj = obs.trainingjob(namespace, tj_name) if tj_name else None
+            if tj is None:
+                continue
+            await _sync_workload_active(tj, namespace, obs.workload(namespace, ref["name"], ref.get("uid")))
+            await sync_status_soon(namespace, tj_name, obs)
 
 
 def _waiting_on_ca_bundle(body: kopf.Body, **_: Any) -> bool:

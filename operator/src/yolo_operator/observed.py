@@ -23,7 +23,7 @@ import kopf
 
 from yolo_operator import GROUP, PLURAL, VERSION
 from yolo_operator.builders import LABEL_TRAINING_JOB
-from yolo_operator.status import job_view, pod_view, trainingjob_view
+from yolo_operator.status import job_view, pod_view, trainingjob_view, workload_view
 
 Key = tuple[str, str]  # (namespace, TrainingJob name)
 
@@ -66,6 +66,18 @@ async def pod_index(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: A
     return {(namespace, labels[LABEL_TRAINING_JOB]): pod_view(body)}
 
 
+# Kueue's Workloads, keyed by their Job (namespace, Job name): Kueue creates one per Job it manages, owned by
+# the Job. Unlabelled (Kueue copies no labels by default), so every Workload in the watched namespaces is
+# indexed; a cluster without Kueue's CRD has none and kopf only warns that it cannot serve the resource.
+KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS = "kueue.x-k8s.io", "v1beta2", "workloads"
+
+
+@kopf.index(KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS, id="workload_index")
+async def workload_index(body: kopf.Body, namespace: str, **_: Any) -> dict[Key, dict[str, Any]]:
+    view = workload_view(body)
+    return {(namespace, r["name"]): view for r in view["metadata"]["ownerReferences"] if r.get("kind") == "Job"}
+
+
 def _values(index: kopf.Index | None, key: Key) -> list[dict[str, Any]]:
     store = index.get(key) if index is not None else None
     return list(store) if store else []
@@ -78,10 +90,11 @@ class Observed:
     tj_idx: kopf.Index | None = None
     job_idx: kopf.Index | None = None
     pod_idx: kopf.Index | None = None
+    workload_idx: kopf.Index | None = None
 
     @classmethod
     def of(cls, kwargs: dict[str, Any]) -> Observed:
-        return cls(kwargs.get("tj_index"), kwargs.get("job_index"), kwargs.get("pod_index"))
+        return cls(*(kwargs.get(k) for k in ("tj_index", "job_index", "pod_index", "workload_index")))
 
     def trainingjob(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The newest known view of the TrainingJob (our last write if the watch has not shown it yet)."""
@@ -101,6 +114,23 @@ class Observed:
         views = _values(self.job_idx, (namespace, name)) + ([created] if created else [])
         owned = [j for j in views if any(r.get("uid") == owner_uid for r in j["metadata"]["ownerReferences"])]
         return (owned or views or [None])[0]
+
+    def workload(self, namespace: str, job_name: str, job_uid: str | None) -> dict[str, Any] | None:
+        """The Kueue Workload owned by that Job, or None (no Kueue, or it has not created one yet)."""
+        for w in _values(self.workload_idx, (namespace, job_name)):
+            if any(r.get("uid") == job_uid for r in w["metadata"]["ownerReferences"]):
+                return w
+        return None
+
+    def trainingjob_of_job(self, namespace: str, job_name: str, job_uid: str | None) -> str | None:
+        """The name of the TrainingJob whose Job this is (for a Workload's event), or None if not ours. A scan
+        of the Job index: Workload events are rare next to pod events."""
+        for (ns, tj_name), store in (self.job_idx or {}).items():
+            if ns == namespace and any(
+                j["metadata"].get("name") == job_name and j["metadata"].get("uid") == job_uid for j in store
+            ):
+                return tj_name
+        return None
 
     def pods(self, namespace: str, name: str, job_uid: str | None) -> list[dict[str, Any]]:
         return [

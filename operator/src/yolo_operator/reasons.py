@@ -19,9 +19,10 @@ UPLOADING = "Uploading"
 SUCCEEDED = "Succeeded"
 FAILED = "Failed"
 SUSPENDED = "Suspended"
+QUEUED = "Queued"  # spec.queueName: Kueue holds the Job (not admitted yet, or preempted and requeued)
 
-Phase = Literal["Pending", "Staging", "Training", "Uploading", "Succeeded", "Failed", "Suspended"]
-PHASES: tuple[str, ...] = (PENDING, STAGING, TRAINING, UPLOADING, SUCCEEDED, FAILED, SUSPENDED)
+Phase = Literal["Pending", "Staging", "Training", "Uploading", "Succeeded", "Failed", "Suspended", "Queued"]
+PHASES: tuple[str, ...] = (PENDING, STAGING, TRAINING, UPLOADING, SUCCEEDED, FAILED, SUSPENDED, QUEUED)
 TERMINAL_PHASES: frozenset[str] = frozenset({SUCCEEDED, FAILED})
 RUNNING_PHASES: frozenset[str] = frozenset({STAGING, TRAINING, UPLOADING})
 
@@ -59,6 +60,7 @@ REASON_RECOVERED = "Recovered"
 # Suspended
 REASON_JOB_SUSPENDED = "JobSuspended"
 REASON_QUEUED = "QueuedByKueue"
+REASON_PREEMPTED = "PreemptedByKueue"  # Kueue evicted the admitted Workload (preemption) and requeued it
 REASON_RESUMED = "Resumed"
 # Succeeded / Failed (plus yolo_contract.exitcodes.REASONS for failures classified by exit code)
 REASON_COMPLETED = COMPLETED

@@ -204,6 +204,82 @@ def failure_reason(job: dict[str, Any], pods: list[dict[str, Any]]) -> tuple[str
     return reason, msg
 
 
+# --- Kueue ----------------------------------------------------------------------------------------------
+
+
+KUEUE_KEYS = ("workload", "admitted", "clusterQueue", "reason", "message", "evictions", "preemptions")
+
+
+def _wl_conditions(workload: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c.get("type"): c for c in (workload.get("status") or {}).get("conditions") or () if isinstance(c, dict)}
+
+
+def _true(c: dict[str, Any] | None) -> bool:
+    return bool(c) and c.get("status") == "True"
+
+
+def kueue_preempted(workload: dict[str, Any] | None) -> bool:
+    """Kueue evicted the Workload to make room for another (its Preempted condition, or Evicted with reason
+    Preempted); it is requeued and waits for quota again."""
+    if not workload:
+        return False
+    conds = _wl_conditions(workload)
+    evicted = conds.get("Evicted")
+    return _true(conds.get("Preempted")) or (_true(evicted) and evicted.get("reason") == "Preempted")
+
+
+def kueue_status(workload: dict[str, Any] | None) -> dict[str, Any] | None:
+    """status.kueue from the Job's Workload (``workload_view``), or None without one. The reason is the
+    newest thing Kueue says about it: finished, admitted, evicted, or why its quota is not reserved."""
+    if not workload:
+        return None
+    conds = _wl_conditions(workload)
+    wst = workload.get("status") or {}
+    admitted = _true(conds.get("Admitted"))
+    held = conds.get("Evicted") if _true(conds.get("Evicted")) else conds.get("QuotaReserved")
+    if _true(conds.get("Finished")):
+        shown = conds["Finished"]
+    elif admitted:
+        shown = conds["Admitted"]
+    elif held:
+        shown = held
+    else:
+        shown = {"reason": "Pending", "message": "Kueue has not considered the Workload yet"}
+    out: dict[str, Any] = {
+        "workload": (workload.get("metadata") or {}).get("name"),
+        "admitted": admitted,
+        "reason": shown.get("reason") or None,
+        "message": _truncate(shown.get("message"), 1024) or None,
+    }
+    cq = (wst.get("admission") or {}).get("clusterQueue")
+    if cq:
+        out["clusterQueue"] = cq
+    evictions = [e for e in (wst.get("schedulingStats") or {}).get("evictions") or () if isinstance(e, dict)]
+    if evictions:
+        out["evictions"] = sum(int(e.get("count") or 0) for e in evictions)
+        out["preemptions"] = sum(int(e.get("count") or 0) for e in evictions if e.get("reason") == "Preempted")
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def workload_view(workload: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a Kueue Workload that status derivation and the suspend sync read."""
+    meta = workload.get("metadata") or {}
+    st = workload.get("status") or {}
+    refs = [_pick(r, ("uid", "name", "kind")) for r in meta.get("ownerReferences") or () if isinstance(r, dict)]
+    return {
+        "metadata": {**_pick(meta, ("name", "namespace", "uid")), "ownerReferences": refs},
+        "spec": _pick(workload.get("spec"), ("active", "queueName", "priorityClassRef", "priority")),
+        "status": {
+            "conditions": [
+                _pick(c, ("type", "status", "reason", "message"))
+                for c in st.get("conditions") or ()
+                if isinstance(c, dict)
+            ],
+            **_pick(st, ("admission", "schedulingStats", "requeueState")),
+        },
+    }
+
+
 # --- derivation ------------------------------------------------------------------------------------------
 
 
@@ -213,11 +289,14 @@ def derive_status(
     pods: list[dict[str, Any]],
     now: str | None = None,
     missing_volume: str | None = None,
+    workload: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Merge patch for ``.status`` (operator-owned fields only, changed ones only; ``{}`` = nothing to do).
 
     * Job Complete -> Succeeded; Job Failed -> Failed with the reason/message from the pod's exit code and
-      termination message; Job Suspended -> Suspended (QueuedByKueue with spec.queueName).
+      termination message; Job Suspended -> Suspended, or with spec.queueName (and not spec.suspend) Queued:
+      QueuedByKueue naming Kueue's reason from ``workload`` (the Job's Workload), PreemptedByKueue when Kueue
+      evicted it for another and requeued it. ``status.kueue`` mirrors the Workload whatever the phase.
     * A running pod -> the trainer's ``status.stage`` (Staging/Training/Uploading; Staging until it reports).
     * Otherwise Pending, with Unschedulable (scheduler's message) or Stalled (image pull, missing Secret)
       conditions from the newest pod; ``missing_volume`` (the handler looked: the CA bundle's ConfigMap or key
@@ -274,12 +353,15 @@ def derive_status(
     elif "Suspended" in jconds:
         phase = R.SUSPENDED
         if spec.get("queueName") and not spec.get("suspend"):
-            setc(
-                R.COND_SUSPENDED,
-                True,
-                R.REASON_QUEUED,
-                f"waiting for Kueue to admit it to queue {spec['queueName']}",
-            )
+            phase = R.QUEUED
+            k = kueue_status(workload) or {}
+            said = f": {k['reason']}: {k.get('message', '')}".rstrip(": ") if k.get("reason") else ""
+            if kueue_preempted(workload):
+                setc(R.COND_SUSPENDED, True, R.REASON_PREEMPTED,
+                     f"preempted by Kueue and requeued to queue {spec['queueName']}{said}")  # fmt: skip
+            else:
+                setc(R.COND_SUSPENDED, True, R.REASON_QUEUED,
+                     f"waiting for Kueue to admit it to queue {spec['queueName']}{said}")  # fmt: skip
         else:
             setc(R.COND_SUSPENDED, True, R.REASON_JOB_SUSPENDED, "spec.suspend is true; no pod runs")
         clearc(R.RUNNING, R.REASON_JOB_SUSPENDED, "the Job is suspended")
@@ -326,8 +408,13 @@ def derive_status(
     replaced = bool(newest and status.get("podName") and newest != status["podName"])
     desired["restartCount"] = restart_count(status.get("restartCount"), job, all_pods, replaced)
     desired["podName"] = newest or status.get("podName")
-
-    return {k: v for k, v in desired.items() if v is not None and status.get(k) != v}
+    out = {k: v for k, v in desired.items() if v is not None and status.get(k) != v}
+    k = kueue_status(workload) if spec.get("queueName") else None
+    stored = status.get("kueue") if isinstance(status.get("kueue"), dict) else {}
+    if k is not None and k != {key: v for key, v in stored.items() if v is not None}:
+        # a merge patch: keys Kueue no longer reports (clusterQueue after an eviction) are nulled out
+        out["kueue"] = {**dict.fromkeys(KUEUE_KEYS), **k}
+    return out
 
 
 def succeeded_reason(status: dict[str, Any]) -> tuple[str, str]:
