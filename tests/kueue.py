@@ -26,6 +26,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -181,7 +182,7 @@ class KueueProcess:
         try:
             wait_for(self.ready, timeout, interval=1, what=f"Kueue's /readyz on :{self.health_port}")
             # Registered once the webhook server answers: before that the API server would reject every Job.
-            self.webhooks = webhook_configurations(self.webhook_port, ca.read_bytes(), self.dir.parent.name[-8:])
+            self.webhooks = webhook_configurations(self.webhook_port, ca.read_bytes(), uuid.uuid4().hex[:8])
             self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(self.webhooks))
             wait_for(self._webhook_answers, 60, interval=1, what="Kueue's webhook server")
         except BaseException:
@@ -232,6 +233,33 @@ class KueueProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def kueue_objects(namespace: str, queue: str, gpus: int = 8) -> list[dict[str, Any]]:
+    """The example of docs/kueue.md: a ResourceFlavor, a ClusterQueue ``gpus`` with ``gpus`` GPUs of quota (and
+    enough CPU, memory and ephemeral storage not to be the limit) that preempts lower priorities, a LocalQueue
+    ``queue`` and two WorkloadPriorityClasses (research-low 100, production-high 10000)."""
+    covered = ["cpu", "memory", "ephemeral-storage", "nvidia.com/gpu"]
+    quota = {"cpu": "64", "memory": "512Gi", "ephemeral-storage": "4Ti", "nvidia.com/gpu": str(gpus)}
+    v = "kueue.x-k8s.io/v1beta2"
+    flavor = {"name": "gpu", "resources": [{"name": r, "nominalQuota": quota[r]} for r in covered]}
+    cq_spec = {
+        "namespaceSelector": {},
+        "preemption": {"withinClusterQueue": "LowerPriority"},
+        "resourceGroups": [{"coveredResources": covered, "flavors": [flavor]}],
+    }
+    return [
+        {"apiVersion": v, "kind": "ResourceFlavor", "metadata": {"name": "gpu"}},
+        {"apiVersion": v, "kind": "ClusterQueue", "metadata": {"name": "gpus"}, "spec": cq_spec},
+        {
+            "apiVersion": v,
+            "kind": "LocalQueue",
+            "metadata": {"name": queue, "namespace": namespace},
+            "spec": {"clusterQueue": "gpus"},
+        },
+        {"apiVersion": v, "kind": "WorkloadPriorityClass", "metadata": {"name": "research-low"}, "value": 100},
+        {"apiVersion": v, "kind": "WorkloadPriorityClass", "metadata": {"name": "production-high"}, "value": 10000},
+    ]
 
 
 def wait_seconds(start: float) -> str:

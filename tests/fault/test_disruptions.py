@@ -26,14 +26,16 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from tests import testbed
+from tests import kueue, testbed
 from tests.e2e.stack import REAL_NODE, Stack
 
 pytestmark = [pytest.mark.fault, pytest.mark.e2e]
@@ -94,6 +96,34 @@ def node(stack):
 @pytest.fixture
 def operator(stack, namespace):
     stack.install_chart([namespace])
+
+
+KUEUE_QUEUE = "team-queue"
+
+
+@pytest.fixture
+def kueue_on_bed(stack, namespace, tmp_path) -> Iterator[kueue.KueueProcess]:
+    """Kueue's manager against the shared bed, with a ClusterQueue of ONE GPU (the real node has 4) so that a
+    second TrainingJob must preempt the first; its webhooks and cluster-scoped objects removed afterwards.
+    Requested before ``scenario``, so the operator starts with Kueue's CRDs present."""
+
+    def kubectl(*args: str, timeout: float | None = None, **kw: Any):
+        return stack.kubectl(*args, **kw)
+
+    objects = kueue.kueue_objects(namespace, KUEUE_QUEUE, gpus=1)
+    with kueue.KueueProcess(testbed.KUBECONFIG, tmp_path, kubectl) as kq:
+        stack.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
+        active = "jsonpath={.status.conditions[?(@.type=='Active')].status}"
+        stack.wait(lambda: stack.kubectl("get", "clusterqueue", "gpus", "-o", active, check=False).stdout == "True",
+                   60, what="ClusterQueue gpus Active")  # fmt: skip
+        try:
+            yield kq
+        finally:
+            print(stack.kubectl("get", "tj,workloads", "-n", namespace, "-o", "wide", check=False).stdout)
+            print("--- kueue log (tail) ---\n" + kq.logs()[-3000:])
+            for o in reversed(objects):
+                stack.kubectl("delete", o["kind"], o["metadata"]["name"], "-n", namespace, "--ignore-not-found",
+                              "--wait=false", check=False)  # fmt: skip
 
 
 # --- observers -----------------------------------------------------------------------------------------------
@@ -171,6 +201,7 @@ class StatusLog:
         self.custom, self.namespace, self.name = custom, namespace, name
         self.seen: list[tuple[Any, ...]] = []
         self.status: dict[str, Any] = {}
+        self.suspended: list[tuple[str, str, str]] = []  # distinct (phase, reason, message) while Suspended
 
     def poll(self) -> dict[str, Any]:
         tj = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name)
@@ -184,6 +215,11 @@ class StatusLog:
         )
         if not self.seen or self.seen[-1] != row:
             self.seen.append(row)
+        cond = next((c for c in s.get("conditions") or () if c.get("type") == "Suspended"), None)
+        if cond and cond.get("status") == "True":
+            entry = (s.get("phase"), cond.get("reason"), cond.get("message"))
+            if entry not in self.suspended:
+                self.suspended.append(entry)
         return s
 
     @property
@@ -306,15 +342,21 @@ class Scenario:
         self.disruptions: list[Disruption] = []
         self.done: set[str] = set()  # uids of disrupted pods
 
-    def start(self) -> None:
-        dataset = self.stack.upload_dataset(self.bucket, "datasets/shapes", images=16)
+    def start(self, **spec: Any) -> None:
+        self.dataset = self.stack.upload_dataset(self.bucket, "datasets/shapes", images=16)
         self.stack.s3_secret(self.namespace)
-        body = self.stack.training_job(self.name, dataset, f"s3://{self.bucket}/runs/", epochs=self.epochs)
-        body["spec"]["backoffLimit"] = 0  # a disruption counted as a failure would fail the Job at once
+        body = self.training_job(self.name, self.epochs, **spec)
         self.watch = PodWatch(self.core, self.namespace, self.name)
         self.logs = LogFollower(self.stack, self.namespace)
         self.status = StatusLog(self.custom, self.namespace, self.name)
         self.stack.kubectl("apply", "-n", self.namespace, "-f", "-", input=json.dumps(body))
+
+    def training_job(self, name: str, epochs: int, labels: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:
+        body = self.stack.training_job(name, self.dataset, f"s3://{self.bucket}/runs/", epochs=epochs, **spec)
+        body["spec"]["backoffLimit"] = 0  # a disruption counted as a failure would fail the Job at once
+        if labels:
+            body["metadata"]["labels"] = labels
+        return body
 
     def close(self) -> None:
         self.watch.close()
@@ -344,7 +386,8 @@ class Scenario:
 
         return self.stack.wait(ready, timeout, interval=0.5, what=f"{self.name} to train on a fresh pod")
 
-    def disrupt(self, kind: str) -> Disruption:
+    def disrupt(self, kind: str, action: Callable[[], None] | None = None) -> Disruption:
+        """``kind`` evict, preempt or lose-node; or any other name with ``action`` doing the disruption."""
         pod = self.wait_training()
         name, uid = pod["metadata"]["name"], pod["metadata"]["uid"]
         d = Disruption(kind, pod, disrupted_at=datetime.now().astimezone())
@@ -357,6 +400,8 @@ class Scenario:
             self.core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=PREEMPTION_GRACE_SECONDS)
         elif kind == "lose-node":
             self.node.lose()
+        elif action is not None:
+            action()
         else:
             raise ValueError(kind)
         self.done.add(uid)
@@ -384,7 +429,7 @@ class Scenario:
             ev = self.logs.events(new)
             return (new, ev) if any(e["event"] in ("resume", "epoch") for e in ev) else None
 
-        d.replacement, new_events = self.stack.wait(resumed, 300, interval=0.5, what=f"{kind}: a replacement pod")
+        d.replacement, new_events = self.stack.wait(resumed, 420, interval=0.5, what=f"{kind}: a replacement pod")
         d.resumed_from = resumed_from(new_events)
         return d
 
@@ -471,10 +516,10 @@ class Scenario:
 def scenario(stack, k8s, node, namespace, s3_client, operator):
     made: list[Scenario] = []
 
-    def make(epochs: int) -> Scenario:
+    def make(epochs: int, **spec: Any) -> Scenario:
         s = Scenario(stack, k8s, node, namespace, s3_client, epochs)
         made.append(s)
-        s.start()
+        s.start(**spec)
         return s
 
     yield make
@@ -523,3 +568,48 @@ def test_preemption_with_a_short_grace_period_flushes_the_checkpoint_in_time(sce
     status = s.wait_finished()
     s.check_succeeded(status)
     print(f"FAULT-FIGURE preemption: grace={PREEMPTION_GRACE_SECONDS}s delete-to-exit={took:.2f}s {s.figure()}")
+
+
+@pytest.mark.timeout(1200)
+def test_kueue_preemption_flushes_the_checkpoint_requeues_and_resumes(kueue_on_bed, scenario):
+    """Kueue for real on the real node: a low-priority TrainingJob trains in a ClusterQueue of one GPU; a
+    production-high one arrives, Kueue evicts the first (its Job suspended, the pod SIGTERMed by its kubelet),
+    whose trainer flushes its last checkpoint and exits 75. It shows Queued/PreemptedByKueue, never Failed, while
+    the urgent one trains to Succeeded; then Kueue readmits it and it resumes from that checkpoint, no retry
+    spent (backoffLimit 0)."""
+    t0 = time.monotonic()
+    low = {"kueue.x-k8s.io/priority-class": "research-low", "example.com/cost-centre": "ml-research"}
+    s = scenario(epochs=8, queueName=KUEUE_QUEUE, labels=low)
+    urgent = f"urgent-{uuid.uuid4().hex[:4]}"
+
+    def submit_urgent() -> None:
+        body = s.training_job(urgent, 2, queueName=KUEUE_QUEUE,
+                              labels={"kueue.x-k8s.io/priority-class": "production-high"})  # fmt: skip
+        s.stack.kubectl("apply", "-n", s.namespace, "-f", "-", input=json.dumps(body))
+
+    def step(what: str) -> None:
+        print(f"[{time.monotonic() - t0:6.1f} s] {what}", flush=True)
+
+    d = s.disrupt("kueue-preempt", submit_urgent)
+    flushed_after = (d.interrupted["_at"] - d.disrupted_at).total_seconds() if d.interrupted else None
+    step(f"{s.name} preempted after epoch {d.epochs_before}: exit {exit_code(d.final)}, 'interrupted' logged "
+         f"{flushed_after}s after {urgent} was submitted: {d.interrupted}")  # fmt: skip
+    urgent_status = s.stack.wait(
+        lambda: (x := s.custom.get_namespaced_custom_object_status(GROUP, VERSION, s.namespace, PLURAL, urgent)
+                 .get("status") or {}).get("phase") == "Succeeded" and x,
+        300, interval=1, what=f"{urgent} to succeed",
+    )  # fmt: skip
+    step(f"{urgent} Succeeded ({urgent_status['progress']['epochDisplay']})")
+    s.check_replacement(d)
+    step(f"{s.name} readmitted, resumed from epoch {d.resumed_from}")
+    # While the urgent job trained, this one was Queued because Kueue preempted it: never Failed.
+    assert ("Queued", "PreemptedByKueue") in {(p, r) for p, r, _ in s.status.suspended}, s.status.suspended
+    for entry in s.status.suspended:
+        step(f"{s.name} while held: {entry}")
+    status = s.wait_finished()
+    s.check_succeeded(status)
+    step(f"{s.name} Succeeded; kueue status {status.get('kueue')}")
+    assert status["kueue"]["preemptions"] >= 1 and d.epochs_redone <= 1, (status.get("kueue"), d)
+    job = s.batch.read_namespaced_job(status["jobName"], s.namespace)
+    assert job.metadata.labels.get("example.com/cost-centre") == "ml-research"  # the user's label propagated
+    print(f"FAULT-FIGURE kueue-preemption: {s.figure()}")

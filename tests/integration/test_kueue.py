@@ -57,32 +57,6 @@ GPU_NODE = {
 }  # fmt: skip
 
 
-def kueue_objects(namespace: str) -> list[dict[str, Any]]:
-    """The example of docs/kueue.md: a ResourceFlavor, a ClusterQueue with 8 GPUs of quota (and enough CPU,
-    memory and ephemeral storage not to be the limit), a LocalQueue and two WorkloadPriorityClasses."""
-    covered = ["cpu", "memory", "ephemeral-storage", "nvidia.com/gpu"]
-    quota = {"cpu": "64", "memory": "512Gi", "ephemeral-storage": "4Ti", "nvidia.com/gpu": "8"}
-    v = "kueue.x-k8s.io/v1beta2"
-    flavor = {"name": "gpu", "resources": [{"name": r, "nominalQuota": quota[r]} for r in covered]}
-    cq_spec = {
-        "namespaceSelector": {},
-        "preemption": {"withinClusterQueue": "LowerPriority"},
-        "resourceGroups": [{"coveredResources": covered, "flavors": [flavor]}],
-    }
-    return [
-        {"apiVersion": v, "kind": "ResourceFlavor", "metadata": {"name": "gpu"}},
-        {"apiVersion": v, "kind": "ClusterQueue", "metadata": {"name": "gpus"}, "spec": cq_spec},
-        {
-            "apiVersion": v,
-            "kind": "LocalQueue",
-            "metadata": {"name": QUEUE, "namespace": namespace},
-            "spec": {"clusterQueue": "gpus"},
-        },
-        {"apiVersion": v, "kind": "WorkloadPriorityClass", "metadata": {"name": "research-low"}, "value": 100},
-        {"apiVersion": v, "kind": "WorkloadPriorityClass", "metadata": {"name": "production-high"}, "value": 10000},
-    ]
-
-
 class Bed:
     def __init__(self, cluster: ThrowawayCluster, operator: OperatorProcess, kq: kueue.KueueProcess, ns: str):
         self.cluster, self.operator, self.kueue, self.ns = cluster, operator, kq, ns
@@ -150,7 +124,7 @@ def kq_bed(tmp_path_factory) -> Iterator[Bed]:
         install_crd(cluster.kubectl)
         with kueue.KueueProcess(cluster.kubeconfig, tmp, cluster.kubectl) as kq:
             print(f"[{time.monotonic() - t0:6.1f} s] kueue ready")
-            cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(kueue_objects(ns)))
+            cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(kueue.kueue_objects(ns, QUEUE)))
             active = "jsonpath={.status.conditions[?(@.type=='Active')].status}"
             wait_for(lambda: cluster.kubectl("get", "clusterqueue", "gpus", "-o", active).stdout == "True",
                      60, what="ClusterQueue gpus Active")  # fmt: skip
