@@ -82,7 +82,11 @@ def test_missing_ca_bundle_is_stalled_until_created(stack, namespace):
         c = conds.get("Stalled")
         return c if c and c["status"] == "True" else None
 
-    c = stack.wait(stalled, 240, interval=1, what="Stalled")
+    try:
+        c = stack.wait(stalled, 240, interval=1, what="Stalled")
+    except AssertionError:
+        explain_ca_wait(stack, namespace, "ca")
+        raise
     print(json.dumps(c, indent=1))
     assert c["reason"] == "CABundleMissing" and "object-store-ca" in c["message"], c
     pods = stack.get("pods", "-n", namespace, "-l", "yolo-operator.io/training-job=ca")["items"]
@@ -100,3 +104,15 @@ def test_missing_ca_bundle_is_stalled_until_created(stack, namespace):
         return conds.get("Stalled", {}).get("status") == "False" and conds["Stalled"]
 
     print(json.dumps(stack.wait(recovered, 300, interval=2, what="Stalled to clear"), indent=1))
+
+
+def explain_ca_wait(stack: Stack, namespace: str, name: str) -> None:
+    """What the operator had to go on, printed when the test fails: the status, the pods' container states,
+    the namespace's events and the operator's log."""
+    print("status:", json.dumps(phase_of(stack, namespace, name), indent=1))
+    for p in stack.get("pods", "-n", namespace, "-l", f"yolo-operator.io/training-job={name}")["items"]:
+        st = p.get("status") or {}
+        print("pod", p["metadata"]["name"], st.get("phase"), json.dumps(st.get("containerStatuses"), indent=1),
+              json.dumps(st.get("initContainerStatuses")))  # fmt: skip
+    print(stack.kubectl("get", "events", "-n", namespace, "--sort-by=.lastTimestamp", check=False).stdout)
+    print("--- operator log (tail) ---\n" + stack.operator_log()[-8000:])

@@ -542,6 +542,14 @@ def test_views_keep_what_the_handlers_need_and_drop_the_rest():
     }
     assert v["spec"] == {"queueName": "q", "suspend": True} and v["status"] == full["status"]
     assert v["apiVersion"] == "yolo-operator.io/v1alpha1" and v["kind"] == "TrainingJob"  # events' involvedObject
+    # The status derivation asks whether the pod waits for spec.s3.caBundle's ConfigMap: the view must say which
+    # (without it, a pod stuck on a missing CA bundle was never reported Stalled unless a full body came by).
+    ca = {"name": "object-store-ca", "key": "ca.crt"}
+    full["spec"]["s3"] = {"endpoint": "https://s3.example.com", "caBundle": ca, "credentialsSecretRef": {"name": "k"}}
+    assert S.trainingjob_view(full)["spec"]["s3"] == {"caBundle": ca}
+    for garbage in ("x", {"caBundle": "x"}, None):
+        full["spec"]["s3"] = garbage
+        assert "s3" not in S.trainingjob_view(full)["spec"]
 
     j = _full(job(active=1))
     j["spec"].update(suspend=False, activeDeadlineSeconds=60, backoffLimit=3)

@@ -535,12 +535,18 @@ def trainingjob_view(tj: dict[str, Any]) -> dict[str, Any]:
     view_meta = _pick(meta, ("name", "namespace", "uid", "generation", "resourceVersion", "deletionTimestamp"))
     if LABEL_OPERATOR_INSTANCE in labels:
         view_meta["labels"] = {LABEL_OPERATOR_INSTANCE: labels[LABEL_OPERATOR_INSTANCE]}
+    # garbage stored under an older CRD (spec or status not an object, ...) must not break the index
+    spec = tj.get("spec") if isinstance(tj.get("spec"), dict) else None
+    view_spec = _pick(spec, ("queueName", "suspend"))
+    s3 = (spec or {}).get("s3")
+    if isinstance(s3, dict) and isinstance(s3.get("caBundle"), dict):
+        # missing_ca_bundle reads it: a pod that cannot mount it is Stalled/CABundleMissing
+        view_spec["s3"] = {"caBundle": copy.deepcopy(s3["caBundle"])}
     return {
         "apiVersion": tj.get("apiVersion"),
         "kind": tj.get("kind"),
         "metadata": view_meta,
-        # garbage stored under an older CRD (spec or status not an object, ...) must not break the index
-        "spec": _pick(spec if isinstance(spec := tj.get("spec"), dict) else None, ("queueName", "suspend")),
+        "spec": view_spec,
         "status": copy.deepcopy(clean_status(tj.get("status"))),
     }
 
