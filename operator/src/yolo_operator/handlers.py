@@ -46,6 +46,7 @@ from yolo_operator.config import OperatorConfig
 from yolo_operator.kube import ApiError
 from yolo_operator.observed import KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS, Observed
 from yolo_operator.status import (
+    ca_bundle_ref,
     derive_status,
     events_for,
     job_created_status,
@@ -476,7 +477,7 @@ async def _derive(namespace: str, name: str, tj: dict[str, Any], obs: Observed) 
 async def missing_ca_bundle(tj: dict[str, Any], pods: list[dict[str, Any]]) -> str | None:
     """Why the newest pod cannot mount spec.s3.caBundle, or None. Asked only while that pod waits in
     ContainerCreating (the kubelet reports a missing ConfigMap only as an Event), so it costs one GET then."""
-    ref = ((tj.get("spec") or {}).get("s3") or {}).get("caBundle")
+    ref = ca_bundle_ref(tj)
     live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
     newest = max(live, key=lambda p: p["metadata"].get("creationTimestamp", ""), default=None)
     if not ref or newest is None or not waiting_to_create(newest):
@@ -584,10 +585,9 @@ async def workload_event(body: kopf.Body, namespace: str, **kwargs: Any) -> None
 def _waiting_on_ca_bundle(body: kopf.Body, **_: Any) -> bool:
     """kopf evaluates this on every event of every TrainingJob, before any handler: it must not raise on a
     stored object of the wrong shape (a string spec or status), or that object's validation never runs."""
-    spec, status = body.get("spec"), body.get("status")
-    s3 = spec.get("s3") if isinstance(spec, Mapping) else None
+    status = body.get("status")
     phase = status.get("phase") if isinstance(status, Mapping) else None
-    return isinstance(s3, Mapping) and bool(s3.get("caBundle")) and phase in (None, R.PENDING)
+    return ca_bundle_ref(body) is not None and phase in (None, R.PENDING)
 
 
 CA_BUNDLE_RECHECK_SECONDS = 20.0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from yolo_contract.base import now_rfc3339
@@ -144,6 +144,15 @@ def is_scheduled(pod: dict[str, Any]) -> bool:
     )
 
 
+def ca_bundle_ref(tj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """spec.s3.caBundle ({name, key}) of a TrainingJob body or view, or None; None for garbage stored under an
+    older CRD (a spec or s3 that is not an object) too: kopf's filters and the index call this on every object."""
+    spec = tj.get("spec")
+    s3 = spec.get("s3") if isinstance(spec, Mapping) else None
+    ref = s3.get("caBundle") if isinstance(s3, Mapping) else None
+    return ref if isinstance(ref, Mapping) and ref else None
+
+
 def waiting_to_create(pod: dict[str, Any]) -> bool:
     """The trainer container waits in ContainerCreating: how the kubelet shows a volume it cannot mount yet
     (a missing ConfigMap among them), which says nothing of why."""
@@ -210,12 +219,8 @@ def failure_reason(job: dict[str, Any], pods: list[dict[str, Any]]) -> tuple[str
 KUEUE_KEYS = ("workload", "admitted", "clusterQueue", "reason", "message", "evictions", "preemptions")
 
 
-def _wl_conditions(workload: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c.get("type"): c for c in (workload.get("status") or {}).get("conditions") or () if isinstance(c, dict)}
-
-
-def _true(c: dict[str, Any] | None) -> bool:
-    return bool(c) and c.get("status") == "True"
+def _wl_conditions(workload: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in (workload.get("status") or {}).get("conditions") or () if isinstance(c, dict)]
 
 
 def kueue_preempted(workload: dict[str, Any] | None) -> bool:
@@ -224,8 +229,8 @@ def kueue_preempted(workload: dict[str, Any] | None) -> bool:
     if not workload:
         return False
     conds = _wl_conditions(workload)
-    evicted = conds.get("Evicted")
-    return _true(conds.get("Preempted")) or (_true(evicted) and evicted.get("reason") == "Preempted")
+    evicted = get_condition(conds, "Evicted")
+    return is_true(conds, "Preempted") or (is_true(conds, "Evicted") and evicted.get("reason") == "Preempted")
 
 
 def kueue_status(workload: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -235,12 +240,12 @@ def kueue_status(workload: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     conds = _wl_conditions(workload)
     wst = workload.get("status") or {}
-    admitted = _true(conds.get("Admitted"))
-    held = conds.get("Evicted") if _true(conds.get("Evicted")) else conds.get("QuotaReserved")
-    if _true(conds.get("Finished")):
-        shown = conds["Finished"]
+    admitted = is_true(conds, "Admitted")
+    held = get_condition(conds, "Evicted") if is_true(conds, "Evicted") else get_condition(conds, "QuotaReserved")
+    if is_true(conds, "Finished"):
+        shown = get_condition(conds, "Finished")
     elif admitted:
-        shown = conds["Admitted"]
+        shown = get_condition(conds, "Admitted")
     elif held:
         shown = held
     else:
@@ -311,6 +316,7 @@ def derive_status(
     gen = meta.get("generation")
     spec = tj.get("spec") or {}
     status = tj.get("status") or {}
+    kueue = kueue_status(workload) if spec.get("queueName") else None
     old_conds = copy.deepcopy(status.get("conditions") or [])
     conds = old_conds
     jst = job.get("status") or {}
@@ -354,7 +360,7 @@ def derive_status(
         phase = R.SUSPENDED
         if spec.get("queueName") and not spec.get("suspend"):
             phase = R.QUEUED
-            k = kueue_status(workload) or {}
+            k = kueue or {}
             said = f": {k['reason']}: {k.get('message', '')}".rstrip(": ") if k.get("reason") else ""
             if kueue_preempted(workload):
                 setc(R.COND_SUSPENDED, True, R.REASON_PREEMPTED,
@@ -409,11 +415,10 @@ def derive_status(
     desired["restartCount"] = restart_count(status.get("restartCount"), job, all_pods, replaced)
     desired["podName"] = newest or status.get("podName")
     out = {k: v for k, v in desired.items() if v is not None and status.get(k) != v}
-    k = kueue_status(workload) if spec.get("queueName") else None
     stored = status.get("kueue") if isinstance(status.get("kueue"), dict) else {}
-    if k is not None and k != {key: v for key, v in stored.items() if v is not None}:
+    if kueue is not None and kueue != {key: v for key, v in stored.items() if v is not None}:
         # a merge patch: keys Kueue no longer reports (clusterQueue after an eviction) are nulled out
-        out["kueue"] = {**dict.fromkeys(KUEUE_KEYS), **k}
+        out["kueue"] = {**dict.fromkeys(KUEUE_KEYS), **kueue}
     return out
 
 
@@ -538,10 +543,9 @@ def trainingjob_view(tj: dict[str, Any]) -> dict[str, Any]:
     # garbage stored under an older CRD (spec or status not an object, ...) must not break the index
     spec = tj.get("spec") if isinstance(tj.get("spec"), dict) else None
     view_spec = _pick(spec, ("queueName", "suspend"))
-    s3 = (spec or {}).get("s3")
-    if isinstance(s3, dict) and isinstance(s3.get("caBundle"), dict):
+    if (ca := ca_bundle_ref(tj)) is not None:
         # missing_ca_bundle reads it: a pod that cannot mount it is Stalled/CABundleMissing
-        view_spec["s3"] = {"caBundle": copy.deepcopy(s3["caBundle"])}
+        view_spec["s3"] = {"caBundle": copy.deepcopy(dict(ca))}
     return {
         "apiVersion": tj.get("apiVersion"),
         "kind": tj.get("kind"),
