@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import re
@@ -456,9 +457,44 @@ def test_a_full_disk_while_extracting_is_no_corrupt_archive(tmp_path, monkeypatc
     def full(*a, **kw):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(dataset, "open", full, raising=False)
     archive = _zip(tmp_path / "a.zip", {"data.yaml": b"x"})
+    monkeypatch.setattr(dataset.os, "open", full)  # files are created with os.open (zipfile reads with io.open)
     dest = tmp_path / "ds"
     dest.mkdir()
     with pytest.raises(ScratchTooSmall, match=r"a.zip: the disk filled up while staging \(No space left"):
         extract_zip(archive, dest, BIG, "a.zip")
+
+
+def test_a_tar_name_given_twice_extracts_as_the_last_entry(tmp_path):
+    last = b"y" * 3
+
+    def build(tf):
+        for i in range(50):
+            _add(tf, f"d/f{i}.txt", b"%d" % i)
+        _add(tf, "d/twice", b"first")
+        _add(tf, "d/twice", last)
+
+    extract_tar(_tar(tmp_path / "a.tgz", build), tmp_path / "ds", BIG, "a.tgz")
+    assert (tmp_path / "ds/d/twice").read_bytes() == last
+    assert [(tmp_path / f"ds/d/f{i}.txt").read_bytes() for i in range(50)] == [b"%d" % i for i in range(50)]
+
+
+def test_zip_threads_extract_every_file_and_the_last_of_a_repeated_name(tmp_path):
+    entries = {f"d/{i}.bin": bytes([i % 256]) * (1000 + i) for i in range(200)}
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w") as zf, pytest.warns(UserWarning, match="Duplicate name"):
+        for name, data in entries.items():
+            zf.writestr(name, data)
+        zf.writestr("d/7.bin", b"again")
+    extract_zip(archive, tmp_path / "ds", BIG, "a.zip", threads=4)
+    entries["d/7.bin"] = b"again"
+    out = tmp_path / "ds"
+    assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*.bin")} == entries
+
+
+def test_an_error_in_one_extracting_thread_stops_the_extraction(tmp_path):
+    entries = {f"{i}.bin": b"x" * 100 for i in range(100)}
+    limits = dataclasses.replace(BIG, max_bytes=5000)
+    with pytest.raises(DatasetInvalid, match="extracts to more than 5000 bytes"):
+        extract_zip(_zip(tmp_path / "a.zip", entries), tmp_path / "ds", limits, "a.zip", threads=4)
+    assert len(list((tmp_path / "ds").glob("*.bin"))) < 100
