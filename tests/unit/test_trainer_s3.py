@@ -212,7 +212,7 @@ def test_an_endpoint_that_never_answered_is_unreachable_at_preflight_and_unavail
     cfg = S3Config(endpoint=f"http://127.0.0.1:{port}")
     env = {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
     client = make_client(cfg, environ=env)
-    store = S3Store(client, retry_budget=1.0, getter=make_getter(cfg, client, environ=env))
+    store = S3Store(client, retry_budget=1.0, getter=make_getter(cfg, cfg.endpoint, environ=env))
     with pytest.raises(S3Unreachable, match=r"refused.*spec\.s3\.endpoint") as e:
         store.check_bucket("bucket")
     assert not e.value.code.retriable
@@ -373,12 +373,12 @@ def test_credentials_come_from_the_aws_chain_when_no_secret_is_set(monkeypatch, 
     cfg = S3Config(endpoint="http://127.0.0.1:1")
     client = make_client(cfg, environ={}, credentials=got)
     assert client._request_signer._credentials is got.credentials  # the writer signs with the same object
-    assert make_getter(cfg, client, credentials=got).signer.credentials is got.credentials
+    assert make_getter(cfg, cfg.endpoint, credentials=got).signer.credentials is got.credentials
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     with caplog.at_level("WARNING"):
         got = resolve_credentials({})
     assert got.credentials is None and "ANONYMOUS" in caplog.text
-    assert make_getter(cfg, make_client(cfg, credentials=got), credentials=got).signer is None
+    assert make_getter(cfg, cfg.endpoint, credentials=got).signer is None
 
 
 class FakeS3:
@@ -674,3 +674,20 @@ def test_streamed_tar_that_cannot_fit_fails_before_its_get(fake_s3, tmp_path):
     with pytest.raises(ScratchTooSmall, match=r"spec.resources.scratchSize is 2.0 GiB; set it to at least 3Gi"):
         stage_dataset(fake_s3.store(), "s3://b/d.tar.gz", tmp_path / "d", Limits(1 << 30, 1000), scratch=scratch)
     assert fake_s3.heads == ["d.tar.gz"] and fake_s3.gets == []
+
+
+def test_the_writer_is_built_at_the_first_write_when_the_endpoint_is_explicit(monkeypatch):
+    import yolo_trainer.s3 as s3mod
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    built = []
+    real = s3mod.make_client
+    monkeypatch.setattr(s3mod, "make_client", lambda *a, **kw: built.append(1) or real(*a, **kw))
+    store = S3Store.from_config(S3Config(endpoint="http://127.0.0.1:1/", region="eu-west-1"))
+    assert built == [] and store.getter.signer.region == "eu-west-1"
+    assert (store.getter.hostname, store.getter.port) == ("127.0.0.1", 1)
+    assert store.client.meta.endpoint_url == "http://127.0.0.1:1/" and store.client is store.client
+    assert built == [1]
+    aws = S3Store.from_config(S3Config(region="eu-west-1"))  # botocore resolves the AWS endpoint: built now
+    assert built == [1, 1] and aws.getter.hostname == "s3.eu-west-1.amazonaws.com"

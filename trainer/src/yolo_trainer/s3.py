@@ -454,19 +454,14 @@ def make_client(
 
 
 def make_getter(
-    cfg: S3Config, client, environ: dict[str, str] | None = None, credentials: ResolvedCredentials | None = None
+    cfg: S3Config, endpoint: str, environ: dict[str, str] | None = None, credentials: ResolvedCredentials | None = None
 ) -> ObjectGetter:
-    """The GET/LIST client with the boto3 client's endpoint, region, credentials and TLS settings (and the
-    HTTP(S)_PROXY that applies to the endpoint, as botocore would use)."""
+    """The GET/LIST client for ``endpoint`` (the boto3 client's) with the config's region and TLS settings and
+    the same credentials (and the HTTP(S)_PROXY that applies to the endpoint, as botocore would use)."""
     resolved = credentials if credentials is not None else resolve_credentials(environ)
     verify: bool | str = cfg.ca_bundle if cfg.ca_bundle else cfg.verify_tls
     return ObjectGetter(
-        client.meta.endpoint_url,
-        client.meta.region_name or cfg.region,
-        verify=verify,
-        connect_timeout=10,
-        read_timeout=60,
-        credentials=resolved.credentials,
+        endpoint, cfg.region, verify=verify, connect_timeout=10, read_timeout=60, credentials=resolved.credentials
     )
 
 
@@ -483,7 +478,9 @@ class S3Store:
         clock: Callable[[], float] | None = None,
         hints: S3Hints | None = None,
     ):
-        self.client = client
+        self._client = client
+        self._make_client: Callable[[], Any] | None = None
+        self._client_lock = threading.Lock()
         self.hints = hints or S3Hints()
         self.answered = False  # S3 has answered a request (any HTTP response) in this process
         self.retry_budget = retry_budget
@@ -494,15 +491,34 @@ class S3Store:
     @classmethod
     def from_config(cls, cfg: S3Config, max_pool: int = 16) -> S3Store:
         resolved = resolve_credentials()
-        client = make_client(cfg, max_pool=max_pool, credentials=resolved)
+
+        def writer():
+            return make_client(cfg, max_pool=max_pool, credentials=resolved)
+
+        # Building the boto3 writer takes 40-170 ms of staging time (bench/staging.py) and staging only reads,
+        # so with an explicit endpoint (botocore uses it verbatim) it is built at the first write. Without one,
+        # botocore resolves the AWS endpoint (region, AWS_ENDPOINT_URL...), and the reader must use the same.
+        client = None if cfg.endpoint else writer()
+        endpoint = cfg.endpoint or client.meta.endpoint_url
         hints = S3Hints(
-            endpoint=client.meta.endpoint_url, region=cfg.region, credentials=resolved.source,
-            ca_bundle=bool(cfg.ca_bundle),
-        )  # fmt: skip
+            endpoint=endpoint, region=cfg.region, credentials=resolved.source, ca_bundle=bool(cfg.ca_bundle)
+        )
         if cfg.data_connection:
             hints.data_connection()
-        getter = make_getter(cfg, client, credentials=resolved)
-        return cls(client, retry_budget=retry_budget_from_env(), getter=getter, hints=hints)
+        getter = make_getter(cfg, endpoint, credentials=resolved)
+        store = cls(client, retry_budget=retry_budget_from_env(), getter=getter, hints=hints)
+        if client is None:
+            store._make_client = writer
+        return store
+
+    @property
+    def client(self):
+        """The boto3 client every write goes through (built on first use when ``from_config`` deferred it)."""
+        if self._client is None and self._make_client is not None:
+            with self._client_lock:  # the checkpoint upload thread and the main thread may both write first
+                if self._client is None:
+                    self._client = self._make_client()
+        return self._client
 
     def call(self, what: str, bucket: str, key: str | None, fn: Callable[[], T]) -> T:
         """Runs ``fn`` until it succeeds, retrying transient failures while S3 has been failing this call for
