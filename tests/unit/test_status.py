@@ -473,6 +473,9 @@ def test_events_for_transitions():
     evs = S.events_for({"phase": "Pending"}, p2)
     assert [e[1] for e in evs] == [R.EVENT_UNSCHEDULABLE]
     assert S.events_for(apply(tj({"phase": "Pending"}), p2)["status"], p2) == []
+    # a new TrainingJob's first phase is no change worth an Event; its first step after that is
+    assert S.events_for({}, {"phase": "Pending"}) == []
+    assert [e[2] for e in S.events_for({}, {"phase": "Staging"})] == ["phase - -> Staging"]
 
 
 # --- compact views: what the operator keeps in memory must derive the same status -----------------------

@@ -16,6 +16,7 @@ Handler progress lives in annotations (``yolo-operator.io/...``), never in ``sta
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import logging
@@ -72,11 +73,16 @@ CONSISTENCY_TIMEOUT_SECONDS = 60
 # kopf retries a handler that raised something other than its own error types after 60 s by default: one
 # transient API error (a timeout, a 5xx, a 409 after our retries) would hold a new TrainingJob back a minute.
 RETRY_BACKOFF_SECONDS = 10
+# How long a status derivation waits for more of the same TrainingJob's events (sync_status_soon): longer means
+# fewer writes under load, and a status that much later than the cluster; kubectl's watch does not notice.
+STATUS_COALESCE_SECONDS = 0.5
 
 CONFIG = OperatorConfig.from_env()
 _api_client: kube.Client | None = None
 # TrainingJobs whose status is being synced right now -> whether another event came meanwhile (sync_status_soon)
 _syncing: dict[tuple[str, str], bool] = {}
+_sync_tasks: set[asyncio.Task] = set()  # the running _sync_later tasks (the loop keeps only weak references)
+SYNC_RETRY_DELAYS = (2.0, 5.0, 10.0, 30.0)
 
 
 def api() -> kube.Client:
@@ -138,6 +144,8 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
     global _api_client
+    for task in list(_rechecks.values()):
+        task.cancel()
     if _api_client is not None:
         await _api_client.close()
         _api_client = None
@@ -360,19 +368,23 @@ async def _ensure(body: dict[str, Any], name: str, namespace: str, obs: Observed
     else:
         await _sync_mutable_fields(t, job)
 
-    # One write: the creation conditions and what the Job already shows.
-    before: dict[str, Any] = {}
-
-    def compute(fresh: dict[str, Any]) -> dict[str, Any]:
-        nonlocal before
-        created_patch = job_created_status(fresh, jname, model)
-        before = {**(fresh.get("status") or {}), **created_patch}
-        derived = derive_status({**fresh, "status": before}, job, obs.pods(namespace, name, _uid(job)))
-        return {**created_patch, **derived}
-
-    written_from, patch = await update_status(namespace, name, compute, read=lambda: obs.trainingjob(namespace, name))
-    _announce(written_from, before, patch)
+    # The status write that records the Job (jobName, model, JobCreated) is the first coalesced write of its
+    # Job's and pod's events (_derive): under a burst of creations the Jobs come first and each status is
+    # written about once, instead of once here and again for each of the Job's first events.
+    if _stored_status_is_garbage(body):
+        # The API server validates the stored status on every write to the object, kopf's own patch included:
+        # garbage from an older CRD is replaced now, or that patch is refused until the coalesced write comes.
+        await sync_status(namespace, name, obs)
+    else:
+        sync_status_soon(namespace, name, obs)
+    # kopf's own patch of this TrainingJob (its "handled" annotation) follows when this returns: it waits too
+    await api().after_creates()
     return {"job": jname, "created": created}
+
+
+def _stored_status_is_garbage(body: dict[str, Any]) -> bool:
+    raw = body.get("status")
+    return raw is not None and clean_status(raw) != raw
 
 
 def _pick_meta(view: dict[str, Any]) -> dict[str, Any]:
@@ -449,11 +461,6 @@ async def _derive(namespace: str, name: str, tj: dict[str, Any], obs: Observed) 
     if (tj.get("metadata") or {}).get("deletionTimestamp") or operator_instance(tj) != CONFIG.instance:
         return {}
     status = tj.get("status") or {}
-    if not status.get("jobName"):
-        # ensure() has not recorded the Job yet (the Job's first events can outrun it): its own status write
-        # includes what the Job shows. Deriving now would race it and patch on top of a status it replaces
-        # as a whole (one stored by an older CRD may hold garbage that only that write clears).
-        return {}
     uid = _uid(tj)
     job = obs.job(namespace, name, uid)
     if job is None and status.get("jobName") and status.get("phase") not in R.TERMINAL_PHASES:
@@ -462,6 +469,13 @@ async def _derive(namespace: str, name: str, tj: dict[str, Any], obs: Observed) 
             return job_missing_status(tj)
     if job is None or not owned_by(job, uid):
         return {}
+    recorded: dict[str, Any] = {}
+    if not status.get("jobName"):
+        # ensure() created the Job (the overlay or the index shows it): this write records it, with what it shows
+        if not job.get("model") or job["metadata"].get("name") != job_name(name):
+            return {}
+        recorded = job_created_status(tj, job["metadata"]["name"], job["model"])
+        tj = {**tj, "status": {**status, **recorded}}
     pods = obs.pods(namespace, name, _uid(job))
     if _pods_lag(job, pods):
         return {}  # the pod watch is behind the Job's (a new pod counted, not yet seen): its event follows
@@ -471,7 +485,8 @@ async def _derive(namespace: str, name: str, tj: dict[str, Any], obs: Observed) 
         pods = [p for p in await list_pods(namespace, name) if owned_by(p, _uid(job))]
     queued = (tj.get("spec") or {}).get("queueName")
     workload = obs.workload(namespace, job["metadata"]["name"], _uid(job)) if queued else None
-    return derive_status(tj, job, pods, missing_volume=await missing_ca_bundle(tj, pods), workload=workload)
+    derived = derive_status(tj, job, pods, missing_volume=await missing_ca_bundle(tj, pods), workload=workload)
+    return {**recorded, **derived}
 
 
 async def missing_ca_bundle(tj: dict[str, Any], pods: list[dict[str, Any]]) -> str | None:
@@ -520,22 +535,48 @@ async def sync_status(namespace: str, name: str, obs: Observed) -> dict[str, Any
     return patch
 
 
-async def sync_status_soon(namespace: str, name: str, obs: Observed) -> None:
-    """For the event handlers of the TrainingJob, its Job and its pods. kopf runs one object's handlers one at
-    a time, but these are three objects: while one of them is writing the TrainingJob's status, the others'
-    events only ask it to derive once more when done (from the indexes, which by then show their objects),
-    instead of writing on top of it and retrying on a 409."""
+def sync_status_soon(namespace: str, name: str, obs: Observed) -> None:
+    """For the event handlers of the TrainingJob, its Job and its pods: the status is derived and written by one
+    task per TrainingJob, a moment later (``_sync_later``). The handler returns at once, so kopf does not hold
+    its event bodies while the task waits (with a burst of 1,000 TrainingJobs that is most of the heap).
+
+    kopf runs one object's handlers one at a time, but these are three objects: while the task of one of them
+    derives or writes, the others' events only ask it to derive once more when done (from the indexes, which
+    by then show their objects), instead of writing on top of it and retrying on a 409."""
     key = (namespace, name)
     if key in _syncing:
         _syncing[key] = True
         return
     _syncing[key] = False
+    task = asyncio.get_running_loop().create_task(_sync_later(key, obs), name=f"status {namespace}/{name}")
+    _sync_tasks.add(task)
+    task.add_done_callback(_sync_tasks.discard)
+
+
+async def _sync_later(key: tuple[str, str], obs: Observed) -> None:
+    """Each derivation waits STATUS_COALESCE_SECONDS, and while creates are in flight (``kube.Client.after_creates``):
+    a Job's and its pod's events come in bursts (created, pod created, scheduled or not, started), and one write
+    follows them all instead of one per event; under a burst of new TrainingJobs their Jobs are created first.
+    A failed write is retried (SYNC_RETRY_DELAYS), since no kopf retry stands behind a task."""
+    namespace, name = key
+    failures = 0
     try:
         while True:
-            await sync_status(namespace, name, obs)
+            await asyncio.sleep(STATUS_COALESCE_SECONDS)  # the events that come meanwhile make the same write
+            await api().after_creates()  # Jobs (and their RBAC) being created go first
+            _syncing[key] = False  # what comes from here on asks for one more derivation
+            try:
+                await sync_status(namespace, name, obs)
+            except Exception as e:  # logged and retried: no handler stands behind a task to raise to
+                if failures == len(SYNC_RETRY_DELAYS):
+                    log.error("%s/%s: status not written after %d attempts: %s", namespace, name, failures + 1, e)
+                    return
+                log.warning("%s/%s: status write failed, retrying: %s", namespace, name, e)
+                await asyncio.sleep(SYNC_RETRY_DELAYS[failures])
+                failures += 1
+                _syncing[key] = True
             if not _syncing[key]:
                 return
-            _syncing[key] = False
     finally:
         del _syncing[key]
 
@@ -556,13 +597,13 @@ def _announce(tj: dict[str, Any] | None, old_status: dict[str, Any] | None, patc
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_TRAINING_JOB: kopf.PRESENT})
 async def job_event(body: kopf.Body, namespace: str, **kwargs: Any) -> None:
     with metrics.timed("job_event"):
-        await sync_status_soon(namespace, body["metadata"]["labels"][LABEL_TRAINING_JOB], Observed.of(kwargs))
+        sync_status_soon(namespace, body["metadata"]["labels"][LABEL_TRAINING_JOB], Observed.of(kwargs))
 
 
 @kopf.on.event("v1", "pods", labels={LABEL_TRAINING_JOB: kopf.PRESENT})
 async def pod_event(body: kopf.Body, namespace: str, **kwargs: Any) -> None:
     with metrics.timed("pod_event"):
-        await sync_status_soon(namespace, body["metadata"]["labels"][LABEL_TRAINING_JOB], Observed.of(kwargs))
+        sync_status_soon(namespace, body["metadata"]["labels"][LABEL_TRAINING_JOB], Observed.of(kwargs))
 
 
 @kopf.on.event(KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS)
@@ -579,29 +620,51 @@ async def workload_event(body: kopf.Body, namespace: str, **kwargs: Any) -> None
             if tj is None:
                 continue
             await _sync_workload_active(tj, namespace, obs.workload(namespace, ref["name"], ref.get("uid")))
-            await sync_status_soon(namespace, tj_name, obs)
+            sync_status_soon(namespace, tj_name, obs)
 
 
-def _waiting_on_ca_bundle(body: kopf.Body, **_: Any) -> bool:
-    """kopf evaluates this on every event of every TrainingJob, before any handler: it must not raise on a
-    stored object of the wrong shape (a string spec or status), or that object's validation never runs."""
+def _waiting_on_ca_bundle(body: Mapping[str, Any], **_: Any) -> bool:
+    """Whether a TrainingJob (body or index view) uses spec.s3.caBundle and is still Pending. It must not
+    raise on a stored object of the wrong shape (a string spec or status): it runs on every event."""
     status = body.get("status")
     phase = status.get("phase") if isinstance(status, Mapping) else None
     return ca_bundle_ref(body) is not None and phase in (None, R.PENDING)
 
 
 CA_BUNDLE_RECHECK_SECONDS = 20.0
+_rechecks: dict[tuple[str, str], asyncio.Task] = {}  # TrainingJobs waiting on their CA bundle -> recheck task
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=CA_BUNDLE_RECHECK_SECONDS, initial_delay=CA_BUNDLE_RECHECK_SECONDS,
-            when=_waiting_on_ca_bundle)  # fmt: skip
-async def recheck_ca_bundle(name: str, namespace: str, **kwargs: Any) -> None:
+def recheck_ca_bundle_while_pending(namespace: str, name: str, obs: Observed) -> None:
     """A pod that cannot mount spec.s3.caBundle sends no event after its first status: the kubelet reports
     the missing ConfigMap only as a core Event. While such a TrainingJob is Pending, its status is re-derived
-    now and then, so Stalled/CABundleMissing is set even when the pod's only event came before the Job was
-    recorded in the status (which is when the derivation skips). Settled from memory unless it waits in
-    ContainerCreating (then one GET of the ConfigMap)."""
-    await sync_status_soon(namespace, name, Observed.of(kwargs))
+    every CA_BUNDLE_RECHECK_SECONDS, so Stalled/CABundleMissing is set even when no event of the pod follows
+    the one that left it waiting (settled from the indexes unless the pod waits in ContainerCreating: then one
+    GET of the ConfigMap).
+
+    A task holding the key, not a kopf timer: for a resource with any timer or daemon kopf keeps every
+    object's whole last body (its daemons' live body), ~25 KB per TrainingJob, waiting or not."""
+    key = (namespace, name)
+    if key in _rechecks:
+        return
+    task = asyncio.get_running_loop().create_task(_recheck_loop(key, obs), name=f"ca-bundle {namespace}/{name}")
+    _rechecks[key] = task
+    task.add_done_callback(lambda t: _rechecks.pop(key) if _rechecks.get(key) is t else None)
+
+
+async def _recheck_loop(key: tuple[str, str], obs: Observed) -> None:
+    while True:
+        await asyncio.sleep(CA_BUNDLE_RECHECK_SECONDS)
+        tj = obs.trainingjob(*key)
+        if tj is None or not _waiting_on_ca_bundle(tj):
+            return
+        sync_status_soon(*key, obs)
+
+
+def stop_ca_bundle_recheck(namespace: str, name: str) -> None:
+    task = _rechecks.pop((namespace, name), None)
+    if task is not None:
+        task.cancel()
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -611,8 +674,11 @@ async def trainingjob_event(event: kopf.RawEvent, body: kopf.Body, name: str, na
         if event.get("type") == "DELETED":
             metrics.observe_phase(namespace, name, None)
             observed.forget(namespace, name)
+            stop_ca_bundle_recheck(namespace, name)
             return
+        if _waiting_on_ca_bundle(body):
+            recheck_ca_bundle_while_pending(namespace, name, Observed.of(kwargs))
         status = clean_status(body.get("status"))
         metrics.observe_phase(namespace, name, status.get("phase") or R.PENDING)
         if status.get("jobName") and status.get("phase") not in R.TERMINAL_PHASES:
-            await sync_status_soon(namespace, name, Observed.of(kwargs))
+            sync_status_soon(namespace, name, Observed.of(kwargs))

@@ -16,6 +16,7 @@ projected ServiceAccount tokens are rotated by the kubelet while the operator ru
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -33,6 +34,10 @@ CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 60.0  # no request may hang for good
 # connection only for GET, once (aiohttp's own retry of idempotent requests); a POST or PATCH that may have
 # arrived is left to the handler's retry.
 CONNECT_RETRY_DELAYS = (0.0, 0.0, 0.4, 0.8)  # urllib3's Retry(connect=3, backoff_factor=0.2), as before
+# ``after_creates`` (before a status derivation) waits while creates are in flight, this long at most: under a
+# burst of new TrainingJobs the API server serves their Jobs first (what a user waits for), and each status is
+# derived once afterwards from everything seen meanwhile, instead of every Job waiting behind status writes.
+AFTER_CREATES_MAX_WAIT_SECONDS = 5.0
 
 
 class ApiError(Exception):
@@ -88,6 +93,8 @@ class Client:
     def __init__(self, pool_size: int = 32, info: kopf.ConnectionInfo | None = None):
         self.pool_size = pool_size
         self._session: aiohttp.ClientSession | None = None
+        self._creates = 0  # creates in flight
+        self._no_creates: asyncio.Event | None = None  # made in the running loop (session())
         self._connect(info or login())
 
     def _connect(self, info: kopf.ConnectionInfo) -> None:
@@ -149,8 +156,28 @@ class Client:
                 return None
             raise
 
+    def _creates_done(self) -> asyncio.Event:
+        if self._no_creates is None:
+            self._no_creates = asyncio.Event()
+            self._no_creates.set()
+        return self._no_creates
+
     async def create(self, path: str, obj: dict[str, Any]) -> dict[str, Any]:
-        return await self.request("POST", path, obj)
+        done = self._creates_done()
+        self._creates += 1
+        done.clear()
+        try:
+            return await self.request("POST", path, obj)
+        finally:
+            self._creates -= 1
+            if not self._creates:
+                done.set()
+
+    async def after_creates(self) -> None:
+        """Returns once no create is in flight, or after AFTER_CREATES_MAX_WAIT_SECONDS."""
+        if self._creates:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._creates_done().wait(), AFTER_CREATES_MAX_WAIT_SECONDS)
 
     async def merge_patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any]:
         return await self.request("PATCH", path, patch, content_type=MERGE_PATCH)

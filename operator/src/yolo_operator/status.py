@@ -599,7 +599,8 @@ def events_for(old_status: dict[str, Any] | None, patch: dict[str, Any]) -> list
     old_status = old_status or {}
     out: list[tuple[str, str, str]] = []
     new_phase = patch.get("phase")
-    if new_phase and new_phase != old_status.get("phase"):
+    if new_phase and new_phase != old_status.get("phase") and (old_status.get("phase"), new_phase) != (None, R.PENDING):
+        # (a new TrainingJob's first phase is not a change)
         if new_phase == R.SUCCEEDED:
             out.append(("Normal", R.EVENT_SUCCEEDED, "training succeeded"))
         elif new_phase == R.FAILED:
