@@ -288,8 +288,8 @@ class CeilingClient:
             try:
                 t = TrainingJob.from_body(tj)
                 model = t.spec.model.yaml or ""
-                for obj in (builders.build_service_account(t), builders.build_role(t), builders.build_role_binding(t),
-                            builders.build_job(t, self.config, model)):  # fmt: skip
+                for obj in (builders.build_service_account(t, self.config), builders.build_role(t),
+                            builders.build_role_binding(t), builders.build_job(t, self.config, model)):  # fmt: skip
                     await self._request("POST", kube.path(obj["apiVersion"], plural[obj["kind"]], t.namespace), obj)
                 status = job_created_status(tj, builders.job_name(t.name), model)
                 await self._request(
@@ -494,7 +494,10 @@ class Bench:
                 [trainingjob(x, pending=True, instance=CEILING_INSTANCE) for x in names],
                 then=client.submit,
             )
-            ok = watch.wait_for(set(names), 600)
+            deadline = time.monotonic() + 600
+            while not (ok := watch.wait_for(set(names), 5)) and time.monotonic() < deadline:
+                if client.errors:  # a broken ceiling client must fail the run, not wait it out
+                    raise RuntimeError(f"ceiling client: {len(client.errors)} errors, e.g. {client.errors[0]}")
         finally:
             watch.stop()
             client.close()
