@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -119,9 +120,18 @@ def test_progress_is_reported_every_epoch_as_merge_patch(first_run):
             "dflLoss",
         }
         assert p["etaSeconds"] >= 0 and p["updatedAt"].endswith("Z")
-    # Epoch 1 was checkpointed (epoch 2 is the last: its outputs are the final ones).
-    ckpts = [s["lastCheckpoint"] for s in statuses if "lastCheckpoint" in s]
-    assert ckpts and ckpts[0]["epoch"] == 1 and ckpts[0]["uri"].endswith("/checkpoints/e000001/last.pt")
+    # Every checkpoint the trainer committed is reported, and nothing else. Epoch 2 is the last (its outputs are
+    # the final ones) and is never checkpointed; epoch 1's may be coalesced into it by design (newest wins) when
+    # epoch 2 saved over last.pt before epoch 1's was staged, which sub-second epochs on a busy machine do.
+    uploads = re.finditer(r"checkpoint of epoch (\d+) uploaded to (\S+)", res.stderr)
+    uploaded = [{"epoch": int(m[1]), "uri": m[2]} for m in uploads]
+    assert [u["epoch"] for u in uploaded] in ([1], []), res.stderr[-4000:]
+    reported = [s["lastCheckpoint"] for s in statuses if "lastCheckpoint" in s]  # repeated by later reports
+    assert [c for i, c in enumerate(reported) if i == 0 or c != reported[i - 1]] == uploaded
+    for u in uploaded:
+        assert u["uri"].endswith(f"/out/ns1/first/checkpoints/e{u['epoch']:06d}/last.pt")
+    if not uploaded:  # then the log says why epoch 1's checkpoint was not uploaded
+        assert "checkpoint of epoch 1 " in res.stderr, res.stderr[-4000:]
     assert statuses[-1]["artifacts"]["bestWeights"].endswith("/out/ns1/first/weights/best.pt")
     assert statuses[-1]["artifacts"]["metrics"].endswith("/out/ns1/first/metrics.json")
     # One structured log line per epoch on stdout.

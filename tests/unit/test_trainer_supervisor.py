@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import signal
 import sys
 import threading
@@ -72,6 +73,26 @@ def test_every_epoch_is_reported_and_every_complete_checkpoint_but_the_last_subm
     assert result.final_metrics == {"metrics/mAP50-95(B)": 0.77} and result.epochs_reported == [1, 2, 3, 4]
     assert result.stopped_at is None
     assert [x["epoch"] for x in r.lines() if x["event"] == "epoch"] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("start", [0, 2])
+def test_every_checkpoint_not_submitted_is_named_in_the_log(tmp_path, caplog, start):
+    """Epochs shorter than the poll are saved over before the supervisor sees them (newest wins): the log says
+    which, so a status without lastCheckpoint can be told from a lost one."""
+    if start:
+        (tmp_path / "run").mkdir()
+        (tmp_path / "run" / "results.csv").write_text(HEADER + "1,5,1,2,3,.5,.4,.9,.8\n2,9,1,2,3,.5,.4,.2,.1\n")
+    caplog.set_level("INFO", logger="yolo_trainer.supervisor")
+    r = Run(tmp_path, epochs=start + 8, start=start, epoch_seconds=0.02)
+    r.sup.run()
+    named: set[int] = set()  # 1-based
+    for m in re.finditer(r"checkpoint of epoch (\d+)(?: to (\d+))? was saved over", caplog.text):
+        named |= set(range(int(m[1]), int(m[2] or m[1]) + 1))
+    for m in re.finditer(r"checkpoint of epoch (\d+) was overwritten", caplog.text):
+        named.add(int(m[1]))
+    submitted = {e + 1 for e in r.submitted}
+    assert not named & submitted
+    assert named | submitted == set(range(start + 1, start + 8)), caplog.text  # all but the final epoch
 
 
 def test_a_resumed_run_reports_only_the_epochs_it_trains(tmp_path):

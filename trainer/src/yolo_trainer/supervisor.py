@@ -346,6 +346,10 @@ class Supervisor:
         if not saved or int(saved["epoch"]) <= self._submitted:
             return
         epoch = int(saved["epoch"])
+        expected = self._submitted + 1 if self._submitted >= 0 else len(self._rows_before or ())
+        if epoch > expected:  # polled every POLL_SECONDS: shorter epochs are saved over before they are seen
+            skipped = str(epoch) if epoch == expected + 1 else f"{expected + 1} to {epoch}"
+            log.info("checkpoint of epoch %s was saved over by epoch %d before it was seen", skipped, epoch + 1)
         self._submitted = epoch
         self.epochs = int(saved.get("epochs") or self.epochs)
         # The last epoch is not checkpointed: training ends right after it and the final outputs follow.
