@@ -144,7 +144,8 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
     global _api_client
-    for task in list(_rechecks.values()):
+    # Before the client closes: a status task woken after it would open a new client (api()) that nobody closes.
+    for task in [*_rechecks.values(), *_sync_tasks]:
         task.cancel()
     if _api_client is not None:
         await _api_client.close()
