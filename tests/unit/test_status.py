@@ -501,6 +501,29 @@ def _full(obj: dict, **extra_status) -> dict:
     return out
 
 
+def _noisy_job(obj: dict) -> dict:
+    """_full plus what the Job controller writes that derive_status does not read (the view drops it)."""
+    out = _full(obj, ready=0, terminating=0, uncountedTerminatedPods={"succeeded": []})
+    out["status"]["conditions"] = [
+        {**c, "lastProbeTime": T1} for c in out["status"].get("conditions") or ()
+    ] + [{"type": "Suspended", "status": "False", "reason": "JobResumed", "lastProbeTime": T1}]
+    return out
+
+
+def _noisy_pod(obj: dict) -> dict:
+    """_full plus the conditions, times and container fields of a real pod that derive_status does not read."""
+    out = _full(obj, hostIP="10.0.0.1", qosClass="Burstable")
+    st_ = out["status"]
+    st_["conditions"] = [
+        {**c, "lastTransitionTime": T0, "lastProbeTime": None} for c in st_.get("conditions") or ()
+    ] + [{"type": t, "status": "True", "lastTransitionTime": T0} for t in ("Initialized", "ContainersReady")]
+    for cs in st_.get("containerStatuses") or ():
+        cs.update(containerID="containerd://abc", restartCount=0, ready=False, started=False)
+        for state in (cs.get("state") or {}).values():
+            state.update(startedAt=T0, containerID="containerd://abc")
+    return out
+
+
 UNSCHEDULABLE = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/2 nodes"}]
 DISRUPTED = [{"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"}]
 WAITING = {"containerStatuses": [{"name": "trainer", "state": {"waiting": {"reason": "ImagePullBackOff"}}}]}
@@ -521,7 +544,7 @@ MORE_OBSERVATIONS = st.one_of(
 def test_views_derive_the_same_status(observations):
     state = tj({"phase": "Pending"}, queueName="q", suspend=False)
     for j, pods in observations:
-        full_job, full_pods = _full(j), [_full(p, hostIP="10.0.0.1", qosClass="Burstable") for p in pods]
+        full_job, full_pods = _noisy_job(j), [_noisy_pod(p) for p in pods]
         want = S.derive_status(state, full_job, full_pods, now=T1)
         got = S.derive_status(
             S.trainingjob_view(state), S.job_view(full_job), [S.pod_view(p) for p in full_pods], now=T1
@@ -569,3 +592,22 @@ def test_views_keep_what_the_handlers_need_and_drop_the_rest():
     assert set(pv["metadata"]) == {"name", "creationTimestamp", "ownerReferences"}
     j["status"]["active"] = 0
     assert jv["status"]["active"] == 1  # a copy, not a reference into kopf's body
+
+    # What a finished TrainingJob keeps for its Job and pod until it is deleted: only what derive_status reads.
+    done = _noisy_job(job([("Complete", "CompletionsReached", "done")], succeeded=1))
+    assert S.job_view(done)["status"] == {
+        "succeeded": 1,
+        "conditions": [
+            {"type": "Complete", "status": "True", "reason": "CompletionsReached", "message": "done",
+             "lastTransitionTime": T2}
+        ],
+    }  # fmt: skip
+    pv = S.pod_view(_noisy_pod(pod(phase="Failed", conditions=DISRUPTED + UNSCHEDULABLE, **terminated(12, "no"))))
+    assert pv["status"] == {
+        "phase": "Failed",
+        "conditions": DISRUPTED + UNSCHEDULABLE,
+        "containerStatuses": [
+            {"name": "trainer", "state": {"terminated": {"exitCode": 12, "reason": "Error", "message": "no",
+                                                         "finishedAt": T1}}, "lastState": {}}
+        ],
+    }  # fmt: skip

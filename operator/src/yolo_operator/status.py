@@ -563,7 +563,15 @@ def job_view(job: dict[str, Any]) -> dict[str, Any]:
     view = {
         "metadata": {**_pick(meta, ("name", "namespace", "uid")), "ownerReferences": _owner_uids(meta)},
         "spec": _pick(spec, ("suspend", "activeDeadlineSeconds", "ttlSecondsAfterFinished")),
-        "status": copy.deepcopy(job.get("status") or {}),
+        "status": {
+            **_pick(job.get("status"), ("active", "failed", "succeeded", "startTime", "completionTime")),
+            # derive_status reads only the conditions that hold, and of them no probe times
+            "conditions": [
+                _pick(c, ("type", "status", "reason", "message", "lastTransitionTime"))
+                for c in (job.get("status") or {}).get("conditions") or ()
+                if c.get("status") == "True"
+            ],
+        },
     }
     for c in ((spec.get("template") or {}).get("spec") or {}).get("containers") or ():
         for e in c.get("env") or ():
@@ -572,14 +580,35 @@ def job_view(job: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
+POD_CONDITIONS_READ = frozenset({"PodScheduled", "DisruptionTarget"})
+CONTAINER_STATE_READ = {
+    "waiting": ("reason", "message"),
+    "running": (),
+    "terminated": ("exitCode", "reason", "message", "finishedAt"),
+}
+
+
 def pod_view(pod: dict[str, Any]) -> dict[str, Any]:
     """The parts of a pod that derive_status reads: phase, conditions, the trainer container's state."""
     meta = pod.get("metadata") or {}
     st = pod.get("status") or {}
-    view_st = _pick(st, ("phase", "conditions"))
+    view_st = _pick(st, ("phase",))
+    # Kept per pod for as long as it exists (a finished pod too, until its TrainingJob is deleted): only what
+    # derive_status reads, so that a completed TrainingJob costs little. Conditions: scheduling and disruption.
+    conds = [
+        _pick(c, ("type", "status", "reason", "message"))
+        for c in st.get("conditions") or ()
+        if c.get("type") in POD_CONDITIONS_READ
+    ]
+    if conds:
+        view_st["conditions"] = conds
     trainer = _trainer_status(pod)
     if trainer is not None:
-        view_st["containerStatuses"] = [_pick(trainer, ("name", "state", "lastState", "imageID"))]
+        cs = _pick(trainer, ("name", "imageID"))
+        for which in ("state", "lastState"):
+            state = trainer.get(which) or {}
+            cs[which] = {k: _pick(state[k], CONTAINER_STATE_READ[k]) for k in CONTAINER_STATE_READ if k in state}
+        view_st["containerStatuses"] = [cs]
     return {
         "metadata": {
             **_pick(meta, ("name", "creationTimestamp", "deletionTimestamp")),
