@@ -17,13 +17,15 @@ Handler progress lives in annotations (``yolo-operator.io/...``), never in ``sta
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 import kopf
+from kopf._core.actions import execution as kopf_execution  # cause_var: see detached_context
 from pydantic import ValidationError
 from yolo_contract.trainer_config import CONFIG_ENV
 
@@ -244,9 +246,31 @@ async def create_if_absent(obj: dict[str, Any]) -> dict[str, Any] | None:
 @kopf.on.create(GROUP, VERSION, PLURAL, backoff=RETRY_BACKOFF_SECONDS)
 async def ensure(body: kopf.Body, name: str, namespace: str, logger: logging.Logger, **kwargs: Any) -> None:
     # Returns nothing: kopf would store a result under status.<handler>, which the CRD schema prunes.
-    with metrics.timed("ensure", expected=(kopf.TemporaryError,)):
-        outcome = await _ensure(dict(body), name, namespace, Observed.of(kwargs))
-        log.info("%s/%s ensure: %s", namespace, name, outcome)
+    async with ensure_slots():
+        with metrics.timed("ensure", expected=(kopf.TemporaryError,)):
+            outcome = await _ensure(dict(body), name, namespace, Observed.of(kwargs))
+            log.info("%s/%s ensure: %s", namespace, name, outcome)
+    if "created" in outcome:
+        # kopf's own patch of this TrainingJob (its "handled" annotation) follows when this returns: it waits
+        # for the Jobs being created, but gives its slot to the next TrainingJob first
+        await api().after_creates()
+
+
+# Handlers of new (or, after a restart, all) TrainingJobs that run at once; the others wait before they parse or
+# build anything. Unbounded, a burst of 4,000 new TrainingJobs had ~1,000 handlers holding their models, built
+# objects and requests while waiting for a connection: the heap's peak, which the process keeps (RSS) after.
+# The pool's size: each makes its requests one after the other.
+ENSURE_CONCURRENCY = POOL_SIZE
+_ensure_slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+
+
+def ensure_slots() -> asyncio.Semaphore:
+    """ENSURE_CONCURRENCY slots, made in the running loop (one per operator run; tests run several loops)."""
+    global _ensure_slots
+    loop = asyncio.get_running_loop()
+    if _ensure_slots is None or _ensure_slots[0] is not loop:
+        _ensure_slots = (loop, asyncio.Semaphore(ENSURE_CONCURRENCY))
+    return _ensure_slots[1]
 
 
 async def _fail_permanently(tj: dict[str, Any], reason: str, message: str) -> None:
@@ -315,7 +339,7 @@ async def _ensure(body: dict[str, Any], name: str, namespace: str, obs: Observed
         # unless a mutable field or the status has to follow.
         await _sync_mutable_fields(t, job)
         await sync_status(namespace, name, obs)
-        return {"job": jname, "created": False}
+        return {"job": jname, "done before": True}
 
     if job is not None:
         model = status.get("model") or (job and _model_from_job(job)) or ""
@@ -378,8 +402,6 @@ async def _ensure(body: dict[str, Any], name: str, namespace: str, obs: Observed
         await sync_status(namespace, name, obs)
     else:
         sync_status_soon(namespace, name, obs)
-    # kopf's own patch of this TrainingJob (its "handled" annotation) follows when this returns: it waits too
-    await api().after_creates()
     return {"job": jname, "created": created}
 
 
@@ -536,6 +558,24 @@ async def sync_status(namespace: str, name: str, obs: Observed) -> dict[str, Any
     return patch
 
 
+def detached_context() -> contextvars.Context:
+    """The context for a task that a handler starts and that outlives it: a copy of the handler's, since kopf's
+    event poster lives there (kopf.info from the task needs it), without kopf's cause of the handler call. That
+    holds the event's whole body, its patch and logger, which the task would keep alive for as long as it waits
+    (under a burst of new TrainingJobs: minutes, for thousands of them). kopf has no public way to say this."""
+    ctx = contextvars.copy_context()
+    ctx.run(kopf_execution.cause_var.set, None)
+    return ctx
+
+
+def start_detached(coro: Coroutine[Any, Any, None], name: str, done: Callable[[asyncio.Task], object]) -> asyncio.Task:
+    """A task (and its done callback: that copies its caller's context too) in ``detached_context()``."""
+    ctx = detached_context()
+    task = asyncio.get_running_loop().create_task(coro, name=name, context=ctx)
+    task.add_done_callback(done, context=ctx)
+    return task
+
+
 def sync_status_soon(namespace: str, name: str, obs: Observed) -> None:
     """For the event handlers of the TrainingJob, its Job and its pods: the status is derived and written by one
     task per TrainingJob, a moment later (``_sync_later``). The handler returns at once, so kopf does not hold
@@ -549,9 +589,8 @@ def sync_status_soon(namespace: str, name: str, obs: Observed) -> None:
         _syncing[key] = True
         return
     _syncing[key] = False
-    task = asyncio.get_running_loop().create_task(_sync_later(key, obs), name=f"status {namespace}/{name}")
+    task = start_detached(_sync_later(key, obs), f"status {namespace}/{name}", _sync_tasks.discard)
     _sync_tasks.add(task)
-    task.add_done_callback(_sync_tasks.discard)
 
 
 async def _sync_later(key: tuple[str, str], obs: Observed) -> None:
@@ -648,9 +687,12 @@ def recheck_ca_bundle_while_pending(namespace: str, name: str, obs: Observed) ->
     key = (namespace, name)
     if key in _rechecks:
         return
-    task = asyncio.get_running_loop().create_task(_recheck_loop(key, obs), name=f"ca-bundle {namespace}/{name}")
+    task = start_detached(
+        _recheck_loop(key, obs),
+        f"ca-bundle {namespace}/{name}",
+        lambda t: _rechecks.pop(key) if _rechecks.get(key) is t else None,
+    )
     _rechecks[key] = task
-    task.add_done_callback(lambda t: _rechecks.pop(key) if _rechecks.get(key) is t else None)
 
 
 async def _recheck_loop(key: tuple[str, str], obs: Observed) -> None:
