@@ -604,13 +604,14 @@ class Bench:
             f"{r1 - r0} requests in {w1 - w0:.0f}s")  # fmt: skip
         return res
 
-    def rss_done(self, n: int, timeout: float = 1800) -> dict[str, Any]:
+    def rss_done(self, n: int, timeout: float = 3600) -> dict[str, Any]:
         """n more TrainingJobs that kwok runs to completion (their Jobs and pods kept); RSS once all are done."""
         ns = self.ns["done"]
         names = [f"done-{i:05d}" for i in range(n)]
         t0 = time.monotonic()
         create_all(lambda b: self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, b),
                    [trainingjob(x, pending=False) for x in names])  # fmt: skip
+        rss_created = self.rss_mib()  # all created, most still waiting for their pods
         phases: dict[str, int] = {}
         while time.monotonic() - t0 < timeout:
             phases = {}
@@ -628,7 +629,8 @@ class Bench:
         rss = self.rss_mib()
         held = sum(len(self.custom.list_namespaced_custom_object(GROUP, VERSION, x, PLURAL)["items"])
                    for x in self.ns.values())  # fmt: skip
-        res = {"n": n, "held": held, "rss_mib": rss, "phases": phases, "requests_per_tj": reqs, "seconds": seconds}
+        res = {"n": n, "held": held, "rss_mib": rss, "rss_created_mib": rss_created, "phases": phases,
+               "requests_per_tj": reqs, "seconds": seconds}  # fmt: skip
         log(f"RSS with {held} TJs, {n} of them completed: {rss:.0f} MiB")
         return res
 
@@ -719,7 +721,8 @@ def rows(res: dict[str, Any], n: int, rounds: int) -> list[Row]:
             f"{(done['rss_mib'] - mem['rss_mib']) / max(done['held'] - mem['held'], 1) * 1024:.1f} KiB per "
             "completed TrainingJob", "<= 200 MiB with 5,000",
             "yes" if done["rss_mib"] <= 200 and done["held"] >= 5000 else "no",
-            f"final phases {done['phases']}; {done['requests_per_tj']:.1f} requests/TJ over their lives, "
+            f"RSS {done['rss_created_mib']:.0f} MiB once the last was created; final phases {done['phases']}; "
+            f"{done['requests_per_tj']:.1f} requests/TJ over their lives, "
             f"{done['seconds']:.0f} s to complete them all"),
         )  # fmt: skip
     out += [
