@@ -122,7 +122,7 @@ def test_readme_quick_start_runs_as_written(bed, real_node, s3_client, quickstar
         mirror = mirror_a_self_trained_checkpoint(s3_client, Path(tmp), "yolov8n.pt")
     with contextlib.suppress(s3_client.exceptions.BucketAlreadyOwnedByYou):
         s3_client.create_bucket(Bucket="runs")
-    stack.install_chart([ns], {"trainer": {"offline": True, "hubMirror": mirror}})
+    stack.install_chart([ns], {"trainer": {"hubMirror": mirror}})
 
     # The user's part: the README's commands, verbatim, in bash.
     env = {**stack.env, **settings, "EPOCHS": "2"}

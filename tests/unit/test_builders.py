@@ -136,6 +136,7 @@ def test_pod_failure_policy_follows_exit_codes():
                         ExitCode.S3_UNREACHABLE)  # fmt: skip
     for code in s3_misconfigured:
         assert int(code) in fail[0]["onExitCodes"]["values"]  # S3 misconfigurations: a retry fails the same way
+    assert int(ExitCode.GPU_NOT_VISIBLE) in fail[0]["onExitCodes"]["values"]  # the node's driver: no CPU fallback
     assert int(ExitCode.TRAINING_ERROR) not in fail[0]["onExitCodes"]["values"]  # retriable
     assert ignore[0]["onExitCodes"]["values"] == list(DISRUPTION) == [75]
     assert ignore[1]["onPodConditions"] == [{"type": "DisruptionTarget", "status": "True"}]
@@ -494,6 +495,15 @@ def test_every_env_name_the_operator_sets_is_reserved():
     assert "NVIDIA_VISIBLE_DEVICES" in RESERVED_ENV
     with pytest.raises(ValueError, match=r"trainer\.env: AWS_SECRET_ACCESS_KEY is set by the operator"):
         OperatorConfig(trainer_env=({"name": "AWS_SECRET_ACCESS_KEY", "value": "x"},))
+
+
+def test_simulated_gpus_only_where_the_operator_says_so_and_the_pod_knows_its_node():
+    assert b.build_trainer_config(make_tj(), CFG, "yolov8n.pt").simulated_gpus is False
+    bed = OperatorConfig.from_env({"YOLO_OPERATOR_SIMULATED_GPUS": "true"})
+    assert bed.simulated_gpus is True and OperatorConfig.from_env({}).simulated_gpus is False
+    assert b.build_trainer_config(make_tj(), bed, "yolov8n.pt").simulated_gpus is True
+    env = env_of(b.build_job(make_tj(), CFG))
+    assert env["YOLO_NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
 
 
 def test_cpu_jobs_see_no_gpu():

@@ -22,6 +22,8 @@ from yolo_contract.base import Model as _Model
 from yolo_contract.training import S3Endpoint, TrainingSpec
 
 CONFIG_ENV = "YOLO_TRAINER_CONFIG"
+#: The node the pod runs on (downward API spec.nodeName): failures that are the node's fault name it.
+NODE_NAME_ENV = "YOLO_NODE_NAME"
 #: Environment the operator sets in the trainer container; extra environment (chart-wide or spec.env) may not
 #: set these, nor any name starting with RESERVED_ENV_PREFIX.
 #: The keys of an OpenShift AI data connection Secret (S3 type), as its dashboard writes them; the pod gets each
@@ -85,6 +87,11 @@ class TrainerConfig(_Model):
     export_formats: list[str] = Field(default_factory=list, description="e.g. onnx, torchscript")
     gpus: int = Field(0, ge=0, description="GPUs the pod holds (spec.resources.gpus): the trainer refuses to "
                       "train on fewer CUDA devices than that, rather than fall back silently.")
+    simulated_gpus: bool = Field(
+        False,
+        description="Test beds only (the chart's trainer.simulatedGpus): a pod that holds GPUs but sees no CUDA "
+        "device trains on CPU. Off: it fails at once with GPUNotVisible (exit 22).",
+    )
     offline: bool = Field(False, description="Never try to reach the internet (hub downloads, fonts).")
     hub_mirror: str | None = Field(
         None, description="s3:// prefix mirroring hub weights: <prefix>/<name> is tried before the internet."
