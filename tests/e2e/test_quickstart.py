@@ -132,7 +132,7 @@ def test_readme_quick_start_runs_as_written(bed, real_node, s3_client, quickstar
     print(proc.stdout, proc.stderr, json.dumps(tj.get("status"), indent=1), sep="\n")
     assert proc.returncode == 0, f"the quick start failed:\n{proc.stdout}\n{proc.stderr}"
     best = proc.stdout.strip().splitlines()[-1]
-    assert best == f"s3://runs/{ns}/helmets/weights/best.pt"
+    assert best == f"s3://runs/{ns}/helmets/{tj['metadata']['uid']}/weights/best.pt"  # run-scoped
     s3_client.head_object(Bucket="runs", Key=best.split("/", 3)[3])
     assert tj["status"]["phase"] == "Succeeded"
     assert tj["status"]["progress"]["epochDisplay"] == "2/2"

@@ -497,6 +497,18 @@ def test_every_env_name_the_operator_sets_is_reserved():
         OperatorConfig(trainer_env=({"name": "AWS_SECRET_ACCESS_KEY", "value": "x"},))
 
 
+def test_each_incarnation_of_a_trainingjob_gets_its_own_run_prefix():
+    """Its metadata.uid reaches the trainer: a re-created job (new uid) never resumes nor overwrites the old one."""
+    first = b.build_trainer_config(make_tj(), CFG, "yolov8n.pt")
+    again = make_tj()
+    again["metadata"]["uid"] = "uid-5678"
+    second = b.build_trainer_config(again, CFG, "yolov8n.pt")
+    assert first.uid == "uid-1234" and first.job_prefix.endswith("/team-a/helmets/uid-1234")
+    assert second.job_prefix.endswith("/team-a/helmets/uid-5678")
+    env = env_of(b.build_job(again, CFG))
+    assert TrainerConfig.model_validate_json(env[CONFIG_ENV]["value"]).uid == "uid-5678"
+
+
 def test_simulated_gpus_only_where_the_operator_says_so_and_the_pod_knows_its_node():
     assert b.build_trainer_config(make_tj(), CFG, "yolov8n.pt").simulated_gpus is False
     bed = OperatorConfig.from_env({"YOLO_OPERATOR_SIMULATED_GPUS": "true"})
@@ -550,7 +562,7 @@ def test_data_connection_reaches_the_pod_only_through_secret_key_refs():
                                          "AWS_DEFAULT_REGION": "eu-west-1"})  # fmt: skip
     assert resolved.dataset == "s3://team-bucket/helmets/" and resolved.output == "s3://team-bucket/runs/"
     assert resolved.s3.endpoint == "https://minio.example:9000" and resolved.s3.region == "eu-west-1"
-    assert resolved.job_prefix == "s3://team-bucket/runs/team-a/helmets"
+    assert resolved.job_prefix == "s3://team-bucket/runs/team-a/helmets/uid-1234"
     absolute = cfg.model_copy(update={"dataset": "s3://other/d.zip"}).with_data_connection({"AWS_S3_BUCKET": "b"})
     assert absolute.dataset == "s3://other/d.zip"
     with pytest.raises(ValueError, match="AWS_S3_BUCKET is empty"):

@@ -75,13 +75,20 @@ class StatusTarget(_Model):
 class TrainerConfig(_Model):
     namespace: str = Field("default", description="Namespace of the TrainingJob (part of the output path).")
     name: str = Field(..., description="Name of the TrainingJob (part of the output path).")
+    uid: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$",
+        description="metadata.uid of the TrainingJob (part of the output path): each incarnation of a name "
+        "resumes and publishes only under its own <output>/<namespace>/<name>/<uid>/. Unset (the CLI run by "
+        "hand): <output>/<namespace>/<name>/, and a second run of the same name resumes the first.",
+    )
     model: str = Field(
         ...,
         description="Base weights: a hub name (yolov8n.pt), an s3:// or https:// URI of a .pt file, "
         "or a model YAML (yolov8n.yaml) to train from scratch.",
     )
     dataset: str = Field(..., description="s3:// prefix holding data.yaml, or s3:// URI of a .zip/.tar/.tar.gz.")
-    output: str = Field(..., description="s3:// prefix; outputs go to <output>/<namespace>/<name>/.")
+    output: str = Field(..., description="s3:// prefix; outputs go to job_prefix under it.")
     s3: S3Config = Field(default_factory=S3Config)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     export_formats: list[str] = Field(default_factory=list, description="e.g. onnx, torchscript")
@@ -138,8 +145,11 @@ class TrainerConfig(_Model):
 
     @property
     def job_prefix(self) -> str:
-        """s3:// prefix (no trailing slash) holding everything this job writes."""
-        return f"{self.output.rstrip('/')}/{self.namespace}/{self.name}"
+        """s3:// prefix (no trailing slash) holding everything this job writes: <output>/<namespace>/<name>/<uid>.
+        The uid scopes a run to one incarnation of the TrainingJob: a job deleted and re-created with the same
+        name starts fresh and never overwrites what the earlier one published."""
+        scoped = f"{self.output.rstrip('/')}/{self.namespace}/{self.name}"
+        return f"{scoped}/{self.uid}" if self.uid else scoped
 
     def to_env_json(self) -> str:
         return self.model_dump_json(by_alias=True, exclude_none=True)

@@ -319,6 +319,7 @@ def build_trainer_config(tj: dict[str, Any] | TrainingJob, config: OperatorConfi
     return TrainerConfig(
         namespace=t.namespace,
         name=t.name,
+        uid=t.uid,
         model=model,
         dataset=s.dataset,
         output=s.output,

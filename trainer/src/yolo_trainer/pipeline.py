@@ -345,6 +345,7 @@ def _run(
         "dataset": summary.as_dict(),
         "lineage": lin.model_dump(by_alias=True, exclude_none=True),
         "resumedFromEpoch": (state.epoch + 1) if state else None,
+        "trainingJob": {"namespace": cfg.namespace, "name": cfg.name, "uid": cfg.uid},  # which incarnation
     }
     if test is not None:
         extra["test"] = {k: test.body[k] for k in ("metrics", "perClass")}
