@@ -100,7 +100,13 @@ class S3Endpoint(Model):
             cel(f"self.matches(r'{HTTP_URL}')", "spec.s3.endpoint must be an http:// or https:// URL")
         ),
     )
-    region: str = Field("us-east-1", max_length=64, pattern=r"^[a-z0-9-]+$", description="S3 region.")
+    region: str | None = Field(
+        None,
+        max_length=64,
+        pattern=r"^[a-z0-9-]+$",
+        description="S3 region. Unset: the output bucket's own, as S3 names it (the x-amz-bucket-region header "
+        "of a HeadBucket), else us-east-1 (what MinIO, Ceph RGW and other S3-compatible stores accept).",
+    )
     insecure_skip_tls_verify: bool = Field(
         False,
         alias="insecureSkipTLSVerify",

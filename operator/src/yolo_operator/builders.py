@@ -325,7 +325,7 @@ def build_trainer_config(tj: dict[str, Any] | TrainingJob, config: OperatorConfi
         output=s.output,
         s3=S3Config(
             endpoint=s3.endpoint if s3 else None,
-            region=s3.region if s3 else "us-east-1",
+            region=s3.region if s3 else None,  # unset: the trainer asks S3 for the bucket's region
             insecure_skip_tls_verify=bool(s3 and s3.insecure_skip_tls_verify),
             ca_bundle=f"{CA_DIR}/{CA_FILE}" if s3 and s3.ca_bundle else None,
             data_connection=bool(s3 and s3.data_connection),

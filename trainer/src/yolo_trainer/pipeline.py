@@ -171,7 +171,8 @@ def _run(
     # A GPU job that cannot see its GPU fails before staging: on CPU it would hold the GPU for hours.
     n_gpus = check_gpus(_gpu_count(), cfg.gpus, ddp_supported(), simulated=cfg.simulated_gpus)
     out_bucket, out_prefix = parse_s3_uri(job_prefix)
-    store = store or S3Store.from_config(cfg.s3)
+    # spec.s3.region unset: the output bucket's region, as S3 names it (AWS buckets outside us-east-1).
+    store = store or S3Store.from_config(cfg.s3, region_bucket=out_bucket)
     ds_bucket, ds_key = parse_s3_uri(cfg.dataset)
     bucket_of = " (its bucket: AWS_S3_BUCKET of spec.s3.dataConnection)" if cfg.s3.data_connection else ""
     store.hints.name_bucket(out_bucket, f"spec.output{bucket_of}")  # named before any request: a shared bucket
