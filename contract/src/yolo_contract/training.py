@@ -64,7 +64,8 @@ class TrainingSpec(Model):
         None,
         ge=0,
         le=MAX_FREEZE,
-        description="Freeze the first N modules (10 freezes the YOLOv8/11 backbone); unset freezes nothing.",
+        description="Freeze the first N modules (10 freezes the YOLOv8 backbone, modules 0-9; 11 the YOLO11 "
+        "backbone, modules 0-10); unset freezes nothing.",
     )
     optimizer: Optimizer = Field("auto", description="Optimizer; auto lets Ultralytics choose.")
     hyperparameters: dict[str, Any] = Field(
