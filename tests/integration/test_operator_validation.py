@@ -109,7 +109,19 @@ INVALID = [
     ),
     ("epochs-zero", with_spec("training.epochs", 0), "spec.training.epochs", "greater than or equal to 1"),
     ("freeze-range", with_spec("training.freeze", 30), "spec.training.freeze", "less than or equal to 24"),
-    ("batch-zero", with_spec("training.batch", 0), "spec.training.batch", "greater than or equal to 1"),
+    ("batch-zero", with_spec("training.batch", 0), "spec.training.batch", "must be a whole number 1-1024, -1"),
+    ("batch-fraction-over-one", with_spec("training.batch", 1.5), "spec.training.batch", "must be a whole number"),
+    ("batch-below-autobatch", with_spec("training.batch", -2), "spec.training.batch", "greater than or equal to -1"),
+    ("autobatch-on-cpu", with_spec("resources.gpus", 0, with_spec("training.batch", -1)), "spec.training.batch",
+     "needs spec.resources.gpus 1"),
+    ("autobatch-with-ddp", with_spec("resources.gpus", 2, with_spec("training.batch", 0.7)),
+     "spec.training.batch", "needs spec.resources.gpus 1"),
+    ("negative-loss-gain", with_spec("training.hyperparameters", {"box": -7.5}),
+     "spec.training.hyperparameters.box", "greater than or equal to 0"),
+    ("negative-time-budget", with_spec("training.hyperparameters", {"time": -1}),
+     "spec.training.hyperparameters.time", "greater than or equal to 0"),
+    ("negative-warmup", with_spec("training.hyperparameters", {"warmup_epochs": -1}),
+     "spec.training.hyperparameters.warmup_epochs", "greater than or equal to 0"),
     (
         "optimizer-enum",
         with_spec("training.optimizer", "Lion"),
@@ -202,6 +214,14 @@ def test_data_connection_with_keys_in_its_bucket_accepted(crd_installed, kubectl
     tj["metadata"]["name"] = "dc"
     apply(kubectl, namespace, tj)
     assert get(kubectl, namespace, "trainingjob", "dc")["spec"]["dataset"] == "datasets/helmets.zip"
+
+
+@pytest.mark.parametrize("batch", [-1, 0.6])
+def test_autobatch_accepted_on_one_gpu(crd_installed, kubectl, namespace, batch):
+    tj = with_spec("training.batch", batch)  # the fixture asks for one GPU
+    tj["metadata"]["name"] = f"autobatch-{str(batch).replace('.', '-').lstrip('-')}"
+    apply(kubectl, namespace, tj)
+    assert get(kubectl, namespace, "trainingjob", tj["metadata"]["name"])["spec"]["training"]["batch"] == batch
 
 
 def test_hyperparameter_passthrough_accepted(crd_installed, kubectl, namespace):

@@ -129,6 +129,11 @@ INVALID = [
     ("epochs zero", spec(training__epochs=0), "epochs"),
     ("freeze too large", spec(training__freeze=30), "freeze"),
     ("batch zero", spec(training__batch=0), "batch"),
+    ("batch -2", spec(training__batch=-2), "spec.training.batch must be a whole number 1-1024, -1"),
+    ("batch 1.5", spec(training__batch=1.5), "spec.training.batch must be a whole number"),
+    ("batch over 1024", spec(training__batch=2048), "spec.training.batch"),
+    ("autobatch on CPU", spec(training__batch=-1, resources__gpus=0), "needs spec.resources.gpus 1"),
+    ("autobatch with DDP", spec(training__batch=0.7, resources__gpus=2), "needs spec.resources.gpus 1"),
     ("unknown optimizer", spec(training__optimizer="Lion"), "optimizer"),
     ("negative gpus", spec(resources__gpus=-1), "gpus"),
     ("bad memory", spec(resources__memory="lots"), "memory"),
@@ -167,6 +172,13 @@ def test_every_reserved_hyperparameter_is_refused_naming_the_field_to_use():
         ({"cos_lr": "yes"}, "hyperparameters.cos_lr must be true or false"),
         ({"cache": True}, "hyperparameters.cache must be one of ram, disk"),
         ({"fraction": 0}, "hyperparameters.fraction must be a ratio"),
+        ({"time": -1}, "hyperparameters.time must be >= 0"),
+        ({"box": -7.5}, "hyperparameters.box must be >= 0"),
+        ({"cls": -0.5}, "hyperparameters.cls must be >= 0"),
+        ({"dfl": -1}, "hyperparameters.dfl must be >= 0"),
+        ({"warmup_epochs": -3}, "hyperparameters.warmup_epochs must be >= 0"),
+        ({"warmup_momentum": -0.1}, "hyperparameters.warmup_momentum must be between 0.0 and 1.0"),
+        ({"warmup_bias_lr": -0.1}, "hyperparameters.warmup_bias_lr must be between 0.0 and 1.0"),
         ({"show": True}, "hyperparameters.show: not an Ultralytics train argument"),
         ({"learning_rate": 0.1}, "hyperparameters.learning_rate: not an Ultralytics train argument"),
     ],
@@ -175,6 +187,18 @@ def test_hyperparameter_table_refuses_naming_the_key(hp, needle):
     with pytest.raises(ValidationError) as err:
         TrainingJobSpec.model_validate(spec(training__hyperparameters=hp))
     assert needle in str(err.value)
+
+
+@pytest.mark.parametrize(("batch", "stored"), [(-1, -1), (0.6, 0.6), (0.05, 0.05), (1, 1), (16.0, 16), (1024, 1024)])
+def test_batch_accepts_autobatch_on_one_gpu_and_whole_sizes(batch, stored):
+    s = TrainingJobSpec.model_validate(spec(training__batch=batch))  # gpus defaults to 1
+    assert s.training.batch == stored
+    assert type(s.training.batch) is type(stored)  # 16.0 from YAML reaches Ultralytics as the int 16
+
+
+def test_time_zero_and_zero_gains_are_accepted():
+    hp = {"time": 0, "box": 0, "cls": 0.0, "dfl": 0, "warmup_epochs": 0, "warmup_momentum": 0, "warmup_bias_lr": 0}
+    assert TrainingJobSpec.model_validate(spec(training__hyperparameters=hp)).training.hyperparameters == hp
 
 
 @given(st.integers(min_value=-64, max_value=5000))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from yolo_contract.sizing import MIB, dataloader_workers, pod_shm_bytes, shm_needed_bytes
+from yolo_contract.sizing import MIB, dataloader_workers, pod_shm_bytes, shm_needed_bytes, sized_batch
 
 pytestmark = pytest.mark.unit
 GiB = 1024 * MIB
@@ -17,6 +17,16 @@ def test_documented_example():
     assert pod_shm_bytes(0, 1, 16, 640) == 256 * MIB  # main-process loading: base only
     assert pod_shm_bytes(8, 0, 16, 640) == 256 * MIB  # CPU training loads in the main process
     assert pod_shm_bytes(64, 1, 1024, 4096) == 16384 * MIB  # clamped
+
+
+@pytest.mark.parametrize("auto", [-1, 0.5, 0.9])
+def test_autobatch_is_sized_for_the_most_it_can_pick(auto):
+    # AutoBatch chooses after the pod is sized: both sides assume Ultralytics' 1024 ceiling.
+    assert sized_batch(auto) == 1024
+    assert pod_shm_bytes(None, 1, auto, 640) == pod_shm_bytes(None, 1, 1024, 640) == 16384 * MIB
+    # 16 GiB fits 3 workers of (2x2x1024x640x640x3 B = 4.7 GiB) each at imgsz 640: fewer workers, no Bus error.
+    assert dataloader_workers(None, 1, auto, 640, cpus=16, shm_bytes=16384 * MIB) == 3
+    assert dataloader_workers(None, 1, auto, 320, cpus=16, shm_bytes=16384 * MIB) == 8
 
 
 @pytest.mark.parametrize(
@@ -41,7 +51,7 @@ def test_dataloader_workers(requested, gpus, cpus, shm, expected):
 @given(
     requested=st.one_of(st.none(), st.integers(0, 64)),
     gpus=st.integers(0, 16),
-    batch=st.integers(1, 1024),
+    batch=st.one_of(st.integers(1, 1024), st.just(-1), st.floats(0.01, 0.99)),  # with AutoBatch's two forms
     imgsz=st.integers(1, 128).map(lambda k: k * 32),
     cpus=st.integers(1, 256),
     min_mib=st.sampled_from([64, 256]),

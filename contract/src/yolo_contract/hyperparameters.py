@@ -72,6 +72,11 @@ SPECIAL_ARGS: dict[str, dict[str, Any]] = {
     "quantize": {"kind": "quantize"},
 }
 
+#: Floats Ultralytics takes at any sign, where a negative value means nothing for training: a time budget
+#: (0 is Ultralytics' "no budget"), warmup length and the loss gains (a negative gain maximises that loss).
+#: Refused at admission and by the trainer alike (both read the generated table).
+NON_NEGATIVE = ("time", "warmup_epochs", "box", "cls", "dfl", "dis", "pose", "kobj", "rle", "angle", "dlog", "dgrad")
+
 TABLE_FILE = Path(__file__).with_name("_ultralytics_args.py")
 
 
@@ -246,6 +251,8 @@ def build_table() -> tuple[str, dict[str, dict[str, Any]]]:
             arg.update(kind="fraction", minimum=0.0, maximum=1.0)
         elif key in cfg.CFG_FLOAT_KEYS:
             arg["kind"] = "number"
+            if key in NON_NEGATIVE:
+                arg["minimum"] = 0.0
         elif key in cfg.CFG_INT_KEYS:
             arg["kind"] = "integer"
             if key in cfg.CFG_INT_MIN:

@@ -11,11 +11,18 @@ keeps ``PREFETCH_FACTOR`` (2) collated batches in flight; a batch of uint8 image
     shm = SHM_SAFETY (2) x ranks x workers x PREFETCH_FACTOR (2) x (batch / ranks) x imgsz^2 x 3 + 256 MiB
 
 Example: one GPU, 8 workers, batch 16, imgsz 640 -> 2x8x2x16x640x640x3 B = 600 MiB + 256 MiB = 896 MiB.
+
+AutoBatch (``batch`` -1 or a fraction in (0, 1)) picks the batch only once training starts, after the pod is
+sized and the workers are started, so both sides size for the most it can pick: 1024 (``MAX_BATCH``, where
+Ultralytics clamps its estimate). That usually hits the 16 GiB clamp, and the trainer then starts the workers
+that fit it: fewer workers, never a "Bus error" (the sizeLimit is a cap; unused ``/dev/shm`` holds no memory).
 """
 
 from __future__ import annotations
 
 import math
+
+from yolo_contract.training import MAX_BATCH, auto_batch
 
 MIB = 1024 * 1024
 DEFAULT_WORKERS = 8  # Ultralytics' default, and a ceiling: more rarely helps, each holds a dataset copy
@@ -39,10 +46,15 @@ def planned_workers(requested: int | None, gpus: int) -> int:
     return DEFAULT_WORKERS if requested is None else requested
 
 
-def shm_needed_bytes(workers: int, gpus: int, batch: int, imgsz: int) -> int:
+def sized_batch(batch: float) -> int:
+    """The batch ``/dev/shm`` is sized for: the given one, or the most AutoBatch can pick."""
+    return MAX_BATCH if auto_batch(batch) else int(batch)
+
+
+def shm_needed_bytes(workers: int, gpus: int, batch: float, imgsz: int) -> int:
     """Bytes of ``/dev/shm`` that ``workers`` loader workers per rank hold at most."""
     n = ranks(gpus)
-    per_rank_batch = max(1, batch // n)
+    per_rank_batch = max(1, sized_batch(batch) // n)
     batch_bytes = per_rank_batch * imgsz * imgsz * 3
     return SHM_SAFETY * n * workers * PREFETCH_FACTOR * batch_bytes + SHM_BASE_MIB * MIB
 
@@ -50,7 +62,7 @@ def shm_needed_bytes(workers: int, gpus: int, batch: int, imgsz: int) -> int:
 def pod_shm_bytes(
     requested_workers: int | None,
     gpus: int,
-    batch: int,
+    batch: float,
     imgsz: int,
     *,
     min_mib: int = SHM_BASE_MIB,
@@ -64,7 +76,7 @@ def pod_shm_bytes(
 
 
 def dataloader_workers(
-    requested: int | None, gpus: int, batch: int, imgsz: int, *, cpus: int, shm_bytes: int | None
+    requested: int | None, gpus: int, batch: float, imgsz: int, *, cpus: int, shm_bytes: int | None
 ) -> int:
     """Workers per rank the trainer starts: the planned ones, fewer when the CPUs or ``/dev/shm`` cannot take them.
 

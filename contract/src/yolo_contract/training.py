@@ -53,12 +53,44 @@ class Rule:
         return value
 
 
+#: The largest batch, given or chosen by AutoBatch (Ultralytics clamps AutoBatch's estimate to 1024 too).
+MAX_BATCH = 1024
+BATCH_VALUE = Rule(
+    f"self == -1.0 || (self > 0.0 && self < 1.0) || (self >= 1.0 && self <= {MAX_BATCH}.0 "
+    "&& self == double(int(self)))",
+    f"spec.training.batch must be a whole number 1-{MAX_BATCH}, -1 (AutoBatch: 60% of the GPU's memory) or a "
+    "fraction in (0, 1) (AutoBatch for that share of the GPU's memory)",
+    lambda v: (
+        isinstance(v, int | float)
+        and not isinstance(v, bool)
+        and (v == -1 or 0 < v < 1 or (1 <= v <= MAX_BATCH and float(v).is_integer()))
+    ),
+)
+
+
+def _one_number(schema: dict[str, Any], **extra: Any) -> None:
+    """``int | float`` as one structural ``type: number`` (a CRD allows no anyOf of types)."""
+    schema.pop("anyOf", None)
+    schema.update(type="number", **extra)
+
+
+def auto_batch(batch: float) -> bool:
+    """True when Ultralytics' AutoBatch picks the batch size (-1, or a GPU-memory fraction)."""
+    return batch < 1
+
+
 class TrainingSpec(Model):
     """Ultralytics training arguments."""
 
     epochs: int = Field(100, ge=1, le=10000, description="Number of epochs to train.")
     imgsz: int = Field(640, ge=32, le=4096, multiple_of=32, description="Image size; a multiple of 32.")
-    batch: int = Field(16, ge=1, le=1024, description="Total batch size (split across GPUs).")
+    batch: int | float = Field(
+        16,
+        description="Total batch size (split across GPUs), a whole number 1-1024; or, on one GPU, Ultralytics' "
+        "AutoBatch: -1 sizes it for 60% of the GPU's memory, a fraction in (0, 1) for that share of it (/dev/shm "
+        "is then sized for the most AutoBatch can pick, 1024; spec.resources.shmSize caps it).",
+        json_schema_extra=lambda schema: _one_number(schema, minimum=-1, maximum=MAX_BATCH, **rules(BATCH_VALUE)),
+    )
     patience: int = Field(100, ge=0, le=10000, description="Epochs without improvement before stopping early.")
     freeze: int | None = Field(
         None,
@@ -78,6 +110,12 @@ class TrainingSpec(Model):
         None, ge=0, le=64, description="DataLoader workers per GPU; unset lets the trainer choose (at most 8)."
     )
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Random seed.")
+
+    @field_validator("batch")
+    @classmethod
+    def _batch(cls, v: float) -> float:
+        v = BATCH_VALUE.validate(v)
+        return int(v) if v >= 1 else v  # 16.0 from YAML: DataLoader wants an int
 
     @field_validator("hyperparameters")
     @classmethod

@@ -22,7 +22,7 @@ from yolo_contract.base import Model as _Model
 from yolo_contract.exports import EXPORT_FORMATS
 from yolo_contract.progress import TrainerReport
 from yolo_contract.trainer_config import DATA_CONNECTION_KEYS, RESERVED_ENV, RESERVED_ENV_PREFIX
-from yolo_contract.training import ARCHIVE_SUFFIXES, Rule, S3Endpoint, TrainingSpec, cel, rules
+from yolo_contract.training import ARCHIVE_SUFFIXES, Rule, S3Endpoint, TrainingSpec, auto_batch, cel, rules
 
 from yolo_operator.reasons import PHASES, Phase
 
@@ -84,6 +84,14 @@ OUTPUT_URI = Rule(
     "spec.output must be an s3:// URI (s3://bucket/prefix/), or with spec.s3.dataConnection a key prefix in its "
     "bucket",
     DATASET_URI.check,
+)
+AUTOBATCH_ONE_GPU = Rule(
+    "!has(self.training) || !has(self.training.batch) || self.training.batch >= 1.0 "
+    "|| (has(self.resources) && has(self.resources.gpus) && self.resources.gpus == 1)",
+    "spec.training.batch: AutoBatch (-1 or a fraction in (0, 1)) measures one GPU's memory, so it needs "
+    "spec.resources.gpus 1; set a whole batch for CPU or several GPUs (Ultralytics refuses it with DDP and uses "
+    "16 on CPU)",
+    lambda spec: not auto_batch(spec.training.batch) or spec.resources.gpus == 1,
 )
 NAME_LENGTH = Rule(
     f"self.metadata.name.size() <= {MAX_NAME}",
@@ -374,8 +382,13 @@ class TrainingJobSpec(_Model):
             cel("!oldSelf.stop || self.stop", "spec.stop cannot be unset once true", fieldPath=".stop"),
             _relative_needs_data_connection("dataset", "s3://bucket/prefix/ or s3://bucket/dataset.zip"),
             _relative_needs_data_connection("output", "s3://bucket/prefix/"),
+            AUTOBATCH_ONE_GPU,
         )
     )
+
+    @model_validator(mode="after")
+    def _autobatch(self) -> TrainingJobSpec:
+        return AUTOBATCH_ONE_GPU.validate(self)
 
     model: ModelSource = Field(..., description="Starting weights or architecture.")
     dataset: str = Field(

@@ -31,7 +31,7 @@ from yolo_contract.progress import (
 )
 from yolo_contract.sizing import dataloader_workers
 from yolo_contract.trainer_config import NODE_NAME_ENV, TrainerConfig
-from yolo_contract.training import ARCHIVE_SUFFIXES
+from yolo_contract.training import ARCHIVE_SUFFIXES, auto_batch
 
 from .checkpoint import (
     CheckpointState,
@@ -310,8 +310,10 @@ def _run(
     test, test_error = None, None
     if "test" in summary.splits and summary.splits["test"].images and best.is_file():
         try:
+            # AutoBatch's choice dies with the training process: evaluate at Ultralytics' default batch.
+            batch = 16 if auto_batch(cfg.training.batch) else cfg.training.batch
             test = evaluate_test(best, summary.data_yaml, work / "test" / TEST_DIR, cfg.training.imgsz,
-                                 cfg.training.batch, single_device, workers)  # fmt: skip
+                                 batch, single_device, workers)  # fmt: skip
             test.metrics.images = summary.splits["test"].images
             test.body["metrics"]["images"] = test.metrics.images
             (test.dir / "metrics.json").write_text(json.dumps(test.body, indent=1))
