@@ -56,13 +56,15 @@ fault: testbed-up ## the fault, bad-input and security suite alone (tests/fault/
 demo: testbed-up ## the whole product end to end on the local test bed: chart, operator, a TrainingJob trained live
 	$(PY) hack/demo.py
 
-crds: venv binaries ## regenerate the CRD (manifests/, charts/), docs/reference.md, manifests/ and bundle/ from the models
+crds: venv binaries ## regenerate the CRD (manifests/, charts/), docs/reference.md, the chart README, manifests/ and bundle/ from the models
 	$(PY) -m yolo_operator.crd --write
 	$(PY) -m yolo_operator.reference --write
+	$(PY) -m yolo_operator.chart_readme --write
 	hack/gen-manifests.sh
 	$(PY) -m yolo_operator.bundle --write
 
-bundle: venv binaries ## regenerate the OLM bundle (bundle/) from the chart, the CRD and examples/
+bundle: venv binaries ## regenerate the chart README and the OLM bundle (bundle/) from the chart, the CRD and examples/
+	$(PY) -m yolo_operator.chart_readme --write
 	$(PY) -m yolo_operator.bundle --write
 
 bundle-validate: olm-validate ## run OLM's own bundle validators (hack/olm-validate, built from the pinned operator-framework/api) on bundle/
