@@ -89,6 +89,25 @@ def test_succeeded():
     assert p["restartCount"] == 0
 
 
+def test_finished_is_true_on_success_and_on_every_failure_path():
+    # `kubectl wait --for=condition=Finished` (the README's quick start) must end whichever way the job ends.
+    ok = S.derive_status(tj({"phase": "Training"}), job([("Complete", "CompletionsReached", "")]), [], now=T2)
+    assert cond(ok, R.COND_FINISHED) | {"lastTransitionTime": T2} == cond(ok, R.COND_SUCCEEDED) | {"type": "Finished"}
+    failed = S.derive_status(tj({"phase": "Staging"}), job([("Failed", "BackoffLimitExceeded", "")]), [], now=T2)
+    assert cond(failed, R.COND_FINISHED)["status"] == "True"
+    assert cond(failed, R.COND_FINISHED)["reason"] == cond(failed, R.COND_FAILED)["reason"]
+    missing = S.job_missing_status(tj({"phase": "Training", "jobName": "helmets-train"}), now=T1)
+    assert cond(missing, R.COND_FINISHED)["status"] == "True"
+    terminal = S.waiting_for_model_status(tj(), R.REASON_SOURCE_FAILED, "prev failed", terminal=True, now=T0)
+    assert cond(terminal, R.COND_FINISHED)["reason"] == R.REASON_SOURCE_FAILED
+    # Not before: a running job has no Finished condition.
+    running = S.derive_status(tj(), job(), [pod(phase="Running")], now=T1)
+    assert S.get_condition(running["conditions"], R.COND_FINISHED) is None
+    # The order a reader sees: Succeeded (or Failed) first, Finished after it.
+    types = [c["type"] for c in ok["conditions"]]
+    assert types.index("Succeeded") < types.index("Finished")
+
+
 @pytest.mark.parametrize(
     "reason", [R.REASON_STOP_REQUESTED, R.REASON_TIME_BUDGET_REACHED, R.REASON_EARLY_STOPPING]
 )

@@ -35,6 +35,7 @@ STALLED = "Stalled"  # the pod cannot start: image pull failure, missing Secret/
 COND_SUSPENDED = "Suspended"  # the Job is suspended (spec.suspend, or waiting for Kueue admission)
 COND_SUCCEEDED = "Succeeded"
 COND_FAILED = "Failed"
+COND_FINISHED = "Finished"  # True with Succeeded or Failed: `kubectl wait --for=condition=Finished` ends on both
 
 # --- reasons ------------------------------------------------------------------------------------------
 # ModelResolved

@@ -52,8 +52,25 @@ def set_condition(
     generation: int | None,
     now: str,
 ) -> list[dict[str, Any]]:
-    """Returns a new list with the condition set; lastTransitionTime only moves when status changes."""
+    """Returns a new list with the condition set; lastTransitionTime only moves when status changes.
+    Succeeded or Failed set True also sets Finished True (same reason and message): one condition that
+    `kubectl wait --for=condition=Finished` ends on, whichever way the job ended."""
     st = status if isinstance(status, str) else ("True" if status else "False")
+    out = _set_one(conditions, type_, st, reason, message, generation, now)
+    if st == "True" and type_ in (R.COND_SUCCEEDED, R.COND_FAILED):
+        out = _set_one(out, R.COND_FINISHED, st, reason, message, generation, now)
+    return out
+
+
+def _set_one(
+    conditions: list[dict[str, Any]] | None,
+    type_: str,
+    st: str,
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: str,
+) -> list[dict[str, Any]]:
     out = [dict(c) for c in conditions or ()]
     new = {"type": type_, "status": st, "reason": reason, "message": _truncate(message)}
     if generation is not None:
