@@ -15,7 +15,8 @@ Example: one GPU, 8 workers, batch 16, imgsz 640 -> 2x8x2x16x640x640x3 B = 600 M
 AutoBatch (``batch`` -1 or a fraction in (0, 1)) picks the batch only once training starts, after the pod is
 sized and the workers are started, so both sides size for the most it can pick: 1024 (``MAX_BATCH``, where
 Ultralytics clamps its estimate). That usually hits the 16 GiB clamp, and the trainer then starts the workers
-that fit it: fewer workers, never a "Bus error" (the sizeLimit is a cap; unused ``/dev/shm`` holds no memory).
+that fit it: fewer workers, never a "Bus error". The operator adds the size to the pod's memory request, so
+AutoBatch asks for up to 16 GiB more; ``spec.resources.shmSize`` caps it (fewer workers again).
 """
 
 from __future__ import annotations
