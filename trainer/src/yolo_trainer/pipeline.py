@@ -29,10 +29,11 @@ from yolo_contract.progress import (
     Progress,
     TrainerReport,
 )
-from yolo_contract.sizing import dataloader_workers
+from yolo_contract.sizing import dataloader_workers, processes_per_node
 from yolo_contract.trainer_config import TrainerConfig
 from yolo_contract.training import ARCHIVE_SUFFIXES
 
+from . import launch
 from .checkpoint import (
     CheckpointState,
     CheckpointUploader,
@@ -50,7 +51,7 @@ from .outputs import check_export_formats, collect_files, export_models, publish
 from .parity import onnx_parity, split_images
 from .report import Reporter, make_reporter
 from .s3 import S3NotFound, S3Store, join_key, parse_s3_uri
-from .supervisor import Supervisor, TrainingResult, child_command
+from .supervisor import Supervisor, TrainingResult
 from .train import (
     available_cpus,
     best_from_results,
@@ -133,7 +134,8 @@ def run(
     reported as a non-retriable error.
     """
     interruption = interruption or Interruption()
-    watcher = StopWatcher(kube_fetcher(cfg.status))
+    # spec.stop is decided by global rank 0, on the first node: only that pod reads the TrainingJob.
+    watcher = StopWatcher(kube_fetcher(cfg.status) if launch.first_node() else None)
     try:
         return _run(cfg, reporter, interruption, store, watcher)
     except Interrupted:
@@ -156,7 +158,8 @@ def _run(
     prepare_environment(cfg)
     interruption = interruption or Interruption()
     interruption.install()
-    reporter = SafeReporter(reporter or make_reporter(cfg.status))
+    first_node = launch.first_node()  # global rank 0's pod: status, checkpoints and outputs are its alone
+    reporter = SafeReporter(reporter or make_reporter(cfg.status if first_node else None))
     run_id = uuid.uuid4().hex[:12]
     work = Path(cfg.work_dir)
     job_prefix = cfg.job_prefix
@@ -214,8 +217,12 @@ def _run(
     save_dir = runs / RUN_NAME
     if save_dir.exists():
         shutil.rmtree(save_dir)  # a retried container starts clean; S3 holds what survives
-    n_gpus = check_gpus(_gpu_count(), cfg.gpus, ddp_supported())
+    # CPU ranks only where the config asks for them (it then cannot ask for GPUs): never a fallback.
+    cpu_ranks = (cfg.cpu_processes or 1) > 1
+    n_gpus = 0 if cpu_ranks else check_gpus(_gpu_count(), cfg.gpus, ddp_supported())
     device = choose_device(n_gpus)
+    plan = launch.plan(processes_per_node(n_gpus, cfg.cpu_processes))
+    _log_event("ranks", **plan.describe(), device=device)
     t = cfg.training
     workers = dataloader_workers(t.workers, n_gpus, t.batch, t.imgsz, cpus=available_cpus(), shm_bytes=shm_bytes())
     if t.workers is not None and workers < t.workers:
@@ -265,8 +272,10 @@ def _run(
     spec_path = work / "child.json"
     spec_path.write_text(json.dumps({"model": str(model_path), "kwargs": kwargs, "resume": resume,
                                      "control": str(work / "control")}))  # fmt: skip
+    control = work / "control"
+    cpu_threads = launch.cpu_threads_per_rank(available_cpus(), plan.nproc_per_node) if n_gpus == 0 else None
     supervisor = Supervisor(
-        child_command(spec_path),
+        launch.command(plan, spec_path),
         work / "control",
         save_dir,
         cfg.training.epochs,
@@ -277,6 +286,8 @@ def _run(
         uploader_error=lambda: uploader.error,
         last_checkpoint=last_checkpoint,
         shm_bytes=shm_bytes(),
+        env=launch.environment(plan, control, cpu_threads),
+        describe=plan.describe(),
     )
     try:
         if interruption.event.is_set():
@@ -298,6 +309,10 @@ def _run(
             raise
         raise Interrupted(f"interrupted by signal (while: {type(e).__name__}: {e})") from e
     uploader.finish()
+    if not plan.first_node:
+        # Its ranks trained and validated; global rank 0's pod reports, tests, exports and publishes.
+        _log_event("done", runId=run_id, nodeRank=plan.node_rank, epochs=None)
+        return {"runId": run_id, "nodeRank": plan.node_rank}
 
     # --- outputs ---------------------------------------------------------------------------------------
     reporter.report(TrainerReport(stage="Uploading"))
@@ -385,7 +400,7 @@ def training_outcome(result: TrainingResult, hyper: dict[str, Any], training, re
 
 def check_gpus(visible: int, requested: int, ddp: bool) -> int:
     """The GPUs to train on. None visible: CPU (a test bed simulates the GPUs it schedules). Fewer than
-    spec.resources.gpus, or several without Ultralytics' DDP launcher: an error, never a silent fallback to
+    spec.resources.gpus, or several without torch.distributed: an error, never a silent fallback to
     fewer GPUs than the job holds."""
     if visible == 0:
         if requested:
@@ -395,7 +410,7 @@ def check_gpus(visible: int, requested: int, ddp: bool) -> int:
         raise TrainerError(f"spec.resources.gpus is {requested} but this pod sees {visible} CUDA devices; the "
                            "node's GPU plugin or driver is at fault", ExitCode.TRAINING_ERROR)  # fmt: skip
     if visible > 1 and not ddp:
-        raise ConfigInvalid(f"{visible} GPUs but this image lacks cloudpickle, which Ultralytics' DDP launcher "
+        raise ConfigInvalid(f"{visible} GPUs but this image's torch has no torch.distributed, which DDP "
                             "needs: use the project's trainer image (spec.image)")  # fmt: skip
     return visible
 
