@@ -171,7 +171,7 @@ class RankFailure:
 
 _ENTRY = re.compile(
     r"^\s*rank\s*:\s*(?P<rank>-?\d+)\s*\(local_rank:\s*(?P<local>-?\d+)\)\s*$"
-    r"|^\s*exitcode\s*:\s*(?P<code>-?\d+)\s*\(pid:\s*(?P<pid>\d+)\)\s*$"
+    r"|^\s*exitcode\s*:\s*(?P<code>-?\d+)\s*\(pid:\s*(?P<pid>\d+)\).*$"
     r"|^\s*host\s*:\s*(?P<host>\S+)\s*$"
     r"|^\s*traceback\s*:\s*(?P<tb>.*)$",
 )
