@@ -1,6 +1,13 @@
 """The supervisor against a stand-in training process (tests/fake_training_child.py) that speaks the child's
 control-file protocol: progress from results.csv, checkpoints only when the child says last.pt is complete,
-stop requests, SIGTERM in the middle of a write, a SIGKILLed child, and how each end is classified."""
+stop requests, SIGTERM in the middle of a write, a SIGKILLed child, and how each end is classified.
+
+The fake child stays here only for what a real rank cannot produce on demand: a SIGTERM that lands while last.pt
+is half rewritten, epochs shorter than the supervisor's poll (checkpoints saved over before they are seen), a
+fatal uploader error at a chosen moment, and the classification of outputs only a GPU produces (CUDA out of
+memory, NCCL errors). Real ranks under torchrun (progress, checkpoints, SIGTERM, a killed rank, resume, two
+nodes) run in tests/integration/test_trainer_ranks.py.
+"""
 
 from __future__ import annotations
 

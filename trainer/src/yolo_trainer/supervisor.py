@@ -423,6 +423,9 @@ class Supervisor:
             left = self.family.alive()
         if left:
             self.family.signal(signal.SIGKILL)
+            deadline = time.monotonic() + TERM_WAIT_SECONDS  # SIGKILL is delivered, not waited for
+            while self.family.alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
 
     def _copy_output(self, pipe, stream) -> None:
         """The child's output, line by line, to ours (the pod's log); the last lines kept for classifying."""
