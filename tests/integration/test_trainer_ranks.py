@@ -57,6 +57,13 @@ def _rank_processes(work_dir: str) -> list[psutil.Process]:
     return out
 
 
+def _env(p: psutil.Process) -> dict[str, str]:
+    try:
+        return p.environ()
+    except psutil.Error:
+        return {}
+
+
 def _rank_events(events: list[dict]) -> list[tuple[int, int, int, int]]:
     return sorted((e["rank"], e["localRank"], e["nodeRank"], e["worldSize"]) for e in events if e["event"] == "rank")
 
@@ -184,7 +191,7 @@ def test_a_sigkilled_rank_is_classified_by_name_and_no_rank_is_left(s3_env, data
     try:
         wait_until(lambda: (s := read_json(s3_client, bucket, state_key)) and s["epoch"] >= 1, timeout=300,
                    what="a committed checkpoint")  # fmt: skip
-        by_rank = {int(p.environ()["RANK"]): p for p in _rank_processes(cfg["workDir"]) if "RANK" in p.environ()}
+        by_rank = {int(_env(p)["RANK"]): p for p in _rank_processes(cfg["workDir"]) if "RANK" in _env(p)}
         assert sorted(by_rank) == [0, 1]
         by_rank[1].send_signal(signal.SIGKILL)  # the kernel's OOM killer picks one rank
         rc = proc.wait(120)
