@@ -14,7 +14,8 @@ Trainer's torch plugin uses, so the same image runs under Kubeflow and under the
   Job's (or Kubeflow's) business, where a resumed run starts from S3.
 - ``PET_SHUTDOWN_TIMEOUT``: after SIGTERM torchrun gives the ranks this long before SIGKILL; below the
   supervisor's own wait, so torchrun, not the supervisor, ends its ranks.
-- ``TORCHELASTIC_ERROR_FILE`` for torchrun itself: where it copies the first failed rank's error.
+- ``TORCHELASTIC_ERROR_FILE`` for torchrun itself: where it copies the first failed rank's error;
+  ``PET_LOG_DIR``: where the ranks' own error files go (the control directory, not a fresh /tmp folder).
 """
 
 from __future__ import annotations
@@ -125,6 +126,7 @@ def environment(
         "PET_MAX_RESTARTS": "0",
         "PET_SHUTDOWN_TIMEOUT": str(SHUTDOWN_TIMEOUT_SECONDS),
         "TORCHELASTIC_ERROR_FILE": str(control / LAUNCHER_ERROR),
+        "PET_LOG_DIR": str(control / "torchelastic"),  # the ranks' error files: in the work dir, not /tmp
     })  # fmt: skip
     for name, value in (("PET_MASTER_ADDR", launch.master_addr), ("PET_MASTER_PORT", launch.master_port)):
         if value is None:
