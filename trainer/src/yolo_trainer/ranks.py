@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -46,7 +47,12 @@ def rank_env() -> dict[str, int]:
 
 
 def _event(event: str, **fields) -> None:
-    print(json.dumps({"event": event, **rank_env(), **fields}, default=str), flush=True)
+    """One JSON line on stdout, in one write: every rank shares the launcher's stdout (unbuffered, ``-u``), and
+    ``print`` writes the line and its newline separately, so two ranks' lines written at the same moment
+    (right after a collective) would interleave."""
+    line = json.dumps({"event": event, **rank_env(), **fields}, default=str) + "\n"
+    sys.stdout.flush()
+    os.write(sys.stdout.fileno(), line.encode())
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
