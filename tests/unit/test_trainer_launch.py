@@ -209,3 +209,24 @@ def test_a_process_family_ignores_a_reused_pid(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_the_cpu_shims_swap_ultralytics_names_for_one_call_only(monkeypatch):
+    import torch
+    import ultralytics.engine.trainer as trainer_module
+    import ultralytics.engine.validator as validator_module
+    from ultralytics.models.yolo.detect import DetectionTrainer
+    from yolo_trainer import cpu_ddp_shims
+    from yolo_trainer.ranks import LaunchedRankTrainer, trainer_class
+
+    before = trainer_module.nn, validator_module.AutoBackend, validator_module.get_torch_device_backend
+    seen = {}
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", lambda m, **kw: seen.update(kw) or m)
+    with cpu_ddp_shims.ddp_without_device_ids_on_cpu():
+        assert trainer_module.nn.Module is torch.nn.Module  # the rest of torch.nn, unchanged
+        trainer_module.nn.parallel.DistributedDataParallel("model", device_ids=[None], find_unused_parameters=True)
+    assert seen == {"device_ids": None, "find_unused_parameters": True}
+    with cpu_ddp_shims.validator_on_cpu():
+        assert validator_module.get_torch_device_backend("cuda").current_device() == 0
+    assert (trainer_module.nn, validator_module.AutoBackend, validator_module.get_torch_device_backend) == before
+    assert trainer_class(DetectionTrainer) is trainer_class(LaunchedRankTrainer) is LaunchedRankTrainer
