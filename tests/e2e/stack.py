@@ -71,9 +71,10 @@ class Stack:
             "watchNamespaces": namespaces,
             "nodeSelector": REAL_NODE_PLACEMENT["nodeSelector"],
             "tolerations": REAL_NODE_PLACEMENT["tolerations"],
-            "trainer": {"offline": True},
             **(values or {}),
         }
+        # The bed's nodes advertise nvidia.com/gpu without having one: its GPU jobs train on CPU.
+        settings["trainer"] = {"offline": True, "simulatedGpus": True, **(values or {}).get("trainer", {})}
         self.run(
             "helm", "upgrade", "--install", RELEASE, str(testbed.ROOT / "charts" / "yolo-operator"),
             "--namespace", OPERATOR_NAMESPACE, "--create-namespace", "--wait", "--timeout", "3m",

@@ -51,8 +51,9 @@ def test_data_connection_and_a_cpu_job(stack, restricted_namespace, s3_client):
     status = stack.wait(lambda: (s := phase_of(stack, ns, "odh")).get("phase") in ("Succeeded", "Failed") and s,
                         600, interval=1, what="odh to finish")  # fmt: skip
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
-    assert status["artifacts"]["bestWeights"] == f"s3://{bucket}/runs/{ns}/odh/weights/best.pt"
-    s3_client.head_object(Bucket=bucket, Key=f"runs/{ns}/odh/weights/best.pt")
+    uid = stack.get("trainingjob", "odh", "-n", ns)["metadata"]["uid"]
+    assert status["artifacts"]["bestWeights"] == f"s3://{bucket}/runs/{ns}/odh/{uid}/weights/best.pt"
+    s3_client.head_object(Bucket=bucket, Key=f"runs/{ns}/odh/{uid}/weights/best.pt")
 
     job = stack.get("job", status["jobName"], "-n", ns)
     (container,) = job["spec"]["template"]["spec"]["containers"]

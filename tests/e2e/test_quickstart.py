@@ -122,7 +122,7 @@ def test_readme_quick_start_runs_as_written(bed, real_node, s3_client, quickstar
         mirror = mirror_a_self_trained_checkpoint(s3_client, Path(tmp), "yolov8n.pt")
     with contextlib.suppress(s3_client.exceptions.BucketAlreadyOwnedByYou):
         s3_client.create_bucket(Bucket="runs")
-    stack.install_chart([ns], {"trainer": {"offline": True, "hubMirror": mirror}})
+    stack.install_chart([ns], {"trainer": {"hubMirror": mirror}})
 
     # The user's part: the README's commands, verbatim, in bash.
     env = {**stack.env, **settings, "EPOCHS": "2"}
@@ -132,7 +132,7 @@ def test_readme_quick_start_runs_as_written(bed, real_node, s3_client, quickstar
     print(proc.stdout, proc.stderr, json.dumps(tj.get("status"), indent=1), sep="\n")
     assert proc.returncode == 0, f"the quick start failed:\n{proc.stdout}\n{proc.stderr}"
     best = proc.stdout.strip().splitlines()[-1]
-    assert best == f"s3://runs/{ns}/helmets/weights/best.pt"
+    assert best == f"s3://runs/{ns}/helmets/{tj['metadata']['uid']}/weights/best.pt"  # run-scoped
     s3_client.head_object(Bucket="runs", Key=best.split("/", 3)[3])
     assert tj["status"]["phase"] == "Succeeded"
     assert tj["status"]["progress"]["epochDisplay"] == "2/2"

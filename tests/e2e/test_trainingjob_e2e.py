@@ -136,7 +136,8 @@ def test_trainingjob_trains_to_succeeded_and_a_second_continues_from_it(stack, r
 
     # The weights are in S3 where the status says.
     best = status["artifacts"]["bestWeights"]
-    assert best == f"s3://{bucket}/runs/{namespace}/shapes-v1/weights/best.pt"
+    uid1 = stack.get("trainingjob", "shapes-v1", "-n", namespace)["metadata"]["uid"]
+    assert best == f"s3://{bucket}/runs/{namespace}/shapes-v1/{uid1}/weights/best.pt"
     head = s3_client.head_object(Bucket=bucket, Key=best.split("/", 3)[3])
     assert head["ContentLength"] > 100_000
 
@@ -165,7 +166,8 @@ def test_trainingjob_trains_to_succeeded_and_a_second_continues_from_it(stack, r
     config_env = next(e for e in job2["spec"]["template"]["spec"]["containers"][0]["env"]
                       if e["name"] == "YOLO_TRAINER_CONFIG")  # fmt: skip
     assert json.loads(config_env["value"])["model"] == best
-    s3_client.head_object(Bucket=bucket, Key=f"runs/{namespace}/shapes-v2/weights/best.pt")
+    uid2 = stack.get("trainingjob", "shapes-v2", "-n", namespace)["metadata"]["uid"]
+    s3_client.head_object(Bucket=bucket, Key=f"runs/{namespace}/shapes-v2/{uid2}/weights/best.pt")
 
     # No secret value anywhere the system wrote: status, Jobs, pods, events, operator and trainer logs.
     s3 = testbed.s3_env()

@@ -10,6 +10,10 @@ Put it between a client and the shared test bed's S3 (``FaultProxy(s3_env.endpoi
 - a *partial* outage (``scope=``): only requests matching a predicate fail (their connection is reset),
   everything else flows, e.g. checkpoint uploads failing while the rest of the bucket works.
 
+``response_headers`` (not a fault): headers added to every response, e.g. the ``x-amz-bucket-region`` AWS
+sends and the bed's SeaweedFS does not. A response is recognised by its status line at the start of a chunk
+read from the server, which is where it starts for a client that waits for each answer (boto3, s3get).
+
 Outages can be started by hand (``set_mode``/``outage``) or armed to start at a precise moment:
 ``arm(predicate, seconds)`` starts an outage when the first request whose ``(method, path)`` matches
 arrives, and that request itself fails. Requests are recognised by their HTTP request line in the stream
@@ -30,6 +34,7 @@ from urllib.parse import urlsplit
 
 MODES = ("pass", "refuse", "reset", "hang")
 REQUEST_LINE = re.compile(rb"(GET|PUT|POST|HEAD|DELETE) (/\S*) HTTP/1\.[01]\r\n")
+STATUS_LINE = re.compile(rb"HTTP/1\.[01] [0-9]{3}[^\r\n]*\r\n")
 
 
 @dataclass
@@ -137,7 +142,7 @@ class _Conn:
                 if self.proxy.mode != "pass":
                     self.proxy._fail(self)
                     return
-                self.client.sendall(data)
+                self.client.sendall(self.proxy._with_headers(data))
         except OSError:
             pass
         self.close()
@@ -151,6 +156,7 @@ class FaultProxy:
         assert u.scheme == "http", "plain HTTP only: the proxy reads request lines"
         self.upstream = (u.hostname or "127.0.0.1", u.port or 80)
         self.mode = "pass"
+        self.response_headers: dict[str, str] = {}
         self.requests: list[Request] = []
         self.outages: list[Outage] = []
         self._armed: list[Outage] = []
@@ -167,6 +173,13 @@ class FaultProxy:
         self._accept_thread.start()
 
     # --- public ------------------------------------------------------------------------------------------
+
+    def _with_headers(self, data: bytes) -> bytes:
+        m = STATUS_LINE.match(data) if self.response_headers else None
+        if m is None:
+            return data
+        extra = "".join(f"{k}: {v}\r\n" for k, v in self.response_headers.items()).encode()
+        return data[: m.end()] + extra + data[m.end() :]
 
     def set_mode(self, mode: str) -> None:
         assert mode in MODES, mode

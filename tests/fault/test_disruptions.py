@@ -364,7 +364,9 @@ class Scenario:
 
     @property
     def job_prefix(self) -> str:
-        return f"runs/{self.namespace}/{self.name}"
+        """The TrainingJob's run-scoped prefix: its outputs and checkpoints live under its metadata.uid."""
+        tj = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name)
+        return f"runs/{self.namespace}/{self.name}/{tj['metadata']['uid']}"
 
     def _check_not_finished(self) -> None:
         phase = self.status.poll().get("phase")

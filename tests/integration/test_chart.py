@@ -232,6 +232,19 @@ def test_deployment_env_follows_values(helm_bin):
     assert cfg.health_port == 9000 and {"name": "health", "containerPort": 9000, "protocol": "TCP"} in c["ports"]
 
 
+def test_simulated_gpus_only_when_a_test_bed_asks_for_them(helm_bin):
+    """Default: a GPU job without a visible GPU fails (GPUNotVisible); only trainer.simulatedGpus=true, which
+    only the test bed sets (tests/e2e/stack.py), lets it train on CPU."""
+
+    def operator_config(values: dict[str, str]) -> OperatorConfig:
+        (dep,) = by_kind(template(helm_bin, values), "Deployment")
+        (c,) = dep["spec"]["template"]["spec"]["containers"]
+        return OperatorConfig.from_env({e["name"]: e["value"] for e in c["env"]})
+
+    assert operator_config({}).simulated_gpus is False
+    assert operator_config({"trainer.simulatedGpus": "true"}).simulated_gpus is True
+
+
 SA_ROLE_KEY = "trainer.serviceAccountAnnotations.eks\\.amazonaws\\.com/role-arn"  # --set escapes the dots
 
 

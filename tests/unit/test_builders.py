@@ -136,6 +136,7 @@ def test_pod_failure_policy_follows_exit_codes():
                         ExitCode.S3_UNREACHABLE)  # fmt: skip
     for code in s3_misconfigured:
         assert int(code) in fail[0]["onExitCodes"]["values"]  # S3 misconfigurations: a retry fails the same way
+    assert int(ExitCode.GPU_NOT_VISIBLE) in fail[0]["onExitCodes"]["values"]  # the node's driver: no CPU fallback
     assert int(ExitCode.TRAINING_ERROR) not in fail[0]["onExitCodes"]["values"]  # retriable
     assert ignore[0]["onExitCodes"]["values"] == list(DISRUPTION) == [75]
     assert ignore[1]["onPodConditions"] == [{"type": "DisruptionTarget", "status": "True"}]
@@ -496,6 +497,27 @@ def test_every_env_name_the_operator_sets_is_reserved():
         OperatorConfig(trainer_env=({"name": "AWS_SECRET_ACCESS_KEY", "value": "x"},))
 
 
+def test_each_incarnation_of_a_trainingjob_gets_its_own_run_prefix():
+    """Its metadata.uid reaches the trainer: a re-created job (new uid) never resumes nor overwrites the old one."""
+    first = b.build_trainer_config(make_tj(), CFG, "yolov8n.pt")
+    again = make_tj()
+    again["metadata"]["uid"] = "uid-5678"
+    second = b.build_trainer_config(again, CFG, "yolov8n.pt")
+    assert first.uid == "uid-1234" and first.job_prefix.endswith("/team-a/helmets/uid-1234")
+    assert second.job_prefix.endswith("/team-a/helmets/uid-5678")
+    env = env_of(b.build_job(again, CFG))
+    assert TrainerConfig.model_validate_json(env[CONFIG_ENV]["value"]).uid == "uid-5678"
+
+
+def test_simulated_gpus_only_where_the_operator_says_so_and_the_pod_knows_its_node():
+    assert b.build_trainer_config(make_tj(), CFG, "yolov8n.pt").simulated_gpus is False
+    bed = OperatorConfig.from_env({"YOLO_OPERATOR_SIMULATED_GPUS": "true"})
+    assert bed.simulated_gpus is True and OperatorConfig.from_env({}).simulated_gpus is False
+    assert b.build_trainer_config(make_tj(), bed, "yolov8n.pt").simulated_gpus is True
+    env = env_of(b.build_job(make_tj(), CFG))
+    assert env["YOLO_NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+
+
 def test_cpu_jobs_see_no_gpu():
     assert env_of(b.build_job(make_tj(resources={"gpus": 0}), CFG))["NVIDIA_VISIBLE_DEVICES"]["value"] == "void"
     assert "NVIDIA_VISIBLE_DEVICES" not in env_of(b.build_job(make_tj(resources={"gpus": 1}), CFG))
@@ -540,7 +562,7 @@ def test_data_connection_reaches_the_pod_only_through_secret_key_refs():
                                          "AWS_DEFAULT_REGION": "eu-west-1"})  # fmt: skip
     assert resolved.dataset == "s3://team-bucket/helmets/" and resolved.output == "s3://team-bucket/runs/"
     assert resolved.s3.endpoint == "https://minio.example:9000" and resolved.s3.region == "eu-west-1"
-    assert resolved.job_prefix == "s3://team-bucket/runs/team-a/helmets"
+    assert resolved.job_prefix == "s3://team-bucket/runs/team-a/helmets/uid-1234"
     absolute = cfg.model_copy(update={"dataset": "s3://other/d.zip"}).with_data_connection({"AWS_S3_BUCKET": "b"})
     assert absolute.dataset == "s3://other/d.zip"
     with pytest.raises(ValueError, match="AWS_S3_BUCKET is empty"):

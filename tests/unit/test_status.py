@@ -144,6 +144,7 @@ def test_failed_with_non_retriable_exit_code_and_termination_message():
         (17, "S3WrongRegion"),
         (18, "S3TLSFailed"),
         (19, "S3Unreachable"),
+        (22, "GPUNotVisible"),
         (99, "ExitCode99"),
     ],
 )

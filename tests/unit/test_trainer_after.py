@@ -118,3 +118,25 @@ def test_dataset_fingerprint_changes_with_any_object_and_not_with_the_prefix():
     assert json.loads(z.model_dump_json(by_alias=True, exclude_none=True)).keys() == {"uri", "fingerprint", "etag"}
 
 
+
+
+def test_parent_weights_under_a_run_scoped_prefix_name_their_trainingjob():
+    """fromTrainingJob's bestWeights is <output>/<ns>/<name>/<uid>/weights/best.pt: its metrics.json names the
+    TrainingJob (the path's third-last part is the uid); without that field, the pre-uid layout's name."""
+    from yolo_trainer.lineage import base_model_lineage
+
+    class ParentStore(ListStore):
+        def __init__(self, key, metrics):
+            super().__init__([S3Object(key, 9, '"e1"')])
+            self.metrics = metrics
+
+        def get_bytes_or_none(self, bucket, key):
+            return json.dumps(self.metrics).encode()
+
+    key = "runs/team-a/base/0d1e2f3a-uid/weights/best.pt"
+    listed = {"runId": "r1", "objects": {"weights/best.pt": {"etag": '"e1"'}}}
+    scoped = {**listed, "trainingJob": {"namespace": "team-a", "name": "base", "uid": "0d1e2f3a-uid"}}
+    found = base_model_lineage(ParentStore(key, scoped), f"s3://bk/{key}", None)
+    assert (found.training_job, found.run_id) == ("base", "r1")
+    legacy = "runs/team-a/base/weights/best.pt"
+    assert base_model_lineage(ParentStore(legacy, listed), f"s3://bk/{legacy}", None).training_job == "base"

@@ -84,6 +84,28 @@ def test_main_with_invalid_config_exits_10(tmp_path, monkeypatch):
     assert text.startswith("ConfigInvalid: ") and "dataset" in text and "bogus" in text
 
 
+def test_a_gpu_job_without_a_visible_gpu_exits_22_before_any_s3_request(tmp_path, monkeypatch):
+    """spec.resources.gpus 1 on a machine without CUDA: GPUNotVisible, before S3 (whose endpoint here refuses
+    connections: S3Unreachable, exit 19, had it been asked first)."""
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"name": "j", "model": "m.yaml", "dataset": "s3://d/x/", "output": "s3://b/out/",
+                               "gpus": 1, "s3": {"endpoint": "http://127.0.0.1:9"},
+                               "workDir": str(tmp_path / "work")}))  # fmt: skip
+    log = tmp_path / "term"
+    monkeypatch.setenv("YOLO_TERMINATION_LOG", str(log))
+    monkeypatch.setenv("YOLO_TRAINER_S3_RETRY_BUDGET", "1")
+    monkeypatch.setenv("YOLO_NODE_NAME", "gpu-node-0")
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    from yolo_trainer import pipeline
+
+    monkeypatch.setattr(pipeline, "_gpu_count", lambda: 0)  # also on a machine with CUDA
+    assert main(["--config", str(cfg)]) == ExitCode.GPU_NOT_VISIBLE == 22
+    text = log.read_text()
+    print(text)
+    assert text.startswith("GPUNotVisible: spec.resources.gpus is 1 but the pod on node gpu-node-0 sees no CUDA")
+
+
 def test_main_without_config_exits_10(tmp_path, monkeypatch):
     monkeypatch.delenv("YOLO_TRAINER_CONFIG", raising=False)
     monkeypatch.setenv("YOLO_TERMINATION_LOG", str(tmp_path / "term"))

@@ -691,3 +691,93 @@ def test_the_writer_is_built_at_the_first_write_when_the_endpoint_is_explicit(mo
     assert built == [1]
     aws = S3Store.from_config(S3Config(region="eu-west-1"))  # botocore resolves the AWS endpoint: built now
     assert built == [1, 1] and aws.getter.hostname == "s3.eu-west-1.amazonaws.com"
+
+
+class _RegionServer:
+    """Answers HeadBucket as a store might: ``status`` with ``x-amz-bucket-region: region`` (None: without it)."""
+
+    def __init__(self, status: int, region: str | None):
+        import http.server
+        import threading
+
+        self.heads: list[str] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_HEAD(self):
+                outer.heads.append(self.path)
+                self.send_response(status)
+                if region:
+                    self.send_header("x-amz-bucket-region", region)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("status", "header", "expected"),
+    [
+        (200, "eu-west-3", "eu-west-3"),  # the bucket answers (MinIO, AWS in us-east-1)
+        (301, "ap-south-1", "ap-south-1"),  # AWS: PermanentRedirect, the bucket is elsewhere
+        (400, "eu-central-1", "eu-central-1"),  # AWS: AuthorizationHeaderMalformed (signed for us-east-1)
+        (403, "us-west-2", "us-west-2"),  # AWS: keys not allowed on the bucket, its region still named
+        (200, None, None),  # a store that names no region: the caller uses us-east-1
+        (404, None, None),  # no such bucket: the preflight's bucket check says so, naming the field
+    ],
+)
+def test_discover_region_reads_the_bucket_region_header(monkeypatch, status, header, expected):
+    from yolo_trainer.s3 import discover_region
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    srv = _RegionServer(status, header)
+    try:
+        assert discover_region(S3Config(endpoint=srv.url), "runs") == expected
+        assert srv.heads == ["/runs"]
+    finally:
+        srv.close()
+
+
+def test_a_given_region_is_used_as_given_and_an_unset_one_is_the_output_buckets(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    for var in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    srv = _RegionServer(400, "eu-central-1")
+    try:
+        given = S3Store.from_config(S3Config(endpoint=srv.url, region="eu-west-1"), region_bucket="runs")
+        assert given.getter.signer.region == "eu-west-1" and srv.heads == []  # no request: the spec decides
+        found = S3Store.from_config(S3Config(endpoint=srv.url), region_bucket="runs")
+        assert found.getter.signer.region == found.hints.region == "eu-central-1" and srv.heads == ["/runs"]
+        assert found.hints.region_discovered_from == "runs"
+        silent = _RegionServer(200, None)
+        try:
+            fallback = S3Store.from_config(S3Config(endpoint=silent.url), region_bucket="runs")
+            assert fallback.getter.signer.region == "us-east-1" and fallback.hints.region_discovered_from is None
+        finally:
+            silent.close()
+    finally:
+        srv.close()
+    # Unreachable: no region learnt, us-east-1; the bucket check then reports S3Unreachable as before.
+    dead = S3Store.from_config(S3Config(endpoint="http://127.0.0.1:1"), region_bucket="runs")
+    assert dead.getter.signer.region == "us-east-1"
+
+
+def test_a_discovered_region_that_is_wrong_for_another_bucket_says_it_was_discovered():
+    from yolo_trainer.s3 import _wrong_region
+
+    hints = S3Hints(region="eu-central-1", region_discovered_from="runs")
+    err = _wrong_region("AuthorizationHeaderMalformed", "wrong region", {"Region": "us-west-2"}, {}, "s3://data",
+                        hints)  # fmt: skip
+    assert "spec.s3.region is unset and bucket runs is in 'eu-central-1'" in str(err)
+    assert "this bucket is in 'us-west-2'" in str(err) and "must share a region" in str(err)

@@ -253,10 +253,33 @@ def test_a_multi_gpu_pod_never_falls_back_silently_to_fewer_gpus():
     from yolo_contract.exitcodes import ConfigInvalid
     from yolo_trainer.pipeline import check_gpus
 
-    assert check_gpus(0, 4, ddp=True) == 0  # no CUDA at all: CPU (the test bed simulates its GPUs)
+    assert check_gpus(0, 0, ddp=True) == 0  # spec.resources.gpus 0: CPU, as asked
+    assert check_gpus(0, 4, ddp=True, simulated=True) == 0  # only a test bed's simulated GPUs fall back to CPU
     assert check_gpus(1, 1, ddp=False) == 1 and check_gpus(4, 4, ddp=True) == 4
     with pytest.raises(TrainerError, match=r"spec\.resources\.gpus is 4 but this pod sees 2") as e:
         check_gpus(2, 4, ddp=True)
     assert e.value.code == ExitCode.TRAINING_ERROR
     with pytest.raises(ConfigInvalid, match=r"torch\.distributed"):
         check_gpus(4, 4, ddp=False)
+
+
+def test_a_gpu_pod_that_sees_no_gpu_fails_at_once_naming_the_node_and_the_cause(monkeypatch):
+    from yolo_contract.exitcodes import NON_RETRIABLE, GPUNotVisible
+    from yolo_trainer import pipeline
+
+    monkeypatch.setenv("YOLO_NODE_NAME", "gpu-node-7")
+    monkeypatch.setattr(pipeline, "cuda_diagnosis", lambda: "torch 2.5.1 built for CUDA 12.4; torch: driver too old")
+    with pytest.raises(GPUNotVisible) as e:
+        pipeline.check_gpus(0, 1, ddp=True)
+    msg = str(e.value)
+    assert e.value.code == ExitCode.GPU_NOT_VISIBLE == 22 and int(e.value.code) in NON_RETRIABLE
+    assert "spec.resources.gpus is 1" in msg and "node gpu-node-7" in msg
+    assert "CUDA 12.4" in msg and "driver" in msg and "container runtime" in msg
+    print(f"GPUNotVisible (exit {int(e.value.code)}): {msg}")
+
+
+def test_cuda_diagnosis_names_torchs_cuda_build():
+    from yolo_trainer.pipeline import cuda_diagnosis
+
+    text = cuda_diagnosis()
+    assert text.startswith("torch ") and "CUDA" in text and "/dev/nvidia" in text

@@ -25,6 +25,7 @@ class ExitCode(enum.IntEnum):
     S3_UNREACHABLE = 19  # the endpoint never answered in this pod (spec.s3.endpoint): refused, no DNS, timeout
     TRAINING_ERROR = 20
     S3_UNAVAILABLE = 21
+    GPU_NOT_VISIBLE = 22  # spec.resources.gpus > 0 but the pod sees no CUDA device: the node's driver or runtime
     INTERRUPTED = 75  # EX_TEMPFAIL
 
     @property
@@ -51,6 +52,7 @@ REASONS: dict[ExitCode, str] = {
     ExitCode.S3_UNREACHABLE: "S3Unreachable",
     ExitCode.TRAINING_ERROR: "TrainingError",
     ExitCode.S3_UNAVAILABLE: "S3Unavailable",
+    ExitCode.GPU_NOT_VISIBLE: "GPUNotVisible",
     ExitCode.INTERRUPTED: "Interrupted",
 }
 
@@ -110,6 +112,12 @@ class ScratchTooSmall(TrainerError):
 
 class ModelUnavailable(TrainerError):
     code = ExitCode.MODEL_UNAVAILABLE
+
+
+class GPUNotVisible(TrainerError):
+    """Not retried: the pod holds a GPU it cannot use, and training on CPU instead would hold it for hours."""
+
+    code = ExitCode.GPU_NOT_VISIBLE
 
 
 class Interrupted(TrainerError):

@@ -23,6 +23,8 @@ from yolo_contract.sizing import processes_per_node
 from yolo_contract.training import S3Endpoint, TrainingSpec
 
 CONFIG_ENV = "YOLO_TRAINER_CONFIG"
+#: The node the pod runs on (downward API spec.nodeName): failures that are the node's fault name it.
+NODE_NAME_ENV = "YOLO_NODE_NAME"
 #: Environment the operator sets in the trainer container; extra environment (chart-wide or spec.env) may not
 #: set these, nor any name starting with RESERVED_ENV_PREFIX.
 #: The keys of an OpenShift AI data connection Secret (S3 type), as its dashboard writes them; the pod gets each
@@ -74,13 +76,20 @@ class StatusTarget(_Model):
 class TrainerConfig(_Model):
     namespace: str = Field("default", description="Namespace of the TrainingJob (part of the output path).")
     name: str = Field(..., description="Name of the TrainingJob (part of the output path).")
+    uid: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$",
+        description="metadata.uid of the TrainingJob (part of the output path): each incarnation of a name "
+        "resumes and publishes only under its own <output>/<namespace>/<name>/<uid>/. Unset (the CLI run by "
+        "hand): <output>/<namespace>/<name>/, and a second run of the same name resumes the first.",
+    )
     model: str = Field(
         ...,
         description="Base weights: a hub name (yolov8n.pt), an s3:// or https:// URI of a .pt file, "
         "or a model YAML (yolov8n.yaml) to train from scratch.",
     )
     dataset: str = Field(..., description="s3:// prefix holding data.yaml, or s3:// URI of a .zip/.tar/.tar.gz.")
-    output: str = Field(..., description="s3:// prefix; outputs go to <output>/<namespace>/<name>/.")
+    output: str = Field(..., description="s3:// prefix; outputs go to job_prefix under it.")
     s3: S3Config = Field(default_factory=S3Config)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     export_formats: list[str] = Field(default_factory=list, description="e.g. onnx, torchscript")
@@ -93,6 +102,11 @@ class TrainerConfig(_Model):
         description="Training processes per node on CPU (gpus must be 0): more than 1 runs that many DDP ranks "
         "with the gloo backend under torch's launcher, as N GPUs would (CI runs 2 real ranks this way). Only ever "
         "an explicit choice: a pod that holds GPUs never trains on CPU ranks instead. Unset = 1.",
+    )
+    simulated_gpus: bool = Field(
+        False,
+        description="Test beds only (the chart's trainer.simulatedGpus): a pod that holds GPUs but sees no CUDA "
+        "device trains on CPU. Off: it fails at once with GPUNotVisible (exit 22).",
     )
     offline: bool = Field(False, description="Never try to reach the internet (hub downloads, fonts).")
     hub_mirror: str | None = Field(
@@ -152,8 +166,11 @@ class TrainerConfig(_Model):
 
     @property
     def job_prefix(self) -> str:
-        """s3:// prefix (no trailing slash) holding everything this job writes."""
-        return f"{self.output.rstrip('/')}/{self.namespace}/{self.name}"
+        """s3:// prefix (no trailing slash) holding everything this job writes: <output>/<namespace>/<name>/<uid>.
+        The uid scopes a run to one incarnation of the TrainingJob: a job deleted and re-created with the same
+        name starts fresh and never overwrites what the earlier one published."""
+        scoped = f"{self.output.rstrip('/')}/{self.namespace}/{self.name}"
+        return f"{scoped}/{self.uid}" if self.uid else scoped
 
     def to_env_json(self) -> str:
         return self.model_dump_json(by_alias=True, exclude_none=True)

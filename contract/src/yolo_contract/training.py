@@ -64,7 +64,8 @@ class TrainingSpec(Model):
         None,
         ge=0,
         le=MAX_FREEZE,
-        description="Freeze the first N modules (10 freezes the YOLOv8/11 backbone); unset freezes nothing.",
+        description="Freeze the first N modules (10 freezes the YOLOv8 backbone, modules 0-9; 11 the YOLO11 "
+        "backbone, modules 0-10); unset freezes nothing.",
     )
     optimizer: Optimizer = Field("auto", description="Optimizer; auto lets Ultralytics choose.")
     hyperparameters: dict[str, Any] = Field(
@@ -100,7 +101,13 @@ class S3Endpoint(Model):
             cel(f"self.matches(r'{HTTP_URL}')", "spec.s3.endpoint must be an http:// or https:// URL")
         ),
     )
-    region: str = Field("us-east-1", max_length=64, pattern=r"^[a-z0-9-]+$", description="S3 region.")
+    region: str | None = Field(
+        None,
+        max_length=64,
+        pattern=r"^[a-z0-9-]+$",
+        description="S3 region. Unset: the output bucket's own, as S3 names it (the x-amz-bucket-region header "
+        "of a HeadBucket), else us-east-1 (what MinIO, Ceph RGW and other S3-compatible stores accept).",
+    )
     insecure_skip_tls_verify: bool = Field(
         False,
         alias="insecureSkipTLSVerify",

@@ -395,7 +395,9 @@ class TrainingJobSpec(_Model):
     output: str = Field(
         ...,
         max_length=MAX_URI,
-        description="s3:// prefix for the results; they go to <output>/<namespace>/<name>/.",
+        description="s3:// prefix for the results; they go to <output>/<namespace>/<name>/<uid>/ (uid: the "
+        "TrainingJob's metadata.uid, so a job deleted and re-created with the same name starts fresh and never "
+        "overwrites what the earlier one published; status.artifacts names every object).",
         json_schema_extra=rules(
             OUTPUT_URI
         ),
@@ -472,7 +474,7 @@ class TrainingJobSpec(_Model):
         default_factory=list,
         max_length=16,
         description="Export the best weights to these formats; they are published for a model server under "
-        "<output>/<namespace>/<name>/serving/<format>/1/ (model.onnx, model.xml + model.bin, model.pt).",
+        "<output>/<namespace>/<name>/<uid>/serving/<format>/1/ (model.onnx, model.xml + model.bin, model.pt).",
         json_schema_extra=_list_set(),
     )
 

@@ -22,7 +22,14 @@ from typing import Any
 
 from yolo_contract import API_VERSION, GROUP, KIND, MAX_NAME, PLURAL, VERSION, sizing
 from yolo_contract.exitcodes import DISRUPTION, NON_RETRIABLE
-from yolo_contract.trainer_config import CONFIG_ENV, DATA_CONNECTION_KEYS, S3Config, StatusTarget, TrainerConfig
+from yolo_contract.trainer_config import (
+    CONFIG_ENV,
+    DATA_CONNECTION_KEYS,
+    NODE_NAME_ENV,
+    S3Config,
+    StatusTarget,
+    TrainerConfig,
+)
 
 from yolo_operator.api import ModelSource, TrainingJob
 from yolo_operator.config import OperatorConfig
@@ -312,12 +319,13 @@ def build_trainer_config(tj: dict[str, Any] | TrainingJob, config: OperatorConfi
     return TrainerConfig(
         namespace=t.namespace,
         name=t.name,
+        uid=t.uid,
         model=model,
         dataset=s.dataset,
         output=s.output,
         s3=S3Config(
             endpoint=s3.endpoint if s3 else None,
-            region=s3.region if s3 else "us-east-1",
+            region=s3.region if s3 else None,  # unset: the trainer asks S3 for the bucket's region
             insecure_skip_tls_verify=bool(s3 and s3.insecure_skip_tls_verify),
             ca_bundle=f"{CA_DIR}/{CA_FILE}" if s3 and s3.ca_bundle else None,
             data_connection=bool(s3 and s3.data_connection),
@@ -325,6 +333,7 @@ def build_trainer_config(tj: dict[str, Any] | TrainingJob, config: OperatorConfi
         training=s.training,
         export_formats=list(s.export_formats),
         gpus=s.resources.gpus,
+        simulated_gpus=config.simulated_gpus,
         offline=config.offline,
         hub_mirror=config.hub_mirror,
         status=StatusTarget(namespace=t.namespace, name=t.name, group=GROUP, version=VERSION, plural=PLURAL),
@@ -387,6 +396,7 @@ def _env(t: TrainingJob, config: OperatorConfig, model: str) -> list[dict[str, A
         {"name": "YOLO_TRAINER_GRACE_SECONDS", "value": str(TERMINATION_GRACE_SECONDS - TRAINER_GRACE_MARGIN_SECONDS)},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": NODE_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},  # named on GPU failures
     ]
     s3 = t.spec.s3
     if s3 and s3.credentials_secret_ref:

@@ -140,7 +140,8 @@ Roboflow "YOLOv8" export.
 Create a Secret with your S3 keys (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`), then a TrainingJob from \
 one of the samples, and watch it: `oc get trainingjob -w`. The quick start **Fine-tune YOLO on your own \
 images** walks through it. The weights, `results.csv`, `metrics.json`, plots and exports end up under \
-`<output>/<namespace>/<name>/`; `status.artifacts` lists them.
+`<output>/<namespace>/<name>/<uid>/` (the TrainingJob's UID: a re-created job never overwrites an earlier \
+one's); `status.artifacts` lists them.
 
 ## Install modes
 All namespaces, or one or more namespaces of the OperatorGroup: the operator reconciles TrainingJobs \

@@ -34,6 +34,11 @@ class OperatorConfig(BaseModel):
     image_pull_policy: str | None = Field(None, description="Default pull policy; unset = Kubernetes default.")
     read_only_root_filesystem: bool = Field(True, description="Trainer container's readOnlyRootFilesystem.")
     offline: bool = Field(False, description="Tell the trainer never to reach the internet.")
+    simulated_gpus: bool = Field(
+        False,
+        description="Test beds only ($YOLO_OPERATOR_SIMULATED_GPUS, the chart's trainer.simulatedGpus): nodes "
+        "advertise GPUs they do not have, so a GPU job that sees no CUDA device trains on CPU instead of failing.",
+    )
     shm_min_mib: int = Field(256, ge=64, description="Lower clamp of the computed /dev/shm size (MiB).")
     shm_max_mib: int = Field(16384, ge=64, description="Upper clamp of the computed /dev/shm size (MiB).")
     trainer_image_pull_secrets: tuple[str, ...] = Field(
@@ -87,6 +92,7 @@ class OperatorConfig(BaseModel):
         for key, var in (
             ("read_only_root_filesystem", "YOLO_OPERATOR_READ_ONLY_ROOT_FS"),
             ("offline", "YOLO_OPERATOR_OFFLINE"),
+            ("simulated_gpus", "YOLO_OPERATOR_SIMULATED_GPUS"),
         ):
             if env.get(var):
                 values[key] = env[var].strip().lower() in ("1", "true", "yes", "on")

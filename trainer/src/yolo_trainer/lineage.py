@@ -75,7 +75,8 @@ def base_model_lineage(store: S3Store | None, spec: str, local: str | None) -> B
         return out
     parts = key.split("/")
     if len(parts) >= 4 and parts[-2:] == ["weights", "best.pt"]:
-        # <output>/<namespace>/<job>/weights/best.pt: published by a TrainingJob; its metrics.json names the run
+        # <output>/<namespace>/<job>[/<uid>]/weights/best.pt: published by a TrainingJob; its metrics.json names
+        # the run and the job (a prefix without the uid: a trainer before run-scoped prefixes, or the CLI)
         job_prefix = "/".join(parts[:-2])
         try:
             body = store.get_bytes_or_none(bucket, join_key(job_prefix, "metrics.json"))
@@ -85,7 +86,7 @@ def base_model_lineage(store: S3Store | None, spec: str, local: str | None) -> B
             meta = None
         listed = ((meta or {}).get("objects") or {}).get("weights/best.pt") or {}
         if meta and out.etag and _etag(listed.get("etag")) == out.etag:
-            out.training_job = parts[-3]
+            out.training_job = str((meta.get("trainingJob") or {}).get("name") or parts[-3])
             out.run_id = meta.get("runId")
     return out
 

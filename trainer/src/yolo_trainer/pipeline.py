@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from yolo_contract.base import now_rfc3339
-from yolo_contract.exitcodes import ConfigInvalid, ExitCode, Interrupted, TrainerError
+from yolo_contract.exitcodes import ConfigInvalid, ExitCode, GPUNotVisible, Interrupted, TrainerError
 from yolo_contract.progress import (
     COMPLETED,
     EARLY_STOPPING,
@@ -30,7 +30,7 @@ from yolo_contract.progress import (
     TrainerReport,
 )
 from yolo_contract.sizing import dataloader_workers, processes_per_node
-from yolo_contract.trainer_config import TrainerConfig
+from yolo_contract.trainer_config import NODE_NAME_ENV, TrainerConfig
 from yolo_contract.training import ARCHIVE_SUFFIXES
 
 from . import launch
@@ -171,8 +171,14 @@ def _run(
     # --- preflight: cheap checks first -----------------------------------------------------------------
     hyper = validate_hyperparameters(cfg.training.hyperparameters)
     check_export_formats(cfg.export_formats)
-    store = store or S3Store.from_config(cfg.s3)
+    # A GPU job that cannot see its GPU fails before staging: on CPU it would hold the GPU for hours.
+    # CPU ranks only where the config asks for them (it then cannot ask for GPUs): never a fallback.
+    cpu_ranks = (cfg.cpu_processes or 1) > 1
+    n_gpus = 0 if cpu_ranks else check_gpus(_gpu_count(), cfg.gpus, ddp_supported(), simulated=cfg.simulated_gpus)
+    plan = launch.plan(processes_per_node(n_gpus, cfg.cpu_processes))  # a world this pod cannot join: now
     out_bucket, out_prefix = parse_s3_uri(job_prefix)
+    # spec.s3.region unset: the output bucket's region, as S3 names it (AWS buckets outside us-east-1).
+    store = store or S3Store.from_config(cfg.s3, region_bucket=out_bucket)
     ds_bucket, ds_key = parse_s3_uri(cfg.dataset)
     bucket_of = " (its bucket: AWS_S3_BUCKET of spec.s3.dataConnection)" if cfg.s3.data_connection else ""
     store.hints.name_bucket(out_bucket, f"spec.output{bucket_of}")  # named before any request: a shared bucket
@@ -217,11 +223,7 @@ def _run(
     save_dir = runs / RUN_NAME
     if save_dir.exists():
         shutil.rmtree(save_dir)  # a retried container starts clean; S3 holds what survives
-    # CPU ranks only where the config asks for them (it then cannot ask for GPUs): never a fallback.
-    cpu_ranks = (cfg.cpu_processes or 1) > 1
-    n_gpus = 0 if cpu_ranks else check_gpus(_gpu_count(), cfg.gpus, ddp_supported())
     device = choose_device(n_gpus)
-    plan = launch.plan(processes_per_node(n_gpus, cfg.cpu_processes))
     _log_event("ranks", **plan.describe(), device=device)
     t = cfg.training
     workers = dataloader_workers(t.workers, n_gpus, t.batch, t.imgsz, cpus=available_cpus(), shm_bytes=shm_bytes())
@@ -359,6 +361,7 @@ def _run(
         "dataset": summary.as_dict(),
         "lineage": lin.model_dump(by_alias=True, exclude_none=True),
         "resumedFromEpoch": (state.epoch + 1) if state else None,
+        "trainingJob": {"namespace": cfg.namespace, "name": cfg.name, "uid": cfg.uid},  # which incarnation
     }
     if test is not None:
         extra["test"] = {k: test.body[k] for k in ("metrics", "perClass")}
@@ -398,13 +401,16 @@ def training_outcome(result: TrainingResult, hyper: dict[str, Any], training, re
     return Outcome(reason=COMPLETED, epochs=done, best_epoch=best_epoch, message=f"{done or epochs} epochs{best}")
 
 
-def check_gpus(visible: int, requested: int, ddp: bool) -> int:
-    """The GPUs to train on. None visible: CPU (a test bed simulates the GPUs it schedules). Fewer than
-    spec.resources.gpus, or several without torch.distributed: an error, never a silent fallback to
-    fewer GPUs than the job holds."""
+def check_gpus(visible: int, requested: int, ddp: bool, simulated: bool = False) -> int:
+    """The GPUs to train on. None visible with spec.resources.gpus > 0: GPUNotVisible (a test bed that
+    simulates its GPUs says so with ``simulated`` and trains on CPU). Fewer than spec.resources.gpus, or
+    several without torch.distributed: an error, never a silent fallback to fewer GPUs than the job holds."""
     if visible == 0:
+        if requested and not simulated:
+            raise GPUNotVisible(no_gpu_message(requested, os.environ.get(NODE_NAME_ENV), cuda_diagnosis()))
         if requested:
-            log.warning("spec.resources.gpus is %d but no CUDA device is visible: training on CPU", requested)
+            log.warning("spec.resources.gpus is %d but no CUDA device is visible: training on CPU "
+                        "(simulated GPUs, the chart's trainer.simulatedGpus)", requested)  # fmt: skip
         return 0
     if requested and visible < requested:
         raise TrainerError(f"spec.resources.gpus is {requested} but this pod sees {visible} CUDA devices; the "
@@ -413,6 +419,44 @@ def check_gpus(visible: int, requested: int, ddp: bool) -> int:
         raise ConfigInvalid(f"{visible} GPUs but this image's torch has no torch.distributed, which DDP "
                             "needs: use the project's trainer image (spec.image)")  # fmt: skip
     return visible
+
+
+def no_gpu_message(requested: int, node: str | None, diagnosis: str) -> str:
+    """GPUNotVisible's message: what the pod holds, the node, what torch saw and the likely causes (pure)."""
+    where = f"node {node}" if node else "this node"
+    return (
+        f"spec.resources.gpus is {requested} but the pod on {where} sees no CUDA device ({diagnosis}); likely "
+        "cause: the node's NVIDIA driver is older than this torch's CUDA build needs, or the container runtime "
+        "does not expose the GPU (NVIDIA container toolkit, the node's RuntimeClass, the device plugin). "
+        f"Check `nvidia-smi` on {where}; not retried, as training on CPU would hold the GPU for hours"
+    )
+
+
+def cuda_diagnosis() -> str:
+    """What torch and the container see of CUDA, for GPUNotVisible: torch's CUDA build, the driver version
+    (/proc/driver/nvidia/version), /dev/nvidia* devices, torch's own warning (e.g. "driver too old")."""
+    import glob
+    import warnings
+
+    parts: list[str] = []
+    try:
+        import torch
+
+        parts.append(f"torch {torch.__version__} built for CUDA {torch.version.cuda or 'none (a CPU build)'}")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.is_available()
+        parts.extend(f"torch: {str(w.message).strip().splitlines()[0][:200]}" for w in caught[:1])
+    except Exception as e:
+        parts.append(f"torch unusable: {type(e).__name__}: {e}"[:200])
+    try:
+        driver = Path("/proc/driver/nvidia/version").read_text().splitlines()[0]
+        parts.append(f"driver: {' '.join(driver.split())[:160]}")
+    except (OSError, IndexError):
+        parts.append("no NVIDIA kernel driver visible (/proc/driver/nvidia/version)")
+    devices = sorted(glob.glob("/dev/nvidia[0-9]*"))
+    parts.append(f"devices: {', '.join(devices)}" if devices else "no /dev/nvidia* device in the container")
+    return "; ".join(parts)
 
 
 def _gpu_count() -> int:

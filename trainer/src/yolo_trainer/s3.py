@@ -116,6 +116,7 @@ class S3Hints:
 
     endpoint: str = "the S3 endpoint"
     region: str | None = None
+    region_discovered_from: str | None = None  # the bucket whose region was used, spec.s3.region being unset
     credentials: str = "the keys of spec.s3.credentialsSecretRef"  # who signed (see resolve_credentials)
     ca_bundle: bool = False
     fields: dict[str, str] | None = None  # bucket -> the spec field naming it (spec.dataset, spec.output, ...)
@@ -274,6 +275,11 @@ def _wrong_region(code: str, msg: str, err: dict, meta: dict, where: str, hints:
     m = _EXPECTING_REGION.search(msg)
     region = err.get("Region") or headers.get("x-amz-bucket-region") or (m.group(1) if m else None)
     configured = f"{hints.region_field} is {hints.region!r}" if hints.region else hints.region_field
+    if hints.region_discovered_from:  # the output bucket's region, learnt from S3: another bucket is elsewhere
+        configured = f"{hints.region_field} is unset and bucket {hints.region_discovered_from} is in {hints.region!r}"
+        fix = f"this bucket is in {region!r}" if region else "this bucket is in another region"
+        return S3WrongRegion(f"wrong region for {where}: {configured}, but S3 answered {code} ({msg}): {fix}; the "
+                             "buckets of one TrainingJob must share a region")  # fmt: skip
     if region:
         fix = f"the bucket is in {region!r}: set {hints.region_field}: {region}"
     else:
@@ -449,8 +455,36 @@ def make_client(
     )
     verify: bool | str = cfg.ca_bundle if cfg.ca_bundle else cfg.verify_tls
     # The resolving session: its clients sign with resolved.credentials, the object the getter signs with too.
-    session = boto3.session.Session(botocore_session=resolved.session, region_name=cfg.region)
+    session = boto3.session.Session(botocore_session=resolved.session, region_name=cfg.region or DEFAULT_REGION)
     return session.client("s3", endpoint_url=cfg.endpoint or None, config=bc, verify=verify)
+
+
+#: What S3-compatible stores (MinIO, Ceph RGW, SeaweedFS) accept, and AWS' region for unset spec.s3.region
+#: when the bucket's region cannot be learnt.
+DEFAULT_REGION = "us-east-1"
+#: Without spec.s3.endpoint: AWS' global endpoint answers HeadBucket for a bucket in any region, naming it.
+AWS_GLOBAL_ENDPOINT = "https://s3.amazonaws.com"
+
+
+def discover_region(cfg: S3Config, bucket: str, credentials: ResolvedCredentials | None = None) -> str | None:
+    """spec.s3.region unset: ``bucket``'s region from S3's ``x-amz-bucket-region`` header on one HeadBucket
+    (signed for us-east-1; AWS names the region on its 200, 301, 400 and 403 answers alike). None when the
+    store names none (most S3-compatible stores) or does not answer: the caller uses DEFAULT_REGION, and
+    the preflight's bucket check then classifies a real problem (keys, TLS, endpoint) with its own message."""
+    probe = cfg.model_copy(update={"region": DEFAULT_REGION})
+    getter = make_getter(probe, cfg.endpoint or AWS_GLOBAL_ENDPOINT, credentials=credentials)
+    try:
+        region = getter.bucket_region(bucket)
+    except Exception as e:  # the bucket check that follows reports it, naming the field to fix
+        log.info("region of bucket %s not discovered (%s): using %s", bucket, e, DEFAULT_REGION)
+        return None
+    finally:
+        getter.close()
+    if region and not re.fullmatch(r"[a-z0-9-]{1,64}", region):
+        log.warning("ignoring bucket %s's region %r: not a region name", bucket, region)
+        return None
+    log.info("bucket %s is in region %s (spec.s3.region unset)", bucket, region or f"? (using {DEFAULT_REGION})")
+    return region or None
 
 
 def make_getter(
@@ -461,7 +495,12 @@ def make_getter(
     resolved = credentials if credentials is not None else resolve_credentials(environ)
     verify: bool | str = cfg.ca_bundle if cfg.ca_bundle else cfg.verify_tls
     return ObjectGetter(
-        endpoint, cfg.region, verify=verify, connect_timeout=10, read_timeout=60, credentials=resolved.credentials
+        endpoint,
+        cfg.region or DEFAULT_REGION,
+        verify=verify,
+        connect_timeout=10,
+        read_timeout=60,
+        credentials=resolved.credentials,
     )
 
 
@@ -489,8 +528,15 @@ class S3Store:
         self.getter = getter  # every GET, HEAD and LIST
 
     @classmethod
-    def from_config(cls, cfg: S3Config, max_pool: int = 16) -> S3Store:
+    def from_config(cls, cfg: S3Config, max_pool: int = 16, region_bucket: str | None = None) -> S3Store:
+        """``region_bucket``: with spec.s3.region unset, the bucket whose region every request uses (see
+        ``discover_region``)."""
         resolved = resolve_credentials()
+        discovered_from = None
+        if cfg.region is None:
+            region = discover_region(cfg, region_bucket, resolved) if region_bucket else None
+            discovered_from = region_bucket if region else None
+            cfg = cfg.model_copy(update={"region": region or DEFAULT_REGION})
 
         def writer():
             return make_client(cfg, max_pool=max_pool, credentials=resolved)
@@ -501,8 +547,9 @@ class S3Store:
         client = None if cfg.endpoint else writer()
         endpoint = cfg.endpoint or client.meta.endpoint_url
         hints = S3Hints(
-            endpoint=endpoint, region=cfg.region, credentials=resolved.source, ca_bundle=bool(cfg.ca_bundle)
-        )
+            endpoint=endpoint, region=cfg.region, credentials=resolved.source, ca_bundle=bool(cfg.ca_bundle),
+            region_discovered_from=discovered_from,
+        )  # fmt: skip
         if cfg.data_connection:
             hints.data_connection()
         getter = make_getter(cfg, endpoint, credentials=resolved)

@@ -149,6 +149,9 @@ class Body:
         self.etag = resp.getheader("ETag")
         self._done = False
 
+    def header(self, name: str) -> str | None:
+        return self._resp.getheader(name)
+
     def read(self, amt: int = 1 << 20) -> bytes:
         try:
             return self._resp.read(amt)
@@ -280,6 +283,23 @@ class ObjectGetter:
         with self._request("HeadObject", self.path(bucket, key), method="HEAD") as body:
             body.read()  # no body follows a HEAD; reading marks the response done, so the connection is reused
             return body.size, body.etag
+
+    def bucket_region(self, bucket: str) -> str | None:
+        """HeadBucket: the bucket's region as S3 names it in ``x-amz-bucket-region``, which AWS sends on a 200
+        and on its 301/400/403 answers alike; None when the store sends no such header. Raises TransportError
+        when the connection fails and ClientError for an error answer without the header."""
+        from botocore.exceptions import ClientError
+
+        try:
+            with self._request("HeadBucket", f"{self.base_path}/{quote(bucket, safe='')}", method="HEAD") as body:
+                body.read()
+                return body.header("x-amz-bucket-region")
+        except ClientError as e:
+            headers = e.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+            region = headers.get("x-amz-bucket-region") or e.response.get("Error", {}).get("Region")
+            if region:
+                return region
+            raise
 
     def list_objects(
         self, bucket: str, prefix: str, max_keys: int | None = None
