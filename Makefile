@@ -76,7 +76,7 @@ manifests: binaries ## regenerate manifests/ (plain YAML) from the chart
 chart-lint: binaries ## helm lint --strict
 	"$$(hack/build-binaries.sh)/helm" lint --strict charts/yolo-operator
 
-gpu-check: venv ## on a machine with CUDA GPUs: trainer vs `yolo train` on one GPU, DDP progress and checkpoints (one table)
+gpu-check: venv ## on a machine with CUDA GPUs: trainer vs `yolo train` on one GPU, DDP through torchrun: progress, checkpoints, every rank (one table)
 	$(PY) bench/gpu.py
 
 bench: testbed-up ## benchmarks against baselines run beside them (~45 min); writes bench/results.md

@@ -8,9 +8,13 @@ On a machine with GPUs (and the test bed's S3 up: it runs `make testbed-up` firs
   one GPU (`yolo_contract.sizing`): each runs in its own mount namespace with a tmpfs of exactly that size on
   /dev/shm, so a DataLoader that outgrows it dies with the Bus error users see. Images/s from Ultralytics' own
   clock (the `time` column of results.csv).
-- more than one GPU: `yolo-trainer` with DDP over all of them (Ultralytics' launcher in the training process),
-  and whether per-epoch progress and a committed checkpoint (checkpoints/state.json) appeared in S3 while it
-  ran, which under DDP is what the supervisor exists for.
+- more than one GPU: `yolo-trainer` with DDP over all of them, launched as every multi-process job is: the
+  supervisor starts torch's launcher (`torch.distributed.run`, PET_* settings) with one rank per GPU (NCCL);
+  the row says the world size and the ranks that reported in, and whether per-epoch progress (from global
+  rank 0 only) and a committed checkpoint (checkpoints/state.json) appeared in S3 while it ran, and whether
+  every rank took part in the final validation.
+  (One GPU is one process: no launcher, the same path as CPU. Several ranks cannot share one GPU under NCCL,
+  so a one-GPU machine checks the launcher's path only on CPU, in tests/integration/test_trainer_ranks.py.)
 Prints one table.
 """
 
@@ -119,11 +123,17 @@ def run(images: int = 400, epochs: int = 3, imgsz: int = 640, batch: int = 16) -
                 seen_ckpt = json.loads(c.get_object(Bucket=bucket, Key=state_key)["Body"].read())["epoch"]
             time.sleep(2)
         epochs_seen = [e for e, _ in d_run.epoch_times()]
-        ok = d_run.proc.returncode == 0 and bool(epochs_seen) and seen_ckpt is not None
-        rows.append(Row(f"DDP on {n} GPUs: progress and a checkpoint during the run",
-                        f"epochs reported {epochs_seen}; checkpoint epoch {seen_ckpt}", "-", "-",
-                        "progress + checkpoint", "yes" if ok else "no",
-                        f"exit {d_run.proc.returncode}, batch {batch * n}, "
+        ranks = sorted((ev["rank"], ev.get("backend")) for _, ev in d_run.events if ev.get("event") == "rank")
+        validated = sorted(ev["rank"] for _, ev in d_run.events if ev.get("event") == "finalValidation")
+        launch = next((ev for _, ev in d_run.events if ev.get("event") == "ranks"), {})
+        ok = (d_run.proc.returncode == 0 and epochs_seen == sorted(set(epochs_seen)) and bool(epochs_seen)
+              and seen_ckpt is not None and [r for r, _ in ranks] == list(range(n)) and validated == list(range(n)))
+        rows.append(Row(f"DDP on {n} GPUs through torchrun: progress and a checkpoint during the run",
+                        f"epochs reported {epochs_seen}; checkpoint epoch {seen_ckpt}; ranks {ranks}; "
+                        f"final validation on ranks {validated}", "-", "-",
+                        "progress + checkpoint, every rank", "yes" if ok else "no",
+                        f"exit {d_run.proc.returncode}, launcher {launch.get('launcher')}, world size "
+                        f"{launch.get('worldSize')}, batch {batch * n}, "
                         f"/dev/shm {shm_n / 2**20:.0f} MiB"))  # fmt: skip
     tr.delete_prefix(f"{tr.OUTPUT}bench/")
     return rows

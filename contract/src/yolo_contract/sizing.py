@@ -34,9 +34,17 @@ SHM_ROUND_MIB = 64
 SHM_MAX_MIB = 16384
 
 
-def ranks(gpus: int) -> int:
-    """Training processes: one per GPU (DDP), or one on CPU."""
-    return max(1, gpus)
+def processes_per_node(gpus: int, cpu_processes: int | None = None) -> int:
+    """Training processes (DDP ranks) in one pod: one per GPU; on CPU (``gpus == 0``) ``cpu_processes``
+    (``TrainerConfig.cpu_processes``, unset = 1). The one place the rank count of a pod is decided."""
+    if gpus > 0:
+        return gpus
+    return max(1, cpu_processes or 1)
+
+
+def ranks(gpus: int, cpu_processes: int | None = None) -> int:
+    """Training processes in a pod (see :func:`processes_per_node`)."""
+    return processes_per_node(gpus, cpu_processes)
 
 
 def planned_workers(requested: int | None, gpus: int) -> int:

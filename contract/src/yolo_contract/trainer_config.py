@@ -15,10 +15,11 @@ import os
 from pathlib import Path
 
 import yaml
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from yolo_contract import GROUP, PLURAL, VERSION
 from yolo_contract.base import Model as _Model
+from yolo_contract.sizing import processes_per_node
 from yolo_contract.training import S3Endpoint, TrainingSpec
 
 CONFIG_ENV = "YOLO_TRAINER_CONFIG"
@@ -94,6 +95,14 @@ class TrainerConfig(_Model):
     export_formats: list[str] = Field(default_factory=list, description="e.g. onnx, torchscript")
     gpus: int = Field(0, ge=0, description="GPUs the pod holds (spec.resources.gpus): the trainer refuses to "
                       "train on fewer CUDA devices than that, rather than fall back silently.")
+    cpu_processes: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="Training processes per node on CPU (gpus must be 0): more than 1 runs that many DDP ranks "
+        "with the gloo backend under torch's launcher, as N GPUs would (CI runs 2 real ranks this way). Only ever "
+        "an explicit choice: a pod that holds GPUs never trains on CPU ranks instead. Unset = 1.",
+    )
     simulated_gpus: bool = Field(
         False,
         description="Test beds only (the chart's trainer.simulatedGpus): a pod that holds GPUs but sees no CUDA "
@@ -142,6 +151,18 @@ class TrainerConfig(_Model):
 
         s3 = self.s3.model_copy(update={"endpoint": endpoint, "region": region})
         return self.model_copy(update={"s3": s3, "dataset": uri(self.dataset), "output": uri(self.output)})
+
+    @model_validator(mode="after")
+    def _cpu_processes_only_without_gpus(self) -> TrainerConfig:
+        if (self.cpu_processes or 1) > 1 and self.gpus > 0:
+            raise ValueError(f"cpuProcesses ({self.cpu_processes}) is for CPU training, but gpus is {self.gpus}: "
+                             "a pod that holds GPUs trains on them, one process per GPU")  # fmt: skip
+        return self
+
+    @property
+    def processes_per_node(self) -> int:
+        """Training processes (DDP ranks) this pod runs: one per GPU, else ``cpu_processes``."""
+        return processes_per_node(self.gpus, self.cpu_processes)
 
     @property
     def job_prefix(self) -> str:

@@ -1,9 +1,10 @@
 """The training process: ``python -m yolo_trainer.child SPEC.json``, started by the supervisor.
 
-It runs Ultralytics and nothing else: on CPU or one GPU in this process, on N GPUs through Ultralytics' own
-DDP launcher (which starts the ranks as its own children). It talks to the supervisor only through files in a
-control directory, so the same path works on every rank layout: Ultralytics cloudpickles the callbacks into
-its DDP ranks, where a thread, a socket or a reporter could not follow, but a path can. Only rank 0 writes.
+It runs Ultralytics and nothing else: on CPU or one GPU as this one process; with several ranks (GPUs, CPU
+processes, nodes) as each rank that torch's launcher (``torch.distributed.run``, started by the supervisor)
+starts, training with :class:`yolo_trainer.ranks.LaunchedRankTrainer`. It talks to the supervisor only through
+files in a control directory, which only global rank 0 writes (``RANK`` 0, not ``LOCAL_RANK``: once per world,
+not once per node); a rank that fails writes ``error.rank<N>.json`` beside it.
 
 Control directory (the supervisor's ``supervisor.py`` reads it):
 
@@ -13,10 +14,12 @@ Control directory (the supervisor's ``supervisor.py`` reads it):
 - ``stop``: created by the supervisor on ``spec.stop``; training ends after the current epoch, and
   ``stopped.json`` records which one.
 - ``final.json``: the final validation of ``best.pt`` and the run directory, after the last epoch.
-- ``error.json``: the classified failure (exit code and message) when training raised.
+- ``error.json``: the classified failure (exit code and message) when training raised (rank 0, or the only
+  process); ``error.rank<N>.json`` for another rank.
 
-SIGTERM is not handled here: the supervisor forwards it, this process dies at once (its GPU memory freed),
-and the supervisor flushes the newest complete checkpoint it already holds.
+SIGTERM is not handled here: the supervisor forwards it (to every rank), this process dies at once (its GPU
+memory freed), and the supervisor flushes the newest complete checkpoint it already holds. A rank dies with
+its launcher (``PR_SET_PDEATHSIG``), so no rank outlives the pod's supervisor.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ STOP = "stop"
 STOPPED = "stopped.json"
 FINAL = "final.json"
 ERROR = "error.json"
+RANK_ERROR = "error.rank{rank}.json"
 
 log = logging.getLogger("yolo_trainer.child")
 
@@ -61,9 +65,18 @@ def _rank0() -> bool:
     return int(os.environ.get("RANK", "-1")) in (-1, 0)
 
 
+def launched() -> bool:
+    """Whether this process is one of several ranks started by torch's launcher."""
+    return "LOCAL_RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def error_file_name() -> str:
+    """Where this process records its classified failure."""
+    return ERROR if _rank0() else RANK_ERROR.format(rank=int(os.environ["RANK"]))
+
+
 class ControlCallbacks:
-    """Ultralytics callbacks writing the control files. Plain attributes only: cloudpickle carries it into DDP
-    ranks by value of ``control``."""
+    """Ultralytics callbacks writing the control files; they run on every rank, and write on rank 0 only."""
 
     def __init__(self, control: Path):
         self.control = str(control)
@@ -109,11 +122,41 @@ def train(spec: dict[str, Any]) -> None:
     except Exception as e:
         raise ModelUnavailable(f"cannot load model {spec['model']}: {e}") from e
     ControlCallbacks(Path(spec["control"])).attach(model)
-    kwargs = spec["kwargs"]
+    kwargs = dict(spec["kwargs"])
     if spec.get("resume"):
-        model.train(resume=True, **{k: kwargs[k] for k in ("data", "device", "workers") if k in kwargs})
-    else:
-        model.train(**kwargs)
+        kwargs = {"resume": True, **{k: kwargs[k] for k in ("data", "device", "workers") if k in kwargs}}
+    if launched():
+        from .ranks import trainer_class
+
+        kwargs["trainer"] = trainer_class(model.task_map[model.task]["trainer"])
+    model.train(**kwargs)
+
+
+def _die_with_launcher() -> None:
+    """A rank gets SIGKILL when its launcher dies (the launcher itself dies with the supervisor), so a
+    SIGKILLed supervisor leaves no rank behind. The launcher starts each rank in a session of its own."""
+    import contextlib
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the launcher died before the line above
+        os._exit(1)
+
+
+def _record_for_launcher(e: BaseException) -> None:
+    """The launcher's per-rank error file (``TORCHELASTIC_ERROR_FILE``), so its failure report carries this
+    rank's error rather than just an exit code."""
+    if not os.environ.get("TORCHELASTIC_ERROR_FILE") or not isinstance(e, Exception):
+        return
+    try:
+        from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
+
+        ErrorHandler().record_exception(e)
+    except Exception:  # reporting the error must not hide it
+        log.debug("could not record the error for the launcher", exc_info=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("YOLO_TRAINER_LOG_LEVEL", "INFO"), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     spec = json.loads(Path(argv[0]).read_text())
+    if launched():
+        _die_with_launcher()
     try:
         train(spec)
     except BaseException as e:
@@ -131,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         code, message = classify(e)
         if code == ExitCode.TRAINING_ERROR:
             log.exception("training failed")
-        write_json(Path(spec["control"]) / ERROR, {"code": int(code), "message": message})
+        write_json(Path(spec["control"]) / error_file_name(), {"code": int(code), "message": message})
+        _record_for_launcher(e)
         return int(code)
     return 0
 

@@ -29,10 +29,11 @@ from yolo_contract.progress import (
     Progress,
     TrainerReport,
 )
-from yolo_contract.sizing import dataloader_workers
+from yolo_contract.sizing import dataloader_workers, processes_per_node
 from yolo_contract.trainer_config import NODE_NAME_ENV, TrainerConfig
 from yolo_contract.training import ARCHIVE_SUFFIXES, auto_batch
 
+from . import launch
 from .checkpoint import (
     CheckpointState,
     CheckpointUploader,
@@ -50,7 +51,7 @@ from .outputs import check_export_formats, collect_files, export_models, publish
 from .parity import onnx_parity, split_images
 from .report import Reporter, make_reporter
 from .s3 import S3NotFound, S3Store, join_key, parse_s3_uri
-from .supervisor import Supervisor, TrainingResult, child_command
+from .supervisor import Supervisor, TrainingResult
 from .train import (
     available_cpus,
     best_from_results,
@@ -133,7 +134,8 @@ def run(
     reported as a non-retriable error.
     """
     interruption = interruption or Interruption()
-    watcher = StopWatcher(kube_fetcher(cfg.status))
+    # spec.stop is decided by global rank 0, on the first node: only that pod reads the TrainingJob.
+    watcher = StopWatcher(kube_fetcher(cfg.status) if launch.first_node() else None)
     try:
         return _run(cfg, reporter, interruption, store, watcher)
     except Interrupted:
@@ -156,7 +158,8 @@ def _run(
     prepare_environment(cfg)
     interruption = interruption or Interruption()
     interruption.install()
-    reporter = SafeReporter(reporter or make_reporter(cfg.status))
+    first_node = launch.first_node()  # global rank 0's pod: status, checkpoints and outputs are its alone
+    reporter = SafeReporter(reporter or make_reporter(cfg.status if first_node else None))
     run_id = uuid.uuid4().hex[:12]
     work = Path(cfg.work_dir)
     job_prefix = cfg.job_prefix
@@ -169,7 +172,10 @@ def _run(
     hyper = validate_hyperparameters(cfg.training.hyperparameters)
     check_export_formats(cfg.export_formats)
     # A GPU job that cannot see its GPU fails before staging: on CPU it would hold the GPU for hours.
-    n_gpus = check_gpus(_gpu_count(), cfg.gpus, ddp_supported(), simulated=cfg.simulated_gpus)
+    # CPU ranks only where the config asks for them (it then cannot ask for GPUs): never a fallback.
+    cpu_ranks = (cfg.cpu_processes or 1) > 1
+    n_gpus = 0 if cpu_ranks else check_gpus(_gpu_count(), cfg.gpus, ddp_supported(), simulated=cfg.simulated_gpus)
+    plan = launch.plan(processes_per_node(n_gpus, cfg.cpu_processes))  # a world this pod cannot join: now
     out_bucket, out_prefix = parse_s3_uri(job_prefix)
     # spec.s3.region unset: the output bucket's region, as S3 names it (AWS buckets outside us-east-1).
     store = store or S3Store.from_config(cfg.s3, region_bucket=out_bucket)
@@ -218,6 +224,7 @@ def _run(
     if save_dir.exists():
         shutil.rmtree(save_dir)  # a retried container starts clean; S3 holds what survives
     device = choose_device(n_gpus)
+    _log_event("ranks", **plan.describe(), device=device)
     t = cfg.training
     workers = dataloader_workers(t.workers, n_gpus, t.batch, t.imgsz, cpus=available_cpus(), shm_bytes=shm_bytes())
     if t.workers is not None and workers < t.workers:
@@ -267,8 +274,10 @@ def _run(
     spec_path = work / "child.json"
     spec_path.write_text(json.dumps({"model": str(model_path), "kwargs": kwargs, "resume": resume,
                                      "control": str(work / "control")}))  # fmt: skip
+    control = work / "control"
+    cpu_threads = launch.cpu_threads_per_rank(available_cpus(), plan.nproc_per_node) if n_gpus == 0 else None
     supervisor = Supervisor(
-        child_command(spec_path),
+        launch.command(plan, spec_path),
         work / "control",
         save_dir,
         cfg.training.epochs,
@@ -279,6 +288,8 @@ def _run(
         uploader_error=lambda: uploader.error,
         last_checkpoint=last_checkpoint,
         shm_bytes=shm_bytes(),
+        env=launch.environment(plan, control, cpu_threads),
+        describe=plan.describe(),
     )
     try:
         if interruption.event.is_set():
@@ -300,6 +311,10 @@ def _run(
             raise
         raise Interrupted(f"interrupted by signal (while: {type(e).__name__}: {e})") from e
     uploader.finish()
+    if not plan.first_node:
+        # Its ranks trained and validated; global rank 0's pod reports, tests, exports and publishes.
+        _log_event("done", runId=run_id, nodeRank=plan.node_rank, epochs=None)
+        return {"runId": run_id, "nodeRank": plan.node_rank}
 
     # --- outputs ---------------------------------------------------------------------------------------
     reporter.report(TrainerReport(stage="Uploading"))
@@ -391,7 +406,7 @@ def training_outcome(result: TrainingResult, hyper: dict[str, Any], training, re
 def check_gpus(visible: int, requested: int, ddp: bool, simulated: bool = False) -> int:
     """The GPUs to train on. None visible with spec.resources.gpus > 0: GPUNotVisible (a test bed that
     simulates its GPUs says so with ``simulated`` and trains on CPU). Fewer than spec.resources.gpus, or
-    several without Ultralytics' DDP launcher: an error, never a silent fallback to fewer GPUs than the job holds."""
+    several without torch.distributed: an error, never a silent fallback to fewer GPUs than the job holds."""
     if visible == 0:
         if requested and not simulated:
             raise GPUNotVisible(no_gpu_message(requested, os.environ.get(NODE_NAME_ENV), cuda_diagnosis()))
@@ -403,7 +418,7 @@ def check_gpus(visible: int, requested: int, ddp: bool, simulated: bool = False)
         raise TrainerError(f"spec.resources.gpus is {requested} but this pod sees {visible} CUDA devices; the "
                            "node's GPU plugin or driver is at fault", ExitCode.TRAINING_ERROR)  # fmt: skip
     if visible > 1 and not ddp:
-        raise ConfigInvalid(f"{visible} GPUs but this image lacks cloudpickle, which Ultralytics' DDP launcher "
+        raise ConfigInvalid(f"{visible} GPUs but this image's torch has no torch.distributed, which DDP "
                             "needs: use the project's trainer image (spec.image)")  # fmt: skip
     return visible
 

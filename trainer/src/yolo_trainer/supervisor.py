@@ -1,15 +1,18 @@
 """The supervisor: runs the training process (``child.py``) and does everything that must outlive it.
 
-One code path for CPU, one GPU and N GPUs (Ultralytics' DDP launcher inside the child): progress comes from
-the ``results.csv`` rank 0 appends, checkpoints from the ``last.pt`` it wrote (taken only when the child's
+One code path for CPU, one GPU, N GPUs, N CPU ranks and N nodes: the training process is the child itself, or
+torch's launcher (torchrun) starting one child per rank (``launch.py``). Progress comes from the
+``results.csv`` global rank 0 appends, checkpoints from the ``last.pt`` it wrote (taken only when the child's
 ``saved.json`` says the write finished), the stop request goes in as a file. So the reporter, the uploader
 thread and the SIGTERM flush live here, in a process that holds no GPU while the child trains, whatever the
 child does.
 
-On SIGTERM the child's process group gets SIGTERM (it dies at once; its GPUs are freed) and the caller
-flushes the newest complete checkpoint. The child's end is classified into the trainer's exit codes from its
-``error.json``, its signal, the cgroup's OOM-kill counter and the tail of its output (CUDA out of memory,
-NCCL errors, which a DDP rank prints but its launcher only reports as a failed subprocess).
+On SIGTERM the child's process group and every rank's (torchrun starts each in a session of its own) get
+SIGTERM (they die at once; their GPUs are freed) and the caller flushes the newest complete checkpoint. Every
+process the training process started is remembered while it runs, and whatever is left of them once it ended
+is killed: no rank outlives it. The child's end is classified into the trainer's exit codes from its
+``error.json`` (or a rank's), its signal, the failed rank torchrun names (its rank, exit code or signal), the
+cgroup's OOM-kill counter and the tail of its output (CUDA out of memory, NCCL errors).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from yolo_contract.exitcodes import ExitCode, Interrupted, TrainerError
 from yolo_contract.progress import Checkpoint, Progress, TrainerReport
 
 from . import child
+from .launch import RankFailure, failed_rank, launcher_error
 from .train import _f, best_from_results, epoch_metrics
 
 log = logging.getLogger(__name__)
@@ -61,12 +65,17 @@ class ChildEnd:
     error: dict[str, Any] | None = None  # its error.json
     tail: str = ""  # its last lines of output
     oom_kills: int = 0  # kernel OOM kills in this cgroup while it ran
+    rank: RankFailure | None = None  # under torchrun: the rank that failed
+    launcher_message: str | None = None  # under torchrun: the failed rank's error, from torchrun's error file
 
 
 def classify_child_end(end: ChildEnd, shm_bytes: int | None = None) -> TrainerError | None:
-    """None for success, else the error the trainer exits with (pure)."""
+    """None for success, else the error the trainer exits with (pure). Under torchrun, a failed rank's own exit
+    code or signal stands for the training process' (torchrun itself exits 1) and the message names the rank."""
     if end.returncode == 0:
         return None
+    if end.rank is not None:
+        return _classify_rank(end, end.rank, shm_bytes)
     cuda_oom = _last_match(CUDA_OOM, end.tail)
     if cuda_oom:
         return TrainerError(f"CUDA out of memory in the training process ({cuda_oom}); reduce "
@@ -95,6 +104,35 @@ def classify_child_end(end: ChildEnd, shm_bytes: int | None = None) -> TrainerEr
     last = _last_error_line(end.tail)
     return TrainerError(f"the training process exited {end.returncode}" + (f": {last}" if last else ""),
                         ExitCode.TRAINING_ERROR)  # fmt: skip
+
+
+def _classify_rank(end: ChildEnd, rank: RankFailure, shm_bytes: int | None) -> TrainerError:
+    who = rank.who()
+    cuda_oom = _last_match(CUDA_OOM, end.tail)
+    if cuda_oom:
+        return TrainerError(f"CUDA out of memory in {who} ({cuda_oom}); reduce spec.training.batch or "
+                            "spec.training.imgsz", ExitCode.OUT_OF_MEMORY)  # fmt: skip
+    if end.error is not None and int(end.error.get("code", 0)) != ExitCode.TRAINING_ERROR:
+        code = ExitCode(int(end.error["code"]))
+        return TrainerError(str(end.error.get("message", code.reason)), code)
+    sig = rank.signal
+    if sig is not None:
+        if sig == signal.SIGKILL and end.oom_kills > 0:
+            return TrainerError(f"{who} was killed by the kernel's out-of-memory killer; raise "
+                                "spec.resources.memory or reduce spec.training.batch",
+                                ExitCode.OUT_OF_MEMORY)  # fmt: skip
+        if sig == signal.SIGBUS:
+            size = f" ({shm_bytes // 2**20} MiB)" if shm_bytes else ""
+            return TrainerError(f"Bus error in {who}: /dev/shm{size} is too small for the DataLoader workers; "
+                                "raise spec.resources.shmSize or lower spec.training.workers",
+                                ExitCode.OUT_OF_MEMORY)  # fmt: skip
+        return TrainerError(f"{who} was killed by {sig.name}; the other ranks were stopped", ExitCode.TRAINING_ERROR)
+    nccl = _last_match(NCCL, end.tail)
+    if nccl:
+        return TrainerError(f"NCCL error between the GPUs in {who} ({nccl}): a GPU, its driver or the node's "
+                            "interconnect failed; the Job retries on another pod", ExitCode.TRAINING_ERROR)  # fmt: skip
+    why = (end.error or {}).get("message") or end.launcher_message or rank.message or _last_error_line(end.tail)
+    return TrainerError(f"{who} exited {rank.exitcode}" + (f": {why}" if why else ""), ExitCode.TRAINING_ERROR)
 
 
 def _last_match(rx: re.Pattern[str], text: str) -> str | None:
@@ -156,6 +194,73 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def read_error(control: Path) -> dict[str, Any] | None:
+    """The classified error a training process recorded: rank 0's (or the only process'), else the lowest
+    other rank's."""
+    error = _read_json(control / child.ERROR)
+    if error is not None:
+        return error
+    ranks = []
+    for p in control.glob(child.RANK_ERROR.format(rank="*")):
+        m = re.fullmatch(r"error\.rank(\d+)\.json", p.name)
+        if m:
+            ranks.append((int(m[1]), p))
+    for _, p in sorted(ranks):
+        error = _read_json(p)
+        if error is not None:
+            return error
+    return None
+
+
+class ProcessFamily:
+    """Every process the training process started (torchrun's ranks and their DataLoader workers), remembered
+    while it runs: a rank in a session of its own, orphaned when torchrun dies, is still found and killed."""
+
+    def __init__(self, root: int):
+        self.root = root
+        self.members: dict[int, float] = {}  # pid -> create time (a reused pid is not ours)
+
+    def refresh(self) -> None:
+        try:
+            import psutil
+
+            for p in psutil.Process(self.root).children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    self.members.setdefault(p.pid, p.create_time())
+        except Exception:  # gone, or no psutil: the process groups are still signalled
+            pass
+
+    def alive(self) -> list[int]:
+        try:
+            import psutil
+        except ImportError:
+            return []
+        out = []
+        for pid, created in list(self.members.items()):
+            try:
+                p = psutil.Process(pid)
+                if p.create_time() == created and p.status() != psutil.STATUS_ZOMBIE:
+                    out.append(pid)
+                    continue
+            except psutil.Error:
+                pass
+            del self.members[pid]
+        return out
+
+    def signal(self, sig: int, groups: bool = True) -> list[int]:
+        """``sig`` to every living member (and its process group: a rank's session); the pids signalled."""
+        pids = self.alive()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if groups:
+                    pgid = os.getpgid(pid)
+                    if pgid == pid:  # a group leader: a rank torchrun started with its DataLoader workers
+                        os.killpg(pgid, sig)
+                        continue
+                os.kill(pid, sig)
+        return pids
+
+
 def _pdeathsig() -> None:  # pragma: no cover - runs in the forked child
     """The child dies with the supervisor, even when the supervisor is SIGKILLed (outside a pod, which
     would otherwise kill both)."""
@@ -193,6 +298,7 @@ class Supervisor:
         err_stream=None,
         shm_bytes: int | None = None,
         env: dict[str, str] | None = None,
+        describe: dict[str, Any] | None = None,
     ):
         self.command = command
         self.control = control
@@ -208,7 +314,9 @@ class Supervisor:
         self.err_stream = err_stream or sys.stderr
         self.shm_bytes = shm_bytes
         self.env = env
+        self.describe = describe or {}
         self.proc: subprocess.Popen[bytes] | None = None
+        self.family: ProcessFamily | None = None
         self.result = TrainingResult(save_dir)
         self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self._tees: list[threading.Thread] = []
@@ -230,7 +338,9 @@ class Supervisor:
             self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
             start_new_session=True, preexec_fn=_pdeathsig, env=self.env,
         )  # fmt: skip
-        print(json.dumps({"event": "trainingProcess", "pid": self.proc.pid}), file=self.stream, flush=True)
+        self.family = ProcessFamily(self.proc.pid)
+        print(json.dumps({"event": "trainingProcess", "pid": self.proc.pid, **self.describe}), file=self.stream,
+              flush=True)  # fmt: skip
         self._tees = [
             threading.Thread(target=self._copy_output, args=(pipe, out), name="child-output", daemon=True)
             for pipe, out in ((self.proc.stdout, self.stream), (self.proc.stderr, self.err_stream))
@@ -243,6 +353,7 @@ class Supervisor:
                     raise Interrupted("interrupted by SIGTERM")
                 if self.stop.is_set() and not (self.control / child.STOP).exists():
                     (self.control / child.STOP).touch()
+                self.family.refresh()
                 self.poll()
                 err = self.uploader_error()
                 if err is not None:
@@ -255,11 +366,14 @@ class Supervisor:
             for t in self._tees:  # the child's last output precedes whatever the caller logs next
                 t.join(TEE_JOIN_SECONDS)
             raise
+        self._end_leftovers()
         for t in self._tees:
             t.join(10)
         self.poll(final=True)  # the rows and the checkpoint written just before it exited
-        end = ChildEnd(self.proc.returncode, _read_json(self.control / child.ERROR), "".join(self._tail),
-                       oom_kills() - ooms_before)  # fmt: skip
+        tail = "".join(self._tail)
+        rank = failed_rank(tail) if self.proc.returncode != 0 else None
+        end = ChildEnd(self.proc.returncode, read_error(self.control), tail, oom_kills() - ooms_before, rank,
+                       launcher_error(self.control))  # fmt: skip
         err = classify_child_end(end, self.shm_bytes)
         if err is not None:
             raise err
@@ -272,20 +386,46 @@ class Supervisor:
         return self.result
 
     def terminate(self) -> None:
-        """SIGTERM to the child's process group (DataLoader workers and DDP ranks with it), SIGKILL after
-        TERM_WAIT_SECONDS. The checkpoint it saved last is taken first."""
+        """SIGTERM to the child's process group and to every rank's (DataLoader workers with them), SIGKILL
+        after TERM_WAIT_SECONDS to whatever is left. The checkpoint it saved last is taken first."""
         with contextlib.suppress(Exception):
             self.poll()
-        if self.proc is None or self.proc.poll() is not None:
+        if self.proc is None:
             return
+        if self.proc.poll() is not None:
+            self._end_leftovers()
+            return
+        if self.family is not None:
+            self.family.refresh()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGTERM)
+        if self.family is not None:
+            self.family.signal(signal.SIGTERM)
         try:
             self.proc.wait(TERM_WAIT_SECONDS)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        self._end_leftovers(wait=TERM_WAIT_SECONDS)
+
+    def _end_leftovers(self, wait: float = TERM_WAIT_SECONDS) -> None:
+        """After the training process ended: any process it started that is still alive (a rank its launcher
+        did not stop) gets SIGTERM, then SIGKILL."""
+        if self.family is None:
+            return
+        deadline = time.monotonic() + wait
+        left = self.family.signal(signal.SIGTERM)
+        if left:
+            log.warning("processes %s of the training process outlived it: terminating them", left)
+        while left and time.monotonic() < deadline:
+            time.sleep(0.05)
+            left = self.family.alive()
+        if left:
+            self.family.signal(signal.SIGKILL)
+            deadline = time.monotonic() + TERM_WAIT_SECONDS  # SIGKILL is delivered, not waited for
+            while self.family.alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
 
     def _copy_output(self, pipe, stream) -> None:
         """The child's output, line by line, to ours (the pod's log); the last lines kept for classifying."""
@@ -383,4 +523,5 @@ class Supervisor:
 
 
 def child_command(spec_path: Path) -> list[str]:
+    """The one-process command (``launch.command`` chooses between it and torch's launcher)."""
     return [sys.executable, "-m", "yolo_trainer.child", str(spec_path)]

@@ -53,7 +53,8 @@ def validate_hyperparameters(hp: dict[str, Any]) -> dict[str, Any]:
 
 
 def choose_device(n_gpus: int) -> str | int | list[int]:
-    """All visible GPUs: ``[0, 1, ...]`` makes Ultralytics run DDP inside the pod; none means CPU."""
+    """All visible GPUs: ``[0, 1, ...]`` (one rank per GPU under torch's launcher, each on the GPU of its local
+    rank); none means CPU (one process, or ``cpuProcesses`` gloo ranks)."""
     if n_gpus <= 0:
         return "cpu"
     if n_gpus == 1:
@@ -155,7 +156,11 @@ def epoch_metrics(val: dict[str, Any], losses: dict[str, Any]) -> Metrics:
 
 
 def ddp_supported() -> bool:
-    """Ultralytics' DDP launcher needs cloudpickle; without it (and offline) it cannot start at all."""
-    import importlib.util
+    """Several ranks need torch.distributed (and its launcher, torch.distributed.run): a torch built without
+    it cannot train on more than one GPU."""
+    try:
+        import torch.distributed as dist
 
-    return importlib.util.find_spec("cloudpickle") is not None
+        return dist.is_available()
+    except ImportError:
+        return False
