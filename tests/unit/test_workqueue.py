@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
 
 import pytest
@@ -179,7 +180,7 @@ def test_a_failing_key_is_retried_with_exponential_backoff_reset_by_success():
         q.start()
         q.add("a")
         await until(lambda: len(times) == 4)
-        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         assert 0.045 <= gaps[0] < 0.1 and 0.095 <= gaps[1] < 0.2 and 0.145 <= gaps[2] < 0.25  # capped
         assert not q._failures  # success forgets the failures
         await asyncio.sleep(0.3)

@@ -542,7 +542,8 @@ def trainingjob_view(tj: dict[str, Any]) -> dict[str, Any]:
         view_meta["labels"] = {LABEL_OPERATOR_INSTANCE: labels[LABEL_OPERATOR_INSTANCE]}
     # garbage stored under an older CRD (spec or status not an object, ...) must not break the index
     spec = tj.get("spec") if isinstance(tj.get("spec"), dict) else None
-    view_spec = _pick(spec, ("queueName", "suspend"))
+    # what the reconciler compares with the Job and its Workload (the mutable fields) and what Kueue needs
+    view_spec = _pick(spec, ("queueName", "suspend", "activeDeadlineSeconds", "ttlSecondsAfterFinished"))
     if (ca := ca_bundle_ref(tj)) is not None:
         # missing_ca_bundle reads it: a pod that cannot mount it is Stalled/CABundleMissing
         view_spec["s3"] = {"caBundle": copy.deepcopy(dict(ca))}
