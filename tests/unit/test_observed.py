@@ -72,3 +72,17 @@ def test_a_created_job_is_seen_until_the_index_shows_it(overlay):
     overlay.created_job(NS, NAME, job)
     overlay.forget(NS, NAME)
     assert Observed(job_idx={}, overlay=overlay).job(NS, NAME, "u1") is None  # type: ignore[arg-type]
+
+
+def test_a_trainingjob_the_index_no_longer_has_is_gone_with_its_overlay(overlay):
+    # a reconcile that wrote after the DELETED event must not keep the TrainingJob alive in the overlay
+    overlay.wrote(NS, NAME, tj("11", phase="Staging"), based_on="10")
+    overlay.created_job(NS, NAME, {"metadata": {"name": "tj-train", "uid": "j1", "ownerReferences": [{"uid": "u1"}]}})
+    assert seen(overlay, None) is None
+    assert not overlay.written and not overlay.created
+
+
+def test_a_created_job_of_a_deleted_namesake_is_dropped(overlay):
+    overlay.created_job(NS, NAME, {"metadata": {"name": "tj-train", "uid": "j1", "ownerReferences": [{"uid": "u1"}]}})
+    assert Observed(job_idx={}, overlay=overlay).job(NS, NAME, "u2") is None  # type: ignore[arg-type]
+    assert not overlay.created

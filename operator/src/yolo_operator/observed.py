@@ -140,9 +140,13 @@ class Observed:
         return cls(*(kwargs.get(k) for k in names), overlay=overlay)
 
     def trainingjob(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The newest known view of the TrainingJob (our last write if the watch has not shown it yet)."""
+        """The newest known view of the TrainingJob (our last write if the watch has not shown it yet); None when
+        the index does not have it: it is gone (the operator writes only to TrainingJobs the index showed)."""
         views = _values(self.tj_idx, (namespace, name))
         indexed = views[0] if views else None
+        if indexed is None:
+            self.overlay.forget(namespace, name)  # what a reconcile still wrote after its DELETED event
+            return None
         w = self.overlay.written.get((namespace, name))
         if w is not None and w.confirmed_by(indexed):
             # the watch caught up with our write (or went past it)
@@ -160,8 +164,11 @@ class Observed:
         namesake), else any, so that callers can tell "absent" from "someone else's"."""
         indexed = _values(self.job_idx, (namespace, name))
         created = self.overlay.created.get((namespace, name))
-        if created is not None and any(j["metadata"].get("uid") == created["metadata"].get("uid") for j in indexed):
-            del self.overlay.created[(namespace, name)]  # the watch caught up with our create
+        if created is not None and (
+            any(j["metadata"].get("uid") == created["metadata"].get("uid") for j in indexed)  # the watch caught up
+            or not any(r.get("uid") == owner_uid for r in created["metadata"]["ownerReferences"])  # a namesake's
+        ):
+            del self.overlay.created[(namespace, name)]
             created = None
         views = indexed + ([created] if created else [])
         owned = [j for j in views if any(r.get("uid") == owner_uid for r in j["metadata"]["ownerReferences"])]
