@@ -31,13 +31,14 @@ from yolo_operator.api import clean_status
 from yolo_operator.builders import LABEL_TRAINING_JOB, operator_instance
 from yolo_operator.config import OperatorConfig
 from yolo_operator.kube import ApiError
-from yolo_operator.observed import KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS, Key, Observed, Overlay, needs_children
+from yolo_operator.observed import KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS, Key, Observed, Overlay
 from yolo_operator.reconcile import Event, Plan, Snapshot, decide, decide_status, invalid_spec, owned_by
 from yolo_operator.status import (
     ca_bundle_ref,
     events_for,
     job_failed,
     job_view,
+    needs_children,
     pod_view,
     terminated_state,
     waiting_to_create,

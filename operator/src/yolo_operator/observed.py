@@ -24,8 +24,7 @@ import kopf
 
 from yolo_operator import GROUP, PLURAL, VERSION
 from yolo_operator.builders import LABEL_TRAINING_JOB
-from yolo_operator.reasons import TERMINAL_PHASES
-from yolo_operator.status import job_view, pod_view, trainingjob_view, workload_view
+from yolo_operator.status import job_view, needs_children, pod_view, trainingjob_view, workload_view
 
 Key = tuple[str, str]  # (namespace, TrainingJob name)
 
@@ -84,15 +83,6 @@ async def body_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> di
     whole = {k: copy.deepcopy(v) for k, v in body.items() if k not in ("metadata", "status")}
     meta = {k: copy.deepcopy(v) for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
     return {(namespace, name): {**whole, "metadata": meta, "status": view["status"]}}
-
-
-def needs_children(tj: dict[str, Any]) -> bool:
-    """A TrainingJob (view) whose Job may still have to be created or adopted: not finished, not being deleted,
-    its status not yet naming the Job and the model it was started with."""
-    status = tj.get("status") or {}
-    if status.get("phase") in TERMINAL_PHASES or (tj.get("metadata") or {}).get("deletionTimestamp"):
-        return False
-    return not (status.get("jobName") and status.get("model"))
 
 
 @kopf.index("batch", "v1", "jobs", labels={LABEL_TRAINING_JOB: kopf.PRESENT}, id="job_index")

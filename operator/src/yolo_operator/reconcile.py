@@ -32,12 +32,12 @@ from yolo_operator.builders import (
     workload_active_patch,
 )
 from yolo_operator.config import OperatorConfig
-from yolo_operator.observed import needs_children
 from yolo_operator.status import (
     ca_bundle_ref,
     derive_status,
     job_created_status,
     job_missing_status,
+    needs_children,
     now_rfc3339,
     set_condition,
     waiting_for_model_status,

@@ -556,6 +556,15 @@ def trainingjob_view(tj: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def needs_children(tj: dict[str, Any]) -> bool:
+    """A TrainingJob (view) whose Job may still have to be created or adopted: not finished, not being deleted,
+    its status not yet naming the Job and the model it was started with."""
+    status = tj.get("status") or {}
+    if status.get("phase") in R.TERMINAL_PHASES or (tj.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    return not (status.get("jobName") and status.get("model"))
+
+
 def job_view(job: dict[str, Any]) -> dict[str, Any]:
     """The parts of a Job that derive_status, ownership checks and the mutable-field sync read, plus the
     model its trainer was started with (for adopting a Job created before a crash)."""
