@@ -224,3 +224,31 @@ def test_a_job_the_api_server_refuses_fails_the_trainingjob():
     api, _ = reconcile_new(body(), refuse_job=422)
     assert api.tj["status"]["phase"] == R.FAILED
     assert "the API server refused the Job" in api.tj["status"]["conditions"][0]["message"]
+
+
+def test_a_status_write_that_lost_a_race_is_decided_again_from_a_fresh_read():
+    class Racing(FakeApi):
+        conflicts = 1
+
+        async def merge_patch(self, path: str, patch: dict) -> dict:
+            if self.conflicts:
+                self.conflicts -= 1
+                self.calls.append(("PATCH", path))
+                self.tj = {**self.tj, "metadata": {**self.tj["metadata"], "resourceVersion": "11"}}  # the trainer
+                raise ApiError(409, "Conflict", "{}")
+            return await super().merge_patch(path, patch)
+
+        async def get_or_none(self, path: str) -> dict | None:
+            self.calls.append(("GET", path))
+            return copy.deepcopy(self.tj) if "/trainingjobs/" in path else None
+
+    b = body()
+    api = Racing(b)
+    c = Controller(CONFIG, api)  # type: ignore[arg-type]
+    key = ("ns", "helmets")
+    c.observed = Observed(tj_idx={key: [trainingjob_view(b)]}, body_idx={key: [b]}, job_idx={}, pod_idx={},
+                          overlay=c.overlay)  # type: ignore[arg-type]  # fmt: skip
+    asyncio.run(c.reconcile(key))
+    jobs = [p for m, p in api.calls if m == "POST" and p.endswith("/jobs")]
+    assert len(jobs) == 1  # the Job made by the first attempt is adopted by the second, not made again
+    assert api.tj["status"]["jobName"] == "helmets-train" and api.tj["metadata"]["resourceVersion"] == "12"
