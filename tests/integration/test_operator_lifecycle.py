@@ -453,7 +453,7 @@ def test_health_and_metrics(kubectl, namespace, start_operator):
 
     text = wait_for(gauge_ready, 20, what="the phase gauge")
     assert "yolo_operator_reconcile_duration_seconds_count" in text
-    assert 'yolo_operator_reconcile_errors_total{handler="ensure"} 0.0' in text
+    assert 'yolo_operator_reconcile_errors_total{handler="reconcile"} 0.0' in text
     assert "yolo_operator_jobs_created_total 1.0" in text
 
 

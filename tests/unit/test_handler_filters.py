@@ -1,6 +1,6 @@
-"""kopf evaluates a handler's ``when=`` filter on every event of every object before running any handler, so a
-filter that raises on a stored object of the wrong shape keeps that object's validation from ever running
-(tests/fault/test_stored_garbage.py saw no InvalidSpec for a string spec)."""
+"""What the reconciler reads from a TrainingJob before it validates it runs on every event of every object, so
+it must not raise on a stored object of the wrong shape: that would keep the object's validation from ever
+running (tests/fault/test_stored_garbage.py saw no InvalidSpec for a string spec)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 import kopf
 import pytest
 from yolo_operator import reasons as R
-from yolo_operator.handlers import _stored_status_is_garbage, _waiting_on_ca_bundle
+from yolo_operator.reconcile import waiting_on_ca_bundle
+from yolo_operator.status import needs_children, trainingjob_view
 
 pytestmark = pytest.mark.unit
 
@@ -17,7 +18,7 @@ CA = {"caBundle": {"configMapName": "ca", "key": "ca.crt"}}
 
 
 def waiting(raw: dict[str, Any]) -> bool:
-    return _waiting_on_ca_bundle(body=kopf.Body(raw))
+    return waiting_on_ca_bundle(kopf.Body(raw))
 
 
 @pytest.mark.parametrize(
@@ -63,6 +64,9 @@ def test_a_ca_bundle_job_is_rechecked_only_while_pending(status, expected):
     ],
 )
 def test_garbage_in_status_is_what_the_cleaned_view_drops(status, garbage):
-    # ensure writes the status at once for these: the API server refuses kopf's own patch while it is stored
+    # The reconciler decides from the cleaned view: a new TrainingJob with garbage in status still needs its Job,
+    # and the reconcile that creates it writes the status, which replaces the garbage at once.
     body = {"spec": {}} if status is None else {"spec": {}, "status": status}
-    assert _stored_status_is_garbage(body) is garbage
+    view = trainingjob_view(body)
+    assert (view["status"] != (status or {})) is garbage
+    assert needs_children(view)

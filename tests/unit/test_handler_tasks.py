@@ -1,97 +1,119 @@
-"""The operator's own background tasks (coalesced status writes, CA-bundle rechecks) end with the operator."""
+"""The controller's work (its queue's workers and timers) ends with the operator; the watch handlers only queue
+keys, holding no event body; at most ENSURE_CONCURRENCY reconciles run at once."""
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
+import gc
+import weakref
 
 import pytest
+from yolo_operator import controller as C
 from yolo_operator import handlers
+from yolo_operator.config import OperatorConfig
 
 pytestmark = pytest.mark.unit
 
 
-def test_cleanup_cancels_the_pending_status_and_recheck_tasks():
+class FakeClient:
+    """Stands for kube.Client: records that it was closed; any request fails the test."""
+
+    closed = False
+
+    async def close(self) -> None:
+        self.closed = True
+
+    async def request(self, *args, **kwargs):
+        raise AssertionError(f"unexpected request {args}")
+
+    get = get_or_none = create = merge_patch = request
+
+
+def make(**kw) -> C.Controller:
+    return C.Controller(OperatorConfig(), FakeClient(), **kw)  # type: ignore[arg-type]
+
+
+def test_cleanup_stops_the_workers_and_the_requeue_timers_before_closing_the_client():
     async def main() -> None:
-        obs = object()  # never read: both tasks are still waiting when the operator stops
-        handlers.sync_status_soon("ns", "a", obs)
-        handlers.recheck_ca_bundle_while_pending("ns", "b", obs)
-        tasks = [*handlers._sync_tasks, *handlers._rechecks.values()]
-        assert len(tasks) == 2
-        await asyncio.sleep(0.1)  # both are in their first sleep, as when kopf stops the operator
+        c = make()
+        handlers.CONTROLLER = c
+        c.start()
+        ran: list[tuple[str, str]] = []
+
+        async def reconcile(key):
+            ran.append(key)
+
+        c.queue._process = reconcile
+        c.enqueue(("ns", "a"), after=0.2)  # as a pod event: a moment later
+        c.enqueue(("ns", "b"), after=20)  # as the CA-bundle recheck
+        workers = list(c.queue._workers)
+        await asyncio.sleep(0.05)
         await handlers.cleanup()
-        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
-        assert all(t.cancelled() for t in tasks)
-        # No task woke after the client was closed to open another one.
-        assert handlers._api_client is None
-        assert not handlers._syncing and not handlers._rechecks and not handlers._sync_tasks
+        assert all(t.cancelled() for t in workers)
+        await asyncio.sleep(0.3)
+        assert ran == []  # no timer fired after the operator stopped (nor opened another client)
+        assert c.client.closed and handlers.CONTROLLER is None
+        assert not c.queue._timers
 
     asyncio.run(main())
 
 
-class _Cause:
-    """Stands for kopf's cause of a handler call: it holds the event's whole body."""
+class _Body(dict):
+    """Stands for the event's body (weakly referenceable)."""
 
 
-def test_the_tasks_a_handler_starts_do_not_keep_its_cause_alive():
-    """kopf puts the cause of a handler call (body, patch, logger) in a context variable, and a task copies its
-    creator's context: a status task waiting out a burst of creations kept its event's body alive."""
-    import gc
-    import weakref
-
-    from kopf._core.actions.execution import cause_var
-    from kopf._core.engines.posting import settings_var
+def test_the_watch_handlers_queue_only_the_key_and_keep_no_body_alive():
+    """kopf hands each handler the event's whole body: a handler that waited (or started a task that waited) for
+    its turn kept it alive; under a burst of new TrainingJobs that was most of the heap."""
 
     async def main() -> None:
-        obs = object()
-        settings = object()
-
-        def handler() -> weakref.ref:  # what kopf does around a handler call
-            cause = _Cause()
-            cause_var.set(cause)
-            settings_var.set(settings)
-            handlers.sync_status_soon("ns", "a", obs)
-            handlers.recheck_ca_bundle_while_pending("ns", "b", obs)
-            return weakref.ref(cause)
-
-        cause = contextvars.copy_context().run(handler)
-        tasks = [*handlers._sync_tasks, *handlers._rechecks.values()]
-        assert len(tasks) == 2 and not any(t.done() for t in tasks)
+        c = make()
+        handlers.CONTROLLER = c  # not started: the keys stay queued, as behind busy workers
+        refs = []
+        for i in range(3):
+            body = _Body(metadata={"name": f"p{i}", "labels": {"yolo-operator.io/training-job": "a"}})
+            await handlers.pod_event(body=body, namespace="ns")
+            refs.append(weakref.ref(body))
+            tj = _Body(metadata={"name": "b"}, status={})
+            await handlers.trainingjob_event(event={"type": "ADDED"}, body=tj, name="b", namespace="ns")
+            refs.append(weakref.ref(tj))
+            del body, tj
         gc.collect()
-        assert cause() is None, "a waiting task still references the handler's cause"
-        # what kopf.info needs from the handler's context is still there
-        def detached_in_handler() -> contextvars.Context:
-            settings_var.set(settings)
-            return handlers.detached_context()
-
-        assert contextvars.copy_context().run(detached_in_handler).get(settings_var) is settings
-        await handlers.cleanup()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(r() is None for r in refs), "a queued key still references its event's body"
+        assert c.queue.waiting(("ns", "a")) and c.queue.waiting(("ns", "b"))
+        assert len(c.queue) == 1  # "b" three times: once; "a" waits for its coalescing timer
+        await c.stop()
+        handlers.CONTROLLER = None
 
     asyncio.run(main())
 
 
-def test_a_burst_of_new_trainingjobs_runs_at_most_ENSURE_CONCURRENCY_ensure_handlers_at_once(monkeypatch):
-    """The others wait before they parse or build anything: what the handlers in flight hold is the heap's peak."""
-    import logging
+def test_a_burst_of_new_trainingjobs_runs_at_most_ENSURE_CONCURRENCY_reconciles_at_once():
+    """The others wait as keys, before they parse or build anything: what the reconciles in flight hold is the
+    heap's peak."""
+    running = peak = done = 0
+    n = C.ENSURE_CONCURRENCY * 3
 
-    running = peak = 0
-
-    async def fake_ensure(body, name, namespace, obs):
-        nonlocal running, peak
+    async def observe(key, fresh=False):
+        nonlocal running, peak, done
         running += 1
         peak = max(peak, running)
         await asyncio.sleep(0.01)
         running -= 1
-        return {"skipped": "test"}
-
-    monkeypatch.setattr(handlers, "_ensure", fake_ensure)
-    n = handlers.ENSURE_CONCURRENCY * 3
+        done += 1
+        return C.Snapshot(*key, None)  # gone: nothing to do
 
     async def main() -> None:
-        log = logging.getLogger("test")
-        await asyncio.gather(*(handlers.ensure(body={}, name=f"t{i}", namespace="ns", logger=log) for i in range(n)))
+        c = make()
+        c.observe = observe  # type: ignore[method-assign]
+        c.start()
+        for i in range(n):
+            c.enqueue(("ns", f"t{i}"))
+        while done < n:
+            await asyncio.sleep(0.01)
+        await c.stop()
 
     asyncio.run(main())
-    asyncio.run(main())  # a second operator run (another loop) gets its own slots
-    assert peak == handlers.ENSURE_CONCURRENCY
+    done = 0
+    asyncio.run(main())  # a second operator run (another loop) gets its own workers
+    assert peak == C.ENSURE_CONCURRENCY

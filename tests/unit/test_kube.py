@@ -172,38 +172,3 @@ def test_client_retries_a_refused_connection_then_raises(monkeypatch):
 
     asyncio.run(main())
     assert sleeps == list(kube.CONNECT_RETRY_DELAYS)
-
-
-def test_after_creates_waits_for_the_creates_in_flight():
-    import asyncio
-
-    from aiohttp import web
-
-    async def handler(request, calls):
-        if request.method == "POST":
-            await asyncio.sleep(0.5)  # a slow create: the API server is busy
-        return web.json_response({"path": request.path})
-
-    async def scenario(client, calls):
-        loop = asyncio.get_running_loop()
-        create = asyncio.ensure_future(client.create("/api/v1/namespaces/ns/pods", {}))
-        await asyncio.sleep(0.1)
-        await client.after_creates()
-        assert create.done() and not client._creates, "after_creates returned while the create was in flight"
-        t0 = loop.time()
-        await client.after_creates()  # nothing in flight: no wait
-        assert loop.time() - t0 < 0.2
-        stuck = asyncio.ensure_future(client.create("/api/v1/namespaces/ns/pods", {}))
-        await asyncio.sleep(0.05)
-        t0 = loop.time()
-        kube.AFTER_CREATES_MAX_WAIT_SECONDS, limit = 0.1, kube.AFTER_CREATES_MAX_WAIT_SECONDS
-        try:
-            await client.after_creates()  # a create that takes too long holds nothing back for good
-        finally:
-            kube.AFTER_CREATES_MAX_WAIT_SECONDS = limit
-        assert loop.time() - t0 < 0.3 and not stuck.done()
-        await stuck
-        return calls
-
-    calls = _serve(handler, scenario)
-    assert [m for m, _, _, _ in calls] == ["POST", "POST"]

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from yolo_operator import observed
-from yolo_operator.observed import Observed
+from yolo_operator.observed import Observed, Overlay
 
 pytestmark = pytest.mark.unit
 NS, NAME = "ns", "tj"
@@ -20,44 +19,70 @@ def tj(rv: str, **status) -> dict:
     }
 
 
-def seen(index_view: dict | None) -> dict | None:
-    """What a handler reads while the watch (the index) shows ``index_view``."""
+@pytest.fixture
+def overlay() -> Overlay:
+    return Overlay()
+
+
+def seen(overlay: Overlay, index_view: dict | None) -> dict | None:
+    """What the controller reads while the watch (the index) shows ``index_view``."""
     index = {(NS, NAME): [index_view]} if index_view else {}
-    got = Observed(tj_idx=index).trainingjob(NS, NAME)  # type: ignore[arg-type]
+    got = Observed(tj_idx=index, overlay=overlay).trainingjob(NS, NAME)  # type: ignore[arg-type]
     return got and {"rv": got["metadata"]["resourceVersion"], **got["status"]}
 
 
-@pytest.fixture(autouse=True)
-def clean():
-    observed.forget(NS, NAME)
-    yield
-    observed.forget(NS, NAME)
+def test_our_write_is_read_until_the_watch_shows_it(overlay):
+    overlay.wrote(NS, NAME, tj("11", phase="Staging"), based_on="10")
+    assert seen(overlay, tj("10", phase="Pending")) == {"rv": "11", "phase": "Staging"}
+    assert seen(overlay, tj("11", phase="Staging")) == {"rv": "11", "phase": "Staging"}
+    assert seen(overlay, tj("10", phase="Pending")) == {"rv": "10", "phase": "Pending"}  # overlay gone once confirmed
 
 
-def test_our_write_is_read_until_the_watch_shows_it():
-    observed.wrote(NS, NAME, tj("11", phase="Staging"), based_on="10")
-    assert seen(tj("10", phase="Pending")) == {"rv": "11", "phase": "Staging"}
-    assert seen(tj("11", phase="Staging")) == {"rv": "11", "phase": "Staging"}
-    assert seen(tj("10", phase="Pending")) == {"rv": "10", "phase": "Pending"}  # overlay gone once confirmed
-
-
-def test_a_later_write_by_the_trainer_is_not_hidden_by_our_older_one():
+def test_a_later_write_by_the_trainer_is_not_hidden_by_our_older_one(overlay):
     # kopf batches watch events: the index may go from our base straight to the trainer's next patch,
     # never showing our write's own resourceVersion. The trainer's stage must show through.
-    observed.wrote(NS, NAME, tj("11", phase="Staging"), based_on="10")
-    assert seen(tj("12", phase="Staging", stage="Training")) == {"rv": "12", "phase": "Staging", "stage": "Training"}
+    overlay.wrote(NS, NAME, tj("11", phase="Staging"), based_on="10")
+    got = seen(overlay, tj("12", phase="Staging", stage="Training"))
+    assert got == {"rv": "12", "phase": "Staging", "stage": "Training"}
 
 
-def test_writes_on_top_of_unseen_writes_stay_until_the_watch_gets_past_all_of_them():
-    observed.wrote(NS, NAME, tj("11", phase="Staging"), based_on="10")
-    observed.wrote(NS, NAME, tj("12", phase="Training"), based_on="11")
-    assert seen(tj("10"))["rv"] == "12"
-    assert seen(tj("11", phase="Staging"))["rv"] == "12"
-    assert seen(tj("13", phase="Training", stage="Uploading"))["rv"] == "13"
+def test_writes_on_top_of_unseen_writes_stay_until_the_watch_gets_past_all_of_them(overlay):
+    overlay.wrote(NS, NAME, tj("11", phase="Staging"), based_on="10")
+    overlay.wrote(NS, NAME, tj("12", phase="Training"), based_on="11")
+    assert seen(overlay, tj("10"))["rv"] == "12"
+    assert seen(overlay, tj("11", phase="Staging"))["rv"] == "12"
+    assert seen(overlay, tj("13", phase="Training", stage="Uploading"))["rv"] == "13"
 
 
-def test_a_write_based_on_a_fresh_get_forgets_older_unseen_writes():
-    observed.wrote(NS, NAME, tj("11", phase="Staging"), based_on="10")
-    observed.wrote(NS, NAME, tj("21", phase="Training"), based_on="20")  # after a 409 and a GET
-    assert seen(tj("20"))["rv"] == "21"
-    assert seen(tj("11"))["rv"] == "11"  # not a predecessor of the write: the overlay is dropped, at worst a 409
+def test_a_write_based_on_a_fresh_get_forgets_older_unseen_writes(overlay):
+    overlay.wrote(NS, NAME, tj("11", phase="Staging"), based_on="10")
+    overlay.wrote(NS, NAME, tj("21", phase="Training"), based_on="20")  # after a 409 and a GET
+    assert seen(overlay, tj("20"))["rv"] == "21"
+    # not a predecessor of the write: the overlay is dropped, at worst a 409
+    assert seen(overlay, tj("11"))["rv"] == "11"
+
+
+def test_a_created_job_is_seen_until_the_index_shows_it(overlay):
+    job = {"metadata": {"name": "tj-train", "namespace": NS, "uid": "j1", "ownerReferences": [{"uid": "u1"}]}}
+    overlay.created_job(NS, NAME, job)
+    assert Observed(job_idx={}, overlay=overlay).job(NS, NAME, "u1")["metadata"]["uid"] == "j1"  # type: ignore[arg-type]
+    indexed = {(NS, NAME): [{**job, "status": {"active": 1}}]}
+    assert Observed(job_idx=indexed, overlay=overlay).job(NS, NAME, "u1")["status"] == {"active": 1}  # type: ignore[arg-type]
+    assert not overlay.created  # the watch caught up: the overlay is gone
+    overlay.created_job(NS, NAME, job)
+    overlay.forget(NS, NAME)
+    assert Observed(job_idx={}, overlay=overlay).job(NS, NAME, "u1") is None  # type: ignore[arg-type]
+
+
+def test_a_trainingjob_the_index_no_longer_has_is_gone_with_its_overlay(overlay):
+    # a reconcile that wrote after the DELETED event must not keep the TrainingJob alive in the overlay
+    overlay.wrote(NS, NAME, tj("11", phase="Staging"), based_on="10")
+    overlay.created_job(NS, NAME, {"metadata": {"name": "tj-train", "uid": "j1", "ownerReferences": [{"uid": "u1"}]}})
+    assert seen(overlay, None) is None
+    assert not overlay.written and not overlay.created
+
+
+def test_a_created_job_of_a_deleted_namesake_is_dropped(overlay):
+    overlay.created_job(NS, NAME, {"metadata": {"name": "tj-train", "uid": "j1", "ownerReferences": [{"uid": "u1"}]}})
+    assert Observed(job_idx={}, overlay=overlay).job(NS, NAME, "u2") is None  # type: ignore[arg-type]
+    assert not overlay.created

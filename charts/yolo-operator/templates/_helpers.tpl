@@ -65,17 +65,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/*
 RBAC rules for the namespaces the operator reconciles in: a ClusterRole in cluster-wide mode, a Role in each
-watched namespace otherwise. Each rule names the code that needs it (operator/src/yolo_operator/handlers.py
+watched namespace otherwise. Each rule names the code that needs it (operator/src/yolo_operator/controller.py
 and kopf). No wildcards and no access to Secrets: the trainer pod reads the S3 Secret through secretKeyRef,
 the operator never does.
 */}}
 {{- define "yolo-operator.rules" -}}
-# TrainingJobs: kopf lists and watches them; handlers.get_trainingjob reads one; kopf patches them to keep
-# its handler progress and last-handled spec in yolo-operator.io/* annotations.
+# TrainingJobs: kopf lists and watches them; Controller.get_trainingjob reads one. patch: kopf's handler
+# progress annotations of the operator before the reconciler (it has no create/update handlers, so kopf no
+# longer writes them); test_security's OPERATOR_NEEDS still lists it.
 - apiGroups: ["yolo-operator.io"]
   resources: ["trainingjobs"]
   verbs: ["get", "list", "watch", "patch"]
-# TrainingJob status: handlers.patch_status (merge patch of phase, conditions, jobName, ...). get and patch
+# TrainingJob status: Controller.write_status (merge patch of phase, conditions, jobName, ...). get and patch
 # are also what the per-job Role grants the trainer: RBAC escalation prevention lets the operator create
 # that Role only because it holds these verbs itself.
 - apiGroups: ["yolo-operator.io"]
@@ -86,13 +87,13 @@ the operator never does.
 - apiGroups: ["yolo-operator.io"]
   resources: ["trainingjobs/finalizers"]
   verbs: ["update"]
-# The trainer Job: handlers.create_if_absent creates it, get_job reads it, _sync_mutable_fields patches
+# The trainer Job: Controller.create_if_absent creates it, observe reads one the index lacks, act patches
 # suspend / activeDeadlineSeconds / ttlSecondsAfterFinished; kopf lists and watches the labelled Jobs.
 # No delete: the garbage collector removes a Job through its owner reference.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["create", "get", "list", "watch", "patch"]
-# Trainer pods: handlers.list_pods derives the phase from them; kopf watches the labelled pods.
+# Trainer pods: Controller.observe lists them when a failed Job's pods have not said why yet; kopf watches the labelled pods.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
@@ -103,7 +104,7 @@ the operator never does.
   resources: ["workloads"]
   verbs: ["get", "list", "watch", "patch"]
 # The CA bundle's ConfigMap (spec.s3.caBundle): read only while a trainer pod waits in ContainerCreating, to
-# report a missing one (handlers.missing_ca_bundle). Never Secrets.
+# report a missing one (Controller.missing_ca_bundle). Never Secrets.
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get"]
@@ -115,7 +116,7 @@ the operator never does.
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
   verbs: ["create", "get", "list", "watch"]
-# Events on TrainingJobs (kopf.info / kopf.warn and kopf's handler failure events).
+# Events on TrainingJobs (Controller.post_event, and kopf's own).
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]

@@ -546,14 +546,16 @@ def job_mutable_patch(tj: dict[str, Any] | TrainingJob) -> dict[str, Any]:
     """Merge patch carrying the TrainingJob's mutable fields to its Job. With Kueue (queueName) the
     operator leaves the Job's ``suspend`` to Kueue, which unsuspends an admitted Job whatever the user set:
     spec.suspend goes to the Workload's spec.active instead (``workload_active_patch``)."""
-    t = _tj(tj)
-    s = t.spec
-    spec: dict[str, Any] = {
-        "activeDeadlineSeconds": s.active_deadline_seconds,
-        "ttlSecondsAfterFinished": s.ttl_seconds_after_finished,
-    }
-    if not s.queue_name:
-        spec["suspend"] = s.suspend
+    if isinstance(tj, TrainingJob):
+        s = tj.spec
+        deadline, ttl, suspend, queue = s.active_deadline_seconds, s.ttl_seconds_after_finished, s.suspend, s.queue_name
+    else:  # a full body or the operator's compact view (status.trainingjob_view keeps these fields)
+        raw = tj.get("spec") if isinstance(tj.get("spec"), dict) else {}
+        deadline, ttl = raw.get("activeDeadlineSeconds"), raw.get("ttlSecondsAfterFinished")
+        suspend, queue = raw.get("suspend") is True, raw.get("queueName")
+    spec: dict[str, Any] = {"activeDeadlineSeconds": deadline, "ttlSecondsAfterFinished": ttl}
+    if not queue:
+        spec["suspend"] = suspend
     return {"spec": spec}
 
 

@@ -108,9 +108,9 @@ async def list_watched() -> str | None:
     """Lists each resource the operator watches, where it watches it; None if all answer, else the error."""
     from yolo_operator import GROUP, PLURAL, VERSION, handlers, kube
 
-    api = handlers.api()
+    api = handlers.controller().client
     try:
-        for ns in handlers.CONFIG.namespaces or (None,):
+        for ns in handlers.controller().config.namespaces or (None,):
             for api_version, plural in ((f"{GROUP}/{VERSION}", PLURAL), ("batch/v1", "jobs"), ("v1", "pods")):
                 await api.request("GET", kube.path(api_version, plural, ns), query={"limit": 1},
                                   timeout=LIST_TIMEOUT_SECONDS)  # fmt: skip

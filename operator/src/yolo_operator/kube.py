@@ -1,12 +1,12 @@
-"""The operator's Kubernetes API client: the dozen REST calls its handlers make, as JSON over one aiohttp session.
+"""The operator's Kubernetes API client: the dozen REST calls its controller makes, as JSON over one aiohttp session.
 
-Why not the ``kubernetes`` package: the handlers only ever send and read raw JSON, and importing that package
+Why not the ``kubernetes`` package: the operator only ever sends and reads raw JSON, and importing that package
 costs ~40 MiB of resident memory (thousands of generated model classes) - a third of the operator's budget.
 kopf imports it too whenever it is installed, so ``__main__`` keeps it out of the operator process.
 
-Asynchronous, on kopf's own event loop and its HTTP library: the handlers are coroutines, so there are no
+Asynchronous, on kopf's own event loop and its HTTP library: the reconciles are coroutines, so there are no
 handler threads. One ``aiohttp.ClientSession`` per process (``Client``), opened on first use, closed by
-``Client.close`` (the operator's cleanup handler).
+``Client.close`` (the controller's stop, from the operator's cleanup handler).
 
 Credentials come from kopf's own login functions, the ones its watches use without that package: the pod's
 ServiceAccount in a cluster, else ``$KUBECONFIG``. On a 401 they are read again and the request repeated once:
@@ -16,7 +16,6 @@ projected ServiceAccount tokens are rotated by the kubelet while the operator ru
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import os
@@ -32,12 +31,8 @@ MERGE_PATCH = "application/merge-patch+json"
 CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 60.0  # no request may hang for good
 # A refused connection (nothing sent) is retried for every method, with these pauses; a broken kept-alive
 # connection only for GET, once (aiohttp's own retry of idempotent requests); a POST or PATCH that may have
-# arrived is left to the handler's retry.
+# arrived is left to the reconcile's retry (the work queue's backoff).
 CONNECT_RETRY_DELAYS = (0.0, 0.0, 0.4, 0.8)  # urllib3's Retry(connect=3, backoff_factor=0.2), as before
-# ``after_creates`` (before a status derivation) waits while creates are in flight, this long at most: under a
-# burst of new TrainingJobs the API server serves their Jobs first (what a user waits for), and each status is
-# derived once afterwards from everything seen meanwhile, instead of every Job waiting behind status writes.
-AFTER_CREATES_MAX_WAIT_SECONDS = 5.0
 
 
 class ApiError(Exception):
@@ -88,13 +83,11 @@ def login() -> kopf.ConnectionInfo:
 
 
 class Client:
-    """One per process, shared by all handlers: one HTTP session (a keep-alive connection pool) on the event loop."""
+    """One per process, shared by all reconciles: one HTTP session (a keep-alive connection pool) on the event loop."""
 
     def __init__(self, pool_size: int = 32, info: kopf.ConnectionInfo | None = None):
         self.pool_size = pool_size
         self._session: aiohttp.ClientSession | None = None
-        self._creates = 0  # creates in flight
-        self._no_creates: asyncio.Event | None = None  # made in the running loop (session())
         self._connect(info or login())
 
     def _connect(self, info: kopf.ConnectionInfo) -> None:
@@ -156,28 +149,8 @@ class Client:
                 return None
             raise
 
-    def _creates_done(self) -> asyncio.Event:
-        if self._no_creates is None:
-            self._no_creates = asyncio.Event()
-            self._no_creates.set()
-        return self._no_creates
-
     async def create(self, path: str, obj: dict[str, Any]) -> dict[str, Any]:
-        done = self._creates_done()
-        self._creates += 1
-        done.clear()
-        try:
-            return await self.request("POST", path, obj)
-        finally:
-            self._creates -= 1
-            if not self._creates:
-                done.set()
-
-    async def after_creates(self) -> None:
-        """Returns once no create is in flight, or after AFTER_CREATES_MAX_WAIT_SECONDS."""
-        if self._creates:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._creates_done().wait(), AFTER_CREATES_MAX_WAIT_SECONDS)
+        return await self.request("POST", path, obj)
 
     async def merge_patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any]:
         return await self.request("PATCH", path, patch, content_type=MERGE_PATCH)

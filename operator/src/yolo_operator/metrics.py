@@ -11,7 +11,11 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from yolo_operator.reasons import PHASES
 
 TRAININGJOBS = Gauge("yolo_operator_trainingjobs", "TrainingJobs seen by this operator, by phase", ["phase"])
-RECONCILE_ERRORS = Counter("yolo_operator_reconcile_errors_total", "Handler runs that raised", ["handler"])
+RECONCILE_ERRORS = Counter(
+    "yolo_operator_reconcile_errors_total",
+    "Reconciles (handler=reconcile) and watch-event handler runs that raised",
+    ["handler"],
+)
 RECONCILE_SECONDS = Histogram(
     "yolo_operator_reconcile_duration_seconds",
     "Handler run time",
@@ -19,7 +23,7 @@ RECONCILE_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 JOBS_CREATED = Counter("yolo_operator_jobs_created_total", "batch/v1 Jobs created for TrainingJobs")
-HANDLERS = ("ensure", "sync_mutable", "job_event", "pod_event", "trainingjob_event")
+HANDLERS = ("reconcile", "trainingjob_event", "job_event", "pod_event", "workload_event")
 for _h in HANDLERS:  # export every series from the start (0 rather than absent)
     RECONCILE_ERRORS.labels(handler=_h)
 for _p in PHASES:

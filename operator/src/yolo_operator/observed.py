@@ -16,14 +16,15 @@ it). An overlay that is wrong anyway only costs one rejected write: ``forget_wri
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
 from yolo_operator import GROUP, PLURAL, VERSION
 from yolo_operator.builders import LABEL_TRAINING_JOB
-from yolo_operator.status import job_view, pod_view, trainingjob_view, workload_view
+from yolo_operator.status import job_view, needs_children, pod_view, trainingjob_view, workload_view
 
 Key = tuple[str, str]  # (namespace, TrainingJob name)
 
@@ -37,28 +38,56 @@ class _Written:
         return index_view is not None and index_view["metadata"].get("resourceVersion") not in self.superseded
 
 
-# Indexers and handlers all run in kopf's event loop: nothing here needs a lock.
-_written: dict[Key, _Written] = {}  # TrainingJob views as returned by our own status writes
-_created: dict[Key, dict[str, Any]] = {}  # Job views as returned by our own creates
+class Overlay:
+    """The operator's own writes its watches have not shown yet (one per Controller). Everything runs in kopf's
+    event loop: nothing here needs a lock. An entry goes when the index is seen to have caught up with it."""
+
+    def __init__(self) -> None:
+        self.written: dict[Key, _Written] = {}  # TrainingJob views as returned by our own status writes
+        self.created: dict[Key, dict[str, Any]] = {}  # Job views as returned by our own creates (or adopted)
+
+    def wrote(self, namespace: str, name: str, tj: dict[str, Any], based_on: str | None) -> None:
+        """Records the TrainingJob as our status write returned it; ``based_on`` is the write's precondition."""
+        prev = self.written.get((namespace, name))
+        superseded = {based_on} if based_on else set()
+        if prev is not None and prev.view["metadata"].get("resourceVersion") == based_on:
+            superseded |= prev.superseded  # written on top of our previous write, not yet seen either
+        self.written[(namespace, name)] = _Written(trainingjob_view(tj), frozenset(superseded))
+
+    def created_job(self, namespace: str, name: str, job: dict[str, Any]) -> None:
+        """Records a Job we created (or found and adopted), until its watch event arrives."""
+        self.created[(namespace, name)] = job_view(job)
+
+    def forget_written(self, namespace: str, name: str) -> None:
+        self.written.pop((namespace, name), None)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The TrainingJob is gone."""
+        self.written.pop((namespace, name), None)
+        self.created.pop((namespace, name), None)
 
 
 @kopf.index(GROUP, VERSION, PLURAL, id="tj_index")
 async def tj_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Key, dict[str, Any]]:
+    return {(namespace, name): trainingjob_view(body)}
+
+
+@kopf.index(GROUP, VERSION, PLURAL, id="body_index")
+async def body_index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Key, dict[str, Any]]:
+    """The whole TrainingJob (less managedFields), only while its children are still to be made (``needs_children``):
+    creating them needs the spec, which the compact view leaves out. Once its status records the Job it is
+    dropped (``{}``: kopf removes the object from the index)."""
     view = trainingjob_view(body)
-    w = _written.get((namespace, name))
-    if w is not None and w.confirmed_by(view):
-        del _written[(namespace, name)]  # the watch caught up with our write (or went past it)
-    return {(namespace, name): view}
+    if not needs_children(view):
+        return {}
+    whole = {k: copy.deepcopy(v) for k, v in body.items() if k not in ("metadata", "status")}
+    meta = {k: copy.deepcopy(v) for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
+    return {(namespace, name): {**whole, "metadata": meta, "status": view["status"]}}
 
 
 @kopf.index("batch", "v1", "jobs", labels={LABEL_TRAINING_JOB: kopf.PRESENT}, id="job_index")
 async def job_index(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict[Key, dict[str, Any]]:
-    key = (namespace, labels[LABEL_TRAINING_JOB])
-    view = job_view(body)
-    c = _created.get(key)
-    if c is not None and c["metadata"].get("uid") == view["metadata"].get("uid"):
-        del _created[key]  # the watch caught up with our create
-    return {key: view}
+    return {(namespace, labels[LABEL_TRAINING_JOB]): job_view(body)}
 
 
 @kopf.index("v1", "pods", labels={LABEL_TRAINING_JOB: kopf.PRESENT}, id="pod_index")
@@ -85,33 +114,53 @@ def _values(index: kopf.Index | None, key: Key) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class Observed:
-    """The indexes as kopf hands them to a handler (``Observed.of(kwargs)``)."""
+    """The indexes kopf hands to its handlers (``Observed.of(kwargs, overlay)``) and the controller's overlay of
+    its own writes on them."""
 
     tj_idx: kopf.Index | None = None
     job_idx: kopf.Index | None = None
     pod_idx: kopf.Index | None = None
     workload_idx: kopf.Index | None = None
+    body_idx: kopf.Index | None = None
+    overlay: Overlay = field(default_factory=Overlay)
 
     @classmethod
-    def of(cls, kwargs: dict[str, Any]) -> Observed:
-        return cls(*(kwargs.get(k) for k in ("tj_index", "job_index", "pod_index", "workload_index")))
+    def of(cls, kwargs: dict[str, Any], overlay: Overlay) -> Observed:
+        names = ("tj_index", "job_index", "pod_index", "workload_index", "body_index")
+        return cls(*(kwargs.get(k) for k in names), overlay=overlay)
 
     def trainingjob(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The newest known view of the TrainingJob (our last write if the watch has not shown it yet)."""
+        """The newest known view of the TrainingJob (our last write if the watch has not shown it yet); None when
+        the index does not have it: it is gone (the operator writes only to TrainingJobs the index showed)."""
         views = _values(self.tj_idx, (namespace, name))
         indexed = views[0] if views else None
-        w = _written.get((namespace, name))
+        if indexed is None:
+            self.overlay.forget(namespace, name)  # what a reconcile still wrote after its DELETED event
+            return None
+        w = self.overlay.written.get((namespace, name))
         if w is not None and w.confirmed_by(indexed):
-            # the index got past our write before it was recorded here (the watch was faster than the answer)
-            del _written[(namespace, name)]
+            # the watch caught up with our write (or went past it)
+            del self.overlay.written[(namespace, name)]
             w = None
         return w.view if w is not None else indexed
+
+    def body(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The whole TrainingJob while its children are still to be made (``body_index``), else None."""
+        views = _values(self.body_idx, (namespace, name))
+        return views[0] if views else None
 
     def job(self, namespace: str, name: str, owner_uid: str | None) -> dict[str, Any] | None:
         """The TrainingJob's Job: the one it owns if several carry its label (one left by a deleted
         namesake), else any, so that callers can tell "absent" from "someone else's"."""
-        created = _created.get((namespace, name))
-        views = _values(self.job_idx, (namespace, name)) + ([created] if created else [])
+        indexed = _values(self.job_idx, (namespace, name))
+        created = self.overlay.created.get((namespace, name))
+        if created is not None and (
+            any(j["metadata"].get("uid") == created["metadata"].get("uid") for j in indexed)  # the watch caught up
+            or not any(r.get("uid") == owner_uid for r in created["metadata"]["ownerReferences"])  # a namesake's
+        ):
+            del self.overlay.created[(namespace, name)]
+            created = None
+        views = indexed + ([created] if created else [])
         owned = [j for j in views if any(r.get("uid") == owner_uid for r in j["metadata"]["ownerReferences"])]
         return (owned or views or [None])[0]
 
@@ -140,25 +189,3 @@ class Observed:
         ]
 
 
-def wrote(namespace: str, name: str, tj: dict[str, Any], based_on: str | None) -> None:
-    """Records the TrainingJob as our status write returned it; ``based_on`` is the write's precondition."""
-    prev = _written.get((namespace, name))
-    superseded = {based_on} if based_on else set()
-    if prev is not None and prev.view["metadata"].get("resourceVersion") == based_on:
-        superseded |= prev.superseded  # written on top of our previous write, not yet seen either
-    _written[(namespace, name)] = _Written(trainingjob_view(tj), frozenset(superseded))
-
-
-def created(namespace: str, name: str, job: dict[str, Any]) -> None:
-    """Records a Job we created, until its watch event arrives."""
-    _created[(namespace, name)] = job_view(job)
-
-
-def forget_written(namespace: str, name: str) -> None:
-    _written.pop((namespace, name), None)
-
-
-def forget(namespace: str, name: str) -> None:
-    """The TrainingJob is gone."""
-    _written.pop((namespace, name), None)
-    _created.pop((namespace, name), None)

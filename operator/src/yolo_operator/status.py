@@ -559,7 +559,8 @@ def trainingjob_view(tj: dict[str, Any]) -> dict[str, Any]:
         view_meta["labels"] = {LABEL_OPERATOR_INSTANCE: labels[LABEL_OPERATOR_INSTANCE]}
     # garbage stored under an older CRD (spec or status not an object, ...) must not break the index
     spec = tj.get("spec") if isinstance(tj.get("spec"), dict) else None
-    view_spec = _pick(spec, ("queueName", "suspend"))
+    # what the reconciler compares with the Job and its Workload (the mutable fields) and what Kueue needs
+    view_spec = _pick(spec, ("queueName", "suspend", "activeDeadlineSeconds", "ttlSecondsAfterFinished"))
     if (ca := ca_bundle_ref(tj)) is not None:
         # missing_ca_bundle reads it: a pod that cannot mount it is Stalled/CABundleMissing
         view_spec["s3"] = {"caBundle": copy.deepcopy(dict(ca))}
@@ -570,6 +571,15 @@ def trainingjob_view(tj: dict[str, Any]) -> dict[str, Any]:
         "spec": view_spec,
         "status": copy.deepcopy(clean_status(tj.get("status"))),
     }
+
+
+def needs_children(tj: dict[str, Any]) -> bool:
+    """A TrainingJob (view) whose Job may still have to be created or adopted: not finished, not being deleted,
+    its status not yet naming the Job and the model it was started with."""
+    status = tj.get("status") or {}
+    if status.get("phase") in R.TERMINAL_PHASES or (tj.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    return not (status.get("jobName") and status.get("model"))
 
 
 def job_view(job: dict[str, Any]) -> dict[str, Any]:

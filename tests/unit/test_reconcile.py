@@ -1,0 +1,254 @@
+"""The reconciler: decide (pure) on snapshots, and one controller reconcile against a fake API server."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from typing import Any
+
+import pytest
+from yolo_operator import reasons as R
+from yolo_operator.builders import job_name
+from yolo_operator.config import OperatorConfig
+from yolo_operator.controller import Controller
+from yolo_operator.kube import ApiError
+from yolo_operator.observed import Observed
+from yolo_operator.reconcile import (
+    CA_BUNDLE_RECHECK_SECONDS,
+    WAIT_FOR_SOURCE_SECONDS,
+    Snapshot,
+    decide,
+    decide_status,
+)
+from yolo_operator.status import job_view, pod_view, trainingjob_view
+
+pytestmark = pytest.mark.unit
+NOW = "2026-01-01T00:00:00Z"
+CONFIG = OperatorConfig(trainer_image="registry.invalid/trainer:test")
+
+
+def body(name: str = "helmets", status: dict | None = None, **spec: Any) -> dict:
+    base = {
+        "model": {"hub": "yolov8n.pt"},
+        "dataset": "s3://datasets/helmets/",
+        "output": "s3://runs/",
+        "s3": {"endpoint": "http://minio:9000", "credentialsSecretRef": {"name": "s3-keys"}},
+    }
+    base.update(copy.deepcopy(spec))
+    return {
+        "apiVersion": "yolo-operator.io/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": name, "namespace": "ns", "uid": "uid-tj", "generation": 1, "resourceVersion": "10"},
+        "spec": base,
+        "status": status or {},
+    }
+
+
+def snapshot(b: dict, **kw: Any) -> Snapshot:
+    return Snapshot("ns", b["metadata"]["name"], trainingjob_view(b), body=b, now=NOW, **kw)
+
+
+def made_job(b: dict, model: str = "yolov8n.pt", **spec: Any) -> dict:
+    env = [{"name": "YOLO_TRAINER_CONFIG", "value": json.dumps({"model": model})}]
+    return job_view({
+        "metadata": {"name": job_name(b["metadata"]["name"]), "namespace": "ns", "uid": "uid-job",
+                     "ownerReferences": [{"uid": b["metadata"]["uid"]}]},
+        "spec": {"template": {"spec": {"containers": [{"name": "trainer", "env": env}]}}, "suspend": False, **spec},
+    })  # fmt: skip
+
+
+def recorded(b: dict) -> dict:
+    return {**b["status"], "jobName": job_name(b["metadata"]["name"]), "model": "yolov8n.pt", "phase": R.PENDING}
+
+
+def test_a_new_trainingjob_gets_its_rbac_then_its_job():
+    plan = decide(snapshot(body()), CONFIG)
+    assert [o["kind"] for o in plan.create] == ["ServiceAccount", "Role", "RoleBinding", "Job"]
+    assert plan.model == "yolov8n.pt" and plan.status == {} and plan.requeue_after is None
+
+
+def test_the_job_as_created_is_recorded_in_status():
+    b = body()
+    patch = decide_status(snapshot(b, job=made_job(b)))
+    assert patch["jobName"] == "helmets-train" and patch["model"] == "yolov8n.pt" and patch["phase"] == R.PENDING
+    types = {c["type"]: c["status"] for c in patch["conditions"]}
+    assert types[R.JOB_CREATED] == "True" and types[R.MODEL_RESOLVED] == "True"
+
+
+def test_a_recorded_job_in_sync_makes_an_empty_plan():
+    b = body()
+    s = snapshot(b, job=made_job(b))
+    b["status"] = {**decide_status(s)}
+    plan = decide(snapshot(b, job=made_job(b)), CONFIG)
+    assert plan.idle and plan.requeue_after is None, plan
+
+
+def test_an_invalid_spec_fails_for_good_with_a_warning():
+    b = body(training={"epochs": "ten"})
+    plan = decide(snapshot(b), CONFIG)
+    assert plan.status["phase"] == R.FAILED and not plan.create
+    (cond,) = plan.status["conditions"]
+    assert cond["reason"] == "InvalidSpec" and "spec.training.epochs" in cond["message"]
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "InvalidSpec")]
+    assert plan.requeue_after is None and not plan.status_must_land
+
+
+def test_a_garbage_spec_fails_naming_spec():
+    b = body()
+    b["spec"] = "train me"
+    plan = decide(snapshot(b), CONFIG)
+    assert plan.status["phase"] == R.FAILED and "spec" in plan.status["conditions"][0]["message"]
+
+
+def test_a_job_deleted_before_it_finished_fails_the_trainingjob():
+    b = body(status={"jobName": "helmets-train", "model": "yolov8n.pt", "phase": R.TRAINING})
+    plan = decide(snapshot(b), CONFIG)  # the controller confirmed with a GET
+    assert plan.status["phase"] == R.FAILED and not plan.create
+    assert ("Warning", R.REASON_JOB_DELETED) in [(e.type, e.reason) for e in plan.events]
+
+
+def test_a_job_of_a_deleted_namesake_is_waited_for():
+    b = body()
+    other = made_job(b)
+    other["metadata"]["ownerReferences"] = [{"uid": "someone-else"}]
+    plan = decide(snapshot(b, job=other), CONFIG)
+    assert plan.idle and plan.requeue_after == 5
+
+
+def test_waiting_for_the_source_trainingjob_is_looked_at_again():
+    b = body(model={"fromTrainingJob": "base"})
+    plan = decide(snapshot(b), CONFIG)
+    assert plan.status["phase"] == R.PENDING and not plan.create
+    assert plan.status["conditions"][0]["reason"] == "SourceTrainingJobNotFound"
+    assert [e.reason for e in plan.events] == [R.EVENT_WAITING_FOR_MODEL]
+    assert plan.requeue_after == WAIT_FOR_SOURCE_SECONDS
+    # the same reason again: no second event
+    b["status"] = plan.status
+    assert decide(snapshot(b), CONFIG).events == ()
+    source = {"metadata": {"name": "base"}, "status": {"phase": R.SUCCEEDED, "artifacts": {"bestWeights": "s3://w.pt"}}}
+    plan = decide(snapshot(b, source=source), CONFIG)
+    assert plan.model == "s3://w.pt" and plan.create[-1]["kind"] == "Job"
+
+
+def test_mutable_fields_follow_the_spec():
+    b = body(status=recorded(body()), suspend=True, activeDeadlineSeconds=600)
+    plan = decide(snapshot(b, job=made_job(b, suspend=False)), CONFIG)
+    assert plan.job_patch == {"spec": {"activeDeadlineSeconds": 600, "ttlSecondsAfterFinished": None, "suspend": True}}
+    assert "JobUpdated" in [e.reason for e in plan.events]
+
+
+def test_with_kueue_suspend_goes_to_the_workload_not_the_job():
+    b = body(status=recorded(body()), suspend=True, queueName="q")
+    workload = {"metadata": {"name": "job-helmets-train-x", "ownerReferences": []}, "spec": {"active": True}}
+    plan = decide(snapshot(b, job=made_job(b, suspend=False), workload=workload), CONFIG)
+    assert plan.job_patch is None
+    assert plan.workload_patch == {"spec": {"active": False}}
+
+
+def test_a_pending_trainingjob_with_a_ca_bundle_is_looked_at_again():
+    ca = {"endpoint": "https://s3", "credentialsSecretRef": {"name": "k"}, "caBundle": {"name": "ca", "key": "ca.crt"}}
+    b = body(s3=ca)
+    b["status"] = recorded(b)
+    plan = decide(snapshot(b, job=made_job(b)), CONFIG)
+    assert plan.requeue_after == CA_BUNDLE_RECHECK_SECONDS
+    b["status"].update(phase=R.TRAINING, stage=R.TRAINING)
+    meta = {"name": "p", "ownerReferences": [{"uid": "uid-job"}]}
+    running = pod_view({"metadata": meta, "status": {"phase": "Running"}})
+    assert decide(snapshot(b, job=made_job(b), pods=(running,)), CONFIG).requeue_after is None
+
+
+def test_another_instances_trainingjob_is_left_alone():
+    b = body()
+    b["metadata"]["labels"] = {"yolo-operator.io/operator-instance": "other"}
+    assert decide(snapshot(b), CONFIG).idle
+
+
+# --- one reconcile against a fake API server ---------------------------------------------------------------
+
+
+class FakeApi:
+    """Answers the controller's requests as the API server would, and records them."""
+
+    def __init__(self, tj: dict):
+        self.tj = tj
+        self.calls: list[tuple[str, str]] = []
+        self.refuse_job: int | None = None
+
+    async def create(self, path: str, obj: dict) -> dict:
+        self.calls.append(("POST", path))
+        if obj["kind"] == "Job" and self.refuse_job:
+            raise ApiError(self.refuse_job, "Invalid", json.dumps({"message": "affinity: Invalid value"}))
+        return {**obj, "metadata": {**obj["metadata"], "uid": f"uid-{obj['kind']}"}}
+
+    async def merge_patch(self, path: str, patch: dict) -> dict:
+        self.calls.append(("PATCH", path))
+        rv = str(int(self.tj["metadata"]["resourceVersion"]) + 1)
+        self.tj = {**self.tj, "metadata": {**self.tj["metadata"], "resourceVersion": rv},
+                   "status": {**self.tj["status"], **patch["status"]}}  # fmt: skip
+        return self.tj
+
+    async def get_or_none(self, path: str) -> dict | None:
+        self.calls.append(("GET", path))
+        return None
+
+    async def close(self) -> None:
+        pass
+
+
+def reconcile_new(api_tj: dict, refuse_job: int | None = None) -> tuple[FakeApi, Controller]:
+    api = FakeApi(api_tj)
+    api.refuse_job = refuse_job
+    c = Controller(CONFIG, api)  # type: ignore[arg-type]
+    key = ("ns", api_tj["metadata"]["name"])
+    c.observed = Observed(tj_idx={key: [trainingjob_view(api_tj)]}, body_idx={key: [api_tj]}, job_idx={},
+                          pod_idx={}, overlay=c.overlay)  # type: ignore[arg-type]  # fmt: skip
+    asyncio.run(c.reconcile(key))
+    return api, c
+
+
+def test_the_reconcile_that_creates_the_job_writes_the_status_that_records_it():
+    api, c = reconcile_new(body())
+    writes = [(m, p.rsplit("/", 2)[-2:] if m == "PATCH" else p.rsplit("/", 1)[-1]) for m, p in api.calls]
+    assert writes[:5] == [("POST", "serviceaccounts"), ("POST", "roles"), ("POST", "rolebindings"),
+                          ("POST", "jobs"), ("POST", "events")]  # fmt: skip
+    assert writes[5] == ("PATCH", ["helmets", "status"])
+    assert api.tj["status"]["jobName"] == "helmets-train" and api.tj["status"]["phase"] == R.PENDING
+    # the next reconcile (the watch has not shown any of it yet) finds nothing to do, without a request
+    n = len(api.calls)
+    asyncio.run(c.reconcile(("ns", "helmets")))
+    assert len(api.calls) == n
+
+
+def test_a_job_the_api_server_refuses_fails_the_trainingjob():
+    api, _ = reconcile_new(body(), refuse_job=422)
+    assert api.tj["status"]["phase"] == R.FAILED
+    assert "the API server refused the Job" in api.tj["status"]["conditions"][0]["message"]
+
+
+def test_a_status_write_that_lost_a_race_is_decided_again_from_a_fresh_read():
+    class Racing(FakeApi):
+        conflicts = 1
+
+        async def merge_patch(self, path: str, patch: dict) -> dict:
+            if self.conflicts:
+                self.conflicts -= 1
+                self.calls.append(("PATCH", path))
+                self.tj = {**self.tj, "metadata": {**self.tj["metadata"], "resourceVersion": "11"}}  # the trainer
+                raise ApiError(409, "Conflict", "{}")
+            return await super().merge_patch(path, patch)
+
+        async def get_or_none(self, path: str) -> dict | None:
+            self.calls.append(("GET", path))
+            return copy.deepcopy(self.tj) if "/trainingjobs/" in path else None
+
+    b = body()
+    api = Racing(b)
+    c = Controller(CONFIG, api)  # type: ignore[arg-type]
+    key = ("ns", "helmets")
+    c.observed = Observed(tj_idx={key: [trainingjob_view(b)]}, body_idx={key: [b]}, job_idx={}, pod_idx={},
+                          overlay=c.overlay)  # type: ignore[arg-type]  # fmt: skip
+    asyncio.run(c.reconcile(key))
+    jobs = [p for m, p in api.calls if m == "POST" and p.endswith("/jobs")]
+    assert len(jobs) == 1  # the Job made by the first attempt is adopted by the second, not made again
+    assert api.tj["status"]["jobName"] == "helmets-train" and api.tj["metadata"]["resourceVersion"] == "12"
