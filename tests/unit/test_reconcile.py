@@ -88,8 +88,10 @@ def test_an_invalid_spec_fails_for_good_with_a_warning():
     b = body(training={"epochs": "ten"})
     plan = decide(snapshot(b), CONFIG)
     assert plan.status["phase"] == R.FAILED and not plan.create
-    (cond,) = plan.status["conditions"]
-    assert cond["reason"] == "InvalidSpec" and "spec.training.epochs" in cond["message"]
+    conds = {c["type"]: c for c in plan.status["conditions"]}
+    assert set(conds) == {R.COND_FAILED, R.COND_FINISHED}, conds  # Finished follows Failed (kubectl wait)
+    for cond in conds.values():
+        assert cond["reason"] == "InvalidSpec" and "spec.training.epochs" in cond["message"]
     assert [(e.type, e.reason) for e in plan.events] == [("Warning", "InvalidSpec")]
     assert plan.requeue_after is None and not plan.status_must_land
 
