@@ -17,7 +17,6 @@ are absent from the table, so the API server refuses them; :func:`problems` name
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
 import sys
@@ -286,18 +285,10 @@ def render_table() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--write", action="store_true", help=f"write {TABLE_FILE.name}")
-    p.add_argument("--check", action="store_true", help=f"exit 1 when {TABLE_FILE.name} is stale")
-    args = p.parse_args(argv)
-    text = render_table()
-    if not (args.write or args.check):
-        sys.stdout.write(text)
-        return 0
-    from yolo_contract.generated import write_or_check
+    from yolo_contract.generated import generator_main
 
-    return write_or_check({Path(TABLE_FILE.name): text}, TABLE_FILE.parent, write=args.write,
-                          command="python -m yolo_contract.hyperparameters")  # fmt: skip
+    return generator_main(argv, description=__doc__, command="python -m yolo_contract.hyperparameters",
+                          root=TABLE_FILE.parent, render=lambda: {Path(TABLE_FILE.name): render_table()})  # fmt: skip
 
 
 if __name__ == "__main__":

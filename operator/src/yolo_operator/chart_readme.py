@@ -6,7 +6,6 @@ drift."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from yolo_contract.generated import write_or_check
+from yolo_contract.generated import generator_main
 
 from yolo_operator.crd import REPO_ROOT
 
@@ -114,14 +113,8 @@ def render(root: Path = REPO_ROOT) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--write", action="store_true")
-    p.add_argument("--check", action="store_true")
-    args = p.parse_args(argv)
-    if not (args.write or args.check):
-        sys.stdout.write(render())
-        return 0
-    return write_or_check({README_PATH: render()}, REPO_ROOT, write=args.write, command=COMMAND)
+    return generator_main(argv, description=__doc__, command=COMMAND, root=REPO_ROOT,
+                          render=lambda: {README_PATH: render()})  # fmt: skip
 
 
 if __name__ == "__main__":

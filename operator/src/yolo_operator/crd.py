@@ -15,7 +15,6 @@ generated here from ``MUTABLE_SPEC_FIELDS``.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 import yaml
 from yolo_contract import GROUP, KIND, PLURAL, VERSION
-from yolo_contract.generated import write_or_check
+from yolo_contract.generated import generator_main
 from yolo_contract.training import cel
 
 from yolo_operator.api import MUTABLE_SPEC_FIELDS, NAME_LENGTH, TrainingJobSpec, TrainingJobStatus
@@ -239,17 +238,8 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--write", action="store_true", help="write the CRD files under --root")
-    p.add_argument("--check", action="store_true", help="fail when a CRD file under --root is stale")
-    p.add_argument("--root", type=Path, default=REPO_ROOT, help="repository root")
-    args = p.parse_args(argv)
-    text = render()
-    if not (args.write or args.check):
-        sys.stdout.write(text)
-        return 0
-    files = dict.fromkeys(CRD_PATHS, text)
-    return write_or_check(files, args.root, write=args.write, command="python -m yolo_operator.crd")
+    return generator_main(argv, description=__doc__, command="python -m yolo_operator.crd", root=REPO_ROOT,
+                          render=lambda: dict.fromkeys(CRD_PATHS, render()))  # fmt: skip
 
 
 if __name__ == "__main__":

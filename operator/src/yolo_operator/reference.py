@@ -3,12 +3,11 @@ pydantic models' field docs). `python -m yolo_operator.reference --write`; a uni
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
 
-from yolo_contract.generated import write_or_check
+from yolo_contract.generated import generator_main
 
 from yolo_operator.crd import REPO_ROOT, spec_schema, status_schema
 
@@ -67,15 +66,8 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--write", action="store_true")
-    p.add_argument("--check", action="store_true")
-    args = p.parse_args(argv)
-    if not (args.write or args.check):
-        sys.stdout.write(render())
-        return 0
-    return write_or_check({REFERENCE_PATH: render()}, REPO_ROOT, write=args.write,
-                          command="python -m yolo_operator.reference")  # fmt: skip
+    return generator_main(argv, description=__doc__, command="python -m yolo_operator.reference", root=REPO_ROOT,
+                          render=lambda: {REFERENCE_PATH: render()})  # fmt: skip
 
 
 if __name__ == "__main__":
