@@ -232,7 +232,7 @@ class _Budget:
         self.files += 1
         if self.files > self.limits.max_files:
             raise DatasetInvalid(
-                f"{self.source} has more than {self.limits.max_files} files: raise {MAX_FILES_FIELD} (default "
+                f"{self.source} has more than {self.limits.max_files} files: raise {MAX_FILES_FIELD} (unset: "
                 f"one per 4 KiB of {SCRATCH_FIELD}), or stage fewer, larger files"
             )
 
@@ -242,7 +242,7 @@ class _Budget:
         if self.bytes > self.limits.max_bytes:
             raise DatasetInvalid(
                 f"{self.source} extracts to more than {self.limits.max_bytes} bytes: raise {MAX_BYTES_FIELD} "
-                f"(default {SCRATCH_FIELD})"
+                f"(unset: {SCRATCH_FIELD})"
             )
         if self.room is not None and self.bytes > self.room.bytes:
             raise self.room.error(self.source, self.bytes, "its contents up to where extraction stopped")
