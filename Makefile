@@ -79,7 +79,7 @@ chart-lint: binaries ## helm lint --strict
 gpu-check: venv ## on a machine with CUDA GPUs: trainer vs `yolo train` on one GPU, DDP through torchrun: progress, checkpoints, every rank (one table)
 	$(PY) bench/gpu.py
 
-bench: testbed-up ## benchmarks against baselines run beside them (~45 min); writes bench/results.md
+bench: testbed-up ## benchmarks against baselines run beside them (~50 min, see bench/run_all.py); writes bench/results.md
 	$(PY) bench/run_all.py
 
 images: venv ## build the operator and trainer images with no registry (hack/images.sh; tags = the chart's defaults)

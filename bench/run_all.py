@@ -1,4 +1,6 @@
-"""Every benchmark, one after the other, then bench/results.md. Bounded: about 10-15 minutes on two shared cores.
+"""Every benchmark, one after the other, then bench/results.md. About 50 minutes on two shared cores: 10 for the
+benchmarks (the 2026-12-03 09:43 run in results.md), ~40 for the 4,000 TrainingJobs run to completion for the
+5,000 figure (1,000 took 609 s on the bed: bench/README.md, "Async handlers").
 
     .venv/bin/python bench/run_all.py [--quick] [--only staging,operator,...]
 
@@ -36,7 +38,7 @@ def benches(quick: bool) -> dict[str, callable]:
         }
     return {
         # the memory figure is taken with the 400 TrainingJobs of the latency rounds + 600 more held: the goal's 1,000;
-        # then 4,000 more run to completion: the goal's 5,000 (~30 min: the bed's Job controller makes ~3.5 pods/s)
+        # then 4,000 more run to completion: the goal's 5,000 (~40 min, see the docstring)
         "operator": lambda: operator_latency.run(n=200, rss_n=600, idle=30, life_n=20, rounds=2, rss_done_n=4000),
         "staging": lambda: staging.run(images=2000, repeats=3, archives=("zip", "tar")),
         "overhead": lambda: trainer_overhead.run(images=240, epochs=5, repeats=3),

@@ -383,13 +383,16 @@ def run(images: int = 2000, repeats: int = 3, archives: tuple[str, ...] = ("zip"
                             f"{floor:.2f} s ({get_name.removeprefix('floor: ')} {med[get_name]:.2f} + tar "
                             f"{med['floor: GNU tar -xf']:.2f})", f"{ratio:.2f}x", "ratio <= 1.50",
                             "yes" if ratio <= 1.5 else "no", "same run, interleaved, medians"))  # fmt: skip
+    # Context only: the archive's goal is the floor above. The old ">= 10x faster than a prefix" is retired:
+    # with the prefix at the server's ceiling it asked for staging faster than the archive's bare GET.
     for kind in archives:
         k = f"trainer {kind}"
         speedup = med["trainer prefix"] / med[k]
         rows.append(Row(f"archive staging ({kind}) vs the same data as a prefix (both trainer)",
                         f"{med[k]:.2f} s ({mb / med[k]:.0f} MB/s)", f"{med['trainer prefix']:.2f} s",
-                        f"{speedup:.1f}x faster", ">= 10x faster", "yes" if speedup >= 10 else "no",
-                        "download + safe extraction (size/count budget, zip-slip checks)"))  # fmt: skip
+                        f"{speedup:.1f}x faster", "-", "n/a",
+                        "context, no goal (the archive's goal is the floor row); download + safe extraction "
+                        "(size/count budget, zip-slip checks)"))  # fmt: skip
     rows.append(Row("S3 server ceiling on this machine (same run)",
                     f"big GET {ceil['big_get_MBps']:.0f} MB/s; small GETs {ceil['small_gets_per_s']:.0f}/s "
                     f"({ceil['small_MBps']:.0f} MB/s, s5cmd 64 workers to tmpfs)", "-", "-", "context", "n/a",

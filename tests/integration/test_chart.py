@@ -245,6 +245,19 @@ def test_simulated_gpus_only_when_a_test_bed_asks_for_them(helm_bin):
     assert operator_config({"trainer.simulatedGpus": "true"}).simulated_gpus is True
 
 
+def test_default_scratch_size_reaches_the_operator_unless_emptied(helm_bin):
+    """trainer.scratchSize (20Gi) sizes every job that sets no spec.resources.scratchSize; "" = unbounded."""
+
+    def operator_config(values: dict[str, str]) -> OperatorConfig:
+        (dep,) = by_kind(template(helm_bin, values), "Deployment")
+        (c,) = dep["spec"]["template"]["spec"]["containers"]
+        return OperatorConfig.from_env({e["name"]: e["value"] for e in c["env"]})
+
+    assert operator_config({}).default_scratch_size == "20Gi"
+    assert operator_config({"trainer.scratchSize": "100Gi"}).default_scratch_size == "100Gi"
+    assert operator_config({"trainer.scratchSize": ""}).default_scratch_size is None
+
+
 SA_ROLE_KEY = "trainer.serviceAccountAnnotations.eks\\.amazonaws\\.com/role-arn"  # --set escapes the dots
 
 

@@ -120,6 +120,17 @@ def test_camel_case_aliases_round_trip():
     assert dumped["ttlSecondsAfterFinished"] == 60
 
 
+def test_retry_budget_and_dataset_limits_are_spec_fields():
+    # The knobs users need are fields, not YOLO_* environment (which spec.env refuses).
+    s = TrainingJobSpec.model_validate(
+        spec(s3={"retryBudgetSeconds": 600}, resources={"maxDatasetSize": "500Gi", "maxDatasetFiles": 20_000_000})
+    )
+    dumped = s.model_dump(by_alias=True, exclude_none=True)
+    assert dumped["s3"]["retryBudgetSeconds"] == 600
+    assert dumped["resources"]["maxDatasetSize"] == "500Gi"
+    assert dumped["resources"]["maxDatasetFiles"] == 20_000_000
+
+
 INVALID = [
     ("hub not .pt", spec(model={"hub": "yolov8n"}), "hub"),
     ("yaml not yaml", spec(model={"yaml": "yolov8n.json"}), "yaml"),
@@ -143,6 +154,9 @@ INVALID = [
     ("queue name invalid", spec(queueName="Gpu Queue"), "queueName"),
     ("bad scratch size", spec(resources__scratchSize="50GB"), "scratchSize"),
     ("bad scratch class", spec(resources__scratchSize="1Ti", resources__scratchStorageClassName="Fast_SSD"), "scratch"),
+    ("bad dataset size", spec(resources__maxDatasetSize="200GB"), "maxDatasetSize"),
+    ("zero dataset files", spec(resources__maxDatasetFiles=0), "maxDatasetFiles"),
+    ("zero retry budget", spec(s3={"retryBudgetSeconds": 0}), "retryBudgetSeconds"),
 ]
 
 

@@ -185,6 +185,33 @@ def test_scratch_size_limits_the_emptydir_and_requests_ephemeral_storage():
     assert decimal["emptyDir"] == {"sizeLimit": "1431Mi"}  # 1.5e9 bytes, rounded up to whole MiB
 
 
+def test_the_operators_default_scratch_size_applies_when_the_spec_sets_none():
+    cfg = CFG.model_copy(update={"default_scratch_size": "20Gi"})
+    job = b.build_job(make_tj(), cfg)
+    assert work_volume(job) == {"name": "work", "emptyDir": {"sizeLimit": "20480Mi"}}
+    res = container(job)["resources"]
+    assert res["requests"]["ephemeral-storage"] == f"{20 * 1024 + b.EPHEMERAL_STORAGE_MARGIN_MIB}Mi"
+    trainer = TrainerConfig.model_validate_json(env(job)[CONFIG_ENV]["value"])
+    assert trainer.scratch_bytes == 20 << 30
+    assert trainer.dataset_limits == (20 << 30, (20 << 30) // 4096)  # derived from it
+    # the job's own size wins over the default
+    own = b.build_job(make_tj(resources={"scratchSize": "5Gi"}), cfg)
+    assert work_volume(own) == {"name": "work", "emptyDir": {"sizeLimit": "5120Mi"}}
+
+
+def test_retry_budget_and_dataset_limits_reach_the_trainer_config():
+    tj = make_tj(
+        s3={"endpoint": "http://minio:9000", "retryBudgetSeconds": 900},
+        resources={"scratchSize": "50Gi", "maxDatasetSize": "1Gi", "maxDatasetFiles": 1000},
+    )
+    trainer = TrainerConfig.model_validate_json(env(b.build_job(tj, CFG))[CONFIG_ENV]["value"])
+    assert trainer.s3.retry_budget_seconds == 900
+    assert (trainer.max_dataset_bytes, trainer.max_dataset_files) == (1 << 30, 1000)
+    assert trainer.dataset_limits == (1 << 30, 1000)  # explicit limits win over the scratch size
+    unset = TrainerConfig.model_validate_json(env(b.build_job(make_tj(), CFG))[CONFIG_ENV]["value"])
+    assert unset.s3.retry_budget_seconds is None and unset.max_dataset_bytes is None
+
+
 def test_scratch_storage_class_makes_a_generic_ephemeral_volume():
     tj = make_tj(resources={"scratchSize": "200Gi", "scratchStorageClassName": "fast-local"})
     job = b.build_job(tj, CFG)

@@ -17,3 +17,18 @@ def test_reserved_trainer_env_matches_the_contract():
     enum, prefix = name["not"]["anyOf"]
     assert enum == {"enum": list(RESERVED_ENV)}, "values.schema.json: trainer.env reserved names differ"
     assert prefix == {"pattern": f"^{RESERVED_ENV_PREFIX}"}
+
+
+def test_scratch_size_schema_is_the_apis_quantity():
+    from yolo_operator.api import QUANTITY, ZERO_QUANTITY
+
+    prop = json.loads(SCHEMA.read_text())["properties"]["trainer"]["properties"]["scratchSize"]
+    assert prop["pattern"] == f"^({QUANTITY[1:-1]})?$", "values.schema.json: trainer.scratchSize differs from api"
+    assert prop["not"] == {"pattern": ZERO_QUANTITY}
+
+
+def test_default_scratch_size_reaches_the_operator_config():
+    from yolo_operator.config import OperatorConfig
+
+    assert OperatorConfig.from_env({"YOLO_OPERATOR_DEFAULT_SCRATCH_SIZE": "20Gi"}).default_scratch_size == "20Gi"
+    assert OperatorConfig.from_env({"YOLO_OPERATOR_DEFAULT_SCRATCH_SIZE": ""}).default_scratch_size is None

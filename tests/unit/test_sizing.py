@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from yolo_contract.sizing import MIB, dataloader_workers, pod_shm_bytes, shm_needed_bytes, sized_batch
+from yolo_contract.sizing import (
+    MIB,
+    dataloader_workers,
+    dataset_limits,
+    pod_shm_bytes,
+    shm_needed_bytes,
+    sized_batch,
+)
 
 pytestmark = pytest.mark.unit
 GiB = 1024 * MIB
@@ -76,3 +83,12 @@ def test_pod_shm_is_clamped_rounded_and_monotonic(workers, batch, imgsz, gpus):
     assert s1 % (64 * MIB) == 0
     assert pod_shm_bytes(workers + 1, gpus, batch, imgsz) >= s1
     assert pod_shm_bytes(workers, gpus, batch + 1, imgsz) >= s1
+
+
+def test_dataset_limits_follow_the_scratch_size():
+    gib = 1 << 30
+    assert dataset_limits(None) == (100 * gib, 5_000_000)  # no scratch size: the fixed defaults
+    assert dataset_limits(20 * gib) == (20 * gib, 20 * gib // 4096)  # one file per 4 KiB block
+    assert dataset_limits(500 * gib) == (500 * gib, 500 * gib // 4096)  # a bigger volume raises both
+    assert dataset_limits(20 * gib, max_bytes=gib) == (gib, 20 * gib // 4096)  # explicit fields win
+    assert dataset_limits(None, max_files=10) == (100 * gib, 10)

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from yolo_contract.exitcodes import DatasetInvalid, ExitCode, ScratchTooSmall
 from yolo_trainer.dataset import (
+    MAX_FILES_ENV,
     SCRATCH_HEADROOM_BYTES,
     Limits,
     Scratch,
@@ -122,8 +123,20 @@ def test_file_count_limit(tmp_path):
     archive = _zip(tmp_path / "many.zip", {f"f{i}.txt": b"x" for i in range(20)})
     dest = tmp_path / "ds"
     dest.mkdir()
-    with pytest.raises(DatasetInvalid, match=r"more than 10 files"):
+    with pytest.raises(DatasetInvalid, match=r"more than 10 files: raise spec.resources.maxDatasetFiles"):
         extract_zip(archive, dest, Limits(max_bytes=1 << 20, max_files=10), "many.zip")
+
+
+def test_limits_come_from_the_config_derived_from_its_scratch_size():
+    from yolo_contract.trainer_config import TrainerConfig
+
+    cfg = TrainerConfig(name="a", model="yolov8n.pt", dataset="s3://b/d/", output="s3://b/o/")
+    assert Limits.from_config(cfg, {}) == Limits(100 << 30, 5_000_000)  # no scratch size: the defaults
+    sized = cfg.model_copy(update={"scratch_bytes": 8 << 30})
+    assert Limits.from_config(sized, {}) == Limits(8 << 30, (8 << 30) // 4096)
+    explicit = sized.model_copy(update={"max_dataset_bytes": 1 << 20, "max_dataset_files": 7})
+    assert Limits.from_config(explicit, {MAX_FILES_ENV: "3"}) == Limits(1 << 20, 7)  # the config wins
+    assert Limits.from_config(sized, {MAX_FILES_ENV: "3"}) == Limits(8 << 30, 3)  # standalone runs' override
 
 
 def test_corrupt_zip_is_dataset_invalid(tmp_path):

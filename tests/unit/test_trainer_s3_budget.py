@@ -195,3 +195,17 @@ def test_concurrent_threads_each_wait_out_their_own_budget():
     for name, (first, gave_up) in results.items():
         assert gave_up - first >= budget - 0.01, (name, gave_up - first)
         assert gave_up - first < budget + 1.0, (name, gave_up - first)
+
+
+def test_the_configs_retry_budget_wins_over_the_environment(monkeypatch):
+    """spec.s3.retryBudgetSeconds reaches the store through the config; the variable is for standalone runs."""
+    from yolo_contract.trainer_config import S3Config
+
+    monkeypatch.setenv(s3mod.RETRY_BUDGET_ENV, "7")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    endpoint = {"endpoint": "http://127.0.0.1:9", "region": "us-east-1"}
+    assert S3Store.from_config(S3Config(**endpoint, retry_budget_seconds=900)).retry_budget == 900
+    assert S3Store.from_config(S3Config(**endpoint)).retry_budget == 7
+    monkeypatch.delenv(s3mod.RETRY_BUDGET_ENV)
+    assert S3Store.from_config(S3Config(**endpoint)).retry_budget == 120

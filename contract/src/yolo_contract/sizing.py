@@ -17,6 +17,12 @@ sized and the workers are started, so both sides size for the most it can pick: 
 Ultralytics clamps its estimate). That usually hits the 16 GiB clamp, and the trainer then starts the workers
 that fit it: fewer workers, never a "Bus error". The operator adds the size to the pod's memory request, so
 AutoBatch asks for up to 16 GiB more; ``spec.resources.shmSize`` caps it (fewer workers again).
+
+Dataset limits (:func:`dataset_limits`, what staging stops an archive bomb or a runaway prefix at) follow the
+scratch volume the dataset is staged into (``spec.resources.scratchSize``, else the chart's
+``trainer.scratchSize``): at most its size in bytes, and one file per 4 KiB of it (every non-empty file takes
+at least one 4 KiB filesystem block, so no dataset that fits is refused). Without a scratch size: 100 GiB and
+5,000,000 files. ``spec.resources.maxDatasetSize`` / ``maxDatasetFiles`` set either outright.
 """
 
 from __future__ import annotations
@@ -32,6 +38,10 @@ SHM_SAFETY = 2  # collate copy + pinned-memory overlap
 SHM_BASE_MIB = 256  # interpreter, NCCL and torch bookkeeping
 SHM_ROUND_MIB = 64
 SHM_MAX_MIB = 16384
+GIB = 1 << 30
+DEFAULT_MAX_DATASET_BYTES = 100 * GIB  # without a scratch size: bounds a bomb on the node's own disk
+DEFAULT_MAX_DATASET_FILES = 5_000_000
+FILE_BLOCK_BYTES = 4096  # the smallest a non-empty file takes on ext4/xfs: the most files a volume can hold
 
 
 def processes_per_node(gpus: int, cpu_processes: int | None = None) -> int:
@@ -104,3 +114,15 @@ def dataloader_workers(
         per_worker = shm_needed_bytes(1, gpus, batch, imgsz) - SHM_BASE_MIB * MIB
         by_shm = max(0, (shm_bytes - SHM_BASE_MIB * MIB) // per_worker)
     return int(min(want, by_cpu, by_shm))
+
+
+def dataset_limits(
+    scratch_bytes: int | None, max_bytes: int | None = None, max_files: int | None = None
+) -> tuple[int, int]:
+    """(bytes, files) the staged dataset may reach: the explicit limits, else derived from the scratch volume's
+    size, else the defaults (see the module docstring). The one place the trainer's dataset limits are set."""
+    if scratch_bytes is None:
+        derived = (DEFAULT_MAX_DATASET_BYTES, DEFAULT_MAX_DATASET_FILES)
+    else:
+        derived = (scratch_bytes, max(1, scratch_bytes // FILE_BLOCK_BYTES))
+    return (derived[0] if max_bytes is None else max_bytes, derived[1] if max_files is None else max_files)

@@ -19,7 +19,7 @@ from pydantic import Field, field_validator, model_validator
 
 from yolo_contract import GROUP, PLURAL, VERSION
 from yolo_contract.base import Model as _Model
-from yolo_contract.sizing import processes_per_node
+from yolo_contract.sizing import dataset_limits, processes_per_node
 from yolo_contract.training import S3Endpoint, TrainingSpec
 
 CONFIG_ENV = "YOLO_TRAINER_CONFIG"
@@ -120,6 +120,18 @@ class TrainerConfig(_Model):
         description="Size of the volume holding work_dir (spec.resources.scratchSize); unset = only the "
         "filesystem's free space bounds it. The dataset must fit in it before staging starts.",
     )
+    max_dataset_bytes: int | None = Field(
+        None,
+        ge=1,
+        description="Bytes the staged dataset may reach (spec.resources.maxDatasetSize); unset: derived from "
+        "scratch_bytes (yolo_contract.sizing.dataset_limits).",
+    )
+    max_dataset_files: int | None = Field(
+        None,
+        ge=1,
+        description="Files the staged dataset may have (spec.resources.maxDatasetFiles); unset: derived from "
+        "scratch_bytes (yolo_contract.sizing.dataset_limits).",
+    )
 
     @field_validator("dataset", "output")
     @classmethod
@@ -158,6 +170,11 @@ class TrainerConfig(_Model):
             raise ValueError(f"cpuProcesses ({self.cpu_processes}) is for CPU training, but gpus is {self.gpus}: "
                              "a pod that holds GPUs trains on them, one process per GPU")  # fmt: skip
         return self
+
+    @property
+    def dataset_limits(self) -> tuple[int, int]:
+        """(bytes, files) the staged dataset may reach (see :func:`yolo_contract.sizing.dataset_limits`)."""
+        return dataset_limits(self.scratch_bytes, self.max_dataset_bytes, self.max_dataset_files)
 
     @property
     def processes_per_node(self) -> int:

@@ -21,6 +21,8 @@ HTTP_URL = r"^https?://[^\s/]+(/\S*)?$"
 MAX_FREEZE = 24  # YOLOv8/11 detection models have 23 modules (0..22); freezing more freezes everything.
 #: Dataset archives the trainer stages (everything else under spec.dataset is a prefix).
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
+#: spec.s3.retryBudgetSeconds when unset.
+DEFAULT_RETRY_BUDGET_SECONDS = 120
 
 Optimizer = Literal["auto", "SGD", "Adam", "Adamax", "AdamW", "NAdam", "RAdam", "RMSProp", "MuSGD"]
 
@@ -150,4 +152,13 @@ class S3Endpoint(Model):
         False,
         alias="insecureSkipTLSVerify",
         description="Do not verify the endpoint's TLS certificate (testing only).",
+    )
+    retry_budget_seconds: int | None = Field(
+        None,
+        ge=1,
+        le=DEFAULT_RETRY_BUDGET_SECONDS * 30,
+        description=f"Seconds one S3 operation may keep retrying while S3 fails transiently (5xx, throttling, "
+        f"connection errors) before the pod fails with S3Unavailable (retried by the Job, resuming from the last "
+        f"checkpoint); at start, an endpoint that never answered within it fails with S3Unreachable (not "
+        f"retried). Raise it to ride out longer outages of your store. Unset: {DEFAULT_RETRY_BUDGET_SECONDS}.",
     )

@@ -236,8 +236,9 @@ class ResourcesSpec(_Model):
         "runs. It becomes the emptyDir's sizeLimit "
         "and the pod's ephemeral-storage request and limit, so the scheduler picks a node with that much disk "
         "and an overflow evicts only this pod; the trainer fails with ScratchTooSmall before downloading a "
-        "dataset that cannot fit. Unset: no limit or request, and the dataset is checked against the node's "
-        "free disk only.",
+        "dataset that cannot fit. It also sets the dataset limits (maxDatasetSize, maxDatasetFiles). Unset: "
+        "the operator's default (chart value trainer.scratchSize); where that is empty too, no limit or "
+        "request, and the dataset is checked against the node's free disk only.",
         json_schema_extra=rules(
             cel(f"!self.matches(r'{ZERO_QUANTITY}')", "spec.resources.scratchSize must be greater than zero")
         ),
@@ -249,6 +250,23 @@ class ResourcesSpec(_Model):
         description="StorageClass of a volume of its own for /tmp: a generic ephemeral volume (a "
         "ReadWriteOnce PersistentVolumeClaim of scratchSize, created and deleted with the pod) instead of "
         "an emptyDir on the node's disk. Needs scratchSize.",
+    )
+    max_dataset_size: str | None = Field(
+        None,
+        max_length=32,
+        pattern=QUANTITY,
+        description="Most bytes the staged dataset may extract to (a prefix's total, an archive's contents): "
+        "staging stops there with DatasetInvalid (exit 11), which stops an archive bomb before it fills the disk. "
+        "Unset: the scratch size (scratchSize, else the chart's trainer.scratchSize), else 100Gi.",
+        json_schema_extra=rules(
+            cel(f"!self.matches(r'{ZERO_QUANTITY}')", "spec.resources.maxDatasetSize must be greater than zero")
+        ),
+    )
+    max_dataset_files: int | None = Field(
+        None,
+        ge=1,
+        description="Most files the staged dataset may have; more fails with DatasetInvalid (exit 11). Unset: "
+        "one per 4 KiB of the scratch size (the most a volume of that size holds), else 5000000.",
     )
 
 

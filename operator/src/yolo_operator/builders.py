@@ -272,17 +272,18 @@ def mib(n_bytes: int) -> str:
     return f"{math.ceil(n_bytes / MIB)}Mi"
 
 
-def scratch_bytes(t: TrainingJob) -> int | None:
-    """spec.resources.scratchSize in bytes; None when unset."""
-    size = t.spec.resources.scratch_size
+def scratch_bytes(t: TrainingJob, config: OperatorConfig | None = None) -> int | None:
+    """spec.resources.scratchSize in bytes, else the operator's default (chart trainer.scratchSize); None when
+    neither is set."""
+    size = t.spec.resources.scratch_size or (config.default_scratch_size if config else None)
     return quantity_bytes(size) if size else None
 
 
-def work_volume(t: TrainingJob) -> dict[str, Any]:
-    """The /tmp volume: an emptyDir (sized when scratchSize is set), or with scratchStorageClassName a generic
-    ephemeral volume, a ReadWriteOnce claim of that class created and deleted with the pod."""
+def work_volume(t: TrainingJob, config: OperatorConfig | None = None) -> dict[str, Any]:
+    """The /tmp volume: an emptyDir (sized when a scratch size applies), or with scratchStorageClassName a
+    generic ephemeral volume, a ReadWriteOnce claim of that class created and deleted with the pod."""
     res = t.spec.resources
-    size = scratch_bytes(t)
+    size = scratch_bytes(t, config)
     if size is None:
         return {"name": WORK_VOLUME, "emptyDir": {}}
     if res.scratch_storage_class_name is None:
@@ -329,6 +330,7 @@ def build_trainer_config(tj: dict[str, Any] | TrainingJob, config: OperatorConfi
             insecure_skip_tls_verify=bool(s3 and s3.insecure_skip_tls_verify),
             ca_bundle=f"{CA_DIR}/{CA_FILE}" if s3 and s3.ca_bundle else None,
             data_connection=bool(s3 and s3.data_connection),
+            retry_budget_seconds=s3.retry_budget_seconds if s3 else None,
         ),
         training=s.training,
         export_formats=list(s.export_formats),
@@ -338,7 +340,9 @@ def build_trainer_config(tj: dict[str, Any] | TrainingJob, config: OperatorConfi
         hub_mirror=config.hub_mirror,
         status=StatusTarget(namespace=t.namespace, name=t.name, group=GROUP, version=VERSION, plural=PLURAL),
         work_dir=TRAINER_WORK_DIR,
-        scratch_bytes=scratch_bytes(t),
+        scratch_bytes=scratch_bytes(t, config),
+        max_dataset_bytes=quantity_bytes(s.resources.max_dataset_size) if s.resources.max_dataset_size else None,
+        max_dataset_files=s.resources.max_dataset_files,
     )
 
 
@@ -441,7 +445,7 @@ def build_job(tj: dict[str, Any] | TrainingJob, config: OperatorConfig, model: s
     if res.gpus > 0:
         requests[res.gpu_resource_name] = str(res.gpus)
         limits[res.gpu_resource_name] = str(res.gpus)
-    scratch = scratch_bytes(t)
+    scratch = scratch_bytes(t, config)
     if scratch is not None and res.scratch_storage_class_name is None:
         # The emptyDir is node disk: the scheduler counts it only when requested, and the kubelet then evicts
         # only this pod when it overflows, not its neighbours under disk pressure.
@@ -450,7 +454,7 @@ def build_job(tj: dict[str, Any] | TrainingJob, config: OperatorConfig, model: s
 
     volumes: list[dict[str, Any]] = [
         {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": mib(shm)}},
-        work_volume(t),
+        work_volume(t, config),
     ]
     mounts: list[dict[str, Any]] = [
         {"name": "shm", "mountPath": "/dev/shm"},

@@ -10,6 +10,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from yolo_contract.trainer_config import reserved_env_problem
 
+from yolo_operator.api import QUANTITY
+
 DEFAULT_TRAINER_IMAGE = "ghcr.io/yolo-operator/yolo-trainer:0.1.0"
 
 
@@ -38,6 +40,13 @@ class OperatorConfig(BaseModel):
         False,
         description="Test beds only ($YOLO_OPERATOR_SIMULATED_GPUS, the chart's trainer.simulatedGpus): nodes "
         "advertise GPUs they do not have, so a GPU job that sees no CUDA device trains on CPU instead of failing.",
+    )
+    default_scratch_size: str | None = Field(
+        None,
+        pattern=QUANTITY,
+        description="spec.resources.scratchSize of a TrainingJob that sets none ($YOLO_OPERATOR_DEFAULT_SCRATCH_SIZE, "
+        "the chart's trainer.scratchSize): its /tmp gets a sizeLimit and an ephemeral-storage request. Unset: "
+        "such a /tmp is unbounded.",
     )
     shm_min_mib: int = Field(256, ge=64, description="Lower clamp of the computed /dev/shm size (MiB).")
     shm_max_mib: int = Field(16384, ge=64, description="Upper clamp of the computed /dev/shm size (MiB).")
@@ -103,6 +112,8 @@ class OperatorConfig(BaseModel):
             values["trainer_env"] = tuple(json.loads(env["YOLO_OPERATOR_TRAINER_ENV"]))
         if env.get("YOLO_OPERATOR_TRAINER_SA_ANNOTATIONS"):
             values["trainer_service_account_annotations"] = json.loads(env["YOLO_OPERATOR_TRAINER_SA_ANNOTATIONS"])
+        if env.get("YOLO_OPERATOR_DEFAULT_SCRATCH_SIZE", "").strip():
+            values["default_scratch_size"] = env["YOLO_OPERATOR_DEFAULT_SCRATCH_SIZE"].strip()
         if env.get("YOLO_OPERATOR_HUB_MIRROR"):
             values["hub_mirror"] = env["YOLO_OPERATOR_HUB_MIRROR"].strip()
         return cls.model_validate(values)

@@ -34,6 +34,8 @@ from typing import Any
 
 import yaml
 from yolo_contract.exitcodes import DatasetInvalid, ScratchTooSmall
+from yolo_contract.sizing import DEFAULT_MAX_DATASET_BYTES, DEFAULT_MAX_DATASET_FILES, dataset_limits
+from yolo_contract.trainer_config import TrainerConfig
 
 from . import tarstream
 from .s3 import S3NotFound, S3Store, parse_s3_uri
@@ -43,10 +45,13 @@ log = logging.getLogger(__name__)
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 # Same set Ultralytics accepts (ultralytics.data.utils.IMG_FORMATS), kept here to avoid importing it early.
 IMG_FORMATS = frozenset({"bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm", "heic"})
+# Standalone runs and tests only: a pod gets its limits in the config (spec.resources.maxDatasetSize/Files).
 MAX_BYTES_ENV = "YOLO_TRAINER_MAX_DATASET_BYTES"
 MAX_FILES_ENV = "YOLO_TRAINER_MAX_DATASET_FILES"
-DEFAULT_MAX_BYTES = 100 << 30  # 100 GiB
-DEFAULT_MAX_FILES = 5_000_000
+DEFAULT_MAX_BYTES = DEFAULT_MAX_DATASET_BYTES
+DEFAULT_MAX_FILES = DEFAULT_MAX_DATASET_FILES
+MAX_BYTES_FIELD = "spec.resources.maxDatasetSize"
+MAX_FILES_FIELD = "spec.resources.maxDatasetFiles"
 MAX_REPORTED_PROBLEMS = 5
 LOCAL_DATA_YAML = "data.trainer.yaml"
 SCRATCH_FIELD = "spec.resources.scratchSize"
@@ -69,6 +74,19 @@ class Limits:
         return cls(
             int(env.get(MAX_BYTES_ENV, DEFAULT_MAX_BYTES)), int(env.get(MAX_FILES_ENV, DEFAULT_MAX_FILES))
         )
+
+    @classmethod
+    def from_config(cls, cfg: TrainerConfig, environ: dict[str, str] | None = None) -> Limits:
+        """The config's limits (explicit, else derived from its scratch size); the environment variables
+        still override what the config leaves unset, for standalone runs."""
+        env = os.environ if environ is None else environ
+        max_bytes = cfg.max_dataset_bytes
+        if max_bytes is None and env.get(MAX_BYTES_ENV):
+            max_bytes = int(env[MAX_BYTES_ENV])
+        max_files = cfg.max_dataset_files
+        if max_files is None and env.get(MAX_FILES_ENV):
+            max_files = int(env[MAX_FILES_ENV])
+        return cls(*dataset_limits(cfg.scratch_bytes, max_bytes, max_files))
 
 
 @dataclass
@@ -214,7 +232,8 @@ class _Budget:
         self.files += 1
         if self.files > self.limits.max_files:
             raise DatasetInvalid(
-                f"{self.source} has more than {self.limits.max_files} files ({MAX_FILES_ENV})"
+                f"{self.source} has more than {self.limits.max_files} files: raise {MAX_FILES_FIELD} (unset: "
+                f"one per 4 KiB of {SCRATCH_FIELD}), or stage fewer, larger files"
             )
 
     def add_bytes(self, n: int) -> None:
@@ -222,7 +241,8 @@ class _Budget:
             self.bytes += n
         if self.bytes > self.limits.max_bytes:
             raise DatasetInvalid(
-                f"{self.source} extracts to more than {self.limits.max_bytes} bytes ({MAX_BYTES_ENV})"
+                f"{self.source} extracts to more than {self.limits.max_bytes} bytes: raise {MAX_BYTES_FIELD} "
+                f"(unset: {SCRATCH_FIELD})"
             )
         if self.room is not None and self.bytes > self.room.bytes:
             raise self.room.error(self.source, self.bytes, "its contents up to where extraction stopped")

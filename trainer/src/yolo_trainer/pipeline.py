@@ -43,7 +43,7 @@ from .checkpoint import (
     rewrite_train_args,
 )
 from .control import StopWatcher, kube_fetcher
-from .dataset import Scratch, stage_dataset, validate_dataset
+from .dataset import Limits, Scratch, stage_dataset, validate_dataset
 from .evaluate import TEST_DIR, evaluate_test
 from .lineage import base_model_lineage, dataset_lineage, lineage
 from .model import resolve_model
@@ -215,7 +215,9 @@ def _run(
 
     # Fingerprinted from a LIST just before staging (what is staged, unless it changes in between).
     dataset_id = dataset_lineage(store, cfg.dataset, archive=cfg.dataset.lower().endswith(ARCHIVE_SUFFIXES))
-    data_yaml = stage_dataset(store, cfg.dataset, work / "dataset", scratch=Scratch(cfg.scratch_bytes))
+    data_yaml = stage_dataset(
+        store, cfg.dataset, work / "dataset", Limits.from_config(cfg), scratch=Scratch(cfg.scratch_bytes)
+    )
     summary = validate_dataset(data_yaml)
     _log_event("dataset", **summary.as_dict())
 

@@ -58,15 +58,17 @@ from yolo_contract.exitcodes import (
     causes,
 )
 from yolo_contract.trainer_config import S3Config
+from yolo_contract.training import DEFAULT_RETRY_BUDGET_SECONDS
 
 from .s3get import ObjectGetter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Seconds one logical S3 operation may spend retrying transient failures before S3Unavailable.
+# Seconds one logical S3 operation may spend retrying transient failures before S3Unavailable: the config's
+# s3.retryBudgetSeconds (spec.s3.retryBudgetSeconds), else this variable (standalone runs, tests), else 120.
 RETRY_BUDGET_ENV = "YOLO_TRAINER_S3_RETRY_BUDGET"
-DEFAULT_RETRY_BUDGET = 120.0
+DEFAULT_RETRY_BUDGET = float(DEFAULT_RETRY_BUDGET_SECONDS)
 
 # The endpoint does not know or accept the keys themselves.
 BAD_KEYS_CODES = frozenset(
@@ -177,7 +179,9 @@ def join_key(prefix: str, *parts: str) -> str:
     return "/".join(p.strip("/") for p in (prefix, *parts) if p.strip("/"))
 
 
-def retry_budget_from_env(environ: dict[str, str] | None = None) -> float:
+def retry_budget_from_env(environ: dict[str, str] | None = None, configured: float | None = None) -> float:
+    if configured is not None:
+        return float(configured)
     env = os.environ if environ is None else environ
     try:
         return float(env.get(RETRY_BUDGET_ENV, DEFAULT_RETRY_BUDGET))
@@ -553,7 +557,8 @@ class S3Store:
         if cfg.data_connection:
             hints.data_connection()
         getter = make_getter(cfg, endpoint, credentials=resolved)
-        store = cls(client, retry_budget=retry_budget_from_env(), getter=getter, hints=hints)
+        budget = retry_budget_from_env(configured=cfg.retry_budget_seconds)
+        store = cls(client, retry_budget=budget, getter=getter, hints=hints)
         if client is None:
             store._make_client = writer
         return store
