@@ -442,6 +442,8 @@ def build_job(tj: dict[str, Any] | TrainingJob, config: OperatorConfig, model: s
         requests[res.gpu_resource_name] = str(res.gpus)
         limits[res.gpu_resource_name] = str(res.gpus)
     scratch = scratch_bytes(t)
+    if res.cpu_limit is not None:
+        limits["cpu"] = res.cpu_limit  # a ResourceQuota on limits.cpu needs one (or a LimitRange default)
     if scratch is not None and res.scratch_storage_class_name is None:
         # The emptyDir is node disk: the scheduler counts it only when requested, and the kubelet then evicts
         # only this pod when it overflows, not its neighbours under disk pressure.
