@@ -61,7 +61,7 @@ OPERATOR_NEEDS: dict[tuple[str, str], set[str]] = {
     ("serviceaccounts", ""): {"create", "get", "list", "watch"},  # per-job RBAC
     (f"roles.{RBAC}", ""): {"create", "get", "list", "watch"},
     (f"rolebindings.{RBAC}", ""): {"create", "get", "list", "watch"},
-    ("events", ""): {"create", "patch"},  # kopf.info / kopf.warn
+    ("events", ""): {"create", "patch", "list", "watch"},  # post_event; FailedCreate of its Jobs (refusal_index)
     ("events.events.k8s.io", ""): {"create", "patch"},
 }
 OPERATOR_CLUSTER_NEEDS: dict[tuple[str, str], set[str]] = {

@@ -322,6 +322,12 @@ def test_cpu_only_has_no_gpu_limit_or_toleration():
     assert "tolerations" not in job["spec"]["template"]["spec"]
 
 
+def test_a_cpu_limit_is_set_only_when_asked_for():
+    assert "cpu" not in container(b.build_job(make_tj(), CFG))["resources"]["limits"]
+    res = container(b.build_job(make_tj(resources={"cpu": "2", "cpuLimit": "3500m"}), CFG))["resources"]
+    assert res["requests"]["cpu"] == "2" and res["limits"]["cpu"] == "3500m"
+
+
 def shm_volume(job: dict) -> dict:
     return next(v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "shm")
 

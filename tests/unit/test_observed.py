@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
-from yolo_operator.observed import Observed, Overlay
+from yolo_operator.observed import (
+    MAX_REFUSAL_MESSAGE,
+    Observed,
+    Overlay,
+    is_pod_refusal,
+    refusal_index,
+    refusal_view,
+)
 
 pytestmark = pytest.mark.unit
 NS, NAME = "ns", "tj"
@@ -86,3 +95,46 @@ def test_a_created_job_of_a_deleted_namesake_is_dropped(overlay):
     overlay.created_job(NS, NAME, {"metadata": {"name": "tj-train", "uid": "j1", "ownerReferences": [{"uid": "u1"}]}})
     assert Observed(job_idx={}, overlay=overlay).job(NS, NAME, "u2") is None  # type: ignore[arg-type]
     assert not overlay.created
+
+
+# --- FailedCreate Events of the operator's Jobs (refusal_index) ------------------------------------------------
+
+
+def failed_create(message: str, when: str, uid: str = "uid-job", kind: str = "Job") -> dict:
+    return {
+        "metadata": {"name": "helmets-train.1", "creationTimestamp": when},
+        "involvedObject": {"kind": kind, "name": "helmets-train", "uid": uid},
+        "reason": "FailedCreate",
+        "message": message,
+        "lastTimestamp": when,
+    }
+
+
+def test_only_a_jobs_failed_create_event_is_a_pod_refusal():
+    assert is_pod_refusal(failed_create("quota", "t"))
+    assert not is_pod_refusal(failed_create("quota", "t", kind="ReplicaSet"))
+    assert not is_pod_refusal({**failed_create("x", "t"), "reason": "SuccessfulCreate"})
+
+
+def test_the_newest_refusal_of_the_jobs_own_uid_is_read():
+    key = ("ns", "helmets")
+    views = [refusal_view(failed_create("old quota", "2026-01-01T00:00:01Z")),
+             refusal_view(failed_create("new quota", "2026-01-01T00:00:09Z")),
+             refusal_view(failed_create("a namesake's", "2026-01-01T00:01:00Z", uid="uid-gone"))]  # fmt: skip
+    obs = Observed(refusal_idx={key: views})  # type: ignore[arg-type]
+    assert obs.refusal("ns", "helmets", "uid-job") == "new quota"
+    assert obs.refusal("ns", "helmets", "uid-other") is None
+    assert Observed().refusal("ns", "helmets", "uid-job") is None  # no index yet
+
+
+def test_a_refusal_is_kept_small():
+    view = refusal_view(failed_create("x" * 100_000, "t"))
+    assert len(view["message"]) == MAX_REFUSAL_MESSAGE and set(view) == {"uid", "time", "message"}
+
+
+def test_only_the_refusals_of_this_instances_jobs_are_indexed():
+    job_idx = {("ns", "helmets"): [{"metadata": {"name": "helmets-train", "uid": "uid-job"}}]}
+    ours = asyncio.run(refusal_index(body=failed_create("q", "t"), namespace="ns", job_index=job_idx))
+    assert ours == {("ns", "helmets"): refusal_view(failed_create("q", "t"))}
+    theirs = failed_create("q", "t", uid="uid-not-ours")
+    assert asyncio.run(refusal_index(body=theirs, namespace="ns", job_index=job_idx)) == {}

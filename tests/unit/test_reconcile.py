@@ -20,6 +20,8 @@ from yolo_operator.reconcile import (
     Snapshot,
     decide,
     decide_status,
+    kueue_unsupported,
+    served_versions,
 )
 from yolo_operator.status import job_view, pod_view, trainingjob_view
 
@@ -166,6 +168,59 @@ def test_another_instances_trainingjob_is_left_alone():
     assert decide(snapshot(b), CONFIG).idle
 
 
+def test_a_job_whose_pod_the_api_server_refuses_is_stalled_with_its_message():
+    b = body()
+    b["status"] = recorded(b)
+    refused = 'Error creating: pods "helmets-train-x" is forbidden: exceeded quota: q, requested: limits.cpu=4'
+    plan = decide(snapshot(b, job=made_job(b), refused=refused), CONFIG)
+    stalled = next(c for c in plan.status["conditions"] if c["type"] == R.STALLED)
+    assert stalled["reason"] == R.REASON_POD_REFUSED and stalled["message"].endswith(refused)
+    assert plan.status.get("phase", R.PENDING) == R.PENDING and not plan.create
+
+
+# --- Kueue: the Workload version the cluster serves (read at start) ---------------------------------------------
+
+
+def test_served_versions_come_from_the_api_group_discovery_document():
+    group = {"kind": "APIGroup", "name": "kueue.x-k8s.io",
+             "versions": [{"groupVersion": "kueue.x-k8s.io/v1beta1", "version": "v1beta1"}]}  # fmt: skip
+    assert served_versions(group) == ("v1beta1",)
+    assert served_versions(None) is None  # 404: no Kueue
+
+
+@pytest.mark.parametrize(
+    ("served", "refused"),
+    [(None, False), (("v1beta2",), False), (("v1beta2", "v1beta1"), False), (("v1beta1",), True), ((), True)],
+)
+def test_only_a_kueue_without_v1beta2_is_refused(served, refused):
+    why = kueue_unsupported(served)
+    assert (why is not None) == refused
+    if refused:
+        assert "Kueue v0.15 or newer" in why and "kueue.x-k8s.io/v1beta2" in why
+    if served == ("v1beta1",):
+        assert "serves kueue.x-k8s.io/v1beta1" in why
+
+
+def test_an_older_kueue_stalls_a_queued_trainingjob_without_creating_its_job():
+    b = body(queueName="team-a")
+    plan = decide(snapshot(b, kueue_served=("v1beta1",)), CONFIG)
+    assert not plan.create and plan.status["phase"] == R.PENDING
+    (stalled,) = plan.status["conditions"]
+    assert (stalled["type"], stalled["status"]) == (R.STALLED, "True")
+    assert stalled["reason"] == R.REASON_KUEUE_VERSION_UNSUPPORTED and "v1beta1" in stalled["message"]
+    b["status"] = plan.status
+    assert decide(snapshot(b, kueue_served=("v1beta1",)), CONFIG).idle  # said once
+
+
+def test_without_kueue_or_without_queue_name_the_job_is_created_as_before():
+    queued = decide(snapshot(body(queueName="team-a")), CONFIG)  # no Kueue: created suspended, shows Queued
+    assert queued.create[-1]["kind"] == "Job" and queued.create[-1]["spec"]["suspend"] is True
+    plain = decide(snapshot(body(), kueue_served=("v1beta1",)), CONFIG)
+    assert plain.create[-1]["kind"] == "Job"
+    current = decide(snapshot(body(queueName="team-a"), kueue_served=("v1beta2", "v1beta1")), CONFIG)
+    assert current.create[-1]["kind"] == "Job"
+
+
 # --- one reconcile against a fake API server ---------------------------------------------------------------
 
 
@@ -254,3 +309,20 @@ def test_a_status_write_that_lost_a_race_is_decided_again_from_a_fresh_read():
     jobs = [p for m, p in api.calls if m == "POST" and p.endswith("/jobs")]
     assert len(jobs) == 1  # the Job made by the first attempt is adopted by the second, not made again
     assert api.tj["status"]["jobName"] == "helmets-train" and api.tj["metadata"]["resourceVersion"] == "12"
+
+
+def test_the_served_kueue_versions_are_read_at_start():
+    class Discovery(FakeApi):
+        group: dict | None = {"versions": [{"groupVersion": "kueue.x-k8s.io/v1beta1", "version": "v1beta1"}]}
+
+        async def get_or_none(self, path: str) -> dict | None:
+            self.calls.append(("GET", path))
+            return self.group
+
+    api = Discovery(body())
+    c = Controller(CONFIG, api)  # type: ignore[arg-type]
+    asyncio.run(c.detect_kueue())
+    assert c.kueue_served == ("v1beta1",) and api.calls == [("GET", "/apis/kueue.x-k8s.io")]
+    api.group = None
+    asyncio.run(c.detect_kueue())
+    assert c.kueue_served is None

@@ -631,3 +631,37 @@ def test_views_keep_what_the_handlers_need_and_drop_the_rest():
                                                          "finishedAt": T1}}, "lastState": {}}
         ],
     }  # fmt: skip
+
+
+# --- a pod the API server refused (a ResourceQuota, a LimitRange, an admission webhook) -----------------------
+
+QUOTA = ('Error creating: pods "helmets-train-x" is forbidden: failed quota: cpu-quota: must specify limits.cpu '
+         "for: trainer")  # fmt: skip
+
+
+def test_a_refused_pod_stalls_with_the_api_servers_message():
+    patch = S.derive_status(tj({"phase": R.PENDING}), job(), [], now=T1, refused=QUOTA)
+    assert patch.get("phase", R.PENDING) == R.PENDING
+    c = S.get_condition(patch["conditions"], R.STALLED)
+    assert c["status"] == "True" and c["reason"] == R.REASON_POD_REFUSED
+    assert c["message"] == f"the API server refused the Job's pod: {QUOTA}"
+    assert ("Warning", R.EVENT_STALLED, f"{R.REASON_POD_REFUSED}: {c['message']}") in S.events_for({}, patch)
+    # the same observation again: nothing to write
+    again = tj({"phase": R.PENDING, "conditions": patch["conditions"]})
+    assert "conditions" not in S.derive_status(again, job(), [], now=T2, refused=QUOTA)
+
+
+def test_the_first_pod_created_clears_a_refusal():
+    stalled = S.derive_status(tj({"phase": R.PENDING}), job(), [], now=T1, refused=QUOTA)
+    after = tj({"phase": R.PENDING, "conditions": stalled["conditions"]})
+    patch = S.derive_status(after, job(active=1), [pod()], now=T2, refused=QUOTA)
+    c = S.get_condition(patch["conditions"], R.STALLED)
+    assert c["status"] == "False" and c["reason"] == R.REASON_POD_CREATED
+
+
+def test_a_refusal_is_not_shown_for_a_suspended_or_finished_job():
+    suspended = job([("Suspended", "JobSuspended", "")])
+    patch = S.derive_status(tj({}, suspend=True), suspended, [], now=T1, refused=QUOTA)
+    assert not S.is_true(patch.get("conditions"), R.STALLED)
+    done = job([("Complete", "", "")])
+    assert not S.is_true(S.derive_status(tj({}), done, [], now=T1, refused=QUOTA)["conditions"], R.STALLED)

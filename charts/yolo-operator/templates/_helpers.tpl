@@ -116,10 +116,11 @@ the operator never does.
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
   verbs: ["create", "get", "list", "watch"]
-# Events on TrainingJobs (Controller.post_event, and kopf's own).
+# Events on TrainingJobs (Controller.post_event, and kopf's own). list/watch: the Job controller's FailedCreate
+# Events of the operator's Jobs (observed.refusal_index), the only record of a pod the API server refused.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create", "patch", "list", "watch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

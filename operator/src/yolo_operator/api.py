@@ -214,7 +214,15 @@ class ResourcesSpec(_Model):
         pattern=RESOURCE_NAME,
         description="Extended resource name of a GPU (nvidia.com/gpu, amd.com/gpu, nvidia.com/mig-1g.10gb).",
     )
-    cpu: str = Field("4", max_length=32, pattern=QUANTITY, description="CPU request (no limit is set).")
+    cpu: str = Field("4", max_length=32, pattern=QUANTITY, description="CPU request.")
+    cpu_limit: str | None = Field(
+        None,
+        max_length=32,
+        pattern=QUANTITY,
+        description="CPU limit of the trainer container (at least cpu). Unset: no CPU limit, unless the "
+        "namespace's LimitRange sets a default; a ResourceQuota on limits.cpu refuses a pod without one "
+        "(the TrainingJob then shows Stalled/PodRefused).",
+    )
     memory: str = Field(
         "16Gi",
         max_length=32,

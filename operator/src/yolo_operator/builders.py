@@ -45,6 +45,10 @@ from yolo_operator.reasons import (
 # --- labels and names -----------------------------------------------------------------------------------
 LABEL_TRAINING_JOB = "yolo-operator.io/training-job"
 LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+# The Kueue Workload API the operator speaks, and the first Kueue release that serves it (v0.15.0, 2025-11;
+# v0.16 stores v1beta2). An older Kueue serves only v1beta1: see reconcile.kueue_unsupported.
+KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS = "kueue.x-k8s.io", "v1beta2", "workloads"
+KUEUE_MIN_RELEASE = "v0.15"
 #: Kueue's WorkloadPriorityClass label: set on the TrainingJob, it is copied to the Job, where Kueue reads it.
 LABEL_KUEUE_PRIORITY = "kueue.x-k8s.io/priority-class"
 KUEUE_PREFIX = "kueue.x-k8s.io/"
@@ -442,6 +446,8 @@ def build_job(tj: dict[str, Any] | TrainingJob, config: OperatorConfig, model: s
     memory = quantity_bytes(res.memory) + shm  # tmpfs pages are charged to the pod's memory cgroup
     requests: dict[str, str] = {"cpu": res.cpu, "memory": mib(memory)}
     limits: dict[str, str] = {"memory": mib(memory)}
+    if res.cpu_limit is not None:
+        limits["cpu"] = res.cpu_limit  # a ResourceQuota on limits.cpu needs one (or a LimitRange default)
     if res.gpus > 0:
         requests[res.gpu_resource_name] = str(res.gpus)
         limits[res.gpu_resource_name] = str(res.gpus)

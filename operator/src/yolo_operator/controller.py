@@ -28,11 +28,20 @@ import aiohttp
 from yolo_operator import GROUP, PLURAL, VERSION, kube, metrics
 from yolo_operator import reasons as R
 from yolo_operator.api import clean_status
-from yolo_operator.builders import LABEL_TRAINING_JOB, operator_instance
+from yolo_operator.builders import KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS, LABEL_TRAINING_JOB, operator_instance
 from yolo_operator.config import OperatorConfig
 from yolo_operator.kube import ApiError
-from yolo_operator.observed import KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS, Key, Observed, Overlay
-from yolo_operator.reconcile import Event, Plan, Snapshot, decide, decide_status, invalid_spec, owned_by
+from yolo_operator.observed import Key, Observed, Overlay
+from yolo_operator.reconcile import (
+    Event,
+    Plan,
+    Snapshot,
+    decide,
+    decide_status,
+    invalid_spec,
+    owned_by,
+    served_versions,
+)
 from yolo_operator.status import (
     ca_bundle_ref,
     events_for,
@@ -85,6 +94,8 @@ class Controller:
         self.config = config
         self.client = client
         self.overlay = Overlay()
+        # The Kueue Workload versions the cluster serves (detect_kueue, at start); None: no Kueue installed
+        self.kueue_served: tuple[str, ...] | None = None
         self.observed = Observed(overlay=self.overlay)  # the indexes, once the first event hands them over
         self.queue: WorkQueue[Key] = WorkQueue(self.reconcile, workers=workers, backoff=backoff or Backoff(),
                                                quiet_errors=EXPECTED_ERRORS)  # fmt: skip
@@ -107,6 +118,19 @@ class Controller:
 
     def start(self) -> None:
         self.queue.start()
+
+    async def detect_kueue(self) -> None:
+        """Which kueue.x-k8s.io versions the cluster serves (API discovery, which every authenticated client may
+        read). Asked once, at start: after upgrading Kueue, restart the operator. A failed request is logged and
+        taken for "no Kueue", the behaviour from before this check."""
+        try:
+            group = await self.client.get_or_none(f"/apis/{KUEUE_GROUP}")
+        except EXPECTED_ERRORS as e:
+            log.warning("Kueue API discovery failed (%s); going on as without Kueue", e)
+            return
+        self.kueue_served = served_versions(group)
+        if self.kueue_served is not None:
+            log.info("Kueue serves %s", ", ".join(f"{KUEUE_GROUP}/{v}" for v in self.kueue_served))
 
     async def stop(self) -> None:
         await self.queue.stop()
@@ -156,7 +180,7 @@ class Controller:
             job = job_view(found) if found is not None else None
         if job is None or not owned_by(job, uid):
             source = await self._source(namespace, body) if body is not None and job is None else None
-            return Snapshot(namespace, name, tj, body=body, job=job, source=source)
+            return Snapshot(namespace, name, tj, body=body, job=job, source=source, kueue_served=self.kueue_served)
         job_uid = job["metadata"].get("uid")
         pods = obs.pods(namespace, name, job_uid)
         if job_failed(job) and not terminal and not any(map(terminated_state, pods)):
@@ -166,7 +190,9 @@ class Controller:
         queued = (tj.get("spec") or {}).get("queueName")
         workload = obs.workload(namespace, job["metadata"]["name"], job_uid) if queued else None
         return Snapshot(namespace, name, tj, body=body, job=job, pods=tuple(pods), workload=workload,
-                        missing_ca_bundle=await self.missing_ca_bundle(tj, pods))  # fmt: skip
+                        missing_ca_bundle=await self.missing_ca_bundle(tj, pods),
+                        refused=obs.refusal(namespace, name, job_uid) if not pods else None,
+                        kueue_served=self.kueue_served)  # fmt: skip
 
     async def act(self, s: Snapshot, plan: Plan) -> None:
         """Carries out the plan: creates, then patches, then the status, then the events."""

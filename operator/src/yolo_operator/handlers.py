@@ -1,9 +1,9 @@
 """kopf wiring: the watches, the indexes and the one Controller (controller.py) that reconciles.
 
-Every watch event (a TrainingJob's, its Job's, its pods', its Kueue Workload's) only queues the TrainingJob's
-key: the controller's reconcile observes the TrainingJob from the indexes (``observed.py``), decides
-(``reconcile.py``, pure) and acts. The handlers return at once, so kopf holds no event body while the
-operator is busy, and whatever the event, the same state makes the same decision.
+Every watch event (a TrainingJob's, its Job's, its pods', its Kueue Workload's, its Job's FailedCreate Event)
+only queues the TrainingJob's key: the controller's reconcile observes the TrainingJob from the indexes
+(``observed.py``), decides (``reconcile.py``, pure) and acts. The handlers return at once, so kopf holds no
+event body while the operator is busy, and whatever the event, the same state makes the same decision.
 
 No handler is a create, update, resume or delete handler, so kopf neither keeps progress annotations on
 TrainingJobs nor puts a finalizer on them: deleting one works while the operator is down, and the garbage
@@ -23,10 +23,16 @@ import kopf
 
 from yolo_operator import GROUP, PLURAL, VERSION, kube, metrics
 from yolo_operator.api import clean_status
-from yolo_operator.builders import LABEL_OPERATOR_INSTANCE, LABEL_TRAINING_JOB
+from yolo_operator.builders import (
+    KUEUE_GROUP,
+    KUEUE_VERSION,
+    KUEUE_WORKLOADS,
+    LABEL_OPERATOR_INSTANCE,
+    LABEL_TRAINING_JOB,
+)
 from yolo_operator.config import OperatorConfig
 from yolo_operator.controller import POOL_SIZE, STATUS_COALESCE_SECONDS, Controller
-from yolo_operator.observed import KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS, Observed
+from yolo_operator.observed import Observed, is_pod_refusal
 from yolo_operator.reasons import PENDING
 
 log = logging.getLogger("yolo_operator")
@@ -65,6 +71,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     config = OperatorConfig.from_env()
     configure(settings, config)
     CONTROLLER = Controller(config, kube.Client(pool_size=POOL_SIZE))
+    await CONTROLLER.detect_kueue()  # before the first reconcile: a job with queueName needs the answer
     CONTROLLER.start()  # its workers: tasks of the operator's whole run, not of any event
     metrics.serve(config.metrics_port, config.bind_address)
     log.info(
@@ -127,3 +134,15 @@ async def workload_event(body: kopf.Body, namespace: str, **kwargs: Any) -> None
             tj_name = obs.trainingjob_of_job(namespace, ref.get("name"), ref.get("uid"))
             if tj_name is not None:
                 _enqueue((namespace, tj_name), kwargs, STATUS_COALESCE_SECONDS)
+
+
+@kopf.on.event("v1", "events", when=is_pod_refusal)
+async def refusal_event(body: kopf.Body, namespace: str, **kwargs: Any) -> None:
+    """The Job controller could not create a Job's pod (the API server refused it: a ResourceQuota, a
+    LimitRange, an admission webhook): the Job's TrainingJob is queued, to show Stalled/PodRefused."""
+    with metrics.timed("refusal_event"):
+        involved = body.get("involvedObject") or {}
+        obs = Observed.of(kwargs, controller().overlay)
+        tj_name = obs.trainingjob_of_job(namespace, involved.get("name"), involved.get("uid"))
+        if tj_name is not None:
+            _enqueue((namespace, tj_name), kwargs, STATUS_COALESCE_SECONDS)

@@ -23,7 +23,7 @@ RECONCILE_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 JOBS_CREATED = Counter("yolo_operator_jobs_created_total", "batch/v1 Jobs created for TrainingJobs")
-HANDLERS = ("reconcile", "trainingjob_event", "job_event", "pod_event", "workload_event")
+HANDLERS = ("reconcile", "trainingjob_event", "job_event", "pod_event", "workload_event", "refusal_event")
 for _h in HANDLERS:  # export every series from the start (0 rather than absent)
     RECONCILE_ERRORS.labels(handler=_h)
 for _p in PHASES:

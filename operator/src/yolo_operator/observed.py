@@ -23,7 +23,7 @@ from typing import Any
 import kopf
 
 from yolo_operator import GROUP, PLURAL, VERSION
-from yolo_operator.builders import LABEL_TRAINING_JOB
+from yolo_operator.builders import KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS, LABEL_TRAINING_JOB
 from yolo_operator.status import job_view, needs_children, pod_view, trainingjob_view, workload_view
 
 Key = tuple[str, str]  # (namespace, TrainingJob name)
@@ -95,10 +95,43 @@ async def pod_index(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: A
     return {(namespace, labels[LABEL_TRAINING_JOB]): pod_view(body)}
 
 
+def is_pod_refusal(body: kopf.Body, **_: Any) -> bool:
+    """A core Event in which the Job controller records that the API server refused a Job's pod (a
+    ResourceQuota, a LimitRange, an admission webhook): nothing else records it."""
+    involved = body.get("involvedObject") or {}
+    return body.get("reason") == "FailedCreate" and involved.get("kind") == "Job"
+
+
+def refusal_view(body: kopf.Body | dict[str, Any]) -> dict[str, Any]:
+    """What ``Observed.refusal`` reads of a FailedCreate Event: the Job's uid, when, and the API's message."""
+    meta = body.get("metadata") or {}
+    when = body.get("lastTimestamp") or body.get("eventTime") or meta.get("creationTimestamp") or ""
+    message = str(body.get("message") or "")[:MAX_REFUSAL_MESSAGE]
+    return {"uid": (body.get("involvedObject") or {}).get("uid"), "time": when, "message": message}
+
+
+# The API server's messages name the quota and what was requested, used and limited: a few hundred characters.
+MAX_REFUSAL_MESSAGE = 1024
+
+
+@kopf.index("v1", "events", when=is_pod_refusal, id="refusal_index")
+async def refusal_index(body: kopf.Body, namespace: str, **kwargs: Any) -> dict[Key, dict[str, Any]]:
+    """FailedCreate Events of this instance's Jobs, keyed by the TrainingJob: only those (the Job index says
+    which Jobs are ours; an Event seen before its Job is indexed again when the Job controller retries, which
+    updates it), and only a small view of each. The Event recorder folds a repeated message into one Event
+    and the API server expires Events (an hour by default), so a Job holds a few entries at most;
+    ``Observed.refusal`` picks the newest."""
+    involved = body.get("involvedObject") or {}
+    tj_name = Observed(job_idx=kwargs.get("job_index")).trainingjob_of_job(
+        namespace, involved.get("name"), involved.get("uid")
+    )
+    return {(namespace, tj_name): refusal_view(body)} if tj_name is not None else {}
+
+
 # Kueue's Workloads, keyed by their Job (namespace, Job name): Kueue creates one per Job it manages, owned by
 # the Job. Unlabelled (Kueue copies no labels by default), so every Workload in the watched namespaces is
-# indexed; a cluster without Kueue's CRD has none and kopf only warns that it cannot serve the resource.
-KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS = "kueue.x-k8s.io", "v1beta2", "workloads"
+# indexed; a cluster without Kueue's CRD (or with a Kueue older than v0.15, which serves no v1beta2) has none
+# and kopf only warns that it cannot serve the resource.
 
 
 @kopf.index(KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS, id="workload_index")
@@ -122,11 +155,12 @@ class Observed:
     pod_idx: kopf.Index | None = None
     workload_idx: kopf.Index | None = None
     body_idx: kopf.Index | None = None
+    refusal_idx: kopf.Index | None = None
     overlay: Overlay = field(default_factory=Overlay)
 
     @classmethod
     def of(cls, kwargs: dict[str, Any], overlay: Overlay) -> Observed:
-        names = ("tj_index", "job_index", "pod_index", "workload_index", "body_index")
+        names = ("tj_index", "job_index", "pod_index", "workload_index", "body_index", "refusal_index")
         return cls(*(kwargs.get(k) for k in names), overlay=overlay)
 
     def trainingjob(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -180,6 +214,12 @@ class Observed:
             ):
                 return tj_name
         return None
+
+    def refusal(self, namespace: str, name: str, job_uid: str | None) -> str | None:
+        """The API server's newest message refusing a pod of that Job (its FailedCreate Events), or None."""
+        mine = [e for e in _values(self.refusal_idx, (namespace, name)) if e.get("uid") == job_uid]
+        newest = max(mine, key=lambda e: e.get("time") or "", default=None)
+        return (newest.get("message") or None) if newest is not None else None
 
     def pods(self, namespace: str, name: str, job_uid: str | None) -> list[dict[str, Any]]:
         return [

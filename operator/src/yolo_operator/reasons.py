@@ -57,6 +57,12 @@ REASON_IMAGE_PULL_FAILED = "ImagePullFailed"
 REASON_CONTAINER_CONFIG_ERROR = "CreateContainerConfigError"  # typically a missing Secret or key
 REASON_CONTAINER_CREATE_ERROR = "CreateContainerError"
 REASON_CA_BUNDLE_MISSING = "CABundleMissing"  # spec.s3.caBundle's ConfigMap or key does not exist: the pod waits
+# The API server refused the Job's pod (ResourceQuota, LimitRange, an admission webhook): the Job controller's
+# FailedCreate event says why, and nothing else does
+REASON_POD_REFUSED = "PodRefused"
+# spec.queueName on a cluster whose Kueue serves no Workload version the operator speaks: its Job is not created
+REASON_KUEUE_VERSION_UNSUPPORTED = "KueueVersionUnsupported"
+REASON_POD_CREATED = "PodCreated"
 REASON_RECOVERED = "Recovered"
 # Suspended
 REASON_JOB_SUSPENDED = "JobSuspended"

@@ -21,6 +21,9 @@ from pydantic import ValidationError
 from yolo_operator import reasons as R
 from yolo_operator.api import TrainingJob, describe_errors
 from yolo_operator.builders import (
+    KUEUE_GROUP,
+    KUEUE_MIN_RELEASE,
+    KUEUE_VERSION,
     build_job,
     build_role,
     build_role_binding,
@@ -74,6 +77,8 @@ class Snapshot:
     workload: dict[str, Any] | None = None  # its Job's Kueue Workload (with spec.queueName)
     source: dict[str, Any] | None = None  # spec.model.fromTrainingJob's TrainingJob, while a Job is to be made
     missing_ca_bundle: str | None = None  # why the newest pod cannot mount spec.s3.caBundle, if it cannot
+    refused: str | None = None  # the API server's newest message refusing its Job's pod, while it has none
+    kueue_served: tuple[str, ...] | None = None  # the Kueue versions the cluster serves; None: no Kueue
     now: str = field(default_factory=now_rfc3339)
 
 
@@ -130,6 +135,8 @@ def decide(s: Snapshot, config: OperatorConfig) -> Plan:
             return invalid_spec(tj, f"invalid TrainingJob: {describe_errors(e)}", s.now)
         rbac = (build_service_account(t, config), build_role(t), build_role_binding(t))
         if job is None:
+            if t.spec.queue_name and (why := kueue_unsupported(s.kueue_served)) is not None:
+                return _kueue_unsupported(tj, why, s.now)
             res = starting_model(t.spec.model, s.source)
             if res.model is None:
                 return _waiting_for_model(s, tj, res.reason, res.message, terminal=res.terminal)
@@ -172,7 +179,8 @@ def decide_status(s: Snapshot) -> dict[str, Any]:
     if pods_lag(job, s.pods):
         return {}  # the pod watch is behind the Job's (a new pod counted, not yet seen): its event follows
     workload = s.workload if (tj.get("spec") or {}).get("queueName") else None
-    derived = derive_status(tj, job, list(s.pods), now=s.now, missing_volume=s.missing_ca_bundle, workload=workload)
+    derived = derive_status(tj, job, list(s.pods), now=s.now, missing_volume=s.missing_ca_bundle, workload=workload,
+                            refused=s.refused)  # fmt: skip
     return {**recorded, **derived}
 
 
@@ -192,6 +200,38 @@ def invalid_spec(tj: dict[str, Any], message: str, now: str) -> Plan:
         status_must_land=False,
         events=(Event("Warning", "InvalidSpec", message),),
     )
+
+
+def served_versions(api_group: Mapping[str, Any] | None) -> tuple[str, ...] | None:
+    """The versions an APIGroup discovery document (GET /apis/<group>) lists; None without one (404: the group
+    is not installed)."""
+    if api_group is None:
+        return None
+    versions = api_group.get("versions") or ()
+    return tuple(v["version"] for v in versions if isinstance(v, Mapping) and isinstance(v.get("version"), str))
+
+
+def kueue_unsupported(served: tuple[str, ...] | None) -> str | None:
+    """Why a TrainingJob with spec.queueName cannot run here, or None. Only a Kueue that serves no
+    KUEUE_VERSION is refused: without Kueue (None) the Job is created suspended as before and shows Queued
+    until a Kueue admits it. An older Kueue would admit the Job without the operator seeing its Workload
+    (no Queued phase, spec.suspend not applied): the Job is not created, and the condition says why."""
+    if served is None or KUEUE_VERSION in served:
+        return None
+    have = ", ".join(f"{KUEUE_GROUP}/{v}" for v in served) or "no version"
+    return (f"spec.queueName needs Kueue {KUEUE_MIN_RELEASE} or newer ({KUEUE_GROUP}/{KUEUE_VERSION} Workloads); "
+            f"this cluster's Kueue serves {have}. The Job is not created: upgrade Kueue, then restart the operator "
+            "(it reads the served versions when it starts)")  # fmt: skip
+
+
+def _kueue_unsupported(tj: dict[str, Any], message: str, now: str) -> Plan:
+    """Pending with Stalled/KueueVersionUnsupported (its Warning event comes with the condition: events_for)."""
+    status = tj.get("status") or {}
+    gen = (tj.get("metadata") or {}).get("generation")
+    conds = set_condition(status.get("conditions"), R.STALLED, True, R.REASON_KUEUE_VERSION_UNSUPPORTED, message,
+                          generation=gen, now=now)  # fmt: skip
+    desired = {"phase": R.PENDING, "conditions": conds, "observedGeneration": gen}
+    return Plan("Kueue version unsupported", status={k: v for k, v in desired.items() if status.get(k) != v})
 
 
 def _waiting_for_model(s: Snapshot, tj: dict[str, Any], reason: str, message: str, *, terminal: bool) -> Plan:

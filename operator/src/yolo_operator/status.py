@@ -312,6 +312,7 @@ def derive_status(
     now: str | None = None,
     missing_volume: str | None = None,
     workload: dict[str, Any] | None = None,
+    refused: str | None = None,
 ) -> dict[str, Any]:
     """Merge patch for ``.status`` (operator-owned fields only, changed ones only; ``{}`` = nothing to do).
 
@@ -322,7 +323,9 @@ def derive_status(
     * A running pod -> the trainer's ``status.stage`` (Staging/Training/Uploading; Staging until it reports).
     * Otherwise Pending, with Unschedulable (scheduler's message) or Stalled (image pull, missing Secret)
       conditions from the newest pod; ``missing_volume`` (the handler looked: the CA bundle's ConfigMap or key
-      is missing) makes a pod waiting in ContainerCreating Stalled too.
+      is missing) makes a pod waiting in ContainerCreating Stalled too. ``refused`` (the API server's message
+      from the Job's newest FailedCreate event: a ResourceQuota, a LimitRange, an admission webhook) makes a
+      Job with no pod Stalled/PodRefused; the first pod created clears it.
     * restartCount: pods replaced so far (failed attempts and disruptions); never decreases. podName: the
       newest pod, which is how a replacement is noticed when the pod it replaced is already gone.
     """
@@ -406,6 +409,8 @@ def derive_status(
             phase = status.get("phase") if status.get("phase") in R.RUNNING_PHASES else R.UPLOADING
         else:
             phase = R.PENDING
+            if latest is None and refused:
+                setc(R.STALLED, True, R.REASON_POD_REFUSED, f"the API server refused the Job's pod: {refused}")
             if latest is not None:
                 pod_name = (latest.get("metadata") or {}).get("name")
                 clearc(R.RUNNING, R.REASON_POD_PENDING, f"pod {pod_name} is not running")
@@ -419,6 +424,8 @@ def derive_status(
                     stalled = (R.REASON_CA_BUNDLE_MISSING, missing_volume)
                 if stalled is not None:
                     setc(R.STALLED, True, *stalled)
+                elif (get_condition(conds, R.STALLED) or {}).get("reason") == R.REASON_POD_REFUSED:
+                    clearc(R.STALLED, R.REASON_POD_CREATED, f"pod {pod_name} was created")
                 elif (latest.get("status") or {}).get("phase") != "Pending":
                     clearc(R.STALLED, R.REASON_RECOVERED, f"pod {pod_name} is {latest['status'].get('phase')}")
 
