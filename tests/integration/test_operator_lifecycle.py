@@ -167,6 +167,39 @@ def test_more_gpus_than_exist_is_unschedulable(kubectl, namespace, start_operato
     assert any(e["reason"] == "Unschedulable" and "nvidia.com/gpu" in e["message"] for e in warnings)
 
 
+def test_a_pod_the_quota_refuses_is_stalled_with_the_api_servers_message(kubectl, namespace, start_operator):
+    """A ResourceQuota on limits.cpu refuses a pod without a CPU limit: only the Job's FailedCreate Event says
+    so, and the TrainingJob shows it as Stalled/PodRefused. spec.resources.cpuLimit gets a pod admitted."""
+    start_operator(namespace)
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "cpu-quota"},
+             "spec": {"hard": {"limits.cpu": "8"}}}  # fmt: skip
+    apply(kubectl, namespace, quota)
+    wait_for(lambda: (get(kubectl, namespace, "resourcequota", "cpu-quota").get("status") or {}).get("hard"),
+             60, what="the quota's status")  # fmt: skip
+    apply(kubectl, namespace, trainingjob("refused", scheduling=NOWHERE))
+    cond = wait_condition(kubectl, namespace, "refused", "Stalled", timeout=120)
+    print(f"Stalled condition: {cond['reason']}: {cond['message']}")
+    assert cond["reason"] == "PodRefused", cond
+    assert cond["message"].startswith("the API server refused the Job's pod: ")
+    assert "cpu-quota" in cond["message"] and "limits.cpu" in cond["message"], cond
+    assert status_of(kubectl, namespace, "refused")["phase"] == "Pending"
+    assert pods_of(kubectl, namespace, "refused") == []
+    warnings = [e for e in events_for(kubectl, namespace, "refused") if e["type"] == "Warning"]
+    assert any(e["reason"] == "Stalled" and "PodRefused" in e["message"] for e in warnings)
+
+    # a CPU limit within the quota: admitted
+    resources = {"gpus": 1, "cpu": "2", "cpuLimit": "3", "memory": "4Gi"}
+    apply(kubectl, namespace, trainingjob("limited", scheduling=NOWHERE, resources=resources))
+    (pod,) = wait_pods(kubectl, namespace, "limited", 1)
+    assert pod["spec"]["containers"][0]["resources"]["limits"]["cpu"] == "3"
+    assert condition(status_of(kubectl, namespace, "limited"), "Stalled") is None
+
+    # the quota gone, the Job controller's next try creates the refused job's pod: the condition clears
+    kubectl("delete", "resourcequota", "cpu-quota", namespace=namespace)
+    cleared = wait_condition(kubectl, namespace, "refused", "Stalled", status="False", timeout=180)
+    assert cleared["reason"] == "PodCreated", cleared
+
+
 # --- Job outcomes ----------------------------------------------------------------------------------------
 
 
