@@ -9,7 +9,8 @@ import pytest
 from yolo_contract.exitcodes import DatasetInvalid, ExitCode, ModelUnavailable, S3AccessDenied, TrainerError
 from yolo_contract.progress import Progress, TrainerReport
 from yolo_contract.trainer_config import StatusTarget
-from yolo_trainer.cli import classify, main, termination_message, write_termination_message
+from yolo_trainer.classify import classify
+from yolo_trainer.cli import main, termination_message, write_termination_message
 from yolo_trainer.model import model_kind, resolve_model
 from yolo_trainer.report import KubeStatusReporter, LogReporter, make_reporter
 

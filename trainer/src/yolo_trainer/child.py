@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as e:
         from yolo_contract.exitcodes import ExitCode
 
-        from .cli import classify
+        from .classify import classify
 
         code, message = classify(e)
         if code == ExitCode.TRAINING_ERROR:

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import logging
 import os
 import sys
 from pathlib import Path
 from typing import NoReturn
 
-from yolo_contract.exitcodes import ExitCode, TrainerError, causes
+from yolo_contract.exitcodes import ExitCode
+
+from .classify import classify
 
 TERMINATION_LOG_ENV = "YOLO_TERMINATION_LOG"
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
-SHM_DIR = "/dev/shm"  # full means shmSize, not scratch, is too small
 MAX_MESSAGE = 3500  # Kubernetes keeps 4096 bytes of the termination message
 
 log = logging.getLogger("yolo_trainer")
@@ -41,36 +41,6 @@ def write_termination_message(text: str, environ: dict[str, str] | None = None) 
             path.write_text(text + "\n")
     except OSError:
         pass  # outside a pod there is no termination log; stderr has it
-
-
-def is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError):
-        return True
-    try:
-        import torch
-
-        if isinstance(exc, torch.cuda.OutOfMemoryError):
-            return True
-    except Exception:
-        pass
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
-def classify(exc: BaseException) -> tuple[ExitCode, str]:
-    """Exit code and message for an exception escaping the pipeline (pure, unit-tested)."""
-    for e in causes(exc):
-        if isinstance(e, TrainerError):
-            return e.code, str(e)
-    for e in causes(exc):
-        if isinstance(e, OSError) and e.errno == errno.ENOSPC and not str(e.filename or "").startswith(SHM_DIR):
-            return ExitCode.SCRATCH_TOO_SMALL, (
-                f"the work directory's disk is full ({e}); raise spec.resources.scratchSize"
-            )
-    if is_oom(exc):
-        return ExitCode.OUT_OF_MEMORY, f"out of memory: {exc}; reduce training.batch or training.imgsz"
-    if isinstance(exc, KeyboardInterrupt):
-        return ExitCode.INTERRUPTED, "interrupted"
-    return ExitCode.TRAINING_ERROR, f"{type(exc).__name__}: {exc}"
 
 
 def main(argv: list[str] | None = None) -> int:
