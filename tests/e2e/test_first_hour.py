@@ -69,6 +69,30 @@ def test_data_connection_and_a_cpu_job(stack, restricted_namespace, s3_client):
     assert testbed.s3_env().secret_key not in json.dumps(job)
 
 
+def test_a_gpu_job_whose_pod_sees_no_gpu_fails_at_once(stack, namespace):
+    """The product's default (the chart's trainer.simulatedGpus off): a pod that holds nvidia.com/gpu but sees
+    no CUDA device (the bed's node advertises GPUs it does not have) fails in the preflight with GPUNotVisible,
+    exit 22, not retried, naming the node; it never trains on CPU."""
+    stack.install_chart([namespace], {"trainer": {"simulatedGpus": False}})
+    stack.s3_secret(namespace)
+    bucket = f"nogpu-{uuid.uuid4().hex[:8]}"
+    dataset = stack.upload_dataset(bucket, "datasets/shapes", images=8)
+    tj = stack.training_job("nogpu", dataset, f"s3://{bucket}/runs/", epochs=1)
+    assert tj["spec"]["resources"]["gpus"] == 1
+    stack.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(tj))
+    status = stack.wait(lambda: (s := phase_of(stack, namespace, "nogpu")).get("phase") in ("Succeeded", "Failed")
+                        and s, 300, interval=1, what="nogpu to finish")  # fmt: skip
+    failed = {c["type"]: c for c in status.get("conditions", [])}.get("Failed")
+    print(json.dumps(failed, indent=1))  # the closing note's excerpt
+    assert status["phase"] == "Failed" and failed and failed["reason"] == "GPUNotVisible", json.dumps(status)
+    assert "sees no CUDA device" in failed["message"] and REAL_NODE in failed["message"], failed
+    pods = stack.get("pods", "-n", namespace, "-l", "yolo-operator.io/training-job=nogpu")["items"]
+    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]  # not retried
+    (cs,) = pods[0]["status"]["containerStatuses"]
+    assert cs["state"]["terminated"]["exitCode"] == 22, cs
+    assert not status.get("lastCheckpoint") and not status.get("artifacts"), status  # nothing trained or published
+
+
 def test_missing_ca_bundle_is_stalled_until_created(stack, namespace):
     stack.install_chart([namespace])
     stack.s3_secret(namespace)
