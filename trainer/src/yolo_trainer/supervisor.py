@@ -76,13 +76,9 @@ def classify_child_end(end: ChildEnd, shm_bytes: int | None = None) -> TrainerEr
         return None
     if end.rank is not None:
         return _classify_rank(end, end.rank, shm_bytes)
-    cuda_oom = _last_match(CUDA_OOM, end.tail)
-    if cuda_oom:
-        return TrainerError(f"CUDA out of memory in the training process ({cuda_oom}); reduce "
-                            "spec.training.batch or spec.training.imgsz", ExitCode.OUT_OF_MEMORY)  # fmt: skip
-    if end.error is not None and int(end.error.get("code", 0)) != ExitCode.TRAINING_ERROR:
-        code = ExitCode(int(end.error["code"]))
-        return TrainerError(str(end.error.get("message", code.reason)), code)
+    known = _oom_or_own_error(end, "the training process")
+    if known:
+        return known
     nccl = _last_match(NCCL, end.tail)
     if nccl:
         return TrainerError(f"NCCL error between the GPUs ({nccl}): a GPU, its driver or the node's "
@@ -106,8 +102,9 @@ def classify_child_end(end: ChildEnd, shm_bytes: int | None = None) -> TrainerEr
                         ExitCode.TRAINING_ERROR)  # fmt: skip
 
 
-def _classify_rank(end: ChildEnd, rank: RankFailure, shm_bytes: int | None) -> TrainerError:
-    who = rank.who()
+def _oom_or_own_error(end: ChildEnd, who: str) -> TrainerError | None:
+    """What the child's end says first, in whichever process failed: CUDA out of memory in its output, or a
+    failure the child classified itself (error.json) other than the generic TrainingError."""
     cuda_oom = _last_match(CUDA_OOM, end.tail)
     if cuda_oom:
         return TrainerError(f"CUDA out of memory in {who} ({cuda_oom}); reduce spec.training.batch or "
@@ -115,6 +112,14 @@ def _classify_rank(end: ChildEnd, rank: RankFailure, shm_bytes: int | None) -> T
     if end.error is not None and int(end.error.get("code", 0)) != ExitCode.TRAINING_ERROR:
         code = ExitCode(int(end.error["code"]))
         return TrainerError(str(end.error.get("message", code.reason)), code)
+    return None
+
+
+def _classify_rank(end: ChildEnd, rank: RankFailure, shm_bytes: int | None) -> TrainerError:
+    who = rank.who()
+    known = _oom_or_own_error(end, who)
+    if known:
+        return known
     sig = rank.signal
     if sig is not None:
         if sig == signal.SIGKILL and end.oom_kills > 0:
