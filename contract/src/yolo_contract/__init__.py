@@ -3,7 +3,8 @@
 What lives here is what both the operator (``yolo_operator``) and the trainer pod (``yolo_trainer``) must
 agree on: the training spec and its hyperparameter table (:mod:`.training`, :mod:`.hyperparameters`), the
 worker and ``/dev/shm`` sizing (:mod:`.sizing`), the configuration the pod receives
-(:mod:`.trainer_config`), its exit codes (:mod:`.exitcodes`) and the status it reports (:mod:`.progress`).
+(:mod:`.trainer_config`) with its typed starting model (:mod:`.model_source`) and export formats
+(:mod:`.exports`), its exit codes (:mod:`.exitcodes`) and the status it reports (:mod:`.progress`).
 
 Only pydantic and PyYAML are imported here (the operator image has no torch or ultralytics).
 """

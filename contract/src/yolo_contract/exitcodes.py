@@ -4,6 +4,13 @@ Non-retriable codes fail the Job at once (retrying cannot help and burns GPU hou
 is one, with a message naming the spec field to fix); retriable ones
 count against the backoff limit; INTERRUPTED is a disruption (SIGTERM from eviction, preemption or
 drain after the checkpoint was flushed) and does not count at all.
+
+PEER_LOST is the gang's: in a multi-node job (spec.resources.nodes > 1) a pod whose ranks lost a peer on another
+node (its pod evicted, preempted, its node gone: the collective or the rendezvous broke or timed out) exits with
+it. The lost pod carries the cause (DisruptionTarget, or its own exit code); the survivors' exit only completes
+the gang restart, so a multi-node Job's podFailurePolicy ignores it (``GANG``) and the operator bounds the gang
+restarts (spec.maxGangRestarts). A one-pod Job has no peers on other nodes: there it is not ignored and counts
+against the backoff limit like any failure, so a misclassified exit can never loop forever.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ class ExitCode(enum.IntEnum):
     TRAINING_ERROR = 20
     S3_UNAVAILABLE = 21
     GPU_NOT_VISIBLE = 22  # spec.resources.gpus > 0 but the pod sees no CUDA device: the node's driver or runtime
+    PEER_LOST = 23  # multi-node: a peer on another node (pod) was lost or never came; the gang restarts from S3
     INTERRUPTED = 75  # EX_TEMPFAIL
 
     @property
@@ -35,7 +43,7 @@ class ExitCode(enum.IntEnum):
 
     @property
     def retriable(self) -> bool:
-        return self in (ExitCode.TRAINING_ERROR, ExitCode.S3_UNAVAILABLE)
+        return self in (ExitCode.TRAINING_ERROR, ExitCode.S3_UNAVAILABLE, ExitCode.PEER_LOST)
 
 
 REASONS: dict[ExitCode, str] = {
@@ -53,11 +61,14 @@ REASONS: dict[ExitCode, str] = {
     ExitCode.TRAINING_ERROR: "TrainingError",
     ExitCode.S3_UNAVAILABLE: "S3Unavailable",
     ExitCode.GPU_NOT_VISIBLE: "GPUNotVisible",
+    ExitCode.PEER_LOST: "PeerLost",
     ExitCode.INTERRUPTED: "Interrupted",
 }
 
 NON_RETRIABLE: tuple[int, ...] = tuple(int(c) for c in ExitCode if c and not c.retriable and c != ExitCode.INTERRUPTED)
 DISRUPTION: tuple[int, ...] = (int(ExitCode.INTERRUPTED),)
+#: Exit codes a multi-node Job's podFailurePolicy ignores besides DISRUPTION: the survivors of a lost peer.
+GANG: tuple[int, ...] = (int(ExitCode.PEER_LOST),)
 
 
 class TrainerError(Exception):
@@ -122,6 +133,14 @@ class GPUNotVisible(TrainerError):
 
 class Interrupted(TrainerError):
     code = ExitCode.INTERRUPTED
+
+
+class PeerLost(TrainerError):
+    """Multi-node only: the ranks of another pod went away (or never joined) - a broken collective, a closed
+    connection to the rendezvous store, a rendezvous or collective timeout. Not this pod's fault: the whole gang
+    restarts from the newest checkpoint (the operator's Indexed Job ignores this exit and replaces the pod)."""
+
+    code = ExitCode.PEER_LOST
 
 
 def causes(exc: BaseException):

@@ -1,6 +1,6 @@
 """Export formats: the ones the trainer image can produce, and where a model server finds them.
 
-One declaration for both sides: the API's ``spec.exportFormats`` enum (``yolo_operator.api.ExportFormat``)
+One declaration for both sides: the API's ``spec.exportFormats`` enum (``yolo_operator.api.types.ExportFormat``)
 is :data:`EXPORT_FORMATS`, so admission refuses a format this image cannot export, naming it; the trainer
 checks the Python packages in :data:`EXPORT_REQUIREMENTS` before the first epoch (an image built without them
 fails in seconds, not after training).
@@ -15,6 +15,8 @@ Server and Triton read (``<model>/<version>/<files>``)::
 
 from __future__ import annotations
 
+from typing import Literal
+
 #: Ultralytics ``format=`` -> the Python modules its export imports (beyond torch and ultralytics).
 EXPORT_REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "torchscript": (),
@@ -22,6 +24,9 @@ EXPORT_REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "openvino": ("openvino",),
 }
 EXPORT_FORMATS: tuple[str, ...] = tuple(EXPORT_REQUIREMENTS)
+#: One of EXPORT_FORMATS, as a type: the API's spec.exportFormats and the trainer's config both refuse any other
+#: at validation, naming the field.
+ExportFormat = Literal[EXPORT_FORMATS]  # type: ignore[valid-type]
 #: Folder (under the job prefix) holding the model repository.
 SERVING_DIR = "serving"
 #: Version folder of the one model version a job publishes.

@@ -1,13 +1,16 @@
 """What the trainer reports into the TrainingJob's status: the status half of the operator/trainer contract.
 
-The trainer sends a JSON merge patch ``{"status": TrainerReport}`` to the ``status`` subresource of its own
-TrainingJob (the per-job Role allows ``get``/``patch`` on that one name only). The operator owns every other
-status field (conditions, Pending/Succeeded/Failed/Suspended, restarts, times) and never writes these.
+The trainer sends a JSON merge patch ``{"status": TrainerReport}`` (progress, and with it the bounded per-epoch
+``history``) to the ``status`` subresource of its own TrainingJob (the per-job Role allows ``get``/``patch`` on
+that one name only). The operator owns every other status field (conditions, Pending/Succeeded/Failed/Suspended,
+restarts, times) and never writes these.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field
 
@@ -46,7 +49,6 @@ class Progress(_Model):
     eta: str | None = Field(None, description="eta_seconds for people (1h02m, 45s), for the printer column.")
     updated_at: str | None = Field(None, description="RFC 3339 time of this report.")
 
-
     @classmethod
     def of(cls, epoch: int, epochs: int, eta_seconds: int | None = None, **fields) -> Progress:
         """Progress after ``epoch`` of ``epochs``, with the display fields derived (one place for both)."""
@@ -68,6 +70,112 @@ def human_duration(seconds: int) -> str:
     if h:
         return f"{h}h{m:02d}m"
     return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+# --- status.history ---------------------------------------------------------------------------------------
+# ``status.history``: one point per kept epoch, for the curves users watch (mAP, losses, learning rate, GPU).
+#
+# The trainer writes the whole list with each epoch's progress report (a JSON merge patch replaces a list), from
+# its results.csv (every epoch, a resumed run's earlier ones too) and the GPU figures it sampled. The list stays
+# bounded however many epochs run: ``downsample`` keeps at most ``HISTORY_MAX`` points. Pure, no I/O.
+#
+# Which epochs are kept (a function of the epoch numbers and mAP50-95 alone, so deterministic):
+# every epoch while the last is at most ``HISTORY_MAX``; beyond that the first, the best (highest mAP50-95,
+# the earliest of equals), the last, and every epoch that is a multiple of a power-of-two stride, the smallest
+# for which at most ``HISTORY_MAX - 3`` multiples fit under the last epoch. The stride only doubles as epochs
+# grow and its multiples are a subset of the previous stride's, so downsampling the kept list plus one new epoch
+# keeps exactly what downsampling all epochs at once keeps: appending epoch by epoch needs no other memory.
+
+#: Most points in status.history (about 200 bytes each as JSON: ~20 KB at most in the object).
+HISTORY_MAX = 100
+#: The results.csv columns of a point (Ultralytics' names) and the learning rate column: lr/pg0 is the
+#: parameter group with weight decay (the conv weights), the one whose schedule the hyperparameters set.
+RESULTS_COLUMNS = {
+    "precision": "metrics/precision(B)",
+    "recall": "metrics/recall(B)",
+    "map50": "metrics/mAP50(B)",
+    "map50_95": "metrics/mAP50-95(B)",
+    "box_loss": "train/box_loss",
+    "cls_loss": "train/cls_loss",
+    "dfl_loss": "train/dfl_loss",
+    "lr": "lr/pg0",
+}
+SIGNIFICANT = 4  # digits kept of each float: curves need no more, and `kubectl get -o yaml` stays readable
+
+
+class HistoryPoint(Metrics):
+    """One epoch: its validation metrics and training losses (the fields of progress.metrics), learning rate,
+    and on a GPU what NVML saw while it ran."""
+
+    epoch: int = Field(..., ge=1, description="The epoch (1-based, as in results.csv).")
+    lr: float | None = Field(None, description="Learning rate at the end of the epoch (results.csv lr/pg0).")
+    gpu_util: int | None = Field(
+        None, ge=0, le=100, description="Mean GPU utilisation during the epoch, percent (NVML; absent on CPU)."
+    )
+    gpu_mem_mib: int | None = Field(
+        None, ge=0, description="Peak GPU memory used during the epoch, MiB, the busiest GPU (NVML; absent on CPU)."
+    )
+
+
+P = TypeVar("P", bound=HistoryPoint)
+
+
+def rounded(v: Any) -> float | None:
+    """A finite float to SIGNIFICANT significant digits (0.512345 -> 0.5123, 0.00012345 -> 0.0001235); None
+    for anything else (Ultralytics writes nan for metrics it could not compute)."""
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return float(f"{v:.{SIGNIFICANT}g}") if math.isfinite(v) else None
+
+
+def point_from_results(
+    epoch: int, row: Mapping[str, Any], gpu_util: int | None = None, gpu_mem_mib: int | None = None
+) -> HistoryPoint:
+    """The point of one results.csv row (column names stripped), with the GPU figures sampled for it."""
+    values = {field: rounded(row.get(column)) for field, column in RESULTS_COLUMNS.items()}
+    return HistoryPoint(epoch=epoch, gpu_util=gpu_util, gpu_mem_mib=gpu_mem_mib, **values)
+
+
+def stride_for(last_epoch: int, limit: int = HISTORY_MAX) -> int:
+    """1 while every epoch fits, else the smallest power of two whose multiples up to ``last_epoch`` number
+    at most ``limit - 3`` (room for the first, best and last epochs)."""
+    if limit < 4:
+        raise ValueError(f"history limit {limit}: at least 4 points are needed (first, best, last and one more)")
+    if last_epoch <= limit:
+        return 1
+    stride = 2
+    while last_epoch // stride > limit - 3:
+        stride *= 2
+    return stride
+
+
+def best_epoch(points: Iterable[HistoryPoint]) -> int | None:
+    """The epoch with the highest mAP50-95 (the earliest of equals), None when no point has one."""
+    best: tuple[float, int] | None = None
+    for p in points:
+        if p.map50_95 is not None and (best is None or (p.map50_95, -p.epoch) > (best[0], -best[1])):
+            best = (p.map50_95, p.epoch)
+    return None if best is None else best[1]
+
+
+def downsample(points: Iterable[P], limit: int = HISTORY_MAX) -> list[P]:
+    """At most ``limit`` points, by epoch: first, best, last and an even (power-of-two) spread (see the section's
+    comment). A later point of an epoch replaces an earlier one (an epoch trained again after a restart)."""
+    by_epoch: dict[int, P] = {}
+    for p in points:
+        by_epoch[p.epoch] = p
+    if not by_epoch:
+        return []
+    epochs = sorted(by_epoch)
+    stride = stride_for(epochs[-1], limit)
+    keep = {e for e in epochs if e % stride == 0}
+    keep |= {epochs[0], epochs[-1]}
+    best = best_epoch(by_epoch.values())
+    if best is not None:
+        keep.add(best)
+    return [by_epoch[e] for e in sorted(keep)]
 
 
 class TestMetrics(_Model):
@@ -149,6 +257,12 @@ class TrainerReport(_Model):
     test_metrics: TestMetrics | None = Field(None, description="The best weights on the test split.")
     lineage: Lineage | None = None
     outcome: Outcome | None = Field(None, description="How training ended (set when it did).")
+    history: list[HistoryPoint] | None = Field(
+        None,
+        max_length=HISTORY_MAX,
+        description=f"One point per kept epoch, oldest first: every epoch up to {HISTORY_MAX}, beyond that the "
+        "first, the best (mAP50-95), the last and an even spread. All epochs are in artifacts.results.",
+    )
 
     def to_patch(self) -> dict:
         return {"status": self.model_dump(by_alias=True, exclude_none=True, mode="json")}

@@ -1,6 +1,6 @@
 """The trainer's configuration: what the operator hands the training pod.
 
-The operator's Job builder (``yolo_operator.builders``) writes a ``TrainerConfig`` as JSON into the container's
+The operator's Job builder (``yolo_operator.controller.build``) writes a ``TrainerConfig`` as JSON into the container's
 environment variable ``YOLO_TRAINER_CONFIG``; the trainer reads it from there or from ``--config FILE`` (YAML or
 JSON) when run standalone. S3 credentials never appear here: they come from ``AWS_ACCESS_KEY_ID`` and
 ``AWS_SECRET_ACCESS_KEY`` (a secretKeyRef in the pod) or, without spec.s3.credentialsSecretRef, from the AWS
@@ -19,32 +19,43 @@ from pydantic import Field, field_validator, model_validator
 
 from yolo_contract import GROUP, PLURAL, VERSION
 from yolo_contract.base import Model as _Model
+from yolo_contract.exports import ExportFormat
+from yolo_contract.model_source import ModelRef, model_ref_from_string
 from yolo_contract.sizing import dataset_limits, processes_per_node
 from yolo_contract.training import S3Endpoint, TrainingSpec
 
 CONFIG_ENV = "YOLO_TRAINER_CONFIG"
+#: Seconds one collective of a multi-node job may wait for a rank that stopped answering (the operator sets it;
+#: unset, the trainer's default applies).
+COLLECTIVE_TIMEOUT_ENV = "YOLO_TRAINER_COLLECTIVE_TIMEOUT_SECONDS"
 #: The node the pod runs on (downward API spec.nodeName): failures that are the node's fault name it.
 NODE_NAME_ENV = "YOLO_NODE_NAME"
-#: Environment the operator sets in the trainer container; extra environment (chart-wide or spec.env) may not
-#: set these, nor any name starting with RESERVED_ENV_PREFIX.
 #: The keys of an OpenShift AI data connection Secret (S3 type), as its dashboard writes them; the pod gets each
 #: as the environment variable of the same name.
 DATA_CONNECTION_KEYS: tuple[str, ...] = (
     "AWS_S3_ENDPOINT", "AWS_DEFAULT_REGION", "AWS_S3_BUCKET", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
 )  # fmt: skip
+#: Environment the operator (or torch's launcher, for the ranks) sets in the trainer container; extra environment
+#: (chart-wide or spec.env) may not set these, nor any name starting with one of RESERVED_ENV_PREFIXES: YOLO_ (the
+#: trainer's), PET_ (torchrun's settings: nodes, node rank, rendezvous address; the operator's for nodes > 1, the
+#: trainer's for the ranks of a pod) and TORCHELASTIC_ (torchrun's own). RANK, WORLD_SIZE and the other names
+#: torchrun gives each rank would make a single process believe it is a rank of a world that does not exist.
 RESERVED_ENV: tuple[str, ...] = (
     CONFIG_ENV, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_CA_BUNDLE", "HOME", "YOLO_CONFIG_DIR",
     "MPLCONFIGDIR", "XDG_CACHE_HOME", "TORCH_HOME", "PYTHONUNBUFFERED", "POD_NAME", "POD_NAMESPACE",
     "NVIDIA_VISIBLE_DEVICES", "AWS_S3_ENDPOINT", "AWS_DEFAULT_REGION", "AWS_S3_BUCKET",
+    "MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK",
+    "GROUP_WORLD_SIZE", "ROLE_RANK", "ROLE_WORLD_SIZE",
 )  # fmt: skip
-RESERVED_ENV_PREFIX = "YOLO_"
+RESERVED_ENV_PREFIXES: tuple[str, ...] = ("YOLO_", "PET_", "TORCHELASTIC_")
 
 
 def reserved_env_problem(name: str) -> str | None:
     """Why extra environment may not set ``name``, or None."""
-    if name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIX):
-        reserved = ", ".join(RESERVED_ENV)
-        return f"{name} is set by the operator for the trainer (reserved: {reserved}, {RESERVED_ENV_PREFIX}*)"
+    if name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIXES):
+        reserved = ", ".join([*RESERVED_ENV, *(f"{p}*" for p in RESERVED_ENV_PREFIXES)])
+        return (f"{name} is set by the operator for the trainer, or by torch's launcher for its ranks "
+                f"(reserved: {reserved})")
     return None
 
 
@@ -83,16 +94,17 @@ class TrainerConfig(_Model):
         "resumes and publishes only under its own <output>/<namespace>/<name>/<uid>/. Unset (the CLI run by "
         "hand): <output>/<namespace>/<name>/, and a second run of the same name resumes the first.",
     )
-    model: str = Field(
+    model: ModelRef = Field(
         ...,
-        description="Base weights: a hub name (yolov8n.pt), an s3:// or https:// URI of a .pt file, "
-        "or a model YAML (yolov8n.yaml) to train from scratch.",
+        description="Base weights, one kind each (yolo_contract.model_source): a hub name (yolov8n.pt), an s3:// "
+        "or https:// URI of a .pt file, a model YAML (yolov8n.yaml) to train from scratch, a file in the image, or "
+        "the best weights of a parent TrainingJob. A plain string is read as before the model was typed.",
     )
     dataset: str = Field(..., description="s3:// prefix holding data.yaml, or s3:// URI of a .zip/.tar/.tar.gz.")
     output: str = Field(..., description="s3:// prefix; outputs go to job_prefix under it.")
     s3: S3Config = Field(default_factory=S3Config)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
-    export_formats: list[str] = Field(default_factory=list, description="e.g. onnx, torchscript")
+    export_formats: list[ExportFormat] = Field(default_factory=list, description="e.g. onnx, torchscript")
     gpus: int = Field(0, ge=0, description="GPUs the pod holds (spec.resources.gpus): the trainer refuses to "
                       "train on fewer CUDA devices than that, rather than fall back silently.")
     cpu_processes: int | None = Field(
@@ -132,6 +144,13 @@ class TrainerConfig(_Model):
         description="Files the staged dataset may have (spec.resources.maxDatasetFiles); unset: derived from "
         "scratch_bytes (yolo_contract.sizing.dataset_limits).",
     )
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_string(cls, v: object) -> object:
+        # The compatibility path (model_ref_from_string): a Job made by the previous operator release, or a
+        # hand-written --config, carries the model as a plain string.
+        return model_ref_from_string(v) if isinstance(v, str) else v
 
     @field_validator("dataset", "output")
     @classmethod

@@ -1,6 +1,6 @@
 """``spec.training`` and the S3 endpoint: the parts of the TrainingJob spec that the trainer receives verbatim.
 
-The operator's API (``yolo_operator.api``) embeds these models, so the CRD is generated from them; the pod's
+The operator's API (``yolo_operator.api.types``) embeds these models, so the CRD is generated from them; the pod's
 configuration (:mod:`.trainer_config`) carries the same objects, so both sides parse one definition.
 Constraints are pydantic field constraints (they become the CRD's OpenAPI constraints); rules that need
 CEL are declared once, as CEL, and enforced by the API server alone.

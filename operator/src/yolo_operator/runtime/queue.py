@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
-log = logging.getLogger("yolo_operator.workqueue")
+log = logging.getLogger("yolo_operator.runtime.queue")
 
 
 @dataclass(frozen=True)

@@ -25,14 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from yolo_operator import GROUP, PLURAL, VERSION, kube, metrics
-from yolo_operator import reasons as R
-from yolo_operator.api import clean_status
-from yolo_operator.builders import KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS, LABEL_TRAINING_JOB, operator_instance
-from yolo_operator.config import OperatorConfig
-from yolo_operator.kube import ApiError
-from yolo_operator.observed import Key, Observed, Overlay
-from yolo_operator.reconcile import (
+from yolo_operator import GROUP, PLURAL, VERSION
+from yolo_operator.api import reasons as R
+from yolo_operator.api.types import clean_status
+from yolo_operator.controller.build import LABEL_TRAINING_JOB, nodes_of, operator_instance
+from yolo_operator.controller.decide import (
     Event,
     Plan,
     Snapshot,
@@ -40,9 +37,8 @@ from yolo_operator.reconcile import (
     decide_status,
     invalid_spec,
     owned_by,
-    served_versions,
 )
-from yolo_operator.status import (
+from yolo_operator.controller.derive import (
     ca_bundle_ref,
     events_for,
     job_failed,
@@ -52,10 +48,15 @@ from yolo_operator.status import (
     terminated_state,
     waiting_to_create,
 )
-from yolo_operator.workqueue import Backoff, WorkQueue
+from yolo_operator.controller.kueue import KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS, served_versions
+from yolo_operator.runtime import kube, metrics
+from yolo_operator.runtime.config import OperatorConfig
+from yolo_operator.runtime.indexes import Key, Observed, Overlay
+from yolo_operator.runtime.kube import ApiError
+from yolo_operator.runtime.queue import Backoff, WorkQueue
 
 if TYPE_CHECKING:
-    from yolo_operator.kube import Client
+    from yolo_operator.runtime.kube import Client
 
 log = logging.getLogger("yolo_operator")
 
@@ -115,6 +116,7 @@ class Controller:
         self.overlay.forget(*key)
         self.queue.forget(key)
         metrics.observe_phase(*key, None)
+        metrics.JOBS.observe(*key, None)
 
     def start(self) -> None:
         self.queue.start()
@@ -178,10 +180,16 @@ class Controller:
             # the index says gone: confirm before failing the TrainingJob for it
             found = await self.client.get_or_none(kube.path("batch/v1", "jobs", namespace, status["jobName"]))
             job = job_view(found) if found is not None else None
+        service = obs.service(namespace, name, uid) if nodes_of(tj) > 1 else None
         if job is None or not owned_by(job, uid):
             source = await self._source(namespace, body) if body is not None and job is None else None
-            return Snapshot(namespace, name, tj, body=body, job=job, source=source, kueue_served=self.kueue_served)
+            return Snapshot(namespace, name, tj, body=body, job=job, source=source, kueue_served=self.kueue_served,
+                            service=service)  # fmt: skip
         job_uid = job["metadata"].get("uid")
+        source = None
+        if body is not None and not job.get("model") and not status.get("jobName"):
+            # a Job of the previous release, not recorded yet, tells no model: its spec's source does (adopted_model)
+            source = await self._source(namespace, body)
         pods = obs.pods(namespace, name, job_uid)
         if job_failed(job) and not terminal and not any(map(terminated_state, pods)):
             # The pod watch may lag the Job's: list the pods once, so that the failure is reported (and
@@ -189,10 +197,10 @@ class Controller:
             pods = [pod_view(p) for p in await self._list_pods(namespace, name) if owned_by(p, job_uid)]
         queued = (tj.get("spec") or {}).get("queueName")
         workload = obs.workload(namespace, job["metadata"]["name"], job_uid) if queued else None
-        return Snapshot(namespace, name, tj, body=body, job=job, pods=tuple(pods), workload=workload,
+        return Snapshot(namespace, name, tj, body=body, job=job, pods=tuple(pods), workload=workload, source=source,
                         missing_ca_bundle=await self.missing_ca_bundle(tj, pods),
                         refused=obs.refusal(namespace, name, job_uid) if not pods else None,
-                        kueue_served=self.kueue_served)  # fmt: skip
+                        kueue_served=self.kueue_served, service=service)  # fmt: skip
 
     async def act(self, s: Snapshot, plan: Plan) -> None:
         """Carries out the plan: creates, then patches, then the status, then the events."""
@@ -202,7 +210,13 @@ class Controller:
             made = await self._create(s, plan)
             if isinstance(made, Plan):  # the Job was refused: what to write instead
                 plan = made
-            elif made is not None:  # the Job exists now: the status that records it, in this reconcile
+            elif made is not None:
+                if len(self.queue):
+                    # A burst: other TrainingJobs wait for their Jobs. Creates first; the status that records
+                    # this Job (and its events) is written on this key's next run, queued behind them.
+                    self.queue.add((s.namespace, s.name))
+                    return
+                # the Job exists now: the status that records it, in this reconcile
                 pods = tuple(self.observed.pods(s.namespace, s.name, made["metadata"].get("uid")))
                 plan = replace(plan, status=decide_status(replace(s, job=made, pods=pods)))
         if plan.job_patch is not None and s.job is not None:
@@ -283,7 +297,8 @@ class Controller:
 
     async def create_if_absent(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         """Creates the object; returns it as created, or None if it already existed (409)."""
-        plural = {"ServiceAccount": "serviceaccounts", "Role": "roles", "RoleBinding": "rolebindings", "Job": "jobs"}
+        plural = {"ServiceAccount": "serviceaccounts", "Role": "roles", "RoleBinding": "rolebindings", "Job": "jobs",
+                  "Service": "services"}  # fmt: skip
         path = kube.path(obj["apiVersion"], plural[obj["kind"]], obj["metadata"]["namespace"])
         try:
             return await self.client.create(path, obj)

@@ -1,5 +1,5 @@
 """Generates docs/reference.md, the TrainingJob field reference, from the CRD schema (and so from the
-pydantic models' field docs). `python -m yolo_operator.reference --write`; a unit test fails on drift."""
+pydantic models' field docs). `python -m yolo_operator.gen.reference --write`; a unit test fails on drift."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from yolo_contract.generated import generator_main
 
-from yolo_operator.crd import REPO_ROOT, spec_schema, status_schema
+from yolo_operator.gen.crd import REPO_ROOT, spec_schema, status_schema
 
 REFERENCE_PATH = Path("docs/reference.md")
 
@@ -54,7 +54,7 @@ def render() -> str:
     out = [
         "# TrainingJob reference (`yolo-operator.io/v1alpha1`)",
         "",
-        "Generated from the API models by `python -m yolo_operator.reference --write`; do not edit.",
+        "Generated from the API models by `python -m yolo_operator.gen.reference --write`; do not edit.",
         "",
     ]
     for title, schema in (("spec", spec_schema()), ("status", status_schema())):
@@ -66,7 +66,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return generator_main(argv, description=__doc__, command="python -m yolo_operator.reference", root=REPO_ROOT,
+    return generator_main(argv, description=__doc__, command="python -m yolo_operator.gen.reference", root=REPO_ROOT,
                           render=lambda: {REFERENCE_PATH: render()})  # fmt: skip
 
 

@@ -10,6 +10,9 @@ TrainingJobs nor puts a finalizer on them: deleting one works while the operator
 collector removes its Job, pods and RBAC via owner references. On a restart kopf's initial listing sends
 every TrainingJob's event: each is reconciled (created, adopted or brought up to date) from scratch.
 
+With leader election (several replicas, ``leader.py``) a standby runs the same watches and indexes and queues
+the same keys, but its controller's workers start only when it acquires the Lease: until then it writes nothing.
+
 Every handler is a coroutine on kopf's event loop, and every request goes through one HTTP session
 (``kube.Client``): no handler threads.
 """
@@ -21,24 +24,22 @@ from typing import Any
 
 import kopf
 
-from yolo_operator import GROUP, PLURAL, VERSION, kube, metrics
-from yolo_operator.api import clean_status
-from yolo_operator.builders import (
-    KUEUE_GROUP,
-    KUEUE_VERSION,
-    KUEUE_WORKLOADS,
-    LABEL_OPERATOR_INSTANCE,
-    LABEL_TRAINING_JOB,
-)
-from yolo_operator.config import OperatorConfig
-from yolo_operator.controller import POOL_SIZE, STATUS_COALESCE_SECONDS, Controller
-from yolo_operator.observed import Observed, is_pod_refusal
-from yolo_operator.reasons import PENDING
+from yolo_operator import GROUP, PLURAL, VERSION
+from yolo_operator.api.reasons import PENDING
+from yolo_operator.api.types import clean_status
+from yolo_operator.controller.act import POOL_SIZE, STATUS_COALESCE_SECONDS, Controller
+from yolo_operator.controller.build import LABEL_OPERATOR_INSTANCE, LABEL_TRAINING_JOB
+from yolo_operator.controller.kueue import KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS, workload_jobs
+from yolo_operator.runtime import kube, leader, lease, metrics
+from yolo_operator.runtime.config import OperatorConfig
+from yolo_operator.runtime.indexes import Observed, is_pod_refusal
 
 log = logging.getLogger("yolo_operator")
 
 # The operator's one controller, made by the startup handler (kopf's handlers are module functions).
 CONTROLLER: Controller | None = None
+# With leader election (several replicas): this process's candidacy for the Lease (leader.py).
+ELECTOR: leader.LeaderElector | None = None
 
 
 def controller() -> Controller:
@@ -51,11 +52,17 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = "yolo-operator"
     settings.peering.standalone = True
+    if config.namespaces_named:
+        # A namespaced install may not list namespaces, and kopf retries that refusal through its error backoffs
+        # (about 55 s) before it falls back to the names it was given: no scanning starts the watches at once.
+        # Scanning also watches CRDs; the operator's own CRD is installed before it, and Kueue is detected at start.
+        settings.scanning.disabled = True
     # Server-side filtering: only this instance's TrainingJobs, and the Jobs and pods created for them.
     mine = f"{LABEL_OPERATOR_INSTANCE}={config.instance}" if config.instance else f"!{LABEL_OPERATOR_INSTANCE}"
     settings.watching.label_selectors[GROUP, PLURAL] = mine
     settings.watching.label_selectors["batch", "v1", "jobs"] = f"{LABEL_TRAINING_JOB},{mine}"
     settings.watching.label_selectors["v1", "pods"] = f"{LABEL_TRAINING_JOB},{mine}"
+    settings.watching.label_selectors["v1", "services"] = f"{LABEL_TRAINING_JOB},{mine}"
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
 
@@ -67,12 +74,25 @@ async def login(**_: Any) -> kopf.ConnectionInfo:
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-    global CONTROLLER
+    global CONTROLLER, ELECTOR
     config = OperatorConfig.from_env()
     configure(settings, config)
     CONTROLLER = Controller(config, kube.Client(pool_size=POOL_SIZE))
     await CONTROLLER.detect_kueue()  # before the first reconcile: a job with queueName needs the answer
-    CONTROLLER.start()  # its workers: tasks of the operator's whole run, not of any event
+    if config.leader_election:
+        # A standby watches and queues keys like the leader but starts no worker, so it writes nothing; it
+        # starts them the moment it acquires the Lease. Its own HTTP client: a renew must never wait behind
+        # the reconciles for one of the 32 connections of the controller's pool.
+        ELECTOR = leader.LeaderElector(
+            kube.Client(pool_size=2), config.lease_namespace(), config.lease_name,
+            lease.default_identity(config.pod_name), config.timing(),
+            on_started_leading=CONTROLLER.start, on_change=lambda lead: metrics.LEADER.set(int(lead)),
+        )  # fmt: skip
+        metrics.LEADER.set(0)
+        ELECTOR.start()
+    else:
+        CONTROLLER.start()  # its workers: tasks of the operator's whole run, not of any event
+        metrics.LEADER.set(1)
     metrics.serve(config.metrics_port, config.bind_address)
     log.info(
         "yolo-operator started: trainer image %s, %s",
@@ -83,10 +103,18 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
-    global CONTROLLER
+    """On SIGTERM: no more takeover, then the workers stop, then the leader releases the Lease (so a standby
+    takes over within a retry period, and never while this process still writes)."""
+    global CONTROLLER, ELECTOR
+    if ELECTOR is not None:
+        await ELECTOR.stop()
     if CONTROLLER is not None:
         await CONTROLLER.stop()
         CONTROLLER = None
+    if ELECTOR is not None:
+        await ELECTOR.release()
+        await ELECTOR.client.close()
+        ELECTOR = None
 
 
 def _enqueue(key: tuple[str, str], kwargs: dict[str, Any], after: float = 0.0) -> Controller:
@@ -99,13 +127,15 @@ def _enqueue(key: tuple[str, str], kwargs: dict[str, Any], after: float = 0.0) -
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def trainingjob_event(event: kopf.RawEvent, body: kopf.Body, name: str, namespace: str, **kwargs: Any) -> None:
     """Queues the TrainingJob (at once: a new one's Job is created by its first reconcile), and keeps the
-    by-phase gauge current."""
+    by-phase gauge and the job's yolo_trainingjob_* series current."""
     with metrics.timed("trainingjob_event"):
         if event.get("type") == "DELETED":
             controller().forget((namespace, name))
             return
         status = clean_status(body.get("status"))
-        metrics.observe_phase(namespace, name, status.get("phase") or PENDING)
+        status["phase"] = status.get("phase") or PENDING
+        metrics.observe_phase(namespace, name, status["phase"])
+        metrics.JOBS.observe(namespace, name, status)
         _enqueue((namespace, name), kwargs)
 
 
@@ -121,6 +151,13 @@ async def pod_event(body: kopf.Body, namespace: str, **kwargs: Any) -> None:
         _enqueue((namespace, body["metadata"]["labels"][LABEL_TRAINING_JOB]), kwargs, STATUS_COALESCE_SECONDS)
 
 
+@kopf.on.event("v1", "services", labels={LABEL_TRAINING_JOB: kopf.PRESENT})
+async def service_event(body: kopf.Body, namespace: str, **kwargs: Any) -> None:
+    """A multi-node job's headless Service changed or was deleted: its TrainingJob is queued (and re-creates it)."""
+    with metrics.timed("service_event"):
+        _enqueue((namespace, body["metadata"]["labels"][LABEL_TRAINING_JOB]), kwargs, STATUS_COALESCE_SECONDS)
+
+
 @kopf.on.event(KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS)
 async def workload_event(body: kopf.Body, namespace: str, **kwargs: Any) -> None:
     """A Kueue Workload changed (admitted, evicted, preempted, requeued): its Job's TrainingJob is queued (its
@@ -128,9 +165,7 @@ async def workload_event(body: kopf.Body, namespace: str, **kwargs: Any) -> None
     with metrics.timed("workload_event"):
         c = controller()
         obs = Observed.of(kwargs, c.overlay)
-        for ref in (body.get("metadata") or {}).get("ownerReferences") or ():
-            if ref.get("kind") != "Job":
-                continue
+        for ref in workload_jobs(body):
             tj_name = obs.trainingjob_of_job(namespace, ref.get("name"), ref.get("uid"))
             if tj_name is not None:
                 _enqueue((namespace, tj_name), kwargs, STATUS_COALESCE_SECONDS)

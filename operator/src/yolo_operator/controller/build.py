@@ -9,6 +9,9 @@ garbage collector removes them with it:
 * ServiceAccount / Role / RoleBinding ``<name>-trainer``: the pod may ``get`` its own TrainingJob and
   ``get``/``patch`` its ``status`` subresource - that one name, nothing else.
 * Job ``<name>-train``: one pod, ``restartPolicy: Never``, podFailurePolicy from the trainer's exit codes.
+* With ``spec.resources.nodes`` > 1 (multi-node): the Job is an Indexed Job of that many pods (``<job>-<index>``
+  hostnames), and a headless Service ``<name>-rdzv`` (created before the Job) gives them stable DNS names for
+  torchrun's rendezvous at index 0: ``<job>-0.<service>`` (``multi_node_env``, docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from decimal import Decimal
 from typing import Any
 
 from yolo_contract import API_VERSION, GROUP, KIND, MAX_NAME, PLURAL, VERSION, sizing
-from yolo_contract.exitcodes import DISRUPTION, NON_RETRIABLE
+from yolo_contract.exitcodes import DISRUPTION, GANG, NON_RETRIABLE
+from yolo_contract.model_source import HubModel, ModelRef, TrainingJobModel, UriModel, YamlModel
 from yolo_contract.trainer_config import (
+    COLLECTIVE_TIMEOUT_ENV,
     CONFIG_ENV,
     DATA_CONNECTION_KEYS,
     NODE_NAME_ENV,
@@ -31,9 +36,7 @@ from yolo_contract.trainer_config import (
     TrainerConfig,
 )
 
-from yolo_operator.api import ModelSource, TrainingJob
-from yolo_operator.config import OperatorConfig
-from yolo_operator.reasons import (
+from yolo_operator.api.reasons import (
     FAILED,
     REASON_SOURCE_FAILED,
     REASON_SOURCE_HAS_NO_WEIGHTS,
@@ -41,24 +44,34 @@ from yolo_operator.reasons import (
     REASON_WAITING_FOR_SOURCE,
     SUCCEEDED,
 )
+from yolo_operator.api.types import ModelSource, TrainingJob, TrainingJobSpec, gang_stopped
+from yolo_operator.controller import kueue
+from yolo_operator.runtime.config import OperatorConfig
 
 # --- labels and names -----------------------------------------------------------------------------------
 LABEL_TRAINING_JOB = "yolo-operator.io/training-job"
-LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
-# The Kueue Workload API the operator speaks, and the first Kueue release that serves it (v0.15.0, 2025-11;
-# v0.16 stores v1beta2). An older Kueue serves only v1beta1: see reconcile.kueue_unsupported.
-KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS = "kueue.x-k8s.io", "v1beta2", "workloads"
-KUEUE_MIN_RELEASE = "v0.15"
-#: Kueue's WorkloadPriorityClass label: set on the TrainingJob, it is copied to the Job, where Kueue reads it.
-LABEL_KUEUE_PRIORITY = "kueue.x-k8s.io/priority-class"
-KUEUE_PREFIX = "kueue.x-k8s.io/"
 #: Optional label on a TrainingJob naming the operator instance that owns it (YOLO_OPERATOR_INSTANCE);
 #: copied to every child object so each instance watches only its own Jobs and pods.
 LABEL_OPERATOR_INSTANCE = "yolo-operator.io/operator-instance"
+#: The model the Job's trainer starts from (``ModelRef.text``, status.model), written once when the Job is made:
+#: a Job adopted after a crash tells its model by this, not by its trainer's configuration.
+ANNOTATION_MODEL = "yolo-operator.io/model"
 MANAGED_BY = "yolo-operator"
 CONTAINER_NAME = "trainer"
 JOB_SUFFIX = "train"
 RBAC_SUFFIX = "trainer"
+RENDEZVOUS_SUFFIX = "rdzv"
+#: torchrun's (and Kubeflow's) rendezvous port at node 0; the collective's own ports are ephemeral (see docs).
+RENDEZVOUS_PORT = 29500
+#: The label the Job controller puts on an Indexed Job's pods: their index, PET_NODE_RANK (downward API).
+LABEL_COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+LABEL_JOB_NAME = "batch.kubernetes.io/job-name"
+#: torchrun's static rendezvous waits this long for every node (its default is 600 s), then fails: a pod that
+#: never comes (unschedulable, its image not pulled) ends the others' run with PeerLost instead of a hang.
+RENDEZVOUS_TIMEOUT_SECONDS = 600
+#: One collective may wait this long for a rank that stopped answering (Ultralytics sets 3 hours for NCCL): a
+#: peer lost without a closed connection (a node gone dark) is noticed within it.
+COLLECTIVE_TIMEOUT_SECONDS = 600
 
 # --- pod layout ------------------------------------------------------------------------------------------
 WORK_DIR = "/tmp"  # emptyDir: the only writable place besides /dev/shm (readOnlyRootFilesystem)
@@ -87,8 +100,50 @@ def child_name(tj_name: str, suffix: str) -> str:
     return f"{tj_name[:keep].rstrip('-.')}-{digest}-{suffix}"
 
 
-def job_name(tj_name: str) -> str:
-    return child_name(tj_name, JOB_SUFFIX)
+def _dns_label(tj_name: str, suffix: str, limit: int) -> str:
+    """``<tj_name>-<suffix>`` as a DNS label of at most ``limit`` characters: dots (a TrainingJob name may have
+    them) become dashes, and a name that changed or had to be cut carries an 8-hex hash of the full name."""
+    base = tj_name.replace(".", "-")
+    name = f"{base}-{suffix}"
+    if base == tj_name and len(name) <= limit:
+        return name
+    digest = hashlib.sha256(tj_name.encode()).hexdigest()[:8]
+    keep = limit - len(suffix) - len(digest) - 2
+    return f"{base[:keep].rstrip('-')}-{digest}-{suffix}".lstrip("-")
+
+
+def job_name(tj_name: str, nodes: int = 1) -> str:
+    """The Job's name. With several nodes its pods' hostnames are ``<job>-<index>``, DNS labels of 63 characters
+    at most: the name leaves room for the largest index (and has no dots). One node: ``child_name`` as always."""
+    if nodes <= 1:
+        return child_name(tj_name, JOB_SUFFIX)
+    return _dns_label(tj_name, JOB_SUFFIX, MAX_NAME - 1 - len(str(nodes - 1)))
+
+
+def service_name(tj_name: str) -> str:
+    """The headless Service of a multi-node job: a DNS-1035 label (a letter first, as a Service name must be)."""
+    name = _dns_label(tj_name, RENDEZVOUS_SUFFIX, MAX_NAME)
+    return name if name[0].isalpha() else "r-" + _dns_label(tj_name, RENDEZVOUS_SUFFIX, MAX_NAME - 2)
+
+
+def nodes_of(tj: dict[str, Any] | TrainingJob) -> int:
+    """spec.resources.nodes of a TrainingJob, its body or its view (1 when unset or not a number)."""
+    if isinstance(tj, TrainingJob):
+        return tj.spec.resources.nodes
+    spec = tj.get("spec") if isinstance(tj.get("spec"), dict) else {}
+    res = spec.get("resources") if isinstance(spec.get("resources"), dict) else {}
+    n = res.get("nodes")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+
+
+def max_gang_restarts(tj: dict[str, Any] | TrainingJob) -> int:
+    """spec.maxGangRestarts of a TrainingJob, its body or its view (the API's default when unset)."""
+    if isinstance(tj, TrainingJob):
+        return tj.spec.max_gang_restarts
+    spec = tj.get("spec") if isinstance(tj.get("spec"), dict) else {}
+    n = spec.get("maxGangRestarts")
+    default = TrainingJobSpec.model_fields["max_gang_restarts"].default
+    return n if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else default
 
 
 def rbac_name(tj_name: str) -> str:
@@ -159,7 +214,7 @@ RESERVED_PREFIXES: tuple[str, ...] = (
     "job-name",
 )
 #: Keys the operator derives from the spec; a label with the same key on the TrainingJob does not override it.
-_DERIVED_LABELS: frozenset[str] = frozenset({LABEL_KUEUE_QUEUE})
+_DERIVED_LABELS: frozenset[str] = frozenset({kueue.LABEL_KUEUE_QUEUE})
 
 
 def _reserved(key: str) -> bool:
@@ -189,7 +244,7 @@ def propagated_annotations(t: TrainingJob) -> dict[str, str]:
 def pod_template_labels(t: TrainingJob) -> dict[str, str]:
     """Labels of the training pod: the propagated ones but Kueue's (Kueue reads them from the Job; on a pod
     they would ask Kueue's pod integration, where enabled, to manage it too), then the operator's."""
-    user = {k: v for k, v in propagated_labels(t).items() if not k.startswith(KUEUE_PREFIX)}
+    user = {k: v for k, v in propagated_labels(t).items() if not kueue.is_kueue_label(k)}
     return {**user, **labels(t.name, operator_instance(t))}
 
 
@@ -201,21 +256,28 @@ class ModelResolution:
     """``model`` is set when resolved; otherwise ``reason``/``message`` say why and ``terminal`` whether
     waiting can ever help (the source failed) or not."""
 
-    model: str | None
+    model: ModelRef | None
     reason: str = ""
     message: str = ""
     terminal: bool = False
 
 
-def static_model(source: ModelSource) -> str | None:
-    """The model string for hub/uri/yaml sources; None for fromTrainingJob (needs the source's status)."""
-    return source.hub or source.uri or source.yaml
+def static_model(source: ModelSource) -> ModelRef | None:
+    """The trainer's model for hub/uri/yaml sources, of the same kind; None for fromTrainingJob (needs the
+    source's status)."""
+    if source.hub is not None:
+        return HubModel(hub=source.hub)
+    if source.uri is not None:
+        return UriModel(uri=source.uri)
+    if source.yaml is not None:
+        return YamlModel(yaml=source.yaml)
+    return None
 
 
 def starting_model(source: ModelSource, source_tj: dict[str, Any] | None) -> ModelResolution:
     """Resolves ``spec.model`` to what the trainer loads. ``source_tj`` is the TrainingJob named by
     ``fromTrainingJob`` (None when it does not exist); it resolves to its ``status.artifacts.bestWeights``
-    once it Succeeded."""
+    once it Succeeded, with the job itself (namespace, name, uid) and its metrics.json for the lineage."""
     model = static_model(source)
     if model is not None:
         return ModelResolution(model)
@@ -228,7 +290,8 @@ def starting_model(source: ModelSource, source_tj: dict[str, Any] | None) -> Mod
         )
     status = source_tj.get("status") or {}
     phase = status.get("phase")
-    best = (status.get("artifacts") or {}).get("bestWeights")
+    artifacts = status.get("artifacts") if isinstance(status.get("artifacts"), dict) else {}
+    best = artifacts.get("bestWeights")
     if phase == FAILED:
         return ModelResolution(
             None,
@@ -249,7 +312,15 @@ def starting_model(source: ModelSource, source_tj: dict[str, Any] | None) -> Mod
             f"TrainingJob {name!r} succeeded but reports no status.artifacts.bestWeights",
             terminal=True,
         )
-    return ModelResolution(best)
+    meta = source_tj.get("metadata") or {}
+    try:
+        parent = TrainingJobModel(uri=best, namespace=meta.get("namespace") or "default", name=name,
+                                  uid=meta.get("uid"), metrics=artifacts.get("metrics"))  # fmt: skip
+    except ValueError as e:
+        return ModelResolution(None, REASON_SOURCE_HAS_NO_WEIGHTS,
+                               f"TrainingJob {name!r} reports bestWeights {best!r}, not an s3:// URI: {e}",
+                               terminal=True)  # fmt: skip
+    return ModelResolution(parent)
 
 
 _DECIMAL_EXPONENTS = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
@@ -316,7 +387,7 @@ def pod_shm_bytes(t: TrainingJob, config: OperatorConfig) -> int:
 # --- trainer config --------------------------------------------------------------------------------------
 
 
-def build_trainer_config(tj: dict[str, Any] | TrainingJob, config: OperatorConfig, model: str) -> TrainerConfig:
+def build_trainer_config(tj: dict[str, Any] | TrainingJob, config: OperatorConfig, model: ModelRef) -> TrainerConfig:
     """The TrainerConfig the pod receives in $YOLO_TRAINER_CONFIG (credentials are never part of it)."""
     t = _tj(tj)
     s = t.spec
@@ -353,10 +424,13 @@ def build_trainer_config(tj: dict[str, Any] | TrainingJob, config: OperatorConfi
 # --- Job -------------------------------------------------------------------------------------------------
 
 
-def pod_failure_policy() -> dict[str, Any]:
+def pod_failure_policy(nodes: int = 1) -> dict[str, Any]:
     """Non-retriable exit codes fail the Job at once; exit 75 (checkpointed after SIGTERM) and pods with
-    the DisruptionTarget condition (eviction, preemption, drain) are replaced without counting."""
-    return {
+    the DisruptionTarget condition (eviction, preemption, drain) are replaced without counting. With several
+    nodes, exit 23 (PeerLost: this pod's ranks lost a peer in another pod) is replaced without counting too: the
+    lost pod's own end says why (counted or not), and the operator bounds the gang restarts
+    (spec.maxGangRestarts). On one node 23 counts like any failure (no peer can be lost there)."""
+    policy = {
         "rules": [
             {
                 "action": "FailJob",
@@ -377,6 +451,12 @@ def pod_failure_policy() -> dict[str, Any]:
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
         ]
     }
+    if nodes > 1:
+        policy["rules"].insert(2, {
+            "action": "Ignore",
+            "onExitCodes": {"containerName": CONTAINER_NAME, "operator": "In", "values": sorted(GANG)},
+        })  # fmt: skip
+    return policy
 
 
 def _tolerations(t: TrainingJob) -> list[dict[str, Any]]:
@@ -390,7 +470,7 @@ def _tolerations(t: TrainingJob) -> list[dict[str, Any]]:
     return out
 
 
-def _env(t: TrainingJob, config: OperatorConfig, model: str) -> list[dict[str, Any]]:
+def _env(t: TrainingJob, config: OperatorConfig, model: ModelRef) -> list[dict[str, Any]]:
     cfg = build_trainer_config(t, config, model)
     env: list[dict[str, Any]] = [
         {"name": CONFIG_ENV, "value": cfg.to_env_json()},
@@ -423,6 +503,8 @@ def _env(t: TrainingJob, config: OperatorConfig, model: str) -> list[dict[str, A
             env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
     if s3 and s3.ca_bundle:
         env.append({"name": "AWS_CA_BUNDLE", "value": f"{CA_DIR}/{CA_FILE}"})
+    if t.spec.resources.nodes > 1:
+        env += multi_node_env(t)
     if t.spec.resources.gpus == 0:
         # The image says NVIDIA_VISIBLE_DEVICES=all for the NVIDIA runtime; a CPU job must see no GPU at all.
         env.append({"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"})
@@ -432,7 +514,27 @@ def _env(t: TrainingJob, config: OperatorConfig, model: str) -> list[dict[str, A
     return env + list(extra.values())
 
 
-def build_job(tj: dict[str, Any] | TrainingJob, config: OperatorConfig, model: str | None = None) -> dict[str, Any]:
+def multi_node_env(t: TrainingJob) -> list[dict[str, Any]]:
+    """torchrun's settings for one pod of a multi-node job, the ``PET_*`` variables Kubeflow Trainer's torch
+    runtime sets too (the trainer adds PET_NPROC_PER_NODE itself): node count, this pod's node rank (its
+    completion index, from the label the Job controller sets), node 0's stable DNS name through the headless
+    Service, the rendezvous port, and the bounded waits (rendezvous, one collective)."""
+    nodes = t.spec.resources.nodes
+    master = f"{job_name(t.name, nodes)}-0.{service_name(t.name)}"
+    index = {"fieldRef": {"fieldPath": f"metadata.labels['{LABEL_COMPLETION_INDEX}']"}}
+    return [
+        {"name": "PET_NNODES", "value": str(nodes)},
+        {"name": "PET_NODE_RANK", "valueFrom": index},
+        {"name": "PET_MASTER_ADDR", "value": master},
+        {"name": "PET_MASTER_PORT", "value": str(RENDEZVOUS_PORT)},
+        {"name": "PET_RDZV_CONF", "value": f"timeout={RENDEZVOUS_TIMEOUT_SECONDS}"},
+        {"name": COLLECTIVE_TIMEOUT_ENV, "value": str(COLLECTIVE_TIMEOUT_SECONDS)},
+    ]
+
+
+def build_job(
+    tj: dict[str, Any] | TrainingJob, config: OperatorConfig, model: ModelRef | None = None
+) -> dict[str, Any]:
     """The batch/v1 Job running the trainer. ``model`` is the resolved model (see ``starting_model``); it
     may be omitted for hub/uri/yaml sources."""
     t = _tj(tj)
@@ -525,67 +627,52 @@ def build_job(tj: dict[str, Any] | TrainingJob, config: OperatorConfig, model: s
             pod_spec["priorityClassName"] = sched.priority_class_name
 
     # The operator's labels win over the user's; queue-name comes from spec.queueName only.
-    extra_labels = {**propagated_labels(t), **labels(t.name, operator_instance(t))}
-    if s.queue_name:
-        extra_labels[LABEL_KUEUE_QUEUE] = s.queue_name
+    extra_labels = {**propagated_labels(t), **labels(t.name, operator_instance(t)), **kueue.job_labels(s.queue_name)}
     annotations = propagated_annotations(t)
     template_meta: dict[str, Any] = {"labels": pod_template_labels(t)}
     if annotations:
         template_meta["annotations"] = annotations
+    nodes = res.nodes
     job_spec: dict[str, Any] = {
-        "parallelism": 1,
-        "completions": 1,
+        "parallelism": nodes,
+        "completions": nodes,
         "backoffLimit": s.backoff_limit,
-        "podFailurePolicy": pod_failure_policy(),
+        "podFailurePolicy": pod_failure_policy(nodes),
         "podReplacementPolicy": "Failed",  # never two GPU pods at once: replace only after termination
-        # With Kueue the Job starts suspended and Kueue un-suspends it on admission.
-        "suspend": bool(s.suspend or s.queue_name),
+        "suspend": kueue.suspended_at_creation(s.suspend, s.queue_name),
         "template": {"metadata": template_meta, "spec": pod_spec},
     }
+    if nodes > 1:
+        # One pod per index, hostnames <job>-<index> under the headless Service: node 0 is reachable by name
+        # before any pod is ready. A pod lost is recreated for its index (podFailurePolicy), never a second one.
+        job_spec["completionMode"] = "Indexed"
+        pod_spec["subdomain"] = service_name(t.name)
     if s.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = s.active_deadline_seconds
     if s.ttl_seconds_after_finished is not None:
         job_spec["ttlSecondsAfterFinished"] = s.ttl_seconds_after_finished
-    metadata = _metadata(t, job_name(t.name), extra_labels)
-    if annotations:
-        metadata["annotations"] = annotations
+    metadata = _metadata(t, job_name(t.name, nodes), extra_labels)
+    metadata["annotations"] = {**annotations, ANNOTATION_MODEL: model.text}
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
 
 
 def job_mutable_patch(tj: dict[str, Any] | TrainingJob) -> dict[str, Any]:
     """Merge patch carrying the TrainingJob's mutable fields to its Job. With Kueue (queueName) the
     operator leaves the Job's ``suspend`` to Kueue, which unsuspends an admitted Job whatever the user set:
-    spec.suspend goes to the Workload's spec.active instead (``workload_active_patch``)."""
+    spec.suspend goes to the Workload's spec.active instead (``kueue.workload_active_patch``)."""
     if isinstance(tj, TrainingJob):
         s = tj.spec
         deadline, ttl, suspend, queue = s.active_deadline_seconds, s.ttl_seconds_after_finished, s.suspend, s.queue_name
+        stopped = False
     else:  # a full body or the operator's compact view (status.trainingjob_view keeps these fields)
         raw = tj.get("spec") if isinstance(tj.get("spec"), dict) else {}
         deadline, ttl = raw.get("activeDeadlineSeconds"), raw.get("ttlSecondsAfterFinished")
         suspend, queue = raw.get("suspend") is True, raw.get("queueName")
+        stopped = gang_stopped(tj)
     spec: dict[str, Any] = {"activeDeadlineSeconds": deadline, "ttlSecondsAfterFinished": ttl}
     if not queue:
-        spec["suspend"] = suspend
+        spec["suspend"] = suspend or stopped  # a gang failed by the operator stays stopped
     return {"spec": spec}
-
-
-def workload_active_patch(tj: dict[str, Any] | TrainingJob, workload: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Merge patch for the Kueue Workload of a TrainingJob with spec.queueName, or None when it already
-    agrees. Kueue documents deactivation (Workload spec.active: false) as the way to stop a queued workload:
-    Kueue evicts it, suspends the Job and keeps it out of the queue; spec.active: true hands it back to
-    Kueue, which requeues it and unsuspends the Job once admitted. Setting the Job's own suspend instead
-    would be undone by Kueue for an admitted Workload."""
-    if isinstance(tj, TrainingJob):
-        queue, suspend = tj.spec.queue_name, tj.spec.suspend
-    else:  # a full body or the operator's compact view (status.trainingjob_view keeps these two fields)
-        spec = tj.get("spec") if isinstance(tj.get("spec"), dict) else {}
-        queue, suspend = spec.get("queueName"), spec.get("suspend") is True
-    if not queue or not workload:
-        return None
-    active = not suspend
-    if ((workload.get("spec") or {}).get("active", True) is not False) == active:
-        return None
-    return {"spec": {"active": active}}
 
 
 # --- per-job RBAC ----------------------------------------------------------------------------------------
@@ -634,6 +721,40 @@ def build_role_binding(tj: dict[str, Any] | TrainingJob) -> dict[str, Any]:
     }
 
 
-def build_children(tj: dict[str, Any] | TrainingJob, config: OperatorConfig, model: str) -> list[dict[str, Any]]:
-    """Everything to create, in creation order (the Job last, so its pod finds its ServiceAccount)."""
-    return [build_service_account(tj, config), build_role(tj), build_role_binding(tj), build_job(tj, config, model)]
+def build_service(tj: dict[str, Any] | TrainingJob) -> dict[str, Any]:
+    """The headless Service of a multi-node job: DNS names ``<job>-<index>.<service>`` for its pods, published
+    before they are ready (the rendezvous happens before any readiness), selecting only this Job's pods. Built
+    from the TrainingJob, its body or the operator's compact view (re-created from that when deleted)."""
+    meta = tj.metadata if isinstance(tj, TrainingJob) else (tj.get("metadata") or {})
+    name, uid = meta["name"], meta.get("uid")
+    if not uid:
+        raise ValueError("the TrainingJob has no metadata.uid; owner references need one")
+    owner = {"apiVersion": API_VERSION, "kind": KIND, "name": name, "uid": uid, "controller": True,
+             "blockOwnerDeletion": True}  # fmt: skip
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": service_name(name),
+            "namespace": meta.get("namespace") or "default",
+            "labels": labels(name, operator_instance(tj)),
+            "ownerReferences": [owner],
+        },
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {LABEL_JOB_NAME: job_name(name, nodes_of(tj))},
+            "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT, "protocol": "TCP"}],
+        },
+    }
+
+
+def build_children(
+    tj: dict[str, Any] | TrainingJob, config: OperatorConfig, model: ModelRef | None = None
+) -> list[dict[str, Any]]:
+    """Everything to create, in creation order (the Job last, so its pod finds its ServiceAccount and, with
+    several nodes, its Service)."""
+    t = _tj(tj)
+    service = [build_service(t)] if t.spec.resources.nodes > 1 else []
+    rbac = [build_service_account(t, config), build_role(t), build_role_binding(t)]
+    return [*rbac, *service, build_job(t, config, model)]

@@ -7,12 +7,13 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from yolo_contract.trainer_config import reserved_env_problem
 
-from yolo_operator.api import QUANTITY
+from yolo_operator.api.types import QUANTITY
 
 DEFAULT_TRAINER_IMAGE = "ghcr.io/yolo-operator/yolo-trainer:0.1.0"
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 class OperatorConfig(BaseModel):
@@ -67,6 +68,70 @@ class OperatorConfig(BaseModel):
         "names are fetched from <prefix>/<name> before the internet is tried.",
     )
 
+    leader_election: bool = Field(
+        False,
+        description="Run as one of several replicas ($YOLO_OPERATOR_LEADER_ELECTION, the chart's "
+        "leaderElection.enabled): only the holder of a coordination.k8s.io Lease reconciles "
+        "(yolo_operator.runtime.leader). "
+        "Off: this process reconciles alone, as one replica must.",
+    )
+    leader_election_namespace: str | None = Field(
+        None,
+        description="Namespace of the Lease ($YOLO_OPERATOR_LEADER_ELECTION_NAMESPACE; the chart sets the "
+        "pod's own). Unset: the ServiceAccount's namespace when in a pod.",
+    )
+    leader_election_id: str | None = Field(
+        None,
+        description="Name of the Lease ($YOLO_OPERATOR_LEADER_ELECTION_ID; the chart sets the release's full "
+        "name). Unset: yolo-operator, or yolo-operator-<instance>.",
+    )
+    pod_name: str | None = Field(
+        None, description="This pod's name ($YOLO_OPERATOR_POD_NAME, downward API): the Lease holder's prefix."
+    )
+    lease_duration_seconds: float = Field(
+        15, gt=0, description="How long a standby waits after the lease's last renew before taking it over."
+    )
+    renew_deadline_seconds: float = Field(
+        10, gt=0, description="How long the leader keeps trying to renew before it exits (crash-only)."
+    )
+    retry_period_seconds: float = Field(2, gt=0, description="How often the leader renews and standbys look.")
+
+    @model_validator(mode="after")
+    def _election_timing(self) -> OperatorConfig:
+        if not self.leader_election:
+            return self
+        from yolo_operator.runtime.lease import Timing
+
+        problem = Timing(self.lease_duration_seconds, self.renew_deadline_seconds, self.retry_period_seconds).problem()
+        if problem:
+            raise ValueError(f"leader election: {problem} (the chart's leaderElection.* values)")
+        return self
+
+    def timing(self) -> Any:
+        """The election's durations (a yolo_operator.runtime.lease.Timing)."""
+        from yolo_operator.runtime.lease import Timing
+
+        return Timing(self.lease_duration_seconds, self.renew_deadline_seconds, self.retry_period_seconds)
+
+    @property
+    def lease_name(self) -> str:
+        if self.leader_election_id:
+            return self.leader_election_id
+        return f"yolo-operator-{self.instance}" if self.instance else "yolo-operator"
+
+    def lease_namespace(self, sa_namespace_file: str = SERVICE_ACCOUNT_NAMESPACE) -> str:
+        """The Lease's namespace; a clear error when none is known (outside a pod, unset)."""
+        if self.leader_election_namespace:
+            return self.leader_election_namespace
+        try:
+            with open(sa_namespace_file) as f:
+                return f.read().strip()
+        except OSError:
+            raise ValueError(
+                "leader election needs the Lease's namespace: set YOLO_OPERATOR_LEADER_ELECTION_NAMESPACE "
+                "(outside a pod there is no ServiceAccount namespace to default to)"
+            ) from None
+
     @field_validator("trainer_env")
     @classmethod
     def _env_names(cls, v: tuple[dict[str, Any], ...]) -> tuple[dict[str, Any], ...]:
@@ -102,6 +167,7 @@ class OperatorConfig(BaseModel):
             ("read_only_root_filesystem", "YOLO_OPERATOR_READ_ONLY_ROOT_FS"),
             ("offline", "YOLO_OPERATOR_OFFLINE"),
             ("simulated_gpus", "YOLO_OPERATOR_SIMULATED_GPUS"),
+            ("leader_election", "YOLO_OPERATOR_LEADER_ELECTION"),
         ):
             if env.get(var):
                 values[key] = env[var].strip().lower() in ("1", "true", "yes", "on")
@@ -116,8 +182,28 @@ class OperatorConfig(BaseModel):
             values["default_scratch_size"] = env["YOLO_OPERATOR_DEFAULT_SCRATCH_SIZE"].strip()
         if env.get("YOLO_OPERATOR_HUB_MIRROR"):
             values["hub_mirror"] = env["YOLO_OPERATOR_HUB_MIRROR"].strip()
+        for key, var in (
+            ("leader_election_namespace", "YOLO_OPERATOR_LEADER_ELECTION_NAMESPACE"),
+            ("leader_election_id", "YOLO_OPERATOR_LEADER_ELECTION_ID"),
+            ("pod_name", "YOLO_OPERATOR_POD_NAME"),
+        ):
+            if env.get(var, "").strip():
+                values[key] = env[var].strip()
+        for key, var in (
+            ("lease_duration_seconds", "YOLO_OPERATOR_LEASE_DURATION_SECONDS"),
+            ("renew_deadline_seconds", "YOLO_OPERATOR_RENEW_DEADLINE_SECONDS"),
+            ("retry_period_seconds", "YOLO_OPERATOR_RETRY_PERIOD_SECONDS"),
+        ):
+            if env.get(var, "").strip():
+                values[key] = float(env[var])
         return cls.model_validate(values)
 
     @property
     def clusterwide(self) -> bool:
         return not self.namespaces
+
+    @property
+    def namespaces_named(self) -> bool:
+        """Every watched namespace is named outright (no kopf glob or negation such as ``team-*``, ``!kube-*``):
+        nothing to discover by listing namespaces."""
+        return bool(self.namespaces) and not any(set(n) & set("*?[]!") for n in self.namespaces)

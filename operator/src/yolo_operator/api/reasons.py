@@ -80,6 +80,9 @@ REASON_BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
 REASON_JOB_FAILED = "JobFailed"  # the Job failed and no pod told us why
 REASON_JOB_DELETED = "JobDeleted"  # the Job disappeared before finishing
 REASON_OOM_KILLED = "OOMKilled"  # the kernel killed the container (exit 137 with reason OOMKilled)
+# A multi-node gang restarted more than spec.maxGangRestarts times: the operator fails the TrainingJob and keeps
+# its Job suspended (with Kueue: its Workload deactivated), so no pod holds a GPU any longer
+REASON_GANG_RESTART_LIMIT = "GangRestartLimitExceeded"
 
 # Kubernetes Event reasons posted on the TrainingJob
 EVENT_JOB_CREATED = "JobCreated"

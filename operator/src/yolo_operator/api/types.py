@@ -1,6 +1,6 @@
 """The TrainingJob API (``yolo-operator.io/v1alpha1``) as pydantic models.
 
-These models are the single source of truth: ``yolo_operator.crd`` generates the CustomResourceDefinition
+These models are the single source of truth: ``yolo_operator.gen.crd`` generates the CustomResourceDefinition
 (structural OpenAPI v3 schema and CEL rules) from them, and the operator parses TrainingJobs with them.
 Field constraints (patterns, ranges, lengths) are pydantic's and become the CRD's OpenAPI constraints, so
 both check them; rules that need CEL (``x-kubernetes-validations``) are declared once, beside their field,
@@ -19,14 +19,17 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 from yolo_contract import API_VERSION, KIND, MAX_NAME
 from yolo_contract.base import Model as _Model
-from yolo_contract.exports import EXPORT_FORMATS
+from yolo_contract.exports import ExportFormat
+from yolo_contract.model_source import HUB_DESCRIPTION, HUB_MODEL, MODEL_YAML, URI_DESCRIPTION, YAML_DESCRIPTION
 from yolo_contract.progress import TrainerReport
-from yolo_contract.trainer_config import DATA_CONNECTION_KEYS, RESERVED_ENV, RESERVED_ENV_PREFIX
+from yolo_contract.trainer_config import DATA_CONNECTION_KEYS, RESERVED_ENV, RESERVED_ENV_PREFIXES
 from yolo_contract.training import ARCHIVE_SUFFIXES, Rule, S3Endpoint, TrainingSpec, auto_batch, cel, rules
 
-from yolo_operator.reasons import PHASES, Phase
+from yolo_operator.api.reasons import COND_FAILED, FAILED, PHASES, REASON_GANG_RESTART_LIMIT, Phase
 
-__all__ = ["API_VERSION", "MAX_NAME", "TrainingSpec"]
+# ExportFormat: the Ultralytics export formats (``yolo export format=...``) the trainer image can produce
+# (``yolo_contract.exports``, the trainer's config's type too); admission refuses any other, naming it.
+__all__ = ["API_VERSION", "MAX_NAME", "ExportFormat", "TrainingSpec"]
 
 # --- patterns (RE2-compatible: the same text is used by the API server and by Python's re) -------------
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -36,8 +39,6 @@ QUANTITY = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[mkMGTPE])?$"
 #: A quantity of zero (``0``, ``0.0Gi``): no size at all, for fields where that cannot be meant.
 ZERO_QUANTITY = r"^(0+(\.0*)?|\.0+)([KMGTPE]i|[mkMGTPE])?$"
 CONFIG_KEY = r"^[-._a-zA-Z0-9]+$"
-HUB_MODEL = r"^[A-Za-z0-9][A-Za-z0-9._-]*\.pt$"
-MODEL_YAML = r"^[A-Za-z0-9][A-Za-z0-9._/-]*\.ya?ml$"
 S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
 #: A key (prefix) relative to a data connection's bucket: no scheme, no leading slash.
 BUCKET_KEY = r"^[^/\s][^\s]*$"
@@ -54,9 +55,9 @@ LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 UNSUPPORTED_ARCHIVE = r"\.(rar|7z|gz|bz2|xz|zst|lz4)$"
 
 MAX_URI = 1024
-#: The Ultralytics export formats (``yolo export format=...``) the trainer image can produce
-#: (``yolo_contract.exports``); admission refuses any other, naming it.
-ExportFormat = Literal[EXPORT_FORMATS]  # type: ignore[valid-type]
+#: Most pods of one multi-node TrainingJob (spec.resources.nodes): a pod's hostname is its Job's name and its
+#: index (``<job>-<index>``), a DNS label of 63 characters at most (builders.job_name leaves room for two digits).
+MAX_NODES = 64
 #: spec fields that may change after creation; every other spec field is immutable (CEL transition rules).
 MUTABLE_SPEC_FIELDS: tuple[str, ...] = ("suspend", "activeDeadlineSeconds", "ttlSecondsAfterFinished", "stop")
 
@@ -87,11 +88,26 @@ OUTPUT_URI = Rule(
 )
 AUTOBATCH_ONE_GPU = Rule(
     "!has(self.training) || !has(self.training.batch) || self.training.batch >= 1.0 "
-    "|| (has(self.resources) && has(self.resources.gpus) && self.resources.gpus == 1)",
+    "|| (has(self.resources) && has(self.resources.gpus) && self.resources.gpus == 1 "
+    "&& (!has(self.resources.nodes) || self.resources.nodes == 1))",
     "spec.training.batch: AutoBatch (-1 or a fraction in (0, 1)) measures one GPU's memory, so it needs "
-    "spec.resources.gpus 1; set a whole batch for CPU or several GPUs (Ultralytics refuses it with DDP and uses "
-    "16 on CPU)",
-    lambda spec: not auto_batch(spec.training.batch) or spec.resources.gpus == 1,
+    "spec.resources.gpus 1 on one node; set a whole batch for CPU, several GPUs or several nodes (Ultralytics "
+    "refuses it with DDP and uses 16 on CPU)",
+    lambda spec: not auto_batch(spec.training.batch) or (spec.resources.gpus == 1 and spec.resources.nodes == 1),
+)
+#: spec.training.batch is the global batch: every rank of every node takes batch / world size of it.
+BATCH_PER_NODE = Rule(
+    "!has(self.resources) || !has(self.resources.nodes) || self.resources.nodes == 1 || !has(self.training) "
+    "|| !has(self.training.batch) || self.training.batch < 1.0 "
+    "|| self.training.batch >= double(self.resources.nodes * (has(self.resources.gpus) && self.resources.gpus > 0 "
+    "? self.resources.gpus : 1))",
+    "spec.training.batch is the total batch of all nodes, split across their ranks: with spec.resources.nodes > 1 "
+    "it must be at least nodes x gpus (nodes on CPU), or some rank would get no image",
+    lambda spec: (
+        spec.resources.nodes == 1
+        or auto_batch(spec.training.batch)
+        or spec.training.batch >= spec.resources.nodes * max(1, spec.resources.gpus)
+    ),
 )
 NAME_LENGTH = Rule(
     f"self.metadata.name.size() <= {MAX_NAME}",
@@ -113,12 +129,12 @@ class ModelSource(_Model):
         None,
         max_length=128,
         pattern=HUB_MODEL,
-        description="Pretrained weights by Ultralytics name, e.g. yolov8n.pt or yolo11s.pt.",
+        description=HUB_DESCRIPTION,
     )
     uri: str | None = Field(
         None,
         max_length=MAX_URI,
-        description="s3:// or https:// URI of a .pt weights file.",
+        description=URI_DESCRIPTION,
         json_schema_extra=rules(
             cel(
                 "self.startsWith('s3://') || self.startsWith('https://')",
@@ -131,7 +147,7 @@ class ModelSource(_Model):
         None,
         max_length=256,
         pattern=MODEL_YAML,
-        description="Model architecture YAML (e.g. yolov8n.yaml): train from scratch, no pretrained weights.",
+        description=YAML_DESCRIPTION,
     )
     from_training_job: str | None = Field(
         None,
@@ -207,7 +223,18 @@ class ResourcesSpec(_Model):
         )
     )
 
-    gpus: int = Field(1, ge=0, le=64, description="GPUs for the pod; 0 trains on CPU.")
+    gpus: int = Field(1, ge=0, le=64, description="GPUs for the pod (for each pod, with nodes > 1); 0 trains on CPU.")
+    nodes: int = Field(
+        1,
+        ge=1,
+        le=MAX_NODES,
+        description="Pods (nodes) the training runs on, each with gpus GPUs and the cpu, memory and scratch "
+        "above: one DDP world of nodes x gpus ranks (nodes x 1 on CPU, with gloo). 1: one pod, as a plain Job. "
+        "More: an Indexed Job of that many pods plus a headless Service for their rendezvous (TCP port 29500, "
+        "pod to pod; docs/distributed.md says what the network must allow). The pods run as a gang: one lost, "
+        "evicted or preempted restarts them all from the newest checkpoint, not counted as a failure, at most "
+        "spec.maxGangRestarts times. With Kueue the whole gang is admitted at once or not at all.",
+    )
     gpu_resource_name: str = Field(
         "nvidia.com/gpu",
         max_length=253,
@@ -317,9 +344,11 @@ class EnvVar(_Model):
     model_config = ConfigDict(
         json_schema_extra=rules(
             cel(
-                f"!(self.name in {list(RESERVED_ENV)}) && !self.name.startsWith('{RESERVED_ENV_PREFIX}')",
-                "spec.env[].name: the operator sets this variable for the trainer (reserved: "
-                + ", ".join(RESERVED_ENV) + f", {RESERVED_ENV_PREFIX}*)",
+                f"!(self.name in {list(RESERVED_ENV)}) && "
+                + " && ".join(f"!self.name.startsWith('{p}')" for p in RESERVED_ENV_PREFIXES),
+                "spec.env[].name: the operator sets this variable for the trainer, or torch's launcher for its ranks "
+                "(reserved: "
+                + ", ".join([*RESERVED_ENV, *(f"{p}*" for p in RESERVED_ENV_PREFIXES)]) + ")",
             ),
             cel("!(has(self.value) && has(self.valueFrom))", "spec.env[]: set value or valueFrom, not both"),
         )
@@ -409,12 +438,13 @@ class TrainingJobSpec(_Model):
             _relative_needs_data_connection("dataset", "s3://bucket/prefix/ or s3://bucket/dataset.zip"),
             _relative_needs_data_connection("output", "s3://bucket/prefix/"),
             AUTOBATCH_ONE_GPU,
+            BATCH_PER_NODE,
         )
     )
 
     @model_validator(mode="after")
     def _autobatch(self) -> TrainingJobSpec:
-        return AUTOBATCH_ONE_GPU.validate(self)
+        return BATCH_PER_NODE.validate(AUTOBATCH_ONE_GPU.validate(self))
 
     model: ModelSource = Field(..., description="Starting weights or architecture.")
     dataset: str = Field(
@@ -486,6 +516,15 @@ class TrainingJobSpec(_Model):
     backoff_limit: int = Field(
         3, ge=0, le=100, description="Retries after retriable failures (disruptions do not count)."
     )
+    max_gang_restarts: int = Field(
+        5,
+        ge=0,
+        le=100,
+        description="With resources.nodes > 1: how many times the gang may restart (all its pods replaced and "
+        "resumed from the newest checkpoint after one was lost, evicted, preempted or failed); one more fails the "
+        "TrainingJob with GangRestartLimitExceeded. Restarts after a disruption do not count against "
+        "backoffLimit (that counts the trainer's retriable failures); this bounds them all. Unused with one node.",
+    )
     active_deadline_seconds: int | None = Field(
         None, ge=1, description="Wall-clock limit of the whole job, retries included. Mutable."
     )
@@ -545,7 +584,7 @@ class Condition(_Model):
         ...,
         max_length=1024,
         pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
-        description="CamelCase reason (see yolo_operator.reasons).",
+        description="CamelCase reason (see yolo_operator.api.reasons).",
     )
     message: str = Field("", max_length=32768, description="Human-readable details.")
     last_transition_time: str = Field(
@@ -602,9 +641,20 @@ class TrainingJobStatus(TrainerReport):
         description="When the Job finished (RFC 3339).",
         json_schema_extra={"format": "date-time"},
     )
-    restart_count: int | None = Field(None, ge=0, description="Pods replaced after failures or disruptions.")
+    restart_count: int | None = Field(
+        None,
+        ge=0,
+        description="Pods replaced after failures or disruptions; with resources.nodes > 1, gang restarts (node "
+        "0's pod replaced: the whole gang resumed from the newest checkpoint).",
+    )
     pod_name: str | None = Field(
-        None, max_length=253, description="The Job's newest pod: the one training now, or the last one that did."
+        None,
+        max_length=253,
+        description="The Job's newest pod: the one training now, or the last one that did (with several nodes, "
+        "node 0's: global rank 0, which reports progress).",
+    )
+    size: str | None = Field(
+        None, max_length=32, description="With resources.nodes > 1: nodes x GPUs per node, e.g. 2x4 GPU (2x CPU)."
     )
     job_name: str | None = Field(None, max_length=MAX_NAME, description="Name of the batch/v1 Job.")
     model: str | None = Field(None, max_length=MAX_URI, description="The resolved model the trainer loads.")
@@ -657,7 +707,7 @@ class TrainingJob(_Model):
 #: Types of the operator-owned status fields, as the handlers read them back.
 _STATUS_TYPES: dict[str, type] = {
     "phase": str, "conditions": list, "observedGeneration": int, "startTime": str, "completionTime": str,
-    "restartCount": int, "podName": str, "jobName": str, "model": str, "kueue": dict,
+    "restartCount": int, "podName": str, "jobName": str, "model": str, "kueue": dict, "size": str,
 }  # fmt: skip
 
 
@@ -680,6 +730,16 @@ def clean_status(status: Any) -> dict[str, Any]:
             continue
         out[key] = value
     return out
+
+
+def gang_stopped(tj: dict[str, Any]) -> bool:
+    """The operator failed this multi-node TrainingJob for too many gang restarts (a view or a body): its Job is
+    kept suspended (or its Kueue Workload inactive) so that no pod starts again."""
+    status = tj.get("status") if isinstance(tj.get("status"), dict) else {}
+    if status.get("phase") != FAILED:
+        return False
+    return any(c.get("type") == COND_FAILED and c.get("reason") == REASON_GANG_RESTART_LIMIT
+               for c in status.get("conditions") or () if isinstance(c, dict))  # fmt: skip
 
 
 def describe_errors(error: ValidationError, limit: int = 5) -> str:

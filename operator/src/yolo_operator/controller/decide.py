@@ -18,24 +18,22 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from yolo_operator import reasons as R
-from yolo_operator.api import TrainingJob, describe_errors
-from yolo_operator.builders import (
-    KUEUE_GROUP,
-    KUEUE_MIN_RELEASE,
-    KUEUE_VERSION,
+from yolo_operator.api import reasons as R
+from yolo_operator.api.types import TrainingJob, describe_errors
+from yolo_operator.controller.build import (
     build_job,
     build_role,
     build_role_binding,
+    build_service,
     build_service_account,
+    gang_stopped,
     job_mutable_patch,
     job_name,
+    nodes_of,
     operator_instance,
     starting_model,
-    workload_active_patch,
 )
-from yolo_operator.config import OperatorConfig
-from yolo_operator.status import (
+from yolo_operator.controller.derive import (
     ca_bundle_ref,
     derive_status,
     job_created_status,
@@ -45,6 +43,8 @@ from yolo_operator.status import (
     set_condition,
     waiting_for_model_status,
 )
+from yolo_operator.controller.kueue import kueue_unsupported, workload_active_patch
+from yolo_operator.runtime.config import OperatorConfig
 
 # A spec.model.fromTrainingJob whose source has no weights yet is looked at again this often.
 WAIT_FOR_SOURCE_SECONDS = 15.0
@@ -76,9 +76,11 @@ class Snapshot:
     pods: tuple[dict[str, Any], ...] = ()  # its Job's pods (views)
     workload: dict[str, Any] | None = None  # its Job's Kueue Workload (with spec.queueName)
     source: dict[str, Any] | None = None  # spec.model.fromTrainingJob's TrainingJob, while a Job is to be made
+    # (or adopted from the previous release, which wrote no model annotation on it: adopted_model)
     missing_ca_bundle: str | None = None  # why the newest pod cannot mount spec.s3.caBundle, if it cannot
     refused: str | None = None  # the API server's newest message refusing its Job's pod, while it has none
     kueue_served: tuple[str, ...] | None = None  # the Kueue versions the cluster serves; None: no Kueue
+    service: dict[str, Any] | None = None  # a multi-node job's headless Service (a view), None: not there
     now: str = field(default_factory=now_rfc3339)
 
 
@@ -110,7 +112,8 @@ def decide(s: Snapshot, config: OperatorConfig) -> Plan:
     if (tj.get("metadata") or {}).get("deletionTimestamp"):
         return Plan("skipped: being deleted")  # the garbage collector removes its children
     status = tj.get("status") or {}
-    jname = job_name(s.name)
+    nodes = nodes_of(tj)
+    jname = job_name(s.name, nodes)
     uid = (tj.get("metadata") or {}).get("uid")
     job = s.job
     if job is None and status.get("jobName") and status.get("phase") not in R.TERMINAL_PHASES:
@@ -134,6 +137,8 @@ def decide(s: Snapshot, config: OperatorConfig) -> Plan:
         except ValidationError as e:
             return invalid_spec(tj, f"invalid TrainingJob: {describe_errors(e)}", s.now)
         rbac = (build_service_account(t, config), build_role(t), build_role_binding(t))
+        if nodes > 1 and not service_present(s):
+            rbac = (*rbac, build_service(t))  # before the Job: its pods' rendezvous name must resolve
         if job is None:
             if t.spec.queue_name and (why := kueue_unsupported(s.kueue_served)) is not None:
                 return _kueue_unsupported(tj, why, s.now)
@@ -141,14 +146,26 @@ def decide(s: Snapshot, config: OperatorConfig) -> Plan:
             if res.model is None:
                 return _waiting_for_model(s, tj, res.reason, res.message, terminal=res.terminal)
             # RBAC first, so that the pod finds its ServiceAccount; then the Job. The status that records the
-            # Job is written by this reconcile once it exists (decide_status on the Job as created).
-            return Plan(f"create Job {jname}", create=(*rbac, build_job(t, config, res.model)), model=res.model,
+            # Job is written by this reconcile once it exists (decide_status on the Job as created), or, while
+            # other keys wait (a burst), by the key's next run (act: creates first).
+            return Plan(f"create Job {jname}", create=(*rbac, build_job(t, config, res.model)), model=res.model.text,
                         requeue_after=recheck_after(status, tj))  # fmt: skip
         create = rbac  # a Job made before a crash, not recorded yet: adopted (its RBAC made sure of)
+    elif nodes > 1 and job is not None and not service_present(s) and status.get("phase") not in R.TERMINAL_PHASES:
+        # Deleted by hand (or never made, by an older operator): the pods' names resolve through it, so a gang
+        # restart would never meet again without it.
+        create = (build_service(tj),)
 
-    status_patch = decide_status(s)
-    job_patch, workload_patch, events = _mutable(tj, job, s.workload)
-    outcome = "adopt Job" if create else ("in sync" if not (status_patch or job_patch or workload_patch) else "sync")
+    # A gang failed for too many restarts keeps its status (a suspended Job would show Suspended); the Job stays
+    # suspended (with Kueue: its Workload inactive) so that its GPUs are free.
+    status_patch = {} if gang_stopped(tj) else decide_status(s)
+    after = {**tj, "status": {**status, **status_patch}}
+    job_patch, workload_patch, events = _mutable(after, job, s.workload)
+    changed = status_patch or job_patch or workload_patch
+    if len(create) == 1 and create[0]["kind"] == "Service":
+        outcome = "re-create Service for"
+    else:
+        outcome = "adopt Job" if create else ("sync" if changed else "in sync")
     return Plan(
         f"{outcome} {jname}",
         create=create,
@@ -172,9 +189,10 @@ def decide_status(s: Snapshot) -> dict[str, Any]:
     recorded: dict[str, Any] = {}
     if not status.get("jobName"):
         # This reconcile (or one before a crash) created the Job: this write records it, with what it shows
-        if not job.get("model") or job["metadata"].get("name") != job_name(s.name):
+        model = job.get("model") or adopted_model(s)
+        if not model or job["metadata"].get("name") != job_name(s.name, nodes_of(tj)):
             return {}
-        recorded = job_created_status(tj, job["metadata"]["name"], job["model"], s.now)
+        recorded = job_created_status(tj, job["metadata"]["name"], model, s.now)
         tj = {**tj, "status": {**status, **recorded}}
     if pods_lag(job, s.pods):
         return {}  # the pod watch is behind the Job's (a new pod counted, not yet seen): its event follows
@@ -182,6 +200,21 @@ def decide_status(s: Snapshot) -> dict[str, Any]:
     derived = derive_status(tj, job, list(s.pods), now=s.now, missing_volume=s.missing_ca_bundle, workload=workload,
                             refused=s.refused)  # fmt: skip
     return {**recorded, **derived}
+
+
+def adopted_model(s: Snapshot) -> str | None:
+    """The model of a Job made by the previous operator release, which wrote no model annotation on it
+    (``build.ANNOTATION_MODEL``): what the spec resolves to now (a fromTrainingJob source's weights do not
+    change once it Succeeded). None while that cannot be said (no body, a spec that does not parse, the source
+    not read)."""
+    if s.tj is None or s.body is None:
+        return None
+    try:
+        t = TrainingJob.from_body(whole(s.tj, s.body))
+    except ValidationError:
+        return None
+    resolved = starting_model(t.spec.model, s.source).model
+    return resolved.text if resolved is not None else None
 
 
 def invalid_spec(tj: dict[str, Any], message: str, now: str) -> Plan:
@@ -200,28 +233,6 @@ def invalid_spec(tj: dict[str, Any], message: str, now: str) -> Plan:
         status_must_land=False,
         events=(Event("Warning", "InvalidSpec", message),),
     )
-
-
-def served_versions(api_group: Mapping[str, Any] | None) -> tuple[str, ...] | None:
-    """The versions an APIGroup discovery document (GET /apis/<group>) lists; None without one (404: the group
-    is not installed)."""
-    if api_group is None:
-        return None
-    versions = api_group.get("versions") or ()
-    return tuple(v["version"] for v in versions if isinstance(v, Mapping) and isinstance(v.get("version"), str))
-
-
-def kueue_unsupported(served: tuple[str, ...] | None) -> str | None:
-    """Why a TrainingJob with spec.queueName cannot run here, or None. Only a Kueue that serves no
-    KUEUE_VERSION is refused: without Kueue (None) the Job is created suspended as before and shows Queued
-    until a Kueue admits it. An older Kueue would admit the Job without the operator seeing its Workload
-    (no Queued phase, spec.suspend not applied): the Job is not created, and the condition says why."""
-    if served is None or KUEUE_VERSION in served:
-        return None
-    have = ", ".join(f"{KUEUE_GROUP}/{v}" for v in served) or "no version"
-    return (f"spec.queueName needs Kueue {KUEUE_MIN_RELEASE} or newer ({KUEUE_GROUP}/{KUEUE_VERSION} Workloads); "
-            f"this cluster's Kueue serves {have}. The Job is not created: upgrade Kueue, then restart the operator "
-            "(it reads the served versions when it starts)")  # fmt: skip
 
 
 def _kueue_unsupported(tj: dict[str, Any], message: str, now: str) -> Plan:
@@ -299,6 +310,11 @@ def pods_lag(job: dict[str, Any], pods: tuple[dict[str, Any], ...] | list[dict[s
         and not (p.get("metadata") or {}).get("deletionTimestamp")
     ]
     return int(jst.get("active") or 0) > len(live)
+
+
+def service_present(s: Snapshot) -> bool:
+    """The snapshot shows the TrainingJob's own headless Service."""
+    return s.service is not None and owned_by(s.service, ((s.tj or {}).get("metadata") or {}).get("uid"))
 
 
 def owned_by(obj: Mapping[str, Any], uid: str | None) -> bool:

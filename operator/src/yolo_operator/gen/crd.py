@@ -1,8 +1,8 @@
-"""Generates the TrainingJob CustomResourceDefinition from the pydantic models in ``yolo_operator.api``.
+"""Generates the TrainingJob CustomResourceDefinition from the pydantic models in ``yolo_operator.api.types``.
 
-    python -m yolo_operator.crd            # print the CRD as YAML
-    python -m yolo_operator.crd --write    # write manifests/crd/ and charts/yolo-operator/files/crd/
-    python -m yolo_operator.crd --check    # exit 1 when a committed copy differs from the generated CRD
+    python -m yolo_operator.gen.crd            # print the CRD as YAML
+    python -m yolo_operator.gen.crd --write    # write manifests/crd/ and charts/yolo-operator/files/crd/
+    python -m yolo_operator.gen.crd --check    # exit 1 when a committed copy differs from the generated CRD
 
 The pydantic JSON schema is turned into a *structural* OpenAPI v3 schema: every ``$ref`` is inlined,
 ``Optional[X]`` (``anyOf: [X, null]``) becomes plain ``X`` (optional = not in ``required``; an explicit
@@ -25,14 +25,14 @@ from yolo_contract import GROUP, KIND, PLURAL, VERSION
 from yolo_contract.generated import generator_main
 from yolo_contract.training import cel
 
-from yolo_operator.api import MUTABLE_SPEC_FIELDS, NAME_LENGTH, TrainingJobSpec, TrainingJobStatus
+from yolo_operator.api.types import MUTABLE_SPEC_FIELDS, NAME_LENGTH, TrainingJobSpec, TrainingJobStatus
 
 SINGULAR = "trainingjob"
 SHORT_NAMES = ["tj"]
 CATEGORIES = ["yolo"]
 CRD_NAME = f"{PLURAL}.{GROUP}"
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[4]  # operator/src/yolo_operator/gen/crd.py
 CRD_PATHS = (
     Path("manifests/crd/trainingjobs.yaml"),
     # Not the chart's crds/ (helm installs those once and never upgrades them): templates/crd.yaml renders
@@ -169,6 +169,8 @@ PRINTER_COLUMNS = [
      "description": "Estimated time to the end of training."},
     {"name": "Test mAP50-95", "type": "number", "jsonPath": ".status.testMetrics.map50-95", "priority": 1,
      "description": "mAP50-95 of the best weights on the test split."},
+    {"name": "Size", "type": "string", "jsonPath": ".status.size", "priority": 1,
+     "description": "Nodes x GPUs per node of a multi-node job."},
     {"name": "Model", "type": "string", "jsonPath": ".status.model", "priority": 1,
      "description": "Resolved starting model."},
     {"name": "Job", "type": "string", "jsonPath": ".status.jobName", "priority": 1,
@@ -230,7 +232,7 @@ def build_crd() -> dict[str, Any]:
     }
 
 
-HEADER = "# Generated from yolo_operator.api by `python -m yolo_operator.crd --write`. Do not edit.\n"
+HEADER = "# Generated from yolo_operator.api.types by `python -m yolo_operator.gen.crd --write`. Do not edit.\n"
 
 
 def render() -> str:
@@ -238,7 +240,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return generator_main(argv, description=__doc__, command="python -m yolo_operator.crd", root=REPO_ROOT,
+    return generator_main(argv, description=__doc__, command="python -m yolo_operator.gen.crd", root=REPO_ROOT,
                           render=lambda: dict.fromkeys(CRD_PATHS, render()))  # fmt: skip
 
 

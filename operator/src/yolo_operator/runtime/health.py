@@ -24,6 +24,10 @@ So the probe "watches" fails when
 It reports 200 again with the first successful listing; the watches resume by themselves from their last
 resourceVersion, so no status update is lost. It answers promptly either way (a probe handler that raised an
 ordinary error would be retried by kopf with a 60 s backoff while /healthz hangs).
+
+With leader election (yolo_operator.runtime.leader) the probe also fails when the election loop has ended (it never
+ends by itself), and it says whether this replica leads: a standby answers 200 with "leader": false, since
+it is healthy and must be Ready for a rollout of several replicas to proceed.
 """
 
 from __future__ import annotations
@@ -106,7 +110,9 @@ WATCHERS = WatcherTasks()
 
 async def list_watched() -> str | None:
     """Lists each resource the operator watches, where it watches it; None if all answer, else the error."""
-    from yolo_operator import GROUP, PLURAL, VERSION, handlers, kube
+    from yolo_operator import GROUP, PLURAL, VERSION
+    from yolo_operator.runtime import kube
+    from yolo_operator.runtime import wiring as handlers
 
     api = handlers.controller().client
     try:
@@ -121,14 +127,23 @@ async def list_watched() -> str | None:
 
 @kopf.on.probe(id="watches", errors=kopf.ErrorsMode.PERMANENT)
 async def probe_watches(**_: Any) -> dict[str, Any]:
+    from yolo_operator.runtime import wiring as handlers
+
     WATCHERS.scan(asyncio.all_tasks())
     error = await list_watched()
     now = time.monotonic()
     HEALTH.record(now, error)
     problems = HEALTH.problems(now, WATCHERS.dead())
+    elector = handlers.ELECTOR
+    if elector is not None and elector.failure():
+        problems.append(str(elector.failure()))
     if problems:
         raise kopf.PermanentError("; ".join(problems))
     result: dict[str, Any] = {"watchers": WATCHERS.running()}
+    if elector is not None:
+        # A standby is healthy and Ready (a rollout of several replicas waits for Ready pods); it says so here.
+        result["leader"] = elector.leader
+        result["holder"] = elector.holder
     if error:
         result["failingFor"] = round(HEALTH.failing_for(now), 1)
         result["error"] = error

@@ -1,7 +1,7 @@
 """Generates charts/yolo-operator/README.md (what ``helm show readme`` prints) from README.md.gotmpl and the
 ``# --`` comments of values.yaml, as helm-docs does: a value's description is the ``# --`` block right above
 its key, continued by the ``#`` lines after it. Every value must be described, itself or through a parent.
-`python -m yolo_operator.chart_readme --write` (``make crds`` and ``make bundle`` run it); a unit test fails on
+`python -m yolo_operator.gen.chart_readme --write` (``make crds`` and ``make bundle`` run it); a unit test fails on
 drift."""
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from typing import Any
 import yaml
 from yolo_contract.generated import generator_main
 
-from yolo_operator.crd import REPO_ROOT
+from yolo_operator.gen.crd import REPO_ROOT
 
 CHART = Path("charts/yolo-operator")
 README_PATH = CHART / "README.md"
 TEMPLATE_PATH = CHART / "README.md.gotmpl"
-COMMAND = "python -m yolo_operator.chart_readme"
+COMMAND = "python -m yolo_operator.gen.chart_readme"
 _KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z0-9_]+):")
 _DOC_START = re.compile(r"^ *# -- ?(?P<text>.*)$")
 _DOC_MORE = re.compile(r"^ *#(?: (?P<text>.*))?$")

@@ -9,17 +9,23 @@ redelivered events and restarts are harmless, and the handlers never write uncha
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from yolo_contract.base import now_rfc3339
-from yolo_contract.exitcodes import DISRUPTION, REASONS, ExitCode
-from yolo_contract.trainer_config import CONFIG_ENV
+from yolo_contract.exitcodes import DISRUPTION, GANG, REASONS, ExitCode
 
-from yolo_operator import reasons as R
-from yolo_operator.api import clean_status
-from yolo_operator.builders import CONTAINER_NAME, LABEL_OPERATOR_INSTANCE
+from yolo_operator.api import reasons as R
+from yolo_operator.api.types import clean_status
+from yolo_operator.controller.build import (
+    ANNOTATION_MODEL,
+    CONTAINER_NAME,
+    LABEL_COMPLETION_INDEX,
+    LABEL_OPERATOR_INSTANCE,
+    max_gang_restarts,
+    nodes_of,
+)
+from yolo_operator.controller.kueue import kueue_status, kueue_status_patch, queued_condition
 
 MAX_MESSAGE = 4096
 IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
@@ -214,6 +220,8 @@ def failure_reason(job: dict[str, Any], pods: list[dict[str, Any]]) -> tuple[str
         return R.REASON_DEADLINE_EXCEEDED, f"spec.activeDeadlineSeconds exceeded: {jmsg}"
     failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed" and not is_disrupted(p)]
     terms = [(t.get("finishedAt") or "", t) for p in failed if (t := terminated_state(p))]
+    # A gang's survivors exit PeerLost after the pod that caused it: that pod's own end says why
+    terms = [x for x in terms if x[1].get("exitCode") not in GANG] or terms
     if not terms:
         return jreason, jmsg
     _, term = max(terms, key=lambda x: x[0])
@@ -228,78 +236,6 @@ def failure_reason(job: dict[str, Any], pods: list[dict[str, Any]]) -> tuple[str
         n = (job.get("status") or {}).get("failed", len(failed))
         msg = f"backoff limit reached after {n} failed attempt(s); last: {msg}"
     return reason, msg
-
-
-# --- Kueue ----------------------------------------------------------------------------------------------
-
-
-KUEUE_KEYS = ("workload", "admitted", "clusterQueue", "reason", "message", "evictions", "preemptions")
-
-
-def _wl_conditions(workload: dict[str, Any]) -> list[dict[str, Any]]:
-    return [c for c in (workload.get("status") or {}).get("conditions") or () if isinstance(c, dict)]
-
-
-def kueue_preempted(workload: dict[str, Any] | None) -> bool:
-    """Kueue evicted the Workload to make room for another (its Preempted condition, or Evicted with reason
-    Preempted); it is requeued and waits for quota again."""
-    if not workload:
-        return False
-    conds = _wl_conditions(workload)
-    evicted = get_condition(conds, "Evicted")
-    return is_true(conds, "Preempted") or (is_true(conds, "Evicted") and evicted.get("reason") == "Preempted")
-
-
-def kueue_status(workload: dict[str, Any] | None) -> dict[str, Any] | None:
-    """status.kueue from the Job's Workload (``workload_view``), or None without one. The reason is the
-    newest thing Kueue says about it: finished, admitted, evicted, or why its quota is not reserved."""
-    if not workload:
-        return None
-    conds = _wl_conditions(workload)
-    wst = workload.get("status") or {}
-    admitted = is_true(conds, "Admitted")
-    held = get_condition(conds, "Evicted") if is_true(conds, "Evicted") else get_condition(conds, "QuotaReserved")
-    if is_true(conds, "Finished"):
-        shown = get_condition(conds, "Finished")
-    elif admitted:
-        shown = get_condition(conds, "Admitted")
-    elif held:
-        shown = held
-    else:
-        shown = {"reason": "Pending", "message": "Kueue has not considered the Workload yet"}
-    out: dict[str, Any] = {
-        "workload": (workload.get("metadata") or {}).get("name"),
-        "admitted": admitted,
-        "reason": shown.get("reason") or None,
-        "message": _truncate(shown.get("message"), 1024) or None,
-    }
-    cq = (wst.get("admission") or {}).get("clusterQueue")
-    if cq:
-        out["clusterQueue"] = cq
-    evictions = [e for e in (wst.get("schedulingStats") or {}).get("evictions") or () if isinstance(e, dict)]
-    if evictions:
-        out["evictions"] = sum(int(e.get("count") or 0) for e in evictions)
-        out["preemptions"] = sum(int(e.get("count") or 0) for e in evictions if e.get("reason") == "Preempted")
-    return {k: v for k, v in out.items() if v is not None}
-
-
-def workload_view(workload: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a Kueue Workload that status derivation and the suspend sync read."""
-    meta = workload.get("metadata") or {}
-    st = workload.get("status") or {}
-    refs = [_pick(r, ("uid", "name", "kind")) for r in meta.get("ownerReferences") or () if isinstance(r, dict)]
-    return {
-        "metadata": {**_pick(meta, ("name", "namespace", "uid")), "ownerReferences": refs},
-        "spec": _pick(workload.get("spec"), ("active", "queueName", "priorityClassRef", "priority")),
-        "status": {
-            "conditions": [
-                _pick(c, ("type", "status", "reason", "message"))
-                for c in st.get("conditions") or ()
-                if isinstance(c, dict)
-            ],
-            **_pick(st, ("admission", "schedulingStats", "requeueState")),
-        },
-    }
 
 
 # --- derivation ------------------------------------------------------------------------------------------
@@ -342,6 +278,7 @@ def derive_status(
     jst = job.get("status") or {}
     jconds = {c.get("type"): c for c in jst.get("conditions") or () if c.get("status") == "True"}
     newest = newest_pod_name(pods)  # pods being deleted included: an evicted pod is still the latest one
+    newest_pods = pods
     pods = sorted((p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")), key=_ts)
     all_pods = pods
     desired: dict[str, Any] = {
@@ -380,14 +317,7 @@ def derive_status(
         phase = R.SUSPENDED
         if spec.get("queueName") and not spec.get("suspend"):
             phase = R.QUEUED
-            k = kueue or {}
-            said = f": {k['reason']}: {k.get('message', '')}".rstrip(": ") if k.get("reason") else ""
-            if kueue_preempted(workload):
-                setc(R.COND_SUSPENDED, True, R.REASON_PREEMPTED,
-                     f"preempted by Kueue and requeued to queue {spec['queueName']}{said}")  # fmt: skip
-            else:
-                setc(R.COND_SUSPENDED, True, R.REASON_QUEUED,
-                     f"waiting for Kueue to admit it to queue {spec['queueName']}{said}")  # fmt: skip
+            setc(R.COND_SUSPENDED, True, *queued_condition(spec["queueName"], kueue, workload))
         else:
             setc(R.COND_SUSPENDED, True, R.REASON_JOB_SUSPENDED, "spec.suspend is true; no pod runs")
         clearc(R.RUNNING, R.REASON_JOB_SUSPENDED, "the Job is suspended")
@@ -429,20 +359,52 @@ def derive_status(
                 elif (latest.get("status") or {}).get("phase") != "Pending":
                     clearc(R.STALLED, R.REASON_RECOVERED, f"pod {pod_name} is {latest['status'].get('phase')}")
 
-    desired["phase"] = phase
     desired["conditions"] = conds
     image = trainer_image(all_pods)
     lineage = status.get("lineage") if isinstance(status.get("lineage"), dict) else {}
     if image and lineage.get("trainerImage") != image:
         desired["lineage"] = {"trainerImage": image}  # a merge patch: the trainer's lineage fields stay
-    replaced = bool(newest and status.get("podName") and newest != status["podName"])
-    desired["restartCount"] = restart_count(status.get("restartCount"), job, all_pods, replaced)
+    nodes = nodes_of(tj)
+    if nodes > 1:
+        # A gang: podName is node 0's newest pod (global rank 0: progress, checkpoints), and every gang restart
+        # replaces it (lost itself, or its ranks exit PeerLost when another pod is lost): restartCount counts them.
+        leaders = [p for p in (newest_pods or ()) if completion_index(p) == 0]
+        newest = newest_pod_name(leaders)
+        # Pods back after a suspension (spec.suspend, Kueue's preemption) are no restart of the gang's doing
+        replaced = bool(newest and status.get("podName") and newest != status["podName"]
+                        and status.get("phase") not in (R.SUSPENDED, R.QUEUED))  # fmt: skip
+        # floor (what the operator missed while down): node 0's failed pods that have a successor already, as
+        # ``replaced`` counts them (a failed pod not yet replaced is not counted twice)
+        ended = [p for p in leaders if (p.get("status") or {}).get("phase") == "Failed"
+                 and (p.get("metadata") or {}).get("name") != newest]  # fmt: skip
+        desired["restartCount"] = max(int(status.get("restartCount") or 0) + (1 if replaced else 0), len(ended), 0)
+        desired["size"] = size(tj)
+        limit = max_gang_restarts(tj)
+        if desired["restartCount"] > limit and phase not in R.TERMINAL_PHASES:
+            phase = R.FAILED
+            last = failure_reason(job, all_pods)[1] if any(
+                terminated_state(p) and not is_disrupted(p) for p in all_pods) else "pods lost or disrupted"
+            msg = (f"the gang of {nodes} pods restarted {desired['restartCount']} times, more than "
+                   f"spec.maxGangRestarts ({limit}); its Job is suspended and no pod runs. Last failure: {last}")
+            setc(R.COND_FAILED, True, R.REASON_GANG_RESTART_LIMIT, msg)
+            finished("the gang restarted too often")
+            desired["completionTime"] = now
+            desired["conditions"] = conds
+        elif phase not in R.TERMINAL_PHASES and phase != R.SUSPENDED and phase != R.QUEUED and all_pods:
+            cond = get_condition(conds, R.RUNNING) or {}
+            if cond.get("status") == "True":
+                setc(R.RUNNING, True, R.REASON_POD_RUNNING, gang_message(all_pods, nodes))
+            else:  # False, but present: which pod of the gang is missing is what a user asks first
+                setc(R.RUNNING, False, R.REASON_POD_PENDING, gang_message(all_pods, nodes))
+            desired["conditions"] = conds
+    else:
+        replaced = bool(newest and status.get("podName") and newest != status["podName"])
+        desired["restartCount"] = restart_count(status.get("restartCount"), job, all_pods, replaced)
+    desired["phase"] = phase
     desired["podName"] = newest or status.get("podName")
     out = {k: v for k, v in desired.items() if v is not None and status.get(k) != v}
-    stored = status.get("kueue") if isinstance(status.get("kueue"), dict) else {}
-    if kueue is not None and kueue != {key: v for key, v in stored.items() if v is not None}:
-        # a merge patch: keys Kueue no longer reports (clusterQueue after an eviction) are nulled out
-        out["kueue"] = {**dict.fromkeys(KUEUE_KEYS), **kueue}
+    if (kueue_patch := kueue_status_patch(kueue, status.get("kueue"))) is not None:
+        out["kueue"] = kueue_patch
     return out
 
 
@@ -456,6 +418,44 @@ def succeeded_reason(status: dict[str, Any]) -> tuple[str, str]:
         detail = outcome.get("message") or "training stopped early"
         return reason, f"{detail}; the best weights were published (status.artifacts)"
     return R.REASON_COMPLETED, done
+
+
+def completion_index(pod: dict[str, Any]) -> int | None:
+    """A multi-node job's pod's index (its node rank), from the label the Job controller sets; None otherwise."""
+    raw = ((pod.get("metadata") or {}).get("labels") or {}).get(LABEL_COMPLETION_INDEX)
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def size(tj: dict[str, Any]) -> str:
+    """status.size of a multi-node job: nodes x GPUs (``2x4 GPU``), or on CPU ``2x CPU``."""
+    res = ((tj.get("spec") or {}).get("resources") or {}) if isinstance(tj.get("spec"), dict) else {}
+    gpus = res.get("gpus", 1)
+    return f"{nodes_of(tj)}x{gpus} GPU" if isinstance(gpus, int) and gpus > 0 else f"{nodes_of(tj)}x CPU"
+
+
+def gang_message(pods: list[dict[str, Any]], nodes: int) -> str:
+    """Each index's newest pod, its phase and node: ``2/2 pods running: 0 Running on n1 (tj-train-0-x), ...``."""
+    newest: dict[int, dict[str, Any]] = {}
+    for p in sorted(pods, key=lambda p: (_ts(p), (p.get("metadata") or {}).get("name") or "")):
+        i = completion_index(p)
+        if i is not None:
+            newest[i] = p
+    parts, running = [], 0
+    for i in range(nodes):
+        p = newest.get(i)
+        if p is None:
+            parts.append(f"{i} not created")
+            continue
+        phase = (p.get("status") or {}).get("phase") or "Pending"
+        running += phase == "Running"
+        node = (p.get("spec") or {}).get("nodeName")
+        why = unschedulable_message(p) if phase == "Pending" else None
+        parts.append(f"{i} {phase}" + (f" on {node}" if node else "") + (f" ({why})" if why else "")
+                     + f" [{(p.get('metadata') or {}).get('name')}]")  # fmt: skip
+    return f"{running}/{nodes} pods running: " + ", ".join(parts)
 
 
 def trainer_image(pods: list[dict[str, Any]]) -> str | None:
@@ -568,6 +568,10 @@ def trainingjob_view(tj: dict[str, Any]) -> dict[str, Any]:
     spec = tj.get("spec") if isinstance(tj.get("spec"), dict) else None
     # what the reconciler compares with the Job and its Workload (the mutable fields) and what Kueue needs
     view_spec = _pick(spec, ("queueName", "suspend", "activeDeadlineSeconds", "ttlSecondsAfterFinished"))
+    if spec is not None and nodes_of(tj) > 1:
+        # a multi-node job: its Job's name, status.size and the gang restart bound follow from these
+        view_spec["resources"] = _pick(spec.get("resources"), ("nodes", "gpus"))
+        view_spec["maxGangRestarts"] = max_gang_restarts(tj)
     if (ca := ca_bundle_ref(tj)) is not None:
         # missing_ca_bundle reads it: a pod that cannot mount it is Stalled/CABundleMissing
         view_spec["s3"] = {"caBundle": copy.deepcopy(dict(ca))}
@@ -576,7 +580,9 @@ def trainingjob_view(tj: dict[str, Any]) -> dict[str, Any]:
         "kind": tj.get("kind"),
         "metadata": view_meta,
         "spec": view_spec,
-        "status": copy.deepcopy(clean_status(tj.get("status"))),
+        # status.history (up to 100 points, the trainer's) is read by no decision: kept out, it would cost the
+        # operator up to ~20 KB per TrainingJob, finished ones too (the yolo_trainingjob_* series read events)
+        "status": copy.deepcopy({k: v for k, v in clean_status(tj.get("status")).items() if k != "history"}),
     }
 
 
@@ -591,7 +597,8 @@ def needs_children(tj: dict[str, Any]) -> bool:
 
 def job_view(job: dict[str, Any]) -> dict[str, Any]:
     """The parts of a Job that derive_status, ownership checks and the mutable-field sync read, plus the
-    model its trainer was started with (for adopting a Job created before a crash)."""
+    model its trainer was started with (for adopting a Job created before a crash): the annotation the operator
+    wrote on it, never read back out of the trainer's configuration."""
     meta = job.get("metadata") or {}
     spec = job.get("spec") or {}
     view = {
@@ -607,10 +614,9 @@ def job_view(job: dict[str, Any]) -> dict[str, Any]:
             ],
         },
     }
-    for c in ((spec.get("template") or {}).get("spec") or {}).get("containers") or ():
-        for e in c.get("env") or ():
-            if e.get("name") == CONFIG_ENV and e.get("value"):
-                view["model"] = json.loads(e["value"]).get("model")
+    model = (meta.get("annotations") or {}).get(ANNOTATION_MODEL)
+    if isinstance(model, str) and model:
+        view["model"] = model
     return view
 
 
@@ -643,14 +649,11 @@ def pod_view(pod: dict[str, Any]) -> dict[str, Any]:
             state = trainer.get(which) or {}
             cs[which] = {k: _pick(state[k], CONTAINER_STATE_READ[k]) for k in CONTAINER_STATE_READ if k in state}
         view_st["containerStatuses"] = [cs]
-    return {
-        "metadata": {
-            **_pick(meta, ("name", "creationTimestamp", "deletionTimestamp")),
-            "ownerReferences": _owner_uids(meta),
-        },
-        "spec": _pick(pod.get("spec"), ("nodeName",)),
-        "status": view_st,
-    }
+    view_meta = _pick(meta, ("name", "creationTimestamp", "deletionTimestamp"))
+    view_meta["ownerReferences"] = _owner_uids(meta)
+    if LABEL_COMPLETION_INDEX in (meta.get("labels") or {}):  # a multi-node job's pod: its node rank
+        view_meta["labels"] = {LABEL_COMPLETION_INDEX: meta["labels"][LABEL_COMPLETION_INDEX]}
+    return {"metadata": view_meta, "spec": _pick(pod.get("spec"), ("nodeName",)), "status": view_st}
 
 
 # --- events ----------------------------------------------------------------------------------------------

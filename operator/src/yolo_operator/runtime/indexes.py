@@ -23,8 +23,9 @@ from typing import Any
 import kopf
 
 from yolo_operator import GROUP, PLURAL, VERSION
-from yolo_operator.builders import KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS, LABEL_TRAINING_JOB
-from yolo_operator.status import job_view, needs_children, pod_view, trainingjob_view, workload_view
+from yolo_operator.controller.build import LABEL_TRAINING_JOB
+from yolo_operator.controller.derive import job_view, needs_children, pod_view, trainingjob_view
+from yolo_operator.controller.kueue import KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS, workload_jobs, workload_view
 
 Key = tuple[str, str]  # (namespace, TrainingJob name)
 
@@ -90,6 +91,18 @@ async def job_index(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: A
     return {(namespace, labels[LABEL_TRAINING_JOB]): job_view(body)}
 
 
+def service_view(body: kopf.Body | dict[str, Any]) -> dict[str, Any]:
+    """What the reconciler reads of a multi-node job's headless Service: that it exists, and whose it is."""
+    meta = body.get("metadata") or {}
+    owners = [{"uid": r.get("uid")} for r in meta.get("ownerReferences") or ()]
+    return {"metadata": {"name": meta.get("name"), "uid": meta.get("uid"), "ownerReferences": owners}}
+
+
+@kopf.index("v1", "services", labels={LABEL_TRAINING_JOB: kopf.PRESENT}, id="service_index")
+async def service_index(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict[Key, dict[str, Any]]:
+    return {(namespace, labels[LABEL_TRAINING_JOB]): service_view(body)}
+
+
 @kopf.index("v1", "pods", labels={LABEL_TRAINING_JOB: kopf.PRESENT}, id="pod_index")
 async def pod_index(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict[Key, dict[str, Any]]:
     return {(namespace, labels[LABEL_TRAINING_JOB]): pod_view(body)}
@@ -137,7 +150,7 @@ async def refusal_index(body: kopf.Body, namespace: str, **kwargs: Any) -> dict[
 @kopf.index(KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS, id="workload_index")
 async def workload_index(body: kopf.Body, namespace: str, **_: Any) -> dict[Key, dict[str, Any]]:
     view = workload_view(body)
-    return {(namespace, r["name"]): view for r in view["metadata"]["ownerReferences"] if r.get("kind") == "Job"}
+    return {(namespace, r["name"]): view for r in workload_jobs(view)}
 
 
 def _values(index: kopf.Index | None, key: Key) -> list[dict[str, Any]]:
@@ -156,12 +169,20 @@ class Observed:
     workload_idx: kopf.Index | None = None
     body_idx: kopf.Index | None = None
     refusal_idx: kopf.Index | None = None
+    service_idx: kopf.Index | None = None
     overlay: Overlay = field(default_factory=Overlay)
 
     @classmethod
     def of(cls, kwargs: dict[str, Any], overlay: Overlay) -> Observed:
-        names = ("tj_index", "job_index", "pod_index", "workload_index", "body_index", "refusal_index")
+        names = ("tj_index", "job_index", "pod_index", "workload_index", "body_index", "refusal_index",
+                 "service_index")  # fmt: skip
         return cls(*(kwargs.get(k) for k in names), overlay=overlay)
+
+    def service(self, namespace: str, name: str, owner_uid: str | None) -> dict[str, Any] | None:
+        """The multi-node TrainingJob's headless Service (its own if several carry its label), or None."""
+        views = _values(self.service_idx, (namespace, name))
+        owned = [v for v in views if any(r.get("uid") == owner_uid for r in v["metadata"]["ownerReferences"])]
+        return (owned or views or [None])[0]
 
     def trainingjob(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The newest known view of the TrainingJob (our last write if the watch has not shown it yet); None when
