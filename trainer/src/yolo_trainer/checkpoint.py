@@ -35,6 +35,7 @@ from typing import Any
 from yolo_contract.exitcodes import S3AccessDenied, S3Unavailable, TrainerError
 
 from .child import file_signature
+from .results import results_through
 from .s3 import S3Store, join_key, parse_s3_uri, s3_uri
 
 log = logging.getLogger(__name__)
@@ -43,9 +44,11 @@ STATE_JSON = "state.json"
 
 
 def config_fingerprint(cfg) -> str:
-    """What must be equal for a checkpoint to be resumable by this config (model, data, training args)."""
+    """What must be equal for a checkpoint to be resumable by this config (model, data, training args). The model
+    counts as its text, the string the config carried before it was typed: a checkpoint stays resumable across
+    that change."""
     basis = {
-        "model": cfg.model,
+        "model": cfg.model.text,
         "dataset": cfg.dataset,
         "training": cfg.training.model_dump(mode="json"),
     }
@@ -54,7 +57,7 @@ def config_fingerprint(cfg) -> str:
 
 @dataclass(frozen=True)
 class CheckpointState:
-    epoch: int  # 0-based index of the epoch the checkpoint was saved after (Ultralytics' ckpt["epoch"])
+    epoch: int  # epochs completed when it was saved (results.py: the trainer's one epoch convention)
     uri: str
     results: str | None
     run_id: str
@@ -63,7 +66,7 @@ class CheckpointState:
     def to_json(self) -> bytes:
         return json.dumps(
             {
-                "epoch": self.epoch + 1,  # epochs completed, as in status.lastCheckpoint.epoch
+                "epoch": self.epoch,
                 "uri": self.uri,
                 "results": self.results,
                 "runId": self.run_id,
@@ -77,7 +80,7 @@ class CheckpointState:
     def from_json(cls, data: bytes) -> CheckpointState:
         d = json.loads(data)
         return cls(
-            int(d["epoch"]) - 1,
+            int(d["epoch"]),
             str(d["uri"]),
             d.get("results"),
             str(d.get("runId", "")),
@@ -86,36 +89,14 @@ class CheckpointState:
 
 
 def epoch_folder(epoch: int) -> str:
-    """Folder of the checkpoint saved after 0-based ``epoch``, named by epochs completed (e000003: 3 done)."""
-    return f"e{epoch + 1:06d}"
+    """Folder of the checkpoint saved when ``epoch`` epochs were done (e000003: 3 done)."""
+    return f"e{epoch:06d}"
 
 
 @dataclass
 class _Pending:
     epoch: int
     folder: Path  # holds last.pt (and results.csv), staged by submit
-
-
-def results_through(text: str, epochs: int) -> str:
-    """results.csv as it stood when ``epochs`` (1-based) epochs were done: the header and those epochs' rows (pure).
-
-    Ultralytics appends an epoch's row before it rewrites last.pt, so the live file can be one row ahead of the
-    checkpoint beside it; a run resumed from that checkpoint redoes the epoch and would append its row twice.
-    A last line without its newline is a row still being written."""
-    lines = text.splitlines(keepends=True)
-    if not lines:
-        return ""
-    kept = [lines[0]]
-    for line in lines[1:]:
-        if not line.endswith("\n"):
-            break
-        try:
-            epoch = int(float(line.split(",", 1)[0]))
-        except ValueError:
-            continue
-        if epoch <= epochs:
-            kept.append(line)
-    return "".join(kept)
 
 
 def copy_unchanged(src: Path, dst: Path, expected: list[int] | None = None) -> bool:
@@ -155,19 +136,19 @@ class CheckpointUploader:
     def submit(
         self, epoch: int, last_pt: Path, results_csv: Path | None, signature: list[int] | None = None
     ) -> bool:
-        """Stages the checkpoint of 0-based ``epoch`` for upload; False if last.pt is no longer the version
-        ``signature`` names or changed while it was copied."""
+        """Stages for upload the checkpoint saved when ``epoch`` epochs were done; False if last.pt is no longer
+        the version ``signature`` names or changed while it was copied."""
         folder = self.staging / epoch_folder(epoch)
         tmp = self.staging / f".{epoch_folder(epoch)}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         if not copy_unchanged(last_pt, tmp / "last.pt", signature):
-            log.info("checkpoint of epoch %d changed while it was staged; skipped", epoch + 1)
+            log.info("checkpoint of epoch %d changed while it was staged; skipped", epoch)
             shutil.rmtree(tmp, ignore_errors=True)
             return False
         if results_csv is not None and results_csv.is_file():
             text = results_csv.read_text(errors="replace")
-            (tmp / "results.csv").write_text(results_through(text, epoch + 1))
+            (tmp / "results.csv").write_text(results_through(text, epoch))
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)  # the staged folder appears complete or not at all
         job = _Pending(epoch, folder)
@@ -175,7 +156,7 @@ class CheckpointUploader:
             old, self._pending = self._pending, job
             self._cv.notify_all()
         if old is not None:  # superseded before it was uploaded: newest wins
-            log.info("checkpoint of epoch %d superseded by epoch %d before upload", old.epoch + 1, epoch + 1)
+            log.info("checkpoint of epoch %d superseded by epoch %d before upload", old.epoch, epoch)
             shutil.rmtree(old.folder, ignore_errors=True)
         return True
 
@@ -192,11 +173,11 @@ class CheckpointUploader:
                 self._upload(job)
             except (S3AccessDenied, TrainerError) as e:
                 level = logging.WARNING if isinstance(e, S3Unavailable) else logging.ERROR
-                log.log(level, "checkpoint upload of epoch %d failed: %s", job.epoch + 1, e)
+                log.log(level, "checkpoint upload of epoch %d failed: %s", job.epoch, e)
                 if not isinstance(e, S3Unavailable):
                     self.error = e
             except Exception as e:  # never kill the thread silently
-                log.exception("checkpoint upload of epoch %d failed", job.epoch + 1)
+                log.exception("checkpoint upload of epoch %d failed", job.epoch)
                 self.error = TrainerError(f"checkpoint upload failed: {e}")
             finally:
                 shutil.rmtree(job.folder, ignore_errors=True)
@@ -219,7 +200,7 @@ class CheckpointUploader:
         )
         self.store.put_bytes(self.bucket, join_key(self.prefix, STATE_JSON), state.to_json())  # commit
         previous, self.uploaded = self.uploaded, state
-        log.info("checkpoint of epoch %d uploaded to %s", job.epoch + 1, state.uri)
+        log.info("checkpoint of epoch %d uploaded to %s", job.epoch, state.uri)
         if previous is not None and previous.epoch != state.epoch:
             self._delete_epoch(previous.epoch)
         if self.on_uploaded is not None:

@@ -15,7 +15,9 @@ Control directory (the supervisor's ``supervisor.py`` reads it):
   ``stopped.json`` records which one.
 - ``final.json``: the final validation of ``best.pt`` and the run directory, after the last epoch.
 - ``error.json``: the classified failure (exit code and message) when training raised (rank 0, or the only
-  process); ``error.rank<N>.json`` for another rank.
+  process); ``error.rank<N>.json`` for another rank. A rank of a multi-node world whose connection to another
+  rank broke exits PeerLost (``classify.peer_error``); the supervisor decides whether the pod's run ended for
+  that reason or for one of its own ranks' failures.
 
 SIGTERM is not handled here: the supervisor forwards it (to every rank), this process dies at once (its GPU
 memory freed), and the supervisor flushes the newest complete checkpoint it already holds. A rank dies with
@@ -103,7 +105,8 @@ class ControlCallbacks:
     def on_model_save(self, trainer) -> None:
         if _rank0():
             # The file as it was when complete: by the time the supervisor looks, the next save may be under way.
-            saved = {"epoch": trainer.epoch, "epochs": trainer.epochs, "stop": bool(trainer.stop),
+            # Ultralytics counts epochs from 0; from here on an epoch is a count of epochs done (results.py).
+            saved = {"epoch": trainer.epoch + 1, "epochs": trainer.epochs, "stop": bool(trainer.stop),
                      "signature": file_signature(Path(trainer.last))}  # fmt: skip
             write_json(Path(self.control) / SAVED, {**saved, "last": str(trainer.last), "csv": str(trainer.csv)})
 
@@ -173,9 +176,11 @@ def main(argv: list[str] | None = None) -> int:
 
         from .classify import classify
 
-        code, message = classify(e)
+        code, message = classify(e, nodes=int(os.environ.get("GROUP_WORLD_SIZE", "1")))
         if code == ExitCode.TRAINING_ERROR:
             log.exception("training failed")
+        elif code == ExitCode.PEER_LOST:
+            log.warning("%s", message)
         write_json(Path(spec["control"]) / error_file_name(), {"code": int(code), "message": message})
         _record_for_launcher(e)
         return int(code)

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         if code in (ExitCode.TRAINING_ERROR,):
             log.exception("training failed")
         write_termination_message(termination_message(code, msg))
-        if code == ExitCode.INTERRUPTED:
+        if code in (ExitCode.INTERRUPTED, ExitCode.PEER_LOST):  # the gang's other pods are stopped meanwhile
             exit_now(code)
         return int(code)
     return int(ExitCode.SUCCEEDED)
@@ -99,7 +99,10 @@ def _short_validation(e: Exception) -> str:
         parts = []
         for err in e.errors()[:5]:
             loc = ".".join(str(x) for x in err["loc"])
-            parts.append(f"{loc}: {err['msg']}")
+            got = err.get("input")
+            # the value itself for a scalar, so an enum's error says which entry was wrong, not only what is allowed
+            shown = f" (got {got!r})" if isinstance(got, str | int | float) and len(repr(got)) <= 80 else ""
+            parts.append(f"{loc}: {err['msg']}{shown}")
         return "; ".join(parts)
     return str(e)
 

@@ -14,6 +14,10 @@ Trainer's torch plugin uses, so the same image runs under Kubeflow and under the
   Job's (or Kubeflow's) business, where a resumed run starts from S3.
 - ``PET_SHUTDOWN_TIMEOUT``: after SIGTERM torchrun gives the ranks this long before SIGKILL; below the
   supervisor's own wait, so torchrun, not the supervisor, ends its ranks.
+- ``PET_RDZV_CONF`` ``timeout=N`` (several nodes): how long node 0 waits for the other nodes at the
+  rendezvous, and another node tries to reach node 0, before torchrun gives up and the pod exits PeerLost
+  (never a hang). Read from the pod's environment (the operator sets it); unset, torch's own 600 s. It counts
+  from this pod's start of training, after its staging: it must cover the other pods' start-up and staging.
 - ``TORCHELASTIC_ERROR_FILE`` for torchrun itself: where it copies the first failed rank's error;
   ``PET_LOG_DIR``: where the ranks' own error files go (the control directory, not a fresh /tmp folder).
 """
@@ -35,6 +39,7 @@ PET = ("PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR", "
 LAUNCHER_ERROR = "launcher-error.json"
 SHUTDOWN_TIMEOUT_SECONDS = 3  # torchrun: SIGTERM to SIGKILL of its ranks; < supervisor.TERM_WAIT_SECONDS
 DEFAULT_MASTER_PORT = 29500  # torchrun's and Kubeflow's
+DEFAULT_RENDEZVOUS_TIMEOUT = 600  # seconds; torch's default for its static rendezvous
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,7 @@ class LaunchPlan:
     node_rank: int = 0
     master_addr: str | None = None
     master_port: int | None = None
+    rendezvous_timeout: int = DEFAULT_RENDEZVOUS_TIMEOUT  # seconds, several nodes only
 
     @property
     def world_size(self) -> int:
@@ -62,9 +68,12 @@ class LaunchPlan:
         return self.node_rank == 0
 
     def describe(self) -> dict[str, Any]:
-        return {"launcher": "torchrun" if self.launcher else "none", "nnodes": self.nnodes,
-                "nprocPerNode": self.nproc_per_node, "nodeRank": self.node_rank,
-                "worldSize": self.world_size}  # fmt: skip
+        out = {"launcher": "torchrun" if self.launcher else "none", "nnodes": self.nnodes,
+               "nprocPerNode": self.nproc_per_node, "nodeRank": self.node_rank,
+               "worldSize": self.world_size}  # fmt: skip
+        if self.nnodes > 1:
+            out["rendezvousTimeoutSeconds"] = self.rendezvous_timeout
+        return out
 
 
 def _int(environ: dict[str, str], name: str, default: int, minimum: int) -> int:
@@ -97,7 +106,28 @@ def plan(processes_per_node: int, environ: dict[str, str] | None = None) -> Laun
         raise ConfigInvalid(f"PET_NNODES={nnodes} but PET_MASTER_ADDR is not set: the nodes cannot meet")
     if nnodes > 1 and port is None:
         port = DEFAULT_MASTER_PORT
-    return LaunchPlan(nproc, nnodes, node_rank, addr, port)
+    return LaunchPlan(nproc, nnodes, node_rank, addr, port, rendezvous_timeout(env))
+
+
+def _rdzv_conf(raw: str) -> dict[str, str]:
+    """torchrun's ``--rdzv-conf``: ``key=value`` pairs separated by commas."""
+    out = {}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise ConfigInvalid(f"PET_RDZV_CONF={raw!r}: torchrun wants key=value pairs separated by commas")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def rendezvous_timeout(environ: dict[str, str]) -> int:
+    """Seconds torchrun's rendezvous waits for every node: ``PET_RDZV_CONF``'s ``timeout``, else torch's 600."""
+    raw = _rdzv_conf(environ.get("PET_RDZV_CONF", "")).get("timeout", "")
+    if not raw:
+        return DEFAULT_RENDEZVOUS_TIMEOUT
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigInvalid(f"PET_RDZV_CONF timeout={raw!r}: the rendezvous wait in seconds, a whole number above 0")
+    return int(raw)
 
 
 def first_node(environ: dict[str, str] | None = None) -> bool:
@@ -133,6 +163,10 @@ def environment(
             env.pop(name, None)  # one node: torchrun's standalone rendezvous on a free local port
         else:
             env[name] = str(value)
+    if launch.nnodes > 1:
+        # Bounded: a node whose peers never come ends with PeerLost (the supervisor reads torchrun's error).
+        conf = {**_rdzv_conf(env.get("PET_RDZV_CONF", "")), "timeout": str(launch.rendezvous_timeout)}
+        env["PET_RDZV_CONF"] = ",".join(f"{k}={v}" for k, v in conf.items())
     if cpu_threads is not None and "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(cpu_threads)  # torchrun would set 1 whatever the pod holds
     return env

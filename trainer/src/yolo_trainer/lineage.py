@@ -2,9 +2,9 @@
 
 * Dataset: an archive is identified by its ETag and size; a prefix by the sha256 of every key, ETag and size
   under it (a re-upload of one image changes it, a copy of the same files elsewhere does not).
-* Base weights: the URI, the object's ETag (s3://) and the sha256 of the file the trainer loaded; weights
-  another TrainingJob published (``.../<namespace>/<job>/weights/best.pt``, next to that job's metrics.json)
-  also name that job and its run, when its metrics.json still lists those very bytes (same ETag).
+* Base weights: the URI, the object's ETag (s3://) and the sha256 of the file the trainer loaded; a parent
+  TrainingJob's weights (spec.model.fromTrainingJob, typed in the config with the job the operator read them from)
+  also name that job, and its run when the parent's metrics.json still lists those very bytes (same ETag).
 * Software: the Ultralytics and torch versions; the image digest is the operator's (the pod's imageID, copied
   to ``status.lineage.trainerImage``), which the trainer reads back from its TrainingJob.
 """
@@ -16,10 +16,10 @@ import json
 import logging
 from pathlib import Path
 
+from yolo_contract.model_source import ModelRef, TrainingJobModel, s3_location
 from yolo_contract.progress import BaseModelLineage, DatasetLineage, Lineage
 
-from .model import model_kind
-from .s3 import S3Store, join_key, parse_s3_uri
+from .s3 import S3Store, parse_s3_uri
 
 log = logging.getLogger(__name__)
 
@@ -58,37 +58,40 @@ def sha256_file(path: Path) -> str:
     return f"sha256:{h.hexdigest()}"
 
 
-def base_model_lineage(store: S3Store | None, spec: str, local: str | None) -> BaseModelLineage:
+def base_model_lineage(store: S3Store | None, model: ModelRef, local: str | None) -> BaseModelLineage:
     """The starting weights' identity. ``local``: the file the trainer loads (None or a YAML: from scratch)."""
-    out = BaseModelLineage(uri=spec)
+    out = BaseModelLineage(uri=model.text)
     path = Path(local) if local else None
     if path is not None and path.is_file() and path.suffix == ".pt":
         out.sha256 = sha256_file(path)
-    if model_kind(spec) != "s3" or store is None:
+    if isinstance(model, TrainingJobModel):
+        out.training_job = model.name  # the operator says whose weights these are
+    uri = s3_location(model)
+    if uri is None or store is None:
         return out
-    bucket, key = parse_s3_uri(spec)
+    bucket, key = parse_s3_uri(uri)
     try:
         found = [o for o in store.list(bucket, key) if o.key == key]
         out.etag = _etag(found[0].etag) if found else None
     except Exception as e:
         log.warning("base weights ETag unavailable: %s", e)
         return out
-    parts = key.split("/")
-    if len(parts) >= 4 and parts[-2:] == ["weights", "best.pt"]:
-        # <output>/<namespace>/<job>[/<uid>]/weights/best.pt: published by a TrainingJob; its metrics.json names
-        # the run and the job (a prefix without the uid: a trainer before run-scoped prefixes, or the CLI)
-        job_prefix = "/".join(parts[:-2])
-        try:
-            body = store.get_bytes_or_none(bucket, join_key(job_prefix, "metrics.json"))
-            meta = json.loads(body) if body else None
-        except Exception as e:
-            log.warning("parent run of %s unavailable: %s", spec, e)
-            meta = None
-        listed = ((meta or {}).get("objects") or {}).get("weights/best.pt") or {}
-        if meta and out.etag and _etag(listed.get("etag")) == out.etag:
-            out.training_job = str((meta.get("trainingJob") or {}).get("name") or parts[-3])
-            out.run_id = meta.get("runId")
+    if isinstance(model, TrainingJobModel) and model.metrics and out.etag:
+        out.run_id = _parent_run(store, model.metrics, out.etag)
     return out
+
+
+def _parent_run(store: S3Store, metrics_uri: str, etag: str) -> str | None:
+    """The runId of the parent's metrics.json (status.artifacts.metrics) when it lists these very weights (same
+    ETag as weights/best.pt): a later run of the parent may have published others since."""
+    try:
+        body = store.get_bytes_or_none(*parse_s3_uri(metrics_uri))
+        meta = json.loads(body) if body else None
+    except Exception as e:
+        log.warning("parent run of %s unavailable: %s", metrics_uri, e)
+        return None
+    listed = ((meta or {}).get("objects") or {}).get("weights/best.pt") or {}
+    return meta.get("runId") if meta and _etag(listed.get("etag")) == etag else None
 
 
 def software_versions() -> dict[str, str | None]:

@@ -1,8 +1,12 @@
-"""Resolving the base model spec to something ``ultralytics.YOLO`` can load without surprises.
+"""Resolving the base model (``TrainerConfig.model``, a typed ``ModelRef``) to something ``ultralytics.YOLO`` can
+load without surprises.
 
-Accepted: a model YAML (``yolov8n.yaml``: from scratch, always offline), ``s3://.../x.pt``, ``https://.../x.pt``,
-a local path baked into the image, or a hub name (``yolov8n.pt``) which Ultralytics downloads from GitHub:
-only when online. Failures are ``ModelUnavailable`` (exit 13, not retried) with the alternatives named,
+One kind each (``yolo_contract.model_source``): a model YAML (``yolov8n.yaml``: from scratch, always offline), a
+URI (``s3://.../x.pt``, ``https://.../x.pt``), a parent TrainingJob's best weights (an s3:// URI), a local path
+baked into the image, or a hub name (``yolov8n.pt``) which Ultralytics downloads from GitHub: only when online.
+The kind is the config's, never guessed here from the string.
+
+Failures are ``ModelUnavailable`` (exit 13, not retried) with the alternatives named,
 except network hiccups while downloading, which are retriable.
 """
 
@@ -15,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from yolo_contract.exitcodes import ModelUnavailable, TrainerError
+from yolo_contract.model_source import FileModel, HubModel, ModelRef, UriModel, YamlModel, s3_location
 
 from .s3 import S3NotFound, S3Store, parse_s3_uri
 
@@ -25,21 +30,6 @@ ALTERNATIVES = (
     "or a model YAML such as yolov8n.yaml to train from scratch"
 )
 MAX_MODEL_BYTES = 4 << 30
-
-
-def model_kind(spec: str) -> str:
-    """'yaml' | 's3' | 'https' | 'local' | 'hub' (pure; used by resolve_model and by tests)."""
-    s = spec.strip()
-    low = s.lower()
-    if low.startswith("s3://"):
-        return "s3"
-    if low.startswith(("https://", "http://")):
-        return "https"
-    if low.endswith((".yaml", ".yml")):
-        return "yaml"
-    if "/" in s:
-        return "local"
-    return "hub"
 
 
 def _check_builtin_yaml(spec: str) -> str:
@@ -75,17 +65,17 @@ def _download_https(url: str, dest: Path, timeout: float = 60) -> None:
 
 
 def resolve_model(
-    spec: str, store: S3Store | None, dest_dir: Path, offline: bool, hub_mirror: str | None = None
+    model: ModelRef, store: S3Store | None, dest_dir: Path, offline: bool, hub_mirror: str | None = None
 ) -> str:
     """Returns a local .pt path or a YAML name/path for ``YOLO(...)``. A hub name is looked up in
     ``hub_mirror`` (an s3:// prefix, for disconnected clusters) before the internet is tried."""
-    kind = model_kind(spec)
+    spec = model.text
     dest_dir.mkdir(parents=True, exist_ok=True)
-    if kind == "yaml":
+    if isinstance(model, YamlModel):
         if Path(spec).is_file():
             return str(Path(spec).resolve())
         return _check_builtin_yaml(spec)
-    if kind == "s3":
+    if s3_location(model) is not None:  # an s3:// URI, or a parent TrainingJob's weights
         bucket, key = parse_s3_uri(spec)
         if not key.endswith((".pt", ".yaml", ".yml")):
             raise ModelUnavailable(f"model {spec} must be a .pt checkpoint (or a model .yaml)")
@@ -97,7 +87,7 @@ def resolve_model(
         except S3NotFound as e:
             raise ModelUnavailable(f"model {spec} does not exist") from e
         return str(dest)
-    if kind == "https":
+    if isinstance(model, UriModel):  # https:// (or http://)
         if offline:
             raise ModelUnavailable(
                 f"model {spec} needs the internet but the trainer is offline; {ALTERNATIVES}"
@@ -105,11 +95,11 @@ def resolve_model(
         dest = dest_dir / (Path(spec.split("?", 1)[0]).name or "model.pt")
         _download_https(spec, dest)
         return str(dest)
-    if kind == "local":
+    if isinstance(model, FileModel):
         if Path(spec).is_file():
             return str(Path(spec).resolve())
         raise ModelUnavailable(f"model file {spec} does not exist in the trainer image; {ALTERNATIVES}")
-    # hub name
+    assert isinstance(model, HubModel), model
     if Path(spec).is_file():  # pre-seeded in the working directory / image
         return str(Path(spec).resolve())
     if not spec.endswith(".pt"):

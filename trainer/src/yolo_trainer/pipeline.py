@@ -1,4 +1,5 @@
-"""One training job end to end: preflight, stage, (resume or) train, test, export, publish.
+"""One training job end to end, as four stages with typed results: preflight (Preflight), stage the dataset and
+the model or checkpoint to start from (Staged), train (Trained), then test, export and publish (publish_outputs).
 
 Order matters: everything that can be checked cheaply (config, output bucket, export deps, dataset) is
 checked before the first epoch, so a broken job fails in seconds with a precise exit code.
@@ -18,13 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from yolo_contract.base import now_rfc3339
-from yolo_contract.exitcodes import ConfigInvalid, ExitCode, GPUNotVisible, Interrupted, TrainerError
+from yolo_contract.exitcodes import ConfigInvalid, ExitCode, GPUNotVisible, Interrupted, PeerLost, TrainerError
+from yolo_contract.model_source import s3_location
 from yolo_contract.progress import (
     COMPLETED,
     EARLY_STOPPING,
     STOP_REQUESTED,
     TIME_BUDGET_REACHED,
+    BaseModelLineage,
     Checkpoint,
+    DatasetLineage,
     Outcome,
     Progress,
     TrainerReport,
@@ -39,22 +43,21 @@ from .checkpoint import (
     CheckpointUploader,
     config_fingerprint,
     read_state,
-    results_through,
     rewrite_train_args,
 )
 from .control import StopWatcher, kube_fetcher
-from .dataset import Limits, Scratch, stage_dataset, validate_dataset
+from .dataset import DatasetSummary, Limits, Scratch, stage_dataset, validate_dataset
 from .evaluate import TEST_DIR, evaluate_test
 from .lineage import base_model_lineage, dataset_lineage, lineage
 from .model import resolve_model
 from .outputs import check_export_formats, collect_files, export_models, publish
 from .parity import onnx_parity, split_images
 from .report import Reporter, make_reporter
+from .results import best_from_results, results_through
 from .s3 import S3NotFound, S3Store, join_key, parse_s3_uri
 from .supervisor import Supervisor, TrainingResult
 from .train import (
     available_cpus,
-    best_from_results,
     choose_device,
     ddp_supported,
     epoch_metrics,
@@ -148,6 +151,39 @@ def run(
         watcher.close()
 
 
+@dataclass(frozen=True)
+class Preflight:
+    """What the cheap checks established: nothing has been downloaded yet."""
+
+    hyper: dict[str, Any]  # validated spec.training.hyperparameters
+    n_gpus: int  # CUDA devices this pod trains on (0: CPU)
+    plan: launch.LaunchPlan  # this pod's ranks in the job's world
+    store: S3Store
+
+
+@dataclass(frozen=True)
+class Staged:
+    """The dataset on local disk and the model training starts from (a checkpoint's, or the base weights)."""
+
+    state: CheckpointState | None  # the checkpoint resumed from
+    dataset_id: DatasetLineage | None
+    base_id: BaseModelLineage
+    summary: DatasetSummary
+    save_dir: Path  # where Ultralytics writes this run
+    device: str | int | list[int]  # Ultralytics' device argument
+    workers: int
+    kwargs: dict[str, Any]  # Ultralytics' train() arguments
+    model_path: str
+
+
+@dataclass(frozen=True)
+class Trained:
+    """Training over: what it reported, and the uploader holding its newest checkpoint."""
+
+    result: TrainingResult
+    uploader: CheckpointUploader
+
+
 def _run(
     cfg: TrainerConfig,
     reporter: Reporter | None = None,
@@ -161,54 +197,70 @@ def _run(
     first_node = launch.first_node()  # global rank 0's pod: status, checkpoints and outputs are its alone
     reporter = SafeReporter(reporter or make_reporter(cfg.status if first_node else None))
     run_id = uuid.uuid4().hex[:12]
-    work = Path(cfg.work_dir)
-    job_prefix = cfg.job_prefix
     # Who and where: the UID/GID the platform assigned (OpenShift: arbitrary, group 0) and the /dev/shm size
     # the DataLoader gets, the two things a "Bus error" or a permission error comes down to.
-    _log_event("start", runId=run_id, job=job_prefix, model=cfg.model, dataset=cfg.dataset,
+    _log_event("start", runId=run_id, job=cfg.job_prefix, model=cfg.model.text, dataset=cfg.dataset,
                uid=os.getuid(), gid=os.getgid(), groups=os.getgroups(), shmBytes=shm_bytes())  # fmt: skip
+    checked = preflight(cfg, store)
+    watcher = (watcher or StopWatcher(None)).start()  # spec.stop, polled from here on
+    staged = stage(cfg, checked, reporter)
+    trained = train(cfg, checked, staged, reporter, interruption, watcher, run_id)
+    if not checked.plan.first_node:
+        # Its ranks trained and validated; global rank 0's pod reports, tests, exports and publishes.
+        _log_event("done", runId=run_id, nodeRank=checked.plan.node_rank, epochs=None)
+        return {"runId": run_id, "nodeRank": checked.plan.node_rank}
+    return publish_outputs(cfg, checked, staged, trained, reporter, watcher, run_id)
 
-    # --- preflight: cheap checks first -----------------------------------------------------------------
+
+def preflight(cfg: TrainerConfig, store: S3Store | None) -> Preflight:
+    """Cheap checks first: the config, the GPUs, this pod's place in the world, every bucket."""
     hyper = validate_hyperparameters(cfg.training.hyperparameters)
     check_export_formats(cfg.export_formats)
     # A GPU job that cannot see its GPU fails before staging: on CPU it would hold the GPU for hours.
     # CPU ranks only where the config asks for them (it then cannot ask for GPUs): never a fallback.
     cpu_ranks = (cfg.cpu_processes or 1) > 1
     n_gpus = 0 if cpu_ranks else check_gpus(_gpu_count(), cfg.gpus, ddp_supported(), simulated=cfg.simulated_gpus)
-    plan = launch.plan(processes_per_node(n_gpus, cfg.cpu_processes))  # a world this pod cannot join: now
-    out_bucket, out_prefix = parse_s3_uri(job_prefix)
+    plan = launch.plan(ranks_per_node(cfg, n_gpus))  # a world this pod cannot join: now
+    out_bucket, out_prefix = parse_s3_uri(cfg.job_prefix)
     # spec.s3.region unset: the output bucket's region, as S3 names it (AWS buckets outside us-east-1).
     store = store or S3Store.from_config(cfg.s3, region_bucket=out_bucket)
     ds_bucket, ds_key = parse_s3_uri(cfg.dataset)
     bucket_of = " (its bucket: AWS_S3_BUCKET of spec.s3.dataConnection)" if cfg.s3.data_connection else ""
     store.hints.name_bucket(out_bucket, f"spec.output{bucket_of}")  # named before any request: a shared bucket
     store.hints.name_bucket(ds_bucket, f"spec.dataset{bucket_of}")  # is named by both
-    if cfg.model.startswith("s3://"):
-        store.hints.name_bucket(parse_s3_uri(cfg.model)[0], "spec.model")
+    if (model_uri := s3_location(cfg.model)) is not None:
+        store.hints.name_bucket(parse_s3_uri(model_uri)[0], "spec.model")
     if cfg.hub_mirror:
         store.hints.name_bucket(parse_s3_uri(cfg.hub_mirror)[0], "the operator's trainer.hubMirror")
     # Every S3 misconfiguration (endpoint, TLS, keys, region, missing buckets) fails here, before staging,
     # with the field to fix; the output bucket first, as a job without it could never publish.
     store.check_bucket(out_bucket, out_prefix)
     store.check_bucket(ds_bucket, ds_key)
-    watcher = (watcher or StopWatcher(None)).start()  # spec.stop, polled from here on
-    # --- stage and validate ----------------------------------------------------------------------------
-    fingerprint = config_fingerprint(cfg)
-    state = read_state(store, job_prefix)
-    if state is not None and state.fingerprint != fingerprint:
-        log.warning("checkpoint %s was written for a different configuration; starting fresh", state.uri)
-        state = None
-    if state is not None and state.epoch + 1 >= cfg.training.epochs:
-        log.warning("checkpoint %s is already at the last epoch; starting fresh", state.uri)
-        state = None
+    return Preflight(hyper, n_gpus, plan, store)
 
+
+def resumable_checkpoint(cfg: TrainerConfig, store: S3Store) -> CheckpointState | None:
+    """The checkpoint this run resumes from: this incarnation's newest, for this configuration, not the last."""
+    state = read_state(store, cfg.job_prefix)
+    if state is not None and state.fingerprint != config_fingerprint(cfg):
+        log.warning("checkpoint %s was written for a different configuration; starting fresh", state.uri)
+        return None
+    if state is not None and state.epoch >= cfg.training.epochs:
+        log.warning("checkpoint %s is already at the last epoch; starting fresh", state.uri)
+        return None
+    return state
+
+
+def stage(cfg: TrainerConfig, checked: Preflight, reporter: Reporter) -> Staged:
+    """The dataset staged and validated, and the model to start from: a checkpoint's weights, else the base."""
+    store, work = checked.store, Path(cfg.work_dir)
+    state = resumable_checkpoint(cfg, store)
     # A resumed run keeps showing the epochs already done while it re-stages.
-    done = state.epoch + 1 if state else 0
-    n = cfg.training.epochs
+    done = state.epoch if state else 0
     reporter.report(
         TrainerReport(
             stage="Staging",
-            progress=Progress.of(done, n, updated_at=now_rfc3339()),
+            progress=Progress.of(done, cfg.training.epochs, updated_at=now_rfc3339()),
             last_checkpoint=Checkpoint(epoch=done, uri=state.uri) if state else None,
         )
     )
@@ -225,19 +277,18 @@ def _run(
     save_dir = runs / RUN_NAME
     if save_dir.exists():
         shutil.rmtree(save_dir)  # a retried container starts clean; S3 holds what survives
-    device = choose_device(n_gpus)
-    _log_event("ranks", **plan.describe(), device=device)
+    device = choose_device(checked.n_gpus)
+    _log_event("ranks", **checked.plan.describe(), device=device)
     t = cfg.training
-    workers = dataloader_workers(t.workers, n_gpus, t.batch, t.imgsz, cpus=available_cpus(), shm_bytes=shm_bytes())
+    workers = dataloader_workers(
+        t.workers, checked.n_gpus, t.batch, t.imgsz, cpus=available_cpus(), shm_bytes=shm_bytes()
+    )
     if t.workers is not None and workers < t.workers:
         log.warning("%d DataLoader workers instead of the %d requested: that is what the CPUs and /dev/shm take",
                     workers, t.workers)  # fmt: skip
-    kwargs = train_args(cfg, summary.data_yaml, runs, RUN_NAME, device, workers, hyper)
+    kwargs = train_args(cfg, summary.data_yaml, runs, RUN_NAME, device, workers, checked.hyper)
 
-    resume = False
     model_path = _download_checkpoint(store, state, work / "resume", save_dir) if state else None
-    if model_path is None:
-        state = None
     if state is not None and model_path is not None:
         rewrite_train_args(
             Path(model_path),
@@ -251,37 +302,50 @@ def _run(
                 "exist_ok": True,
             },
         )
-        resume = True
-        _log_event("resume", fromEpoch=state.epoch + 1, uri=state.uri)
+        _log_event("resume", fromEpoch=state.epoch, uri=state.uri)
     else:
+        state = None
         model_path = resolve_model(cfg.model, store, work / "model", cfg.offline, cfg.hub_mirror)
     # A resumed run does not fetch the base weights again: their ETag (and parent run) still identify them.
-    base_id = base_model_lineage(store, cfg.model, None if resume else model_path)
+    base_id = base_model_lineage(store, cfg.model, None if state else model_path)
     reporter.report(TrainerReport(lineage=lineage(dataset_id, base_id, None)))
+    return Staged(state, dataset_id, base_id, summary, save_dir, device, workers, kwargs, model_path)
 
-    # --- train -----------------------------------------------------------------------------------------
+
+def train(
+    cfg: TrainerConfig,
+    checked: Preflight,
+    staged: Staged,
+    reporter: Reporter,
+    interruption: Interruption,
+    watcher: StopWatcher,
+    run_id: str,
+) -> Trained:
+    """Trains under the supervisor, every checkpoint to S3; after a SIGTERM, flushes the newest and raises
+    ``Interrupted``."""
+    work, plan, state = Path(cfg.work_dir), checked.plan, staged.state
     uploader = CheckpointUploader(
-        store,
-        job_prefix,
+        checked.store,
+        cfg.job_prefix,
         work / "staging",
         run_id,
-        fingerprint,
-        on_uploaded=lambda s: reporter.report(TrainerReport(last_checkpoint=Checkpoint(epoch=s.epoch + 1, uri=s.uri))),
+        config_fingerprint(cfg),
+        on_uploaded=lambda s: reporter.report(TrainerReport(last_checkpoint=Checkpoint(epoch=s.epoch, uri=s.uri))),
     )
 
     def last_checkpoint() -> Checkpoint | None:
         s = uploader.uploaded
-        return Checkpoint(epoch=s.epoch + 1, uri=s.uri) if s else None
+        return Checkpoint(epoch=s.epoch, uri=s.uri) if s else None
 
     spec_path = work / "child.json"
-    spec_path.write_text(json.dumps({"model": str(model_path), "kwargs": kwargs, "resume": resume,
+    spec_path.write_text(json.dumps({"model": staged.model_path, "kwargs": staged.kwargs, "resume": state is not None,
                                      "control": str(work / "control")}))  # fmt: skip
     control = work / "control"
-    cpu_threads = launch.cpu_threads_per_rank(available_cpus(), plan.nproc_per_node) if n_gpus == 0 else None
+    cpu_threads = launch.cpu_threads_per_rank(available_cpus(), plan.nproc_per_node) if checked.n_gpus == 0 else None
     supervisor = Supervisor(
         launch.command(plan, spec_path),
         work / "control",
-        save_dir,
+        staged.save_dir,
         cfg.training.epochs,
         reporter.report,
         uploader.submit,
@@ -297,9 +361,10 @@ def _run(
         if interruption.event.is_set():
             raise Interrupted("interrupted by SIGTERM")
         result = supervisor.run()
-        save_dir = result.save_dir
     except BaseException as e:
-        if not interruption.event.is_set():
+        # Another node lost: like a SIGTERM, the gang restarts from the newest complete checkpoint.
+        peer_lost = isinstance(e, PeerLost) and not interruption.event.is_set()
+        if not interruption.event.is_set() and not peer_lost:
             uploader.close()
             raise
         # Whatever the exception became on its way out, a SIGTERM caused it. The training process is gone
@@ -308,21 +373,34 @@ def _run(
         flushed = uploader.flush(grace_seconds())
         uploader.close()
         s = uploader.uploaded
-        _log_event("interrupted", flushed=flushed, checkpointEpoch=(s.epoch + 1) if s else None)
-        if isinstance(e, Interrupted):
+        _log_event("peerLost" if peer_lost else "interrupted", flushed=flushed,
+                   checkpointEpoch=s.epoch if s else None)  # fmt: skip
+        if isinstance(e, Interrupted) or peer_lost:
             raise
         raise Interrupted(f"interrupted by signal (while: {type(e).__name__}: {e})") from e
     uploader.finish()
-    if not plan.first_node:
-        # Its ranks trained and validated; global rank 0's pod reports, tests, exports and publishes.
-        _log_event("done", runId=run_id, nodeRank=plan.node_rank, epochs=None)
-        return {"runId": run_id, "nodeRank": plan.node_rank}
+    return Trained(result, uploader)
 
-    # --- outputs ---------------------------------------------------------------------------------------
+
+def publish_outputs(
+    cfg: TrainerConfig,
+    checked: Preflight,
+    staged: Staged,
+    trained: Trained,
+    reporter: Reporter,
+    watcher: StopWatcher,
+    run_id: str,
+) -> dict[str, Any]:
+    """Global rank 0's pod: tests best.pt, exports it, publishes weights, metrics and plots, then drops the
+    checkpoints; returns the metrics.json body."""
+    work, store, summary, state = Path(cfg.work_dir), checked.store, staged.summary, staged.state
+    result = trained.result
+    save_dir, workers, job_prefix = result.save_dir, staged.workers, cfg.job_prefix
     reporter.report(TrainerReport(stage="Uploading"))
     best = save_dir / "weights" / "best.pt"
-    outcome = training_outcome(result, hyper, cfg.training, save_dir / "results.csv")
+    outcome = training_outcome(result, checked.hyper, cfg.training, save_dir / "results.csv")
     _log_event("outcome", **outcome.model_dump(by_alias=True, exclude_none=True))
+    device = staged.device
     single_device = device[0] if isinstance(device, list) else device
     test, test_error = None, None
     if "test" in summary.splits and summary.splits["test"].images and best.is_file():
@@ -357,14 +435,14 @@ def _run(
     raw = dict(result.final_metrics)
     # Final validation of best.pt, in the status' metric names; Ultralytics' own keys kept alongside.
     final = epoch_metrics(raw, {}).model_dump(by_alias=True, exclude_none=True)
-    lin = lineage(dataset_id, base_id, watcher.trainer_image())
+    lin = lineage(staged.dataset_id, staged.base_id, watcher.trainer_image())
     extra: dict[str, Any] = {
         "ultralyticsMetrics": raw,
         "epochs": result.epochs_reported[-1] if result.epochs_reported else None,
         "outcome": outcome.model_dump(by_alias=True, exclude_none=True),
         "dataset": summary.as_dict(),
         "lineage": lin.model_dump(by_alias=True, exclude_none=True),
-        "resumedFromEpoch": (state.epoch + 1) if state else None,
+        "resumedFromEpoch": state.epoch if state else None,
         "trainingJob": {"namespace": cfg.namespace, "name": cfg.name, "uid": cfg.uid},  # which incarnation
     }
     if test is not None:
@@ -377,7 +455,7 @@ def _run(
         extra["exportErrors"] = export_errors
     files = collect_files(save_dir, exports, test.dir if test else None)
     artifacts = publish(store, job_prefix, files, final, run_id, extra)
-    uploader.delete_all()  # the job is complete: a re-created job of the same name starts fresh
+    trained.uploader.delete_all()  # the job is complete: a re-created job of the same name starts fresh
     test_metrics = test.metrics.model_copy(update={"uri": artifacts.test}) if test else None
     reporter.report(TrainerReport(artifacts=artifacts, test_metrics=test_metrics, lineage=lin, outcome=outcome))
     _log_event("done", runId=run_id, metrics=final, artifacts=artifacts.model_dump(by_alias=True, exclude_none=True))
@@ -403,6 +481,15 @@ def training_outcome(result: TrainingResult, hyper: dict[str, Any], training, re
         msg = f"no improvement for {training.patience} epochs (spec.training.patience): {done} of {epochs} ran"
         return Outcome(reason=EARLY_STOPPING, epochs=done, best_epoch=best_epoch, message=f"{msg}{best}")
     return Outcome(reason=COMPLETED, epochs=done, best_epoch=best_epoch, message=f"{done or epochs} epochs{best}")
+
+
+def ranks_per_node(cfg: TrainerConfig, n_gpus: int) -> int:
+    """The ranks this pod runs: one per GPU it trains on, or cpuProcesses. On a test bed that simulates its GPUs
+    (none visible, ``simulated_gpus``), one CPU rank (gloo) for each GPU the pod holds: the world a GPU pod
+    would have, so a bed runs a several-GPU job with that many real ranks, as CI does with cpuProcesses."""
+    if n_gpus == 0 and cfg.simulated_gpus and not cfg.cpu_processes and cfg.gpus > 1:
+        return cfg.gpus
+    return processes_per_node(n_gpus, cfg.cpu_processes)
 
 
 def check_gpus(visible: int, requested: int, ddp: bool, simulated: bool = False) -> int:
@@ -489,7 +576,7 @@ def _download_checkpoint(store: S3Store, state: CheckpointState, dest: Path, sav
         except S3NotFound:
             log.warning("checkpoint results %s missing; results.csv restarts at the resumed epoch", state.results)
         else:  # a checkpoint staged by an older trainer may hold the row of the epoch about to be redone
-            csv.write_text(results_through(csv.read_text(errors="replace"), state.epoch + 1))
+            csv.write_text(results_through(csv.read_text(errors="replace"), state.epoch))
     return str(path)
 
 

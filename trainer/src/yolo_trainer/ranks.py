@@ -24,13 +24,40 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
 from ultralytics.models.yolo.detect import DetectionTrainer
 
-#: Bound on one collective (a rank that stopped answering): Ultralytics sets 3 hours for NCCL.
+#: Bound on one collective (a rank that stopped answering): Ultralytics sets 3 hours for NCCL. The operator sets
+#: a multi-node job's own bound in COLLECTIVE_TIMEOUT_ENV (a node gone dark closes no connection: only this ends it).
 COLLECTIVE_TIMEOUT = timedelta(minutes=30)
+
+
+def collective_timeout(environ: dict[str, str] | None = None) -> timedelta:
+    """COLLECTIVE_TIMEOUT_ENV's seconds where set (a whole number > 0), else COLLECTIVE_TIMEOUT."""
+    from yolo_contract.trainer_config import COLLECTIVE_TIMEOUT_ENV
+
+    raw = (os.environ if environ is None else environ).get(COLLECTIVE_TIMEOUT_ENV, "").strip()
+    return timedelta(seconds=int(raw)) if raw.isdigit() and int(raw) > 0 else COLLECTIVE_TIMEOUT
+
+
+@contextmanager
+def bounded_init(timeout: timedelta):
+    """Ultralytics' own ``init_process_group`` call (NCCL, 3 hours) with ``timeout`` instead."""
+    import torch.distributed as dist
+
+    init = dist.init_process_group
+
+    def bounded(*args, **kwargs):
+        return init(*args, **{**kwargs, "timeout": timeout})
+
+    dist.init_process_group = bounded
+    try:
+        yield
+    finally:
+        dist.init_process_group = init
 
 
 def rank_env() -> dict[str, int]:
@@ -76,9 +103,10 @@ class LaunchedRankMixin:
         if self.device.type == "cpu":
             from .cpu_ddp_shims import init_cpu_process_group
 
-            init_cpu_process_group(RANK, self.world_size, COLLECTIVE_TIMEOUT)
+            init_cpu_process_group(RANK, self.world_size, collective_timeout())
         else:
-            super()._setup_ddp()  # device LOCAL_RANK of device=, NCCL, RANK of self.world_size (set above)
+            with bounded_init(collective_timeout()):
+                super()._setup_ddp()  # device LOCAL_RANK of device=, NCCL, RANK of self.world_size (set above)
         _event("rank", backend=dist.get_backend(), device=str(self.device))
 
     def _setup_train(self):

@@ -12,18 +12,17 @@ SIGTERM (they die at once; their GPUs are freed) and the caller flushes the newe
 process the training process started is remembered while it runs, and whatever is left of them once it ended
 is killed: no rank outlives it. The child's end is classified into the trainer's exit codes from its
 ``error.json`` (or a rank's), its signal, the failed rank torchrun names (its rank, exit code or signal), the
-cgroup's OOM-kill counter and the tail of its output (CUDA out of memory, NCCL errors).
+cgroup's OOM-kill counter and the tail of its output (CUDA out of memory, NCCL errors, torchrun's rendezvous).
+Across nodes, a pod whose ranks all failed because a rank of another node went away ends PeerLost: the gang
+restarts from the checkpoint; a rank of its own that failed first makes it this pod's failure instead.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import csv
-import io
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -38,12 +37,21 @@ from pathlib import Path
 from typing import Any
 
 from yolo_contract.base import now_rfc3339
-from yolo_contract.exitcodes import ExitCode, Interrupted, TrainerError
-from yolo_contract.progress import Checkpoint, Progress, TrainerReport
+from yolo_contract.exitcodes import ExitCode, Interrupted, PeerLost, TrainerError
+from yolo_contract.progress import (
+    Checkpoint,
+    HistoryPoint,
+    Progress,
+    TrainerReport,
+    downsample,
+    point_from_results,
+)
 
 from . import child
-from .launch import RankFailure, failed_rank, launcher_error
-from .train import _f, best_from_results, epoch_metrics
+from .gpu import GpuSampler
+from .launch import RankFailure, failed_rank, launcher_error, parse_failures
+from .results import ResultsRow, best_from_results, parse_results
+from .train import _f, epoch_metrics
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +63,12 @@ OOM_EVENTS = Path("/sys/fs/cgroup/memory.events")
 
 CUDA_OOM = re.compile(r"CUDA out of memory|torch\.OutOfMemoryError|CUDA error: out of memory|cudaErrorMemoryAllocation")
 NCCL = re.compile(r"NCCL (?:error|WARN)|nccl[A-Z][A-Za-z]*Error|ProcessGroupNCCL|Watchdog caught collective")
+# torchrun's static rendezvous (node 0's TCP store) when the other nodes never came: node 0 waited for them,
+# another node could not reach node 0. Only torchrun's agent prints these, outside any rank's failure report.
+RENDEZVOUS = re.compile(
+    r"Timed out after \d+ seconds waiting for clients\. \d+/\d+ clients joined"
+    r"|client socket has timed out after \d+ ?ms while trying to connect to \(.*?\)"
+)
 
 
 @dataclass
@@ -67,6 +81,7 @@ class ChildEnd:
     oom_kills: int = 0  # kernel OOM kills in this cgroup while it ran
     rank: RankFailure | None = None  # under torchrun: the rank that failed
     launcher_message: str | None = None  # under torchrun: the failed rank's error, from torchrun's error file
+    failures: list[RankFailure] = field(default_factory=list)  # under torchrun: every failed rank it reported
 
 
 def classify_child_end(end: ChildEnd, shm_bytes: int | None = None) -> TrainerError | None:
@@ -74,11 +89,20 @@ def classify_child_end(end: ChildEnd, shm_bytes: int | None = None) -> TrainerEr
     code or signal stands for the training process' (torchrun itself exits 1) and the message names the rank."""
     if end.returncode == 0:
         return None
+    lost = _peer_lost(end)
+    if lost:
+        return lost
     if end.rank is not None:
         return _classify_rank(end, end.rank, shm_bytes)
     known = _oom_or_own_error(end, "the training process")
     if known:
         return known
+    rendezvous = _last_match(RENDEZVOUS, end.tail)
+    if rendezvous:
+        return PeerLost(f"the job's nodes did not all meet at torchrun's rendezvous ({rendezvous}): a peer pod "
+                        "never started training (still Pending, failed before training, or it cannot reach node "
+                        "0 at PET_MASTER_ADDR:PET_MASTER_PORT); each waits PET_RDZV_CONF's timeout for the "
+                        "others")  # fmt: skip
     nccl = _last_match(NCCL, end.tail)
     if nccl:
         return TrainerError(f"NCCL error between the GPUs ({nccl}): a GPU, its driver or the node's "
@@ -102,14 +126,30 @@ def classify_child_end(end: ChildEnd, shm_bytes: int | None = None) -> TrainerEr
                         ExitCode.TRAINING_ERROR)  # fmt: skip
 
 
+def _peer_lost(end: ChildEnd) -> PeerLost | None:
+    """PeerLost when every rank of this pod that failed did so because a rank of another node went away (or was
+    stopped by torchrun after such a failure). A rank of this pod that died on its own (a signal, the OOM
+    killer, its own error) makes the pod's end its failure: its peers' broken connections follow from it."""
+    lost = [f for f in end.failures if f.exitcode == ExitCode.PEER_LOST]
+    if not lost or end.oom_kills or _last_match(CUDA_OOM, end.tail):
+        return None
+    stopped = (signal.SIGTERM, signal.SIGINT)
+    if any(f.exitcode != ExitCode.PEER_LOST and f.signal not in stopped for f in end.failures):
+        return None
+    error = end.error if end.error and int(end.error.get("code", 0)) == ExitCode.PEER_LOST else {}
+    why = error.get("message") or end.launcher_message or lost[0].message
+    return PeerLost(f"{lost[0].who()}: {why}" if why else f"{lost[0].who()} lost a rank of another node")
+
+
 def _oom_or_own_error(end: ChildEnd, who: str) -> TrainerError | None:
     """What the child's end says first, in whichever process failed: CUDA out of memory in its output, or a
-    failure the child classified itself (error.json) other than the generic TrainingError."""
+    failure the child classified itself (error.json) other than the generic TrainingError (or PeerLost, which
+    only ``_peer_lost`` decides)."""
     cuda_oom = _last_match(CUDA_OOM, end.tail)
     if cuda_oom:
         return TrainerError(f"CUDA out of memory in {who} ({cuda_oom}); reduce spec.training.batch or "
                             "spec.training.imgsz", ExitCode.OUT_OF_MEMORY)  # fmt: skip
-    if end.error is not None and int(end.error.get("code", 0)) != ExitCode.TRAINING_ERROR:
+    if end.error is not None and int(end.error.get("code", 0)) not in (ExitCode.TRAINING_ERROR, ExitCode.PEER_LOST):
         code = ExitCode(int(end.error["code"]))
         return TrainerError(str(end.error.get("message", code.reason)), code)
     return None
@@ -166,32 +206,6 @@ def oom_kills(path: Path = OOM_EVENTS) -> int:
     return 0
 
 
-@dataclass
-class ResultsRow:
-    epoch: int  # 1-based, as in results.csv
-    time: float | None  # seconds since this process started training
-    values: dict[str, str]
-
-
-def parse_results(text: str) -> list[ResultsRow]:
-    """Complete rows of an Ultralytics results.csv; a last line still being written is left out (pure)."""
-    if not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-    rows = []
-    for raw in csv.DictReader(io.StringIO(text)):
-        row = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
-        try:
-            epoch = int(float(row["epoch"]))
-        except (KeyError, ValueError):
-            continue
-        try:
-            t = float(row.get("time", "nan"))
-        except ValueError:
-            t = math.nan
-        rows.append(ResultsRow(epoch, t if math.isfinite(t) else None, row))
-    return rows
-
-
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
@@ -201,20 +215,16 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def read_error(control: Path) -> dict[str, Any] | None:
     """The classified error a training process recorded: rank 0's (or the only process'), else the lowest
-    other rank's."""
-    error = _read_json(control / child.ERROR)
-    if error is not None:
-        return error
-    ranks = []
+    other rank's; a rank's own failure before a PeerLost (a rank that lost its connection to the one that
+    failed)."""
+    ranks = [(-1, control / child.ERROR)]
     for p in control.glob(child.RANK_ERROR.format(rank="*")):
         m = re.fullmatch(r"error\.rank(\d+)\.json", p.name)
         if m:
             ranks.append((int(m[1]), p))
-    for _, p in sorted(ranks):
-        error = _read_json(p)
-        if error is not None:
-            return error
-    return None
+    errors = [e for _, p in sorted(ranks) if (e := _read_json(p)) is not None]
+    own = [e for e in errors if int(e.get("code", 0)) != ExitCode.PEER_LOST]
+    return (own or errors or [None])[0]
 
 
 class ProcessFamily:
@@ -326,17 +336,20 @@ class Supervisor:
         self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self._tees: list[threading.Thread] = []
         self._csv_seen: tuple[int, int] | None = None  # (results.csv size, _saved_through) last looked at
-        self._saved_through = 0  # epochs (1-based) whose last.pt the child finished writing
+        self._saved_through = 0  # epochs completed whose last.pt the child finished writing
         self._rows_before: set[int] | None = None  # epochs already in results.csv (a resumed run's)
         self._reported: set[int] = set()
-        self._submitted = -1
+        self._submitted = 0  # epochs completed by the newest checkpoint handed to submit_checkpoint
         self._started = time.monotonic()
+        self.gpu: GpuSampler | None = None
+        self._gpu_figures: dict[int, tuple[int | None, int | None]] = {}  # epoch -> (util %, peak MiB)
 
     # --- running -------------------------------------------------------------------------------------------
     def run(self) -> TrainingResult:
         shutil.rmtree(self.control, ignore_errors=True)
         self.control.mkdir(parents=True)
         self._rows_before = {r.epoch for r in self._rows()}
+        self.gpu = GpuSampler.open()
         ooms_before = oom_kills()
         self._started = time.monotonic()
         self.proc = subprocess.Popen(
@@ -359,6 +372,8 @@ class Supervisor:
                 if self.stop.is_set() and not (self.control / child.STOP).exists():
                     (self.control / child.STOP).touch()
                 self.family.refresh()
+                if self.gpu is not None:
+                    self.gpu.sample()
                 self.poll()
                 err = self.uploader_error()
                 if err is not None:
@@ -376,9 +391,10 @@ class Supervisor:
             t.join(10)
         self.poll(final=True)  # the rows and the checkpoint written just before it exited
         tail = "".join(self._tail)
-        rank = failed_rank(tail) if self.proc.returncode != 0 else None
-        end = ChildEnd(self.proc.returncode, read_error(self.control), tail, oom_kills() - ooms_before, rank,
-                       launcher_error(self.control))  # fmt: skip
+        failed = self.proc.returncode != 0
+        end = ChildEnd(self.proc.returncode, read_error(self.control), tail, oom_kills() - ooms_before,
+                       failed_rank(tail) if failed else None, launcher_error(self.control),
+                       parse_failures(tail) if failed else [])  # fmt: skip
         err = classify_child_end(end, self.shm_bytes)
         if err is not None:
             raise err
@@ -491,20 +507,20 @@ class Supervisor:
         if not saved or int(saved["epoch"]) <= self._submitted:
             return
         epoch = int(saved["epoch"])
-        expected = self._submitted + 1 if self._submitted >= 0 else len(self._rows_before or ())
+        expected = (self._submitted or len(self._rows_before or ())) + 1
         if epoch > expected:  # polled every POLL_SECONDS: shorter epochs are saved over before they are seen
-            skipped = str(epoch) if epoch == expected + 1 else f"{expected + 1} to {epoch}"
-            log.info("checkpoint of epoch %s was saved over by epoch %d before it was seen", skipped, epoch + 1)
+            skipped = str(expected) if epoch == expected + 1 else f"{expected} to {epoch - 1}"
+            log.info("checkpoint of epoch %s was saved over by epoch %d before it was seen", skipped, epoch)
         self._submitted = epoch
         self.epochs = int(saved.get("epochs") or self.epochs)
         # The last epoch is not checkpointed: training ends right after it and the final outputs follow.
-        final = epoch + 1 >= self.epochs or bool(saved.get("stop"))
+        final = epoch >= self.epochs or bool(saved.get("stop"))
         last = Path(saved["last"])
         if final or self.submit_checkpoint(epoch, last, Path(saved["csv"]), saved.get("signature")):
-            self._saved_through = epoch + 1
+            self._saved_through = epoch
         else:
             # Rewritten by the next epoch before it was seen: that epoch is reported with the next checkpoint.
-            log.info("checkpoint of epoch %d was overwritten before it was staged", epoch + 1)
+            log.info("checkpoint of epoch %d was overwritten before it was staged", epoch)
 
     def _report_epoch(self, row: ResultsRow, rows: list[ResultsRow], text: str) -> None:
         self._reported.add(row.epoch)
@@ -524,7 +540,21 @@ class Supervisor:
         )
         line = {"event": "epoch", **progress.model_dump(by_alias=True, exclude_none=True, mode="json")}
         print(json.dumps(line), file=self.stream, flush=True)
-        self.report(TrainerReport(stage="Training", progress=progress, last_checkpoint=self.last_checkpoint()))
+        history = self.history(row.epoch, rows)
+        self.report(TrainerReport(stage="Training", progress=progress, last_checkpoint=self.last_checkpoint(),
+                                  history=history))  # fmt: skip
+
+    def history(self, through: int, rows: list[ResultsRow]) -> list[HistoryPoint]:
+        """status.history after epoch ``through``: every row of results.csv up to it (a resumed run's earlier
+        epochs too), downsampled. The GPU figures are those sampled since the previous report, and only for the
+        epochs this process trained (not kept across a restart)."""
+        if self.gpu is not None:
+            self._gpu_figures[through] = self.gpu.take()
+        return downsample(
+            point_from_results(r.epoch, r.values, *self._gpu_figures.get(r.epoch, (None, None)))
+            for r in rows
+            if r.epoch <= through
+        )
 
 
 def child_command(spec_path: Path) -> list[str]:

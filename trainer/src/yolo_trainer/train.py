@@ -6,8 +6,6 @@ auto-install) from the environment, which ``prepare_environment`` must set first
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 import os
@@ -16,7 +14,7 @@ from typing import Any
 
 from yolo_contract import hyperparameters
 from yolo_contract.exitcodes import ConfigInvalid
-from yolo_contract.progress import Metrics
+from yolo_contract.progress import RESULTS_COLUMNS, Metrics
 from yolo_contract.trainer_config import TrainerConfig
 
 log = logging.getLogger(__name__)
@@ -119,22 +117,6 @@ def train_args(
     return args
 
 
-def best_from_results(csv_text: str) -> tuple[float | None, int | None]:
-    """(best mAP50-95, its 1-based epoch) from an Ultralytics results.csv."""
-    best, best_epoch = None, None
-    reader = csv.DictReader(io.StringIO(csv_text))
-    for row in reader:
-        row = {k.strip(): v for k, v in row.items() if k}
-        try:
-            m = float(row["metrics/mAP50-95(B)"])
-            e = int(float(row["epoch"]))
-        except (KeyError, ValueError, TypeError):
-            continue
-        if math.isfinite(m) and (best is None or m > best):
-            best, best_epoch = m, e
-    return best, best_epoch
-
-
 def _f(v: Any) -> float | None:
     try:
         v = float(v)
@@ -144,14 +126,16 @@ def _f(v: Any) -> float | None:
 
 
 def epoch_metrics(val: dict[str, Any], losses: dict[str, Any]) -> Metrics:
+    """progress.metrics from results.csv columns (yolo_contract.progress.RESULTS_COLUMNS, shared with history)."""
+    c = RESULTS_COLUMNS
     return Metrics(
-        precision=_f(val.get("metrics/precision(B)")),
-        recall=_f(val.get("metrics/recall(B)")),
-        map50=_f(val.get("metrics/mAP50(B)")),
-        map50_95=_f(val.get("metrics/mAP50-95(B)")),
-        box_loss=_f(losses.get("train/box_loss")),
-        cls_loss=_f(losses.get("train/cls_loss")),
-        dfl_loss=_f(losses.get("train/dfl_loss")),
+        precision=_f(val.get(c["precision"])),
+        recall=_f(val.get(c["recall"])),
+        map50=_f(val.get(c["map50"])),
+        map50_95=_f(val.get(c["map50_95"])),
+        box_loss=_f(losses.get(c["box_loss"])),
+        cls_loss=_f(losses.get(c["cls_loss"])),
+        dfl_loss=_f(losses.get(c["dfl_loss"])),
     )
 
 
