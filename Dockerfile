@@ -1,14 +1,21 @@
-# Two images from one file (build context: the repository root; .dockerignore admits only what they need).
+# Three images from one file (build context: the repository root; .dockerignore admits only what they need).
 # `make images` (hack/images.sh) builds both with no registry: a Debian base made by debootstrap, and the
 # Python packages from a wheelhouse it builds from requirements.lock:
 #
 #   make images    ->  ghcr.io/yolo-operator/yolo-operator:<appVersion>, ghcr.io/yolo-operator/yolo-trainer:<appVersion>
+#   make console-plugin-image  ->  ghcr.io/yolo-operator/yolo-console-plugin:<appVersion> (the third target)
 #
-# By hand, with any Python 3.11 base (the default below, or registry.access.redhat.com/ubi9/python-311 for a
-# Red Hat base on OpenShift), after `hack/images.sh wheelhouse` has filled .wheelhouse/ (BuildKit: RUN --mount):
+# By hand, with any base that has a Python 3.11 interpreter, after `hack/images.sh wheelhouse` has filled
+# .wheelhouse/ (BuildKit: RUN --mount):
 #
 #   docker build --target operator --build-arg BASE_IMAGE=python:3.11.14-slim-bookworm -t <registry>/yolo-operator:0.1.0 .
 #   docker build --target trainer  --build-arg BASE_IMAGE=python:3.11.14-slim-bookworm -t <registry>/yolo-trainer:0.1.0 .
+#
+# PYTHON names the interpreter the virtualenv is made from (default python3.11), never `python3`: on a base like
+# Red Hat's UBI 9 (registry.access.redhat.com/ubi9/python-311) `python3` is the system's 3.9 and 3.11 is
+# `python3.11`. The first build step stops with a message when PYTHON is missing or older than 3.11.
+# `hack/images.sh second-base` builds the operator on such a base made here (`python3` is not 3.11) and
+# tests/integration/test_images.py runs the same smoke test in both images.
 #
 # Nothing is fetched during the build (pip runs with --no-index against the mounted wheelhouse, which never
 # becomes a layer), so it works unchanged on a disconnected network and bakes in no proxy or CA of the build
@@ -22,9 +29,11 @@
 # The node needs only the NVIDIA driver (>= 580 for CUDA 13) and the device plugin / GPU Operator.
 
 ARG BASE_IMAGE=python:3.11.14-slim-bookworm
+ARG PYTHON=python3.11
 
 # --- shared base: a virtualenv on the base's Python 3.11 (Debian's, python:*-slim's or UBI's alike) ---------
 FROM ${BASE_IMAGE} AS base
+ARG PYTHON
 # Bases such as UBI's python-311 default to a non-root user; the build steps need root. Each target ends USER 1001.
 # hadolint ignore=DL3002
 USER 0
@@ -40,8 +49,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     HOME=/home/yolo \
     USER=yolo \
     LOGNAME=yolo
+# Fail early, naming the fix, rather than at `import tomllib` or pip's requires-python (3.11) further down.
+RUN command -v "$PYTHON" >/dev/null \
+ || { echo "BASE_IMAGE has no $PYTHON on PATH: pass --build-arg PYTHON=<its Python 3.11+ interpreter>" >&2; exit 1; } \
+ && "$PYTHON" -c 'import sys; v = sys.version_info; sys.exit(0 if v >= (3, 11) else f"{sys.executable} is Python {v.major}.{v.minor}; the images need 3.11 or newer: pass --build-arg PYTHON=<a Python 3.11+ interpreter of the base image>")'
+# Every later step runs `python` from this virtualenv, i.e. PYTHON.
 # HOME for any UID (getpass.getuser() reads USER/LOGNAME: an OpenShift UID has no passwd entry).
-RUN python3 -m venv /opt/venv \
+RUN "$PYTHON" -m venv /opt/venv \
  && mkdir -p /home/yolo/.config /home/yolo/.cache \
  && chgrp -R 0 /home/yolo \
  && chmod -R g=u /home/yolo
@@ -110,3 +124,19 @@ LABEL org.opencontainers.image.title="yolo-trainer" \
 USER 1001:0
 WORKDIR /tmp
 ENTRYPOINT ["yolo-trainer"]
+
+# --- console-plugin: the OpenShift console plugin's built bundle served over TLS (port 9443) -----------------
+# console-plugin/dist is `make console-plugin`'s webpack output (hack/images.sh console-plugin builds it first);
+# serve.py is a standard-library HTTPS file server, so this image is the base and two COPYs. The certificate
+# comes from the Secret OpenShift's service CA fills (the chart mounts it at /var/serving-cert).
+FROM base AS console-plugin
+COPY console-plugin/serve.py /opt/console-plugin/serve.py
+COPY console-plugin/dist/ /opt/console-plugin/dist/
+LABEL org.opencontainers.image.title="yolo-console-plugin" \
+      org.opencontainers.image.description="OpenShift console plugin of yolo-operator: TrainingJob training curves" \
+      org.opencontainers.image.source="https://github.com/yolo-operator/yolo-operator" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="0.1.0"
+USER 1001:0
+EXPOSE 9443
+ENTRYPOINT ["python", "/opt/console-plugin/serve.py"]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds Kueue's manager (sigs.k8s.io/kueue/cmd/kueue at $KUEUE_VERSION, hack/versions.env) from the Go module
 # proxy into a cache keyed by that version. A binary already in the cache is never rebuilt. Several minutes
-# cold on 2 cores, 0 s warm. Kueue runs as a local process against a test cluster (tests/kueue.py).
+# cold on 2 cores, 0 s warm. Kueue runs as a local process against a test cluster (dev/src/yolo_dev/kueue.py).
 #
 #   hack/build-kueue.sh            prints the binary's path on stdout (everything else on stderr)
 #   hack/build-kueue.sh --crds     prints the directory of Kueue's CRDs (config/components/crd/bases in the

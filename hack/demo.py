@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests import testbed
-from tests.e2e.stack import Stack, table_row
+from yolo_dev import testbed
+from yolo_dev.stack import Stack, table_row
 
 NAMESPACE = "yolo-demo"
 BUCKET = "yolo-demo"

@@ -5,19 +5,24 @@
 #
 #   hack/node.sh poweroff      the node dies: kubelet and every container SIGKILLed, nothing more reported
 #   hack/node.sh start         (re)start containerd, kubelet and kube-proxy, and advertise the GPUs again
-#   hack/node.sh import        import the images `make images` built, where containerd lacks that image ID
+#   hack/node.sh import        bring the images `make images` built onto the node, where containerd lacks that
+#                              image ID: pulled from the bed's registry when it runs (only new layers move),
+#                              else imported whole from docker
+#   hack/node.sh import-image IMAGE   also import IMAGE (the previous release's operator, ...:prev-<commit>)
 #   hack/node.sh leftovers     print what a torn-down bed left on this machine (nothing, when clean)
 #
-# Layout. The node lives in a network namespace of its own ($NODE_NETNS), joined to this machine by one veth
-# pair: $HOST_IP on this side (the API server's forwarder and S3 listen there, nothing else), $NODE_IP on the
+# Layout. The node lives in a network namespace of its own ($NODE_NETNS), joined to this machine by one veth pair:
+# $HOST_IP on this side (the API server's forwarder, S3 and cluster DNS listen there, nothing else), $NODE_IP on the
 # node's side (kubelet). Pods sit on a bridge inside the node's namespace ($POD_CIDR); their default route ends
-# there, so they reach this machine's $HOST_IP and nothing beyond it. kube-proxy's iptables rules, the bridge
-# and the pods' veths all live in that namespace and go with it. The processes share this machine's mount
-# namespace (kubelet mounts volumes that containerd's runc must see) and cgroup v1 hierarchy (cgroupfs).
+# there, so they reach this machine's $HOST_IP and nothing beyond it. kube-proxy's iptables rules, the bridge and
+# the pods' veths all live in that namespace and go with it. The processes share this machine's mount namespace
+# (kubelet mounts volumes that containerd's runc must see) and cgroup v1 hierarchy (cgroupfs).
 set -euo pipefail
 
 node_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-tb=${tb:-$node_root/.testbed}
+# shellcheck source=hack/daemon.sh
+source "$node_root/hack/daemon.sh"
+tb=${tb:-$(realpath -m "$node_root/.testbed")}  # symlinks resolved, as in hack/testbed.sh
 cache=${YOLO_OPERATOR_CACHE:-$HOME/.cache/yolo-operator}
 
 NODE_NAME=real-node-0
@@ -31,10 +36,19 @@ POD_GATEWAY=10.213.0.1
 POD_BRIDGE=yolo-br0
 SERVICE_CIDR=10.0.0.0/24  # kube-apiserver's default --service-cluster-ip-range (kwokctl sets none)
 SERVICE_API_IP=10.0.0.1
+# The kubelet's clusterDNS is $HOST_IP (hack/testbed.sh runs CoreDNS there, a host process like the API server).
+CLUSTER_DOMAIN=cluster.local
 # Extended resource the node advertises: the scheduler places GPU pods here; the trainer trains on CPU.
 NODE_GPUS=${TESTBED_NODE_GPUS:-4}
 # Only pods that select and tolerate this reach the real node; kwok's nodes take everything else.
 NODE_LABEL=yolo-operator.io/real-node
+# The bed's container registry (hack/testbed.sh registry: Debian's docker-registry, the CNCF distribution 2.8) on
+# the link's host address, over plain HTTP: `make images` pushes there and the node's containerd pulls from it.
+REGISTRY_PORT=${TESTBED_REGISTRY_PORT:-7500}
+REGISTRY_HOST=$HOST_IP:$REGISTRY_PORT
+# The default image names' registry: the node resolves it from the bed's registry (a mirror, as in a disconnected
+# cluster), so pods that name ghcr.io/yolo-operator/...:TAG get what `make images` built, never the internet.
+MIRRORED_REGISTRY=ghcr.io
 node_dir="$tb/node"
 run_dir=/run/yolo-testbed              # short: containerd's and shims' unix sockets live here
 # What this machine was like before any bed touched it: written by the first `up` since the last clean `down`
@@ -43,6 +57,8 @@ run_dir=/run/yolo-testbed              # short: containerd's and shims' unix soc
 BEFORE_DIR=/run/yolo-testbed-before
 containerd_root="$cache/containerd-root"  # imported images survive between beds
 containerd_sock="$run_dir/containerd.sock"
+# containerd's CRI plugin reads each registry's hosts.toml from here (config_path) anew at every pull.
+registry_hosts_dir="$node_dir/registry-hosts"
 # Paths the kubelet and containerd write outside their own directories whatever they are told.
 SIDE_PATHS=(/var/lib/kubelet /var/log/pods /var/log/containers /var/lib/cni /run/containerd /run/netns /etc/cni)
 # Sysctls the kubelet (kernel tunables) and kube-proxy change; restored on teardown.
@@ -130,15 +146,33 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$node_dir/cni"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    # hosts.toml per registry (write_registry_hosts); changes there need no restart.
+    config_path = "$registry_hosts_dir"
 [plugins."io.containerd.internal.v1.opt"]
   path = "$cache/containerd-opt"
 TOML
 }
 
+# The bed's registry over plain HTTP, under its own name and as the mirror of $MIRRORED_REGISTRY.
+write_registry_hosts() {
+  local host
+  for host in "$REGISTRY_HOST" "$MIRRORED_REGISTRY"; do
+    mkdir -p "$registry_hosts_dir/$host"
+    cat >"$registry_hosts_dir/$host/hosts.toml" <<TOML
+server = "http://$REGISTRY_HOST"
+[host."http://$REGISTRY_HOST"]
+  capabilities = ["pull", "resolve"]
+TOML
+  done
+}
+
+registry_up() { curl -sf -o /dev/null --max-time 2 "http://$REGISTRY_HOST/v2/"; }
+
 start_daemon() { # name command... : in the node's network namespace, logged, pid recorded
   local name=$1; shift
   mkdir -p "$tb/logs" "$tb/pids"
-  setsid nsenter --net="/run/netns/$NODE_NETNS" -- "$@" >>"$tb/logs/$name.log" 2>&1 </dev/null 9>&- &
+  detach nsenter --net="/run/netns/$NODE_NETNS" -- "$@" >>"$tb/logs/$name.log" 2>&1 </dev/null &
   echo $! >"$tb/pids/$name.pid"
 }
 
@@ -156,45 +190,99 @@ ctr_() { ctr --address "$containerd_sock" --namespace k8s.io "$@"; }
 
 start_containerd() {
   write_containerd_config
+  write_registry_hosts
   start_daemon containerd containerd --config "$node_dir/containerd.toml"
   local i
   for i in $(seq 100); do ctr_ version >/dev/null 2>&1 && return 0; sleep 0.2; done
   node_log "containerd did not start; see $tb/logs/containerd.log"; return 1
 }
 
-# docker (hack/images.sh) -> containerd, only when containerd lacks that exact image ID. The node keeps one
-# copy of each image: the unpacked snapshots. Superseded images (and the `sha256:ID` names the CRI plugin adds,
-# which would keep them alive) are removed, and layer blobs are dropped once unpacked, as the CRI plugin's
-# discard_unpacked_layers does; otherwise every rebuild of the 7 GB trainer stays on disk twice.
+# docker (hack/images.sh) -> containerd, only when containerd lacks that exact image ID. When the bed's registry
+# runs and holds that build (hack/images.sh push-bed), the node pulls it from there under the same name (the
+# mirror, write_registry_hosts): only layers it lacks move, and their blobs stay for the next pull to reuse.
+# Otherwise the image is imported whole from docker. The node keeps one copy of each image: the unpacked
+# snapshots. Superseded images (and the `sha256:ID` names the CRI plugin adds, which would keep them alive) are
+# removed, and imported layer blobs are dropped once unpacked, as the CRI plugin's discard_unpacked_layers does;
+# otherwise every rebuild of the 7 GB trainer stays on disk twice.
 import_images() {
   mkdir -p "$containerd_root/yolo-imported"
-  local image id stamp keep=() todo=()
+  local image id stamp keep=() todo=() pulls=() via_registry=""
+  if registry_up && [ -s "$registry_record" ]; then via_registry=1; fi
   while read -r image; do
     id=$("$node_root/hack/images.sh" id "$image")
     [ -n "$id" ] || { node_log "image $image is not built (make images)"; return 1; }
     stamp="$containerd_root/yolo-imported/$(echo "$image" | tr '/:' '__')"
+    keep+=("$image" "$id")
     if [ "$(cat "$stamp" 2>/dev/null)" = "$id" ] && [ -n "$(ctr_ images ls -q "name==$image")" ]; then
-      keep+=("$image" "$id")
+      continue
+    elif [ -n "$via_registry" ] && [ "$(pushed "$image" id)" = "$id" ]; then
+      pulls+=("$image")
     else
       todo+=("$image")
     fi
   done < <("$node_root/hack/images.sh" names)
-  # Free the old copies before writing the new ones: a full disk is what this is for.
+  # Free the old copies before writing the new ones: a full disk is what this is for. A pulled image's old copy
+  # goes with its name's move to the new manifest, once the pull has reused its unchanged layers.
   local ref stale=()
   while read -r ref; do
-    [[ " ${keep[*]} " == *" $ref "* ]] || stale+=("$ref")
+    # The previous release's operator image (import-image, for tests/e2e/test_upgrade.py) is no one's old copy,
+    # and the kubelet's pulls of today's images by digest from the bed's registry are today's.
+    [[ " ${keep[*]} " == *" $ref "* || "$ref" == *:prev-* ]] && continue
+    if [[ "$ref" == "$REGISTRY_HOST/"*@sha256:* ]] && grep -qF "${ref#*@}" "$registry_record" 2>/dev/null; then continue; fi
+    stale+=("$ref")
   done < <(ctr_ images ls -q)
   if [ ${#stale[@]} -gt 0 ]; then
     node_log "removing superseded images: ${stale[*]}"
     ctr_ images rm --sync "${stale[@]}" >/dev/null
   fi
-  for image in "${todo[@]}"; do
-    need_disk "$image" || return 1
-    node_log "importing $image into containerd"
-    "$node_root/hack/images.sh" save "$image" | ctr_ images import - >&2
-    ctr_ content prune references >/dev/null
-    "$node_root/hack/images.sh" id "$image" >"$containerd_root/yolo-imported/$(echo "$image" | tr '/:' '__')"
+  for image in "${pulls[@]}"; do
+    pull_one "$image" || return 1
   done
+  for image in "${todo[@]}"; do
+    import_one "$image" "$via_registry" || return 1
+  done
+}
+
+# hack/images.sh push-bed's record of what the bed's registry holds: image -> {id, ref (by digest)}.
+registry_record="$tb/registry/pushed.json"
+pushed() { # image field
+  python3 -c 'import json, sys; print(json.load(open(sys.argv[1])).get(sys.argv[2], {}).get(sys.argv[3], ""))' \
+    "$registry_record" "$1" "$2" 2>/dev/null || true
+}
+
+pull_one() { # image
+  node_log "pulling $1 from the bed's registry ($REGISTRY_HOST; only layers the node lacks)"
+  ctr_ images pull --hosts-dir "$registry_hosts_dir" "$1" >/dev/null
+  "$node_root/hack/images.sh" id "$1" >"$containerd_root/yolo-imported/$(echo "$1" | tr '/:' '__')"
+}
+
+import_one() { # image [keep-blobs]
+  need_disk "$1" || return 1
+  node_log "importing $1 into containerd"
+  "$node_root/hack/images.sh" save "$1" | ctr_ images import - >&2
+  # The prune drops every image's unpacked layer blobs, the pulled ones' too, and the next pull would fetch them
+  # all again (containerd 1.6 fetches a layer it has unpacked but holds no blob of): not while the node pulls.
+  [ -n "${2:-}" ] || ctr_ content prune references >/dev/null
+  "$node_root/hack/images.sh" id "$1" >"$containerd_root/yolo-imported/$(echo "$1" | tr '/:' '__')"
+}
+
+# One more image (hack/previous-release.sh's), where containerd lacks that image ID; import_images keeps it.
+import_image() { # image
+  [[ "${1:-}" == *:prev-* ]] || { node_log "import-image takes a ...:prev-<commit> image, not '${1:-}'"; return 2; }
+  mkdir -p "$containerd_root/yolo-imported"
+  local id stamp
+  id=$("$node_root/hack/images.sh" id "$1")
+  [ -n "$id" ] || { node_log "image $1 is not built (hack/previous-release.sh build)"; return 1; }
+  stamp="$containerd_root/yolo-imported/$(echo "$1" | tr '/:' '__')"
+  if [ "$(cat "$stamp" 2>/dev/null)" = "$id" ] && [ -n "$(ctr_ images ls -q "name==$1")" ]; then
+    return 0
+  fi
+  local ref older=()  # an earlier pin's
+  while read -r ref; do
+    if [[ "$ref" == *:prev-* && "$ref" != "$1" ]]; then older+=("$ref"); fi
+  done < <(ctr_ images ls -q)
+  [ ${#older[@]} -eq 0 ] || ctr_ images rm --sync "${older[@]}" >/dev/null
+  import_one "$1" "$(if registry_up; then echo 1; fi)"
 }
 
 # Importing writes the image twice (layer blobs, then snapshots) before the blobs are dropped: refuse early,
@@ -230,7 +318,8 @@ contexts:
   context: {cluster: bed, user: node}
 current-context: node
 YAML
-  printf 'options ndots:1\n' >"$node_dir/resolv.conf"  # no cluster DNS, and no resolver off the machine
+  # For dnsPolicy Default (ClusterFirst pods get the cluster DNS): no resolver off the machine.
+  printf 'options ndots:1\n' >"$node_dir/resolv.conf"
   cat >"$node_dir/kubelet.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -247,10 +336,16 @@ containerRuntimeEndpoint: unix://$containerd_sock
 podLogsDir: $node_dir/pod-logs
 volumePluginDir: $node_dir/volume-plugins
 resolvConf: $node_dir/resolv.conf
+clusterDNS: [$HOST_IP]
+clusterDomain: $CLUSTER_DOMAIN
 registerWithTaints:
 - {key: $NODE_LABEL, value: "true", effect: NoSchedule}
 maxPods: 30
 serializeImagePulls: false
+# The bed brings its images in itself (imported, or pulled by ctr from its registry), often after the kubelet
+# started: it must run them under imagePullPolicy Never/IfNotPresent as present, without a pull record of its own
+# (the default, NeverVerifyPreloadedImages, refuses those: ErrImageNeverPull).
+imagePullCredentialsVerificationPolicy: NeverVerify
 # The images were imported, not pulled: never garbage-collect them; evict only on a truly full disk.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
@@ -307,13 +402,20 @@ advertise_gpus() {
 start_api_forwarder() {
   local port=$1
   mkdir -p "$tb/logs" "$tb/pids"
-  setsid socat "TCP-LISTEN:$port,bind=$HOST_IP,reuseaddr,fork" "TCP:127.0.0.1:$port" \
-    >>"$tb/logs/api-forwarder.log" 2>&1 </dev/null 9>&- &
+  detach socat "TCP-LISTEN:$port,bind=$HOST_IP,reuseaddr,fork" "TCP:127.0.0.1:$port" \
+    >>"$tb/logs/api-forwarder.log" 2>&1 </dev/null &
   echo $! >"$tb/pids/api-forwarder.pid"
+}
+
+# The API server's address as the node reaches it: the forwarder's, on the API server's own port.
+node_server() {
+  echo "https://$HOST_IP:$(kctl config view -o jsonpath='{.clusters[0].cluster.server}' | sed 's/.*://')"
 }
 
 node_start() {
   poweroff  # idempotent: whatever still runs of the node is stopped first, never started twice
+  write_cni
+  write_node_configs "$(node_server)"  # this checkout's settings, e.g. for a bed started before a change to them
   start_containerd
   start_kubelet
   start_kube_proxy
@@ -414,7 +516,7 @@ leftovers() {
   local before="$BEFORE_DIR"
   { pgrep -af "$tb/|$run_dir|$containerd_sock|bind=$HOST_IP" || true; } | { grep -v -e "node.sh" || true; } \
     | sed 's/^/process: /'
-  ss -ltnH 2>/dev/null | awk '{print $4}' | { grep -F "$HOST_IP:" || true; } | sed 's/^/listener: /'
+  ss -ltnuH 2>/dev/null | awk '{print $5}' | { grep -F "$HOST_IP:" || true; } | sed 's/^/listener: /'
   our_mounts | sed 's/^/mount: /'
   { ip netns list 2>/dev/null || true; } | { grep -F "$NODE_NETNS" || true; } | sed 's/^/netns: /'
   { ip -o link show 2>/dev/null || true; } | { grep -E "$HOST_IF|$POD_BRIDGE" || true; } | awk '{print "interface: " $2}'
@@ -440,7 +542,8 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     poweroff) poweroff ;;
     start) node_start ;;
     import) import_images ;;
+    import-image) import_image "${2:-}" ;;
     leftovers) leftovers ;;
-    *) echo "usage: $0 poweroff|start|import|leftovers" >&2; exit 2 ;;
+    *) echo "usage: $0 poweroff|start|import|import-image IMAGE|leftovers" >&2; exit 2 ;;
   esac
 fi
