@@ -65,7 +65,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/*
 RBAC rules for the namespaces the operator reconciles in: a ClusterRole in cluster-wide mode, a Role in each
-watched namespace otherwise. Each rule names the code that needs it (operator/src/yolo_operator/controller.py
+watched namespace otherwise. Each rule names the code that needs it (operator/src/yolo_operator/controller/act.py
 and kopf). No wildcards and no access to Secrets: the trainer pod reads the S3 Secret through secretKeyRef,
 the operator never does.
 */}}
@@ -93,6 +93,11 @@ the operator never does.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["create", "get", "list", "watch", "patch"]
+# Headless Services of multi-node TrainingJobs (builders.build_service): created before their Indexed Job and
+# again when deleted; kopf watches the labelled ones. No delete: the garbage collector removes them.
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["create", "get", "list", "watch"]
 # Trainer pods: Controller.observe lists them when a failed Job's pods have not said why yet; kopf watches the labelled pods.
 - apiGroups: [""]
   resources: ["pods"]
@@ -132,4 +137,19 @@ the operator never does.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["get", "list", "watch"]
+{{- end }}
+
+{{/* The console plugin's name: package.json's consolePlugin.name, which the console also uses in the
+plugin's URL (/api/plugins/<name>/, baked into the bundle); one per cluster, like the ConsolePlugin. */}}
+{{- define "yolo-operator.consolePluginName" -}}
+yolo-operator-console-plugin
+{{- end }}
+
+{{- define "yolo-operator.consolePluginImage" -}}
+{{- $tag := default .Chart.AppVersion .Values.consolePlugin.image.tag }}
+{{- if hasPrefix "sha256:" $tag }}
+{{- printf "%s@%s" .Values.consolePlugin.image.repository $tag }}
+{{- else }}
+{{- printf "%s:%s" .Values.consolePlugin.image.repository $tag }}
+{{- end }}
 {{- end }}
