@@ -13,8 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
-from tests import testbed
+from yolo_dev import testbed
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -131,7 +130,7 @@ def bucket(s3_client) -> str:
 def real_node(kubectl: KubectlRunner) -> str:
     """The bed's real node (hack/node.sh: containerd + kubelet running the project's images); yields its name.
 
-    Pods reach it with REAL_NODE_PLACEMENT (tests/e2e/stack.py): a nodeSelector and a toleration of its taint.
+    Pods reach it with REAL_NODE_PLACEMENT (dev/src/yolo_dev/stack.py): a nodeSelector and a toleration of its taint.
     """
     node = testbed.node_setting("NODE_NAME")
     kubectl("wait", "--for=condition=Ready", f"node/{node}", "--timeout=120s")
@@ -155,3 +154,42 @@ def runner(s3_env, tmp_path):
     from tests.trainer_fixtures import TrainerRunner
 
     return TrainerRunner(s3_env, tmp_path)
+
+
+# --- figures in the run's output -------------------------------------------------------------------------------
+# Tests print what a closing note quotes (HA-FIGURE, UPGRADE-FIGURE, PROMQL, ranks:, the kubectl table while a
+# gang trains, ...). pytest hides a passed test's output, so those lines are gathered here and printed once at the
+# end: a CI log then holds them without -s.
+FIGURE_PREFIXES = ("ranks:", "HA-FIGURE", "UPGRADE-FIGURE", "FAULT-FIGURE", "PROMQL", "HISTORY-", "2 nodes x ",
+                   "resumed from epoch", "evicted ", "eviction:", "$ kubectl get")  # fmt: skip
+_FIGURES: list[str] = []
+
+
+def figure_lines(text: str) -> list[str]:
+    """The figure lines of a test's output; after a ``$ kubectl get`` line, the table up to the next blank line."""
+    out, table = [], False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if table:
+            if not stripped:
+                table = False
+                continue
+            out.append("    " + line)
+        elif stripped.startswith(FIGURE_PREFIXES):
+            out.append(stripped)
+            table = stripped.startswith("$ kubectl get")
+    return out
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" and report.passed:
+        lines = figure_lines(report.capstdout)
+        if lines:
+            _FIGURES.append(f"{report.nodeid}\n" + "\n".join(f"  {line}" for line in lines))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    if _FIGURES:
+        terminalreporter.section("figures printed by passed tests")
+        for block in _FIGURES:
+            terminalreporter.write_line(block)

@@ -54,7 +54,7 @@ def main() -> int:
                 (control / "torn-write-started").touch()
                 time.sleep(3600)
         last.write_bytes(data)
-        saved = {"epoch": i, "epochs": epochs, "stop": stop or i + 1 == epochs, "last": str(last), "csv": str(csv),
+        saved = {"epoch": i + 1, "epochs": epochs, "stop": stop or i + 1 == epochs, "last": str(last), "csv": str(csv),
                  "signature": child.file_signature(last)}  # fmt: skip
         child.write_json(control / child.SAVED, saved)
         if stop:

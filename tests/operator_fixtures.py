@@ -7,7 +7,6 @@ import copy
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,33 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from yolo_operator import crd
+from yolo_dev.testbed import free_port, wait_for
+from yolo_operator.gen import crd
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
 Kubectl = Callable[..., subprocess.CompletedProcess]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(fn: Callable[[], T], timeout: float = 30, interval: float = 0.3, what: str = "condition") -> T:
-    """Polls fn until it returns something truthy; fails with the last value (or exception) on timeout."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = fn()
-            if last:
-                return last
-        except Exception as e:
-            last = e
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
-        time.sleep(interval)
 
 
 INSTANCE_LABEL = "yolo-operator.io/operator-instance"
@@ -120,7 +98,9 @@ class OperatorProcess:
 
 def install_crd(kubectl: Kubectl) -> None:
     kubectl("apply", "-f", "-", input=crd.render())
-    kubectl("wait", "--for=condition=Established", f"crd/{crd.CRD_NAME}", "--timeout=60s")
+    # kubectl wait fails at once on a CRD the API server has not given any condition yet (a loaded machine)
+    wait_for(lambda: kubectl("wait", "--for=condition=Established", f"crd/{crd.CRD_NAME}", "--timeout=60s",
+                             check=False).returncode == 0, 120, interval=1, what=f"crd/{crd.CRD_NAME} Established")
 
 
 def trainingjob(name: str, **spec: Any) -> dict[str, Any]:

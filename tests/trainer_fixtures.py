@@ -124,7 +124,9 @@ class TrainerRunner:
         self.sink = sink
         self.n = 0
 
-    def config(self, name: str, model: str, dataset: str, output: str, **training: Any) -> dict[str, Any]:
+    def config(
+        self, name: str, model: str | dict[str, Any], dataset: str, output: str, **training: Any
+    ) -> dict[str, Any]:
         hyper = training.pop("hyperparameters", {})
         t = {"epochs": 2, "imgsz": 32, "batch": 8, **training}
         t["hyperparameters"] = {"warmup_epochs": 0, **hyper}  # tiny runs: no warmup so every step counts

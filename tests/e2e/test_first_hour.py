@@ -9,9 +9,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-from tests import testbed
-from tests.e2e.stack import REAL_NODE, Stack
+from yolo_dev import testbed
+from yolo_dev.stack import REAL_NODE, Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 

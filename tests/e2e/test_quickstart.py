@@ -22,9 +22,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-from tests import testbed
-from tests.e2e.stack import REAL_NODE_PLACEMENT, Stack
+from yolo_dev import testbed
+from yolo_dev.stack import REAL_NODE_PLACEMENT, Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 README = testbed.ROOT / "README.md"

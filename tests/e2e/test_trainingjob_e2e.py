@@ -10,10 +10,9 @@ import threading
 import uuid
 
 import pytest
-from yolo_operator.builders import quantity_bytes
-
-from tests import testbed
-from tests.e2e.stack import REAL_NODE, Stack, table_row
+from yolo_dev import testbed
+from yolo_dev.stack import REAL_NODE, Stack, table_row
+from yolo_operator.controller.build import quantity_bytes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -165,7 +164,8 @@ def test_trainingjob_trains_to_succeeded_and_a_second_continues_from_it(stack, r
     job2 = stack.get("job", status2["jobName"], "-n", namespace)
     config_env = next(e for e in job2["spec"]["template"]["spec"]["containers"][0]["env"]
                       if e["name"] == "YOLO_TRAINER_CONFIG")  # fmt: skip
-    assert json.loads(config_env["value"])["model"] == best
+    model = json.loads(config_env["value"])["model"]  # typed: the parent's weights, and which job they are
+    assert (model["kind"], model["uri"], model["name"]) == ("fromTrainingJob", best, "shapes-v1")
     uid2 = stack.get("trainingjob", "shapes-v2", "-n", namespace)["metadata"]["uid"]
     s3_client.head_object(Bucket=bucket, Key=f"runs/{namespace}/shapes-v2/{uid2}/weights/best.pt")
 

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from yolo_dev import testbed
 
-from tests import testbed
 from tests.operator_fixtures import free_port, wait_for
 
 #: Components kwokctl can start besides etcd and kube-apiserver.

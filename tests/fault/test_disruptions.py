@@ -34,9 +34,8 @@ from typing import Any
 
 import pytest
 import yaml
-
-from tests import kueue, testbed
-from tests.e2e.stack import REAL_NODE, Stack
+from yolo_dev import kueue, testbed
+from yolo_dev.stack import REAL_NODE, Stack
 
 pytestmark = [pytest.mark.fault, pytest.mark.e2e]
 

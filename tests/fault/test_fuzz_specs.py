@@ -1,6 +1,6 @@
 """Bad input: fuzzed TrainingJob specs against the real kube-apiserver of the test bed and a running operator.
 
-Specs are drawn by hypothesis in the shape of the pydantic models in ``yolo_operator.api`` (every base spec
+Specs are drawn by hypothesis in the shape of the pydantic models in ``yolo_operator.api.types`` (every base spec
 parses there) and then mutated: wrong types, out-of-range numbers, unknown fields, huge and unicode strings,
 missing fields, weird URIs. Each one is created through the API server (strict field validation) and is
 either rejected at admission with a message naming a mutated field (or its parent), or stored in a form the
@@ -26,8 +26,9 @@ from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 from yolo_contract._ultralytics_args import ARGS
 from yolo_contract.training import MAX_FREEZE
-from yolo_operator import GROUP, PLURAL, VERSION, api
-from yolo_operator.reasons import COND_FAILED, FAILED, PHASES
+from yolo_operator import GROUP, PLURAL, VERSION
+from yolo_operator.api import types as api
+from yolo_operator.api.reasons import COND_FAILED, FAILED, PHASES
 
 from tests.fault.operator_log import operator_problems
 from tests.operator_fixtures import INSTANCE_LABEL, OperatorProcess, install_crd, wait_for
@@ -271,7 +272,8 @@ def mutated(draw: st.DrawFn) -> tuple[dict[str, Any], list[str]]:
             parent[key] = draw(st.sampled_from(WEIRD_URIS))
         else:  # wrong_type, and the kinds that do not fit the value
             other = [v for v in WRONG_TYPES if json_type(v) is not json_type(current)]
-            parent[key] = draw(st.sampled_from(other))
+            # A copy: WRONG_TYPES holds lists and dicts that a later mutation of this case may edit in place.
+            parent[key] = copy.deepcopy(draw(st.sampled_from(other)))
         touched.append(fmt(path))
     return doc, touched
 
@@ -314,10 +316,12 @@ def test_mutations_leave_the_shared_strategy_values_alone(case: tuple[dict[str, 
     """Drawing is pure: the objects st.just and st.sampled_from hand out are never mutated in place."""
     assert node_affinity == NODE_AFFINITY_AT_IMPORT
     assert VALID_HYPERPARAMETERS == VALID_HYPERPARAMETERS_AT_IMPORT
+    assert WRONG_TYPES == WRONG_TYPES_AT_IMPORT
 
 
 NODE_AFFINITY_AT_IMPORT = copy.deepcopy(node_affinity)
 VALID_HYPERPARAMETERS_AT_IMPORT = copy.deepcopy(VALID_HYPERPARAMETERS)
+WRONG_TYPES_AT_IMPORT = copy.deepcopy(WRONG_TYPES)
 
 
 @pytest.fixture

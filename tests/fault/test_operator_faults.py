@@ -5,7 +5,7 @@
 * Its API server restarted (a throwaway kwokctl cluster, never the shared bed's): the watches recover by
   themselves, no status update is lost, and /healthz fails while the watches cannot work for longer than
   the grace period, then recovers (FAULT-FIGURE apiserver-restart).
-* yolo_operator.health, the liveness verdict, as pure functions (unit).
+* yolo_operator.runtime.health, the liveness verdict, as pure functions (unit).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from yolo_operator import health
+from yolo_operator.runtime import health
 
 from tests.fault.kwok_cluster import ThrowawayCluster
 from tests.integration import test_operator_lifecycle as lifecycle

@@ -36,7 +36,7 @@ NAMESPACED = (
     (TJ, ""), (TJ, "status"), (TJ, "finalizers"), ("jobs.batch", ""), ("pods", ""), ("pods", "exec"),
     ("pods", "log"), ("pods", "portforward"), ("secrets", ""), ("configmaps", ""),
     ("serviceaccounts", ""), ("serviceaccounts", "token"), (f"roles.{RBAC}", ""), (f"rolebindings.{RBAC}", ""),
-    ("events", ""), ("events.events.k8s.io", ""), ("deployments.apps", ""),
+    ("events", ""), ("events.events.k8s.io", ""), ("deployments.apps", ""), ("services", ""),
 )  # fmt: skip
 CLUSTER = (
     ("nodes", ""), ("nodes", "proxy"), ("namespaces", ""), (f"clusterroles.{RBAC}", ""),
@@ -58,6 +58,7 @@ OPERATOR_NEEDS: dict[tuple[str, str], set[str]] = {
     ("jobs.batch", ""): {"create", "get", "list", "watch", "patch"},  # create_if_absent, get_job, mutable fields
     ("pods", ""): {"get", "list", "watch"},  # list_pods, kopf watches
     ("configmaps", ""): {"get"},  # missing_ca_bundle: a pod waiting to mount spec.s3.caBundle
+    ("services", ""): {"create", "get", "list", "watch"},  # a multi-node job's headless Service, kopf watches
     ("serviceaccounts", ""): {"create", "get", "list", "watch"},  # per-job RBAC
     (f"roles.{RBAC}", ""): {"create", "get", "list", "watch"},
     (f"rolebindings.{RBAC}", ""): {"create", "get", "list", "watch"},

@@ -15,8 +15,8 @@ import json
 from typing import Any
 
 import pytest
-from yolo_operator import crd
-from yolo_operator.reasons import COND_FAILED, FAILED, JOB_CREATED
+from yolo_operator.api.reasons import COND_FAILED, FAILED, JOB_CREATED
+from yolo_operator.gen import crd
 
 from tests.fault.kwok_cluster import ThrowawayCluster
 from tests.fault.operator_log import operator_problems

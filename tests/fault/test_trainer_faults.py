@@ -18,10 +18,10 @@ import re
 import time
 
 import pytest
+from yolo_dev.testbed import wait_until
 from yolo_trainer.testing import upload_dir, write_yolo_dataset
 
 from tests.fault.faultproxy import FaultProxy
-from tests.testbed import wait_until
 from tests.trainer_fixtures import Result, TrainerRunner, list_keys, parse_events, read_json
 
 pytestmark = [pytest.mark.fault]
@@ -376,9 +376,9 @@ def test_after_training_the_uploader_drops_the_waiting_checkpoint_and_waits_for_
     last = tmp_path / "last.pt"
     last.write_bytes(b"weights")
     up = CheckpointUploader(SlowStore(), "s3://b/job", tmp_path / "staging", "run", "fp")
-    up.submit(0, last, None)
+    up.submit(1, last, None)
     assert started.wait(10)
-    up.submit(1, last, None)  # waits behind the upload in flight
+    up.submit(2, last, None)  # waits behind the upload in flight
     finisher = threading.Thread(target=up.finish)
     finisher.start()
     finisher.join(0.5)

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from yolo_operator import bundle
-
-from tests import testbed
+from yolo_dev import testbed
+from yolo_operator.gen import bundle
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +45,7 @@ def olm_validate() -> Path:
 
 
 def test_committed_bundle_matches_generator(helm_bin):
-    """Drift: rerun `python -m yolo_operator.bundle --write` after changing the chart, the CRD or examples/."""
+    """Drift: rerun `python -m yolo_operator.gen.bundle --write` after changing the chart, the CRD or examples/."""
     assert bundle.main(["--check", "--helm", str(helm_bin)]) == 0
 
 
@@ -67,6 +66,40 @@ def test_check_mode_detects_drift(helm_bin, tmp_path):
     assert bundle.main(["--check", *args]) == 1
     assert bundle.main(["--write", *args]) == 0
     assert not (tmp_path / bundle.MANIFESTS / "leftover.yaml").exists()
+
+
+DIGEST = "sha256:" + "cd" * 32
+
+
+def test_a_bundle_of_your_images_is_pinned_by_digest(helm_bin, tmp_path):
+    """`make bundle IMG=... TRAINER_IMG=...`: the chart renders the images, so the CSV's Deployment, the trainer
+    image the operator hands every TrainingJob and relatedImages name them; pinned, the bundle claims disconnected
+    support. The catalog of that bundle names the bundle image and the same related images."""
+    op, tr = f"10.213.255.1:7500/team/yolo-operator@{DIGEST}", f"quay.io/team/yolo-trainer@{DIGEST}"
+    plugin = f"quay.io/team/yolo-console-plugin@{DIGEST}"
+    out, cat = tmp_path / "bundle", tmp_path / "catalog"
+    assert bundle.main(["--write", "--helm", str(helm_bin), "--operator-image", op, "--trainer-image", tr,
+                        "--console-plugin-image", plugin, "--out", str(out), "--catalog", str(cat),
+                        "--bundle-image", f"r/b@{DIGEST}"]) == 0  # fmt: skip
+    csv = yaml.safe_load((out / bundle.CSV_PATH.relative_to("bundle")).read_text())
+    (container,) = csv["spec"]["install"]["spec"]["deployments"][0]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert (container["image"], env[bundle.TRAINER_IMAGE_ENV]) == (op, tr)
+    assert csv["spec"]["relatedImages"] == [{"name": "operator", "image": op}, {"name": "trainer", "image": tr},
+                                            {"name": "console-plugin", "image": plugin}]  # fmt: skip
+    assert csv["metadata"]["annotations"][bundle.DISCONNECTED] == "true"
+    assert (out / "bundle.Dockerfile").is_file() and (out / "metadata" / "annotations.yaml").is_file()
+    fbc = list(yaml.safe_load_all((cat / "configs" / "yolo-operator" / "catalog.yaml").read_text()))
+    assert [d["schema"] for d in fbc] == ["olm.package", "olm.channel", "olm.bundle"]
+    assert [r["image"] for r in fbc[2]["relatedImages"]] == [f"r/b@{DIGEST}", op, tr, plugin]
+    # Tags (here the console plugin's, the chart's default): the same bundle, without the disconnected claim; and
+    # never over the committed bundle/.
+    assert bundle.main(["--write", "--helm", str(helm_bin), "--operator-image", op, "--trainer-image", tr,
+                        "--out", str(tmp_path / "tagged")]) == 0  # fmt: skip
+    tagged = yaml.safe_load((tmp_path / "tagged" / bundle.CSV_PATH.relative_to("bundle")).read_text())
+    assert tagged["metadata"]["annotations"][bundle.DISCONNECTED] == "false"
+    with pytest.raises(SystemExit):
+        bundle.main(["--write", "--helm", str(helm_bin), "--operator-image", "r/op:1"])
 
 
 # The first test to use olm_validate may build it: 11-12 minutes cold on 2 busy cores (`make test` builds it
@@ -141,6 +174,10 @@ def test_csv_dry_run_server_against_olm_crd(csv_crd, kubectl, namespace):
 
 
 def test_bundle_extras_dry_run_server(kubectl, namespace):
-    """The metrics Service of the bundle applies as it is (the console objects need OpenShift's API)."""
-    (svc,) = (ROOT / bundle.MANIFESTS).glob("*.service.yaml")
-    kubectl("apply", "--dry-run=server", "-f", str(svc), namespace=namespace)
+    """The Services of the bundle (metrics, console plugin) apply as they are (the console objects need
+    OpenShift's API)."""
+    services = sorted((ROOT / bundle.MANIFESTS).glob("*.service.yaml"))
+    names = [s.name for s in services]
+    assert names == ["yolo-operator-console-plugin.service.yaml", "yolo-operator-metrics.service.yaml"], names
+    for svc in services:
+        kubectl("apply", "--dry-run=server", "-f", str(svc), namespace=namespace)

@@ -2,9 +2,10 @@
 real kube-apiserver of the local test bed.
 
 * lint (also --strict), the values schema refusing misspelled or out-of-range values;
-* the rendered objects: Deployment (Recreate, /healthz probes on the operator's health port, restricted
-  security context without a fixed UID, env read by OperatorConfig), RBAC without wildcards or Secrets,
-  the CRD identical to the generator's;
+* the rendered objects: Deployment (2 replicas with leader election and a rolling update, or 1 standalone with
+  Recreate; /healthz probes on the operator's health port, restricted security context without a fixed UID,
+  env read by OperatorConfig), the PodDisruptionBudget, RBAC without wildcards or Secrets (Leases only in
+  the release namespace, only its own), the CRD identical to the generator's;
 * `kubectl apply --dry-run=server` of the rendering, cluster-wide and namespaced;
 * a real `helm install` and what its ServiceAccount may and may not do (kubectl auth can-i), including
   creating the per-job ServiceAccount/Role/RoleBinding/Job exactly as the operator builds them (RBAC
@@ -25,12 +26,11 @@ from typing import Any
 
 import pytest
 import yaml
-from yolo_operator import crd
-from yolo_operator.api import TrainingJob
-from yolo_operator.builders import build_children
-from yolo_operator.config import OperatorConfig
-
-from tests import testbed
+from yolo_dev import testbed
+from yolo_operator.api.types import TrainingJob
+from yolo_operator.controller.build import build_children
+from yolo_operator.gen import crd
+from yolo_operator.runtime.config import OperatorConfig
 
 pytestmark = pytest.mark.integration
 
@@ -73,6 +73,11 @@ def template(helm_bin: Path, values: dict[str, str] | None = None, *extra: str, 
 
 def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == kind]
+
+
+def plain_env(container: dict[str, Any]) -> dict[str, str]:
+    """The container's env with values (the downward-API entries, pod name and namespace, left out)."""
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +152,8 @@ def test_helm_lint_clean(helm_bin, values, strict):
         ({"opertor.image": "x"}, "opertor"),  # misspelled top-level key
         ({"operator.imgae.tag": "x"}, "imgae"),  # misspelled nested key
         ({"crd.instal": "false"}, "instal"),
-        ({"replicaCount": "2"}, "replicaCount"),  # no leader election: at most one operator
+        ({"replicaCount": "2", "leaderElection.enabled": "false"}, "replicaCount"),  # standalone: at most one
+        ({"leaderElection.retryPeriodSeconds": "0"}, "retryPeriodSeconds"),
         ({"operator.logLevel": "verbose"}, "logLevel"),
         ({"watchNamespaces": "{Team_A}"}, "watchNamespaces"),
         ({"operator.healthPort": "0"}, "healthPort"),
@@ -155,6 +161,9 @@ def test_helm_lint_clean(helm_bin, values, strict):
         ({"trainer.env[0].name": "AWS_SECRET_ACCESS_KEY", "trainer.env[0].value": "x"}, "trainer/env/0/name"),
         ({"trainer.env[0].name": "YOLO_TRAINER_CONFIG"}, "trainer/env/0/name"),
         ({"trainer.hubMirror": "https://github.com/"}, "hubMirror"),
+        ({"metrics.serviceMonitor.interval": "soon"}, "interval"),
+        ({"metrics.dashboard.namespace": "Not_A_Namespace"}, "namespace"),
+        ({"metrics.dashbaord.enabled": "false"}, "dashbaord"),
     ],
 )
 def test_values_schema_rejects_bad_values_naming_them(helm_bin, values, named):
@@ -189,7 +198,7 @@ def test_deployment(helm_bin):
     docs = template(helm_bin)
     (dep,) = by_kind(docs, "Deployment")
     spec = dep["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 2 and spec["strategy"]["type"] == "RollingUpdate"
     pod = spec["template"]["spec"]
     (c,) = pod["containers"]
     defaults = OperatorConfig()
@@ -210,13 +219,49 @@ def test_deployment(helm_bin):
     assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
     assert pod["serviceAccountName"] == "yolo-operator"
     # every YOLO_OPERATOR_* variable is one the operator reads, and they configure it as intended
-    env = {e["name"]: e["value"] for e in c["env"]}
-    cfg_source = (ROOT / "operator" / "src" / "yolo_operator" / "config.py").read_text()
+    downward = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in c["env"] if "valueFrom" in e}
+    assert downward == {"YOLO_OPERATOR_LEADER_ELECTION_NAMESPACE": "metadata.namespace",
+                        "YOLO_OPERATOR_POD_NAME": "metadata.name"}  # fmt: skip
+    env = plain_env(c)
+    cfg_source = (ROOT / "operator" / "src" / "yolo_operator" / "runtime" / "config.py").read_text()
     for name in env:
         assert not name.startswith("YOLO_OPERATOR_") or f'"{name}"' in cfg_source, name
     cfg = OperatorConfig.from_env(env)
     assert cfg.clusterwide and cfg.trainer_image == "ghcr.io/yolo-operator/yolo-trainer:0.1.0"
     assert cfg.read_only_root_filesystem and not cfg.offline and cfg.log_level == "INFO"
+    assert cfg.leader_election and cfg.lease_name == dep["metadata"]["name"]
+    assert (cfg.lease_duration_seconds, cfg.renew_deadline_seconds, cfg.retry_period_seconds) == (15, 10, 2)
+
+
+def test_high_availability_objects_follow_replicas_and_leader_election(helm_bin):
+    docs = template(helm_bin)
+    (pdb,) = by_kind(docs, "PodDisruptionBudget")
+    (dep,) = by_kind(docs, "Deployment")
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["minAvailable"] == 1 and pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    anti = dep["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    (term,) = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    # the user's affinity replaces the default spread
+    mine = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["ops"]}]}]}}}  # fmt: skip
+    (dep,) = by_kind(template(helm_bin, {}, "--set-json", f"affinity={json.dumps(mine)}"), "Deployment")
+    assert dep["spec"]["template"]["spec"]["affinity"] == mine
+    # one replica: no budget (it would block every drain), no spread
+    one = template(helm_bin, {"replicaCount": "1"})
+    assert not by_kind(one, "PodDisruptionBudget")
+    assert "affinity" not in by_kind(one, "Deployment")[0]["spec"]["template"]["spec"]
+    # standalone: as before leader election existed (Recreate, no Lease, no Lease RBAC)
+    alone = template(helm_bin, {"replicaCount": "1", "leaderElection.enabled": "false"})
+    (dep,) = by_kind(alone, "Deployment")
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    assert "LEADER" not in json.dumps(dep) and "leases" not in json.dumps(rules_of(alone))
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert not OperatorConfig.from_env(plain_env(c)).leader_election
+    # unsafe durations fail the install, naming them
+    proc = run([str(helm_bin), "template", "x", str(CHART), "--set", "leaderElection.renewDeadlineSeconds=20"],
+               check=False)  # fmt: skip
+    assert proc.returncode and "renewDeadlineSeconds must be less than leaseDurationSeconds" in proc.stderr
 
 
 def test_deployment_env_follows_values(helm_bin):
@@ -225,7 +270,7 @@ def test_deployment_env_follows_values(helm_bin):
                                "operator.logLevel": "DEBUG", "operator.healthPort": "9000"})  # fmt: skip
     (dep,) = by_kind(docs, "Deployment")
     (c,) = dep["spec"]["template"]["spec"]["containers"]
-    cfg = OperatorConfig.from_env({e["name"]: e["value"] for e in c["env"]})
+    cfg = OperatorConfig.from_env(plain_env(c))
     assert cfg.namespaces == ("team-a", "team-b") and not cfg.clusterwide
     assert cfg.trainer_image == "ghcr.io/yolo-operator/yolo-trainer:1.2.3"
     assert cfg.image_pull_policy == "Always" and cfg.offline and cfg.log_level == "DEBUG"
@@ -234,12 +279,12 @@ def test_deployment_env_follows_values(helm_bin):
 
 def test_simulated_gpus_only_when_a_test_bed_asks_for_them(helm_bin):
     """Default: a GPU job without a visible GPU fails (GPUNotVisible); only trainer.simulatedGpus=true, which
-    only the test bed sets (tests/e2e/stack.py), lets it train on CPU."""
+    only the test bed sets (dev/src/yolo_dev/stack.py), lets it train on CPU."""
 
     def operator_config(values: dict[str, str]) -> OperatorConfig:
         (dep,) = by_kind(template(helm_bin, values), "Deployment")
         (c,) = dep["spec"]["template"]["spec"]["containers"]
-        return OperatorConfig.from_env({e["name"]: e["value"] for e in c["env"]})
+        return OperatorConfig.from_env(plain_env(c))
 
     assert operator_config({}).simulated_gpus is False
     assert operator_config({"trainer.simulatedGpus": "true"}).simulated_gpus is True
@@ -251,7 +296,7 @@ def test_default_scratch_size_reaches_the_operator_unless_emptied(helm_bin):
     def operator_config(values: dict[str, str]) -> OperatorConfig:
         (dep,) = by_kind(template(helm_bin, values), "Deployment")
         (c,) = dep["spec"]["template"]["spec"]["containers"]
-        return OperatorConfig.from_env({e["name"]: e["value"] for e in c["env"]})
+        return OperatorConfig.from_env(plain_env(c))
 
     assert operator_config({}).default_scratch_size == "20Gi"
     assert operator_config({"trainer.scratchSize": "100Gi"}).default_scratch_size == "100Gi"
@@ -269,7 +314,7 @@ def test_trainer_pod_settings_reach_the_operator(helm_bin):
                                "trainer.hubMirror": "s3://mirror/ultralytics"})  # fmt: skip
     (dep,) = by_kind(docs, "Deployment")
     (c,) = dep["spec"]["template"]["spec"]["containers"]
-    cfg = OperatorConfig.from_env({e["name"]: e["value"] for e in c["env"]})
+    cfg = OperatorConfig.from_env(plain_env(c))
     assert cfg.trainer_image_pull_secrets == ("registry-a", "registry-b")
     assert cfg.trainer_env == ({"name": "HTTPS_PROXY", "value": "http://proxy:3128"},)
     assert cfg.trainer_service_account_annotations == {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/t"}
@@ -300,6 +345,7 @@ def test_rbac_least_privilege(helm_bin, values):
     assert grants(rules, "batch", "jobs") == {"create", "get", "list", "watch", "patch"}
     assert grants(rules, "", "pods") == {"get", "list", "watch"}
     assert grants(rules, "", "configmaps") == {"get"}  # the CA bundle, only to report it missing
+    assert grants(rules, "", "services") == {"create", "get", "list", "watch"}  # a multi-node job's rendezvous
     assert grants(rules, "", "events") >= {"create"} and grants(rules, "events.k8s.io", "events") >= {"create"}
     for group, res in (("", "serviceaccounts"), ("rbac.authorization.k8s.io", "roles"),
                        ("rbac.authorization.k8s.io", "rolebindings")):  # fmt: skip
@@ -308,12 +354,22 @@ def test_rbac_least_privilege(helm_bin, values):
     tj = {"apiVersion": "yolo-operator.io/v1alpha1", "kind": "TrainingJob",
           "metadata": {"name": "x", "namespace": "team-a", "uid": "u"},
           "spec": {"model": {"hub": "yolov8n.pt"}, "dataset": "s3://datasets/d/", "output": "s3://runs/"}}  # fmt: skip
-    role = next(o for o in build_children(tj, OperatorConfig(), "yolov8n.pt") if o["kind"] == "Role")
+    role = next(o for o in build_children(tj, OperatorConfig()) if o["kind"] == "Role")
     for r in role["rules"]:
         for group in r["apiGroups"]:
             for res in r["resources"]:
                 assert set(r["verbs"]) <= grants(rules, group, res), (res, r["verbs"])
     (cluster_role,) = by_kind(docs, "ClusterRole")
+    # Leases: only in the release namespace, and only its own one may be read or written
+    (election,) = [d for d in by_kind(docs, "Role") if d["metadata"]["name"].endswith("-leader-election")]
+    assert election["metadata"]["namespace"] == "yolo-operator"
+    assert election["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["yolo-operator"],
+         "verbs": ["get", "update"]},
+    ]  # fmt: skip
+    assert [r for r in rules_of(docs) if "leases" in r["resources"]] == election["rules"]
+    docs = [d for d in docs if not d["metadata"]["name"].endswith("-leader-election")]
     if values:
         assert {d["metadata"]["namespace"] for d in by_kind(docs, "Role")} == {"team-a", "team-b"}
         assert {d["metadata"]["namespace"] for d in by_kind(docs, "RoleBinding")} == {"team-a", "team-b"}
@@ -392,6 +448,10 @@ def test_console_quick_start(helm_bin):
     assert (ROOT / "examples" / "s3-secret.yaml").read_text() in spec["tasks"][0]["description"]
     assert "status.artifacts.bestWeights" in spec["tasks"][3]["description"]
     assert spec["introduction"] and spec["conclusion"] and spec["durationMinutes"] > 0
+    # A Helm install has no Installed Operators entry and no CSV-drawn details page (those are the bundle's variant).
+    text = json.dumps(spec, ensure_ascii=False)
+    assert "Helm chart" in spec["prerequisites"][0] and "API Explorer" in spec["tasks"][1]["description"]
+    assert "Installed Operators" not in text and "OperatorHub" not in text and "details page" not in text
 
 
 def test_metrics_service_targets_the_metrics_port(helm_bin):
@@ -400,6 +460,102 @@ def test_metrics_service_targets_the_metrics_port(helm_bin):
     (dep,) = by_kind(docs, "Deployment")
     assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
     assert svc["spec"]["ports"][0]["targetPort"] == "metrics"
+
+
+SERVICE_MONITOR_API = "monitoring.coreos.com/v1/ServiceMonitor"
+CONSOLE_API = "console.openshift.io/v1"
+
+
+def dashboard_of(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The Grafana JSON of the chart's console dashboard ConfigMap."""
+    (cm,) = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-trainingjob-dashboard")]
+    (text,) = cm["data"].values()
+    return json.loads(text)
+
+
+def dashboard_exprs(dashboard: dict[str, Any]) -> list[str]:
+    return [t["expr"] for row in dashboard["rows"] for p in row["panels"] for t in p["targets"]]
+
+
+def test_service_monitor_only_where_its_api_exists(helm_bin):
+    plain = template(helm_bin, {}, "--skip-tests")
+    with_api = template(helm_bin, {}, "--skip-tests", "--api-versions", SERVICE_MONITOR_API)
+    assert not by_kind(plain, "ServiceMonitor")
+    (sm,) = by_kind(with_api, "ServiceMonitor")
+    assert [d for d in with_api if d["kind"] != "ServiceMonitor"] == plain  # nothing else changes
+    (svc,) = by_kind(with_api, "Service")
+    # it selects the metrics Service (and only it: the component label) by the port's name
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert sm["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "metrics"
+    assert [e["port"] for e in sm["spec"]["endpoints"]] == [p["name"] for p in svc["spec"]["ports"]]
+    assert "namespaceSelector" not in sm["spec"]  # its own namespace: the OLM bundle carries it unchanged
+    labelled = template(helm_bin, {"metrics.serviceMonitor.labels.release": "kps", "metrics.serviceMonitor.interval":
+                                   "15s"}, "--skip-tests", "--api-versions", SERVICE_MONITOR_API)  # fmt: skip
+    (sm,) = by_kind(labelled, "ServiceMonitor")
+    assert sm["metadata"]["labels"]["release"] == "kps" and sm["spec"]["endpoints"][0]["interval"] == "15s"
+    for off in ({"metrics.serviceMonitor.enabled": "false"}, {"metrics.service.enabled": "false"}):
+        assert not by_kind(template(helm_bin, off, "--skip-tests", "--api-versions", SERVICE_MONITOR_API),
+                           "ServiceMonitor")  # fmt: skip
+
+
+def test_console_dashboard_only_where_the_console_api_exists_and_it_draws_one_jobs_series(helm_bin):
+    from yolo_operator.runtime import metrics
+
+    plain = template(helm_bin, {}, "--skip-tests")
+    with_console = template(helm_bin, {}, "--skip-tests", "--api-versions", CONSOLE_API)
+    (cm,) = [d for d in with_console if d not in plain]
+    assert cm["kind"] == "ConfigMap" and cm["metadata"]["namespace"] == "openshift-config-managed"
+    assert cm["metadata"]["labels"]["console.openshift.io/dashboard"] == "true"
+    dashboard = dashboard_of(with_console)
+    variables = {v["name"]: v["query"] for v in dashboard["templating"]["list"]}
+    assert set(variables) == {"namespace", "trainingjob"}
+    exported = {name for name, *_ in metrics.JOB_SERIES} | {metrics.PHASE_SERIES}
+    exprs = dashboard_exprs(dashboard)
+    for expr in exprs:  # every query names a series the operator exports, for the chosen job only
+        assert expr.split("{")[0] in exported, expr
+        assert 'trainingjob_namespace="$namespace"' in expr and 'trainingjob="$trainingjob"' in expr, expr
+    assert {e.split("{")[0] for e in exprs} == exported - {metrics.PHASE_SERIES}  # every series is drawn
+    elsewhere = template(helm_bin, {"metrics.dashboard.namespace": "dashboards"}, "--skip-tests",
+                         "--api-versions", CONSOLE_API)  # fmt: skip
+    assert next(d for d in elsewhere if d not in plain)["metadata"]["namespace"] == "dashboards"
+    off = template(helm_bin, {"metrics.dashboard.enabled": "false"}, "--skip-tests", "--api-versions", CONSOLE_API)
+    assert off == plain
+
+
+CONSOLE_PLUGIN_API = "console.openshift.io/v1/ConsolePlugin"
+
+
+def test_console_plugin_only_where_its_api_exists_and_it_is_enabled(helm_bin):
+    plugin_json = json.loads((ROOT / "console-plugin" / "package.json").read_text())["consolePlugin"]
+    plain = template(helm_bin, {}, "--skip-tests")
+    with_api = template(helm_bin, {}, "--skip-tests", "--api-versions", CONSOLE_PLUGIN_API)
+    added = [d for d in with_api if d not in plain]
+    assert sorted(d["kind"] for d in added) == ["ConsolePlugin", "Deployment", "Service"]
+    assert [d for d in with_api if d not in added] == plain  # nothing else changes
+    (cp,) = by_kind(added, "ConsolePlugin")
+    (dep,) = by_kind(added, "Deployment")
+    (svc,) = by_kind(added, "Service")
+    # The console loads /api/plugins/<ConsolePlugin name>/plugin-manifest.json: the name must be package.json's.
+    assert cp["apiVersion"] == "console.openshift.io/v1" and cp["metadata"]["name"] == plugin_json["name"]
+    assert cp["spec"]["displayName"] == plugin_json["displayName"] and cp["spec"]["i18n"] == {"loadType": ""}
+    backend = cp["spec"]["backend"]["service"]
+    assert (backend["name"], backend["namespace"], backend["port"]) == (svc["metadata"]["name"], "yolo-operator",
+                                                                        svc["spec"]["ports"][0]["port"])  # fmt: skip
+    assert backend["port"] == 9443 and svc["spec"]["ports"][0]["targetPort"] == "https"
+    # TLS from OpenShift's service CA: the Secret the Service annotation names is the one the pod mounts.
+    secret = svc["metadata"]["annotations"]["service.beta.openshift.io/serving-cert-secret-name"]
+    pod = dep["spec"]["template"]
+    assert {v["name"]: v for v in pod["spec"]["volumes"]}["serving-cert"]["secret"]["secretName"] == secret
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    # Its pods are no operator pods: the operator's Deployment and Service select none of them.
+    operator_dep = next(d for d in plain if d["kind"] == "Deployment")
+    assert not operator_dep["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    (container,) = pod["spec"]["containers"]
+    assert container["image"].startswith("ghcr.io/yolo-operator/yolo-console-plugin:")
+    assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    off = template(helm_bin, {"consolePlugin.enabled": "false"}, "--skip-tests", "--api-versions", CONSOLE_PLUGIN_API)
+    assert off == plain
 
 
 # --- against the API server ------------------------------------------------------------------------------
@@ -418,8 +574,9 @@ def test_dry_run_server_namespaced(helm_bin, kubectl, namespace, other_namespace
     docs = template(helm_bin, values, "--skip-tests", namespace=namespace, release=f"yo-{namespace}")
     out = kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(docs)).stdout
     lines = out.splitlines()
-    assert sum(x.startswith("role.rbac") for x in lines) == 2, out
-    assert sum(x.startswith("rolebinding.rbac") for x in lines) == 2, out
+    # one per watched namespace, and the leader election's in the release namespace
+    assert sum(x.startswith("role.rbac") for x in lines) == 3, out
+    assert sum(x.startswith("rolebinding.rbac") for x in lines) == 3, out
 
 
 def test_helm_install_clusterwide_permissions(bed_env, kubectl, release, namespace, other_namespace):
@@ -445,6 +602,8 @@ def test_helm_install_clusterwide_permissions(bed_env, kubectl, release, namespa
         ("create", "rolebindings.rbac.authorization.k8s.io", "-n", ns), ("create", "events", "-n", ns),
         ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
         ("get", "configmaps", "-n", ns),  # the CA bundle, to report it missing
+        ("create", "services", "-n", ns),  # a multi-node job's headless Service
+        ("update", f"leases.coordination.k8s.io/{fullname}", "-n", namespace),  # leader election
     ]  # fmt: skip
     denied = [
         ("get", "secrets", "-n", ns), ("list", "secrets", "-A"), ("get", "secrets", "-n", namespace),
@@ -453,7 +612,9 @@ def test_helm_install_clusterwide_permissions(bed_env, kubectl, release, namespa
         ("create", "clusterroles.rbac.authorization.k8s.io"), ("bind", "roles.rbac.authorization.k8s.io", "-n", ns),
         ("escalate", "roles.rbac.authorization.k8s.io", "-n", ns), ("impersonate", "serviceaccounts", "-n", ns),
         ("create", "serviceaccounts", "--subresource=token", "-n", ns),
-        ("update", "customresourcedefinitions.apiextensions.k8s.io"),
+        ("update", "customresourcedefinitions.apiextensions.k8s.io"), ("delete", "services", "-n", ns),
+        ("update", "leases.coordination.k8s.io/other", "-n", namespace),
+        ("get", "leases.coordination.k8s.io", "-n", ns),
     ]  # fmt: skip
     assert [a for a in allowed if not can_i(kubectl, sa, *a)] == []
     assert [a for a in denied if can_i(kubectl, sa, *a)] == []
@@ -467,7 +628,7 @@ def test_helm_install_clusterwide_permissions(bed_env, kubectl, release, namespa
         kubectl("wait", "--for=condition=Established", f"crd/{crd.CRD_NAME}", "--timeout=60s")
     created = json.loads(kubectl("create", "-o", "json", "-f", "-", namespace=ns, input=json.dumps(tj)).stdout)
     # Renamed (suffix -x): an operator running against the shared bed may create the real ones meanwhile.
-    children = build_children(created, OperatorConfig(), "yolov8n.pt")
+    children = build_children(created, OperatorConfig())
     for obj in children:
         obj["metadata"]["name"] += "-x"
         if obj["kind"] == "RoleBinding":
@@ -536,6 +697,7 @@ def test_manifests_apply_with_kustomize(helm_bin, kubectl, namespace, tmp_path):
     docs = [d for d in yaml.safe_load_all((tmp_path / "install.yaml").read_text()) if d]
     assert docs[0]["kind"] == "Namespace" and docs[0]["metadata"]["name"] == namespace
     assert {d["kind"] for d in docs} == {"Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
-                                         "ClusterRoleBinding", "Service", "Deployment"}  # fmt: skip
+                                         "ClusterRoleBinding", "Role", "RoleBinding", "Service", "Deployment",
+                                         "PodDisruptionBudget"}  # fmt: skip
     out = kubectl("apply", "--server-side", "--force-conflicts", "--dry-run=server", "-k", str(tmp_path)).stdout
     assert "deployment.apps/yolo-operator serverside-applied (server dry run)" in out, out

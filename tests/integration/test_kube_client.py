@@ -1,4 +1,4 @@
-"""yolo_operator.kube against the bed's real kube-apiserver: answers, errors and a rotated token."""
+"""yolo_operator.runtime.kube against the bed's real kube-apiserver: answers, errors and a rotated token."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 import yaml
-from yolo_operator import kube
+from yolo_operator.runtime import kube
 
 pytestmark = pytest.mark.integration
 

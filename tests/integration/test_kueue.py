@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 import yaml
-from yolo_operator import reasons as R
+from yolo_dev import kueue
+from yolo_operator.api import reasons as R
 
-from tests import kueue
 from tests.fault.kwok_cluster import ThrowawayCluster
 from tests.fault.operator_log import operator_problems
 from tests.operator_fixtures import (
@@ -241,6 +241,37 @@ def test_suspend_with_a_queue_deactivates_the_workload_and_resume_hands_it_back(
     s = kq_bed.wait_phase(name, R.STAGING)
     kq_bed.step(f"{name} suspend: false -> handed back to Kueue, admitted, {s['phase']}")
     assert kq_bed.workload_of(name)["spec"]["active"] is True and s["kueue"]["admitted"] is True
+
+
+def test_a_multi_node_gang_is_admitted_whole_or_not_at_all(kq_bed: Bed):
+    """A 2-node TrainingJob of 8 GPUs per node in a ClusterQueue of 8 GPUs (room for one of its pods): Kueue sees
+    one podset of 2 pods and holds it Queued; the Indexed Job stays suspended and no pod is created."""
+    bed = kq_bed
+    tj = trainingjob("gang", queueName=QUEUE, resources={"nodes": 2, "gpus": 8, "cpu": "2", "memory": "4Gi"},
+                     training={"epochs": 1, "imgsz": 320, "batch": 16})  # fmt: skip
+    apply(bed.kubectl, bed.ns, tj)
+    st = bed.wait_phase("gang", R.QUEUED)
+
+    def considered() -> dict[str, Any] | None:  # Kueue tried and found no room: its reason is in the Workload
+        wl = bed.workload_of("gang")
+        conds = {c["type"]: c for c in (wl.get("status") or {}).get("conditions") or ()}
+        held = conds.get("QuotaReserved", {})
+        return wl if held.get("status") == "False" and held.get("message") else None
+
+    wl = wait_for(considered, 60, what=f"Kueue to consider the gang\n{bed.snapshot()}")
+    (podset,) = wl["spec"]["podSets"]
+    assert podset["count"] == 2, podset  # one podset: the whole gang, admitted at once or not at all
+    held = next(c for c in wl["status"]["conditions"] if c["type"] == "QuotaReserved")
+    bed.step(f"gang held: QuotaReserved=False {held['reason']}: {held['message']}")
+    st = bed.status("gang")
+    assert st["phase"] == R.QUEUED and condition(st, "Suspended")["reason"] == R.REASON_QUEUED, st
+    job = json.loads(bed.kubectl("get", "job", st["jobName"], "-n", bed.ns, "-o", "json").stdout)
+    assert job["spec"]["suspend"] is True and job["spec"]["completionMode"] == "Indexed"
+    pods = json.loads(bed.kubectl("get", "pods", "-n", bed.ns, "-l", "yolo-operator.io/training-job=gang",
+                                  "-o", "json").stdout)["items"]  # fmt: skip
+    assert pods == [], [p["metadata"]["name"] for p in pods]
+    print(bed.kubectl("get", "tj,jobs,workloads", "-n", bed.ns, "-o", "wide").stdout)
+    bed.kubectl("delete", "tj", "gang", "-n", bed.ns, "--wait=true")
 
 
 def test_without_kueue_the_operator_works_as_before(tmp_path):

@@ -123,7 +123,8 @@ def test_valid_trainingjob_runs_in_restricted_namespace(kubectl, restricted_name
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
     assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert pod_spec["securityContext"]["runAsNonRoot"] is True
-    assert json.loads(env["YOLO_TRAINER_CONFIG"]["value"])["model"] == "yolov8n.pt"
+    assert json.loads(env["YOLO_TRAINER_CONFIG"]["value"])["model"] == {"kind": "hub", "hub": "yolov8n.pt"}
+    assert job["metadata"]["annotations"]["yolo-operator.io/model"] == "yolov8n.pt"
     assert job["spec"]["podFailurePolicy"]["rules"][0]["action"] == "FailJob"
 
     # its pod was admitted under Pod Security "restricted" and the scheduler put it on the GPU node
@@ -406,7 +407,9 @@ def test_from_training_job_waits_for_source_weights(kubectl, namespace, start_op
 
     (job,) = wait_for(lambda: jobs_of(kubectl, namespace, "next"), 120, what="the dependent's Job")
     env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert json.loads(env["YOLO_TRAINER_CONFIG"]["value"])["model"] == best
+    model = json.loads(env["YOLO_TRAINER_CONFIG"]["value"])["model"]  # typed: the parent's weights and the parent
+    assert (model["kind"], model["uri"], model["namespace"], model["name"]) == ("fromTrainingJob", best, namespace,
+                                                                               "base")  # fmt: skip
     status = wait_phase(kubectl, namespace, "next", "Succeeded")
     assert status["model"] == best
     assert condition(status, "ModelResolved")["status"] == "True"
@@ -432,8 +435,8 @@ def test_delete_removes_job_even_with_operator_down(kubectl, namespace, start_op
 
 def test_adopts_job_created_before_a_crash(kubectl, namespace, start_operator):
     """Crash window: the Job exists but status.jobName was never written. A restart must adopt it."""
-    from yolo_operator.builders import build_job
-    from yolo_operator.config import OperatorConfig
+    from yolo_operator.controller.build import build_job
+    from yolo_operator.runtime.config import OperatorConfig
 
     apply(kubectl, namespace, trainingjob("adopt", scheduling=NOWHERE))
     tj = get(kubectl, namespace, "tj", "adopt")
@@ -488,6 +491,10 @@ def test_health_and_metrics(kubectl, namespace, start_operator):
     assert "yolo_operator_reconcile_duration_seconds_count" in text
     assert 'yolo_operator_reconcile_errors_total{handler="reconcile"} 0.0' in text
     assert "yolo_operator_jobs_created_total 1.0" in text
+    # the job's own series (yolo_trainingjob_*): its phase, labelled with its namespace and name
+    job = f'trainingjob="observed",trainingjob_namespace="{namespace}"'
+    assert f'yolo_trainingjob_phase{{phase="Succeeded",{job}}} 1.0' in text
+    assert f'yolo_trainingjob_phase{{phase="Training",{job}}} 0.0' in text
 
 
 def test_operator_instances_leave_each_others_trainingjobs_alone(kubectl, namespace, start_operator):

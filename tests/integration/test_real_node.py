@@ -9,10 +9,9 @@ import json
 import subprocess
 
 import pytest
-from yolo_operator.builders import quantity_bytes
-
-from tests import testbed
-from tests.e2e.stack import REAL_NODE_PLACEMENT
+from yolo_dev import testbed
+from yolo_dev.stack import REAL_NODE_PLACEMENT
+from yolo_operator.controller.build import quantity_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -22,8 +21,9 @@ TRAINER_IMAGE, OPERATOR_IMAGE = (
 )
 
 
-def run_pod(kubectl, namespace: str, name: str, image: str, script: str, **spec) -> str:
-    """A pod on the real node running ``python -c script`` as the image's non-root user; returns its log."""
+def run_pod(kubectl, namespace: str, name: str, image: str, script: str, timeout: float = 120, **spec) -> str:
+    """A pod on the real node running ``python -c script`` as the image's non-root user; returns its log.
+    ``container``: fields that override the container's, ``spec``: the pod spec's."""
     pod = {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
         "spec": {
@@ -41,7 +41,7 @@ def run_pod(kubectl, namespace: str, name: str, image: str, script: str, **spec)
     testbed.wait_until(
         lambda: kubectl("get", "pod", name, "-o", "jsonpath={.status.phase}", namespace=namespace).stdout
         in ("Succeeded", "Failed"),
-        120, interval=1, what=f"pod {name} to finish",
+        timeout, interval=1, what=f"pod {name} to finish",
     )  # fmt: skip
     log = kubectl("logs", name, namespace=namespace).stdout
     phase = kubectl("get", "pod", name, "-o", "jsonpath={.status.phase}", namespace=namespace).stdout

@@ -7,9 +7,8 @@ import subprocess
 import uuid
 
 import pytest
-
-from tests import testbed
-from tests.testbed import wait_until
+from yolo_dev import testbed
+from yolo_dev.testbed import wait_until
 
 pytestmark = pytest.mark.integration
 

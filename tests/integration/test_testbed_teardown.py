@@ -1,6 +1,7 @@
 """`make testbed-down` leaves nothing behind: no process, mount, network namespace, interface, route, cgroup,
-iptables rule, changed sysctl or path outside .testbed/. Runs last (conftest moves `bed_cycle` tests to the
-end of the session) and brings the bed back up, so a developer's next run still finds it."""
+iptables rule, changed sysctl, listener (TCP or UDP: the cluster DNS) or path outside .testbed/. Runs last
+(conftest moves `bed_cycle` tests to the end of the session) and brings the bed back up, so a developer's next
+run still finds it."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from tests import testbed
+from yolo_dev import testbed
 
 pytestmark = [pytest.mark.integration, pytest.mark.bed_cycle]
 
@@ -41,13 +41,16 @@ def test_testbed_down_leaves_nothing_behind(bed, kubectl):
     assert sysctls(list(recorded_sysctls)) != recorded_sysctls or not recorded_sysctls
     netns, host_if = testbed.node_setting("NODE_NETNS"), testbed.node_setting("HOST_IF")
     cache_root = str(Path.home() / ".cache" / "yolo-operator" / "containerd-root")
+    host_ip = testbed.node_setting("HOST_IP")
+    # The bed is really up: its cluster DNS answers on the node link (UDP and TCP :53).
+    assert f"{host_ip}:53" in subprocess.run(["ss", "-lunH"], capture_output=True, text=True).stdout
 
     down = subprocess.run([str(testbed.ROOT / "hack/testbed.sh"), "down"], capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     try:
         assert down.returncode == 0, down.stderr
         assert not testbed.TESTBED.exists()
-        procs = subprocess.run(["pgrep", "-af", "kubelet|kube-proxy|containerd|weed|socat|etcd|kube-apiserver"],
+        procs = subprocess.run(["pgrep", "-af", "kubelet|kube-proxy|containerd|weed|socat|etcd|kube-apiserver|coredns"],
                                capture_output=True, text=True).stdout  # fmt: skip
         ours = [p for p in procs.splitlines() if str(testbed.ROOT) in p or "/run/yolo-testbed" in p or cache_root in p]
         assert not ours, ours
@@ -64,7 +67,7 @@ def test_testbed_down_leaves_nothing_behind(bed, kubectl):
             assert Path(side).exists() == (side in recorded_paths), side
         assert not Path("/run/yolo-testbed").exists()
         assert not before.exists(), "a clean teardown forgets the machine's record"
-        listeners = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
-        assert testbed.node_setting("HOST_IP") + ":" not in listeners, listeners
+        listeners = subprocess.run(["ss", "-ltunH"], capture_output=True, text=True).stdout
+        assert host_ip + ":" not in listeners, listeners
     finally:
         testbed.bring_up()

@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
+from yolo_dev.testbed import wait_until
 from yolo_trainer.testing import upload_dir, write_roboflow_dataset, zip_dir
 
-from tests.testbed import wait_until
 from tests.trainer_fixtures import StatusSink, TrainerRunner, list_keys, parse_events, read_json
 
 pytestmark = pytest.mark.integration
@@ -144,11 +144,14 @@ def test_lineage_names_dataset_base_weights_image_and_versions(full_run, s3_clie
 
 def test_stop_request_publishes_the_best_weights_and_exits_0(full_run, s3_env, data, s3_client, bucket, tmp_path):
     """spec.stop while training: the trainer ends after the epoch it is in, publishes and exits 0. The base is
-    the first run's best.pt, so the lineage names that job and its run."""
+    the first run's best.pt, typed as that job's weights (fromTrainingJob), so the lineage names that job and its
+    run."""
     sink = StatusSink()
     try:
         runner = TrainerRunner(s3_env, tmp_path, sink)
-        base = f"s3://{bucket}/out/ns1/full/weights/best.pt"
+        # spec.model.fromTrainingJob as the operator resolves it: the parent's weights and which job it is
+        base = {"kind": "fromTrainingJob", "uri": f"s3://{bucket}/out/ns1/full/weights/best.pt", "namespace": "ns1",
+                "name": "full", "metrics": f"s3://{bucket}/out/ns1/full/metrics.json"}  # fmt: skip
         cfg = runner.config("stop", base, data["prefix"], data["output"], epochs=50, imgsz=64)
         proc, out, _ = runner.start(cfg, YOLO_TRAINER_STOP_POLL_SECONDS="0.2")
         try:

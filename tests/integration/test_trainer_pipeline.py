@@ -12,9 +12,9 @@ import signal
 from pathlib import Path
 
 import pytest
+from yolo_dev.testbed import wait_until
 from yolo_trainer.testing import upload_dir, write_roboflow_dataset, write_yolo_dataset, zip_dir
 
-from tests.testbed import wait_until
 from tests.trainer_fixtures import (
     Result,
     StatusSink,

@@ -7,18 +7,22 @@ Each test prints one ``ranks:`` line (world size, ranks, epochs, exit codes, wal
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import re
 import signal
 import socket
+import subprocess
 import time
+from pathlib import Path
 
 import psutil
 import pytest
+from yolo_contract.exitcodes import ExitCode
+from yolo_dev.testbed import wait_until
 from yolo_trainer.testing import upload_dir, write_yolo_dataset
 
-from tests.testbed import wait_until
 from tests.trainer_fixtures import Result, StatusSink, TrainerRunner, list_keys, parse_events, read_json
 
 pytestmark = pytest.mark.integration
@@ -259,3 +263,127 @@ def test_two_nodes_of_one_rank_on_loopback_train_and_validate_on_both(
             epochs=[e["epoch"] for e in events[0] if e["event"] == "epoch"], progress=training,
             finalValidation=[[e["rank"] for e in ev if e["event"] == "finalValidation"] for ev in events],
             exits=rcs, wall=f"{wall:.0f}s")  # fmt: skip
+
+
+def _start_nodes(runner: TrainerRunner, name: str, ds: dict[str, str], work: Path, epochs: int, nodes=(0, 1),
+                 **env: str) -> list[tuple[dict, subprocess.Popen, Path, Path]]:  # fmt: skip
+    """The trainers of a 2-node job of one rank each, as pods on loopback: each its own work directory."""
+    port = _free_port()
+    started = []
+    for node in nodes:
+        cfg = _config(runner, name, ds, epochs=epochs, ranks=1)
+        cfg["workDir"] = str(work / f"node-{node}")
+        pet = {"PET_NNODES": "2", "PET_NODE_RANK": str(node), "PET_MASTER_ADDR": "127.0.0.1",
+               "PET_MASTER_PORT": str(port)}  # fmt: skip
+        started.append((cfg, *runner.start(cfg, **pet, **env)))
+    return started
+
+
+def _wait_all(started, timeout: float) -> list[int]:
+    try:
+        return [proc.wait(timeout) for _, proc, _, _ in started]
+    finally:
+        for _, proc, _, _ in started:
+            if proc.poll() is None:
+                proc.kill()
+
+
+def _kill_pod(proc: subprocess.Popen) -> int:
+    """SIGKILL to the trainer and every process under it at once, as when a node dies or its pod's cgroup is
+    killed: nothing gets to say goodbye."""
+    root = psutil.Process(proc.pid)
+    family = [root, *root.children(recursive=True)]
+    for p in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    return len(family)
+
+
+def test_a_lost_node_ends_the_other_with_peer_lost_and_the_gang_resumes_from_the_checkpoint(
+    s3_env, dataset, s3_client, bucket, tmp_path
+):
+    """Node 1's pod dies whole after the first checkpoint: node 0's rank sees gloo's broken connection, the pod
+    keeps the newest complete checkpoint and exits PeerLost (the operator restarts the gang, not counted as a
+    failure); both nodes started again resume from it and finish, one results.csv row per epoch."""
+    epochs = 6
+    sink = StatusSink()
+    runner = TrainerRunner(s3_env, tmp_path, sink)
+    state_key = "ranks-out/ns1/ranks-lost/checkpoints/state.json"
+    started = _start_nodes(runner, "ranks-lost", dataset, tmp_path / "first", epochs)
+    try:
+        wait_until(lambda: (s := read_json(s3_client, bucket, state_key)) and s["epoch"] >= 1, timeout=300,
+                   what="a committed checkpoint")  # fmt: skip
+        t0 = time.monotonic()
+        killed = _kill_pod(started[1][1])
+        rc = started[0][1].wait(120)  # a hang fails here: gloo notices the closed connection at once
+        lost_wall = time.monotonic() - t0
+    finally:
+        for _, proc, _, _ in started:
+            if proc.poll() is None:
+                proc.kill()
+    out = started[0][2].read_text()
+    assert rc == ExitCode.PEER_LOST, out[-3000:] + started[0][3].read_text()
+    message = started[0][3].read_text().strip()
+    assert message.startswith("PeerLost: training rank 0 (local rank 0"), message
+    assert "lost the connection to a rank of another node" in message
+    assert not _rank_processes(started[0][0]["workDir"]), "a rank outlived the lost peer"
+    events = parse_events(out)
+    done = [e["epoch"] for e in events if e["event"] == "epoch"]
+    assert events[-1]["event"] == "peerLost" and events[-1]["flushed"] is True, events[-1]
+    state = read_json(s3_client, bucket, state_key)
+    # Every epoch the status showed is in the checkpoint: the restart redoes at most the epoch in progress.
+    assert done and state["epoch"] >= done[-1] and state["epoch"] < epochs, (state, done)
+    assert events[-1]["checkpointEpoch"] == state["epoch"]
+
+    t1 = time.monotonic()
+    again = _start_nodes(runner, "ranks-lost", dataset, tmp_path / "again", epochs)
+    rcs = _wait_all(again, 600)
+    resume_wall = time.monotonic() - t1
+    outs = [out.read_text() for _, _, out, _ in again]
+    assert rcs == [0, 0], "\n\n".join(o[-3000:] for o in outs)
+    resumed = [parse_events(o) for o in outs]
+    for node, ev in enumerate(resumed):
+        assert [e["fromEpoch"] for e in ev if e["event"] == "resume"] == [state["epoch"]], f"node {node}"
+        assert _rank_events(ev) == [(node, 0, node, 2)]
+    trained = [e["epoch"] for e in resumed[0] if e["event"] == "epoch"]
+    assert trained == list(range(state["epoch"] + 1, epochs + 1))
+    rows = _rows(s3_client, bucket, "ranks-out/ns1/ranks-lost/results.csv")
+    assert [int(float(r["epoch"])) for r in rows] == list(range(1, epochs + 1))  # one row per epoch
+    metrics = read_json(s3_client, bucket, "ranks-out/ns1/ranks-lost/metrics.json")
+    assert metrics["epochs"] == epochs and metrics["resumedFromEpoch"] == state["epoch"]
+    sink.close()
+    _record("2 nodes x 1 CPU rank, node 1 SIGKILLed whole, then both restarted", worldSize=2,
+            epochsBeforeKill=done, processesKilled=killed, node0Exit=rc, node0ExitAfter=f"{lost_wall:.0f}s",
+            message=message[:160], checkpoint=state["epoch"], resumedEpochs=trained,
+            rows=[int(float(r["epoch"])) for r in rows], resumeExits=rcs,
+            resumeWall=f"{resume_wall:.0f}s")  # fmt: skip
+
+
+def test_a_node_whose_peers_never_come_fails_at_the_rendezvous_bound(s3_env, dataset, tmp_path):
+    """Node 0 alone (its peer never starts) and node 1 alone (node 0 never listens), each with PET_NNODES=2 and
+    a 10 s rendezvous bound (PET_RDZV_CONF, as the operator sets it): torchrun gives up, the pod exits PeerLost
+    naming the rendezvous, nothing is left running."""
+    runner = TrainerRunner(s3_env, tmp_path)
+    alone = [
+        *_start_nodes(runner, "ranks-alone-0", dataset, tmp_path / "n0", 2, nodes=(0,),
+                      PET_RDZV_CONF="timeout=10"),
+        *_start_nodes(runner, "ranks-alone-1", dataset, tmp_path / "n1", 2, nodes=(1,),
+                      PET_RDZV_CONF="timeout=10"),
+    ]  # fmt: skip
+    t0 = time.monotonic()
+    rcs = _wait_all(alone, 300)  # a hang fails here
+    wall = time.monotonic() - t0
+    messages = [term.read_text().strip() for _, _, _, term in alone]
+    assert rcs == [ExitCode.PEER_LOST] * 2, messages  # the operator restarts the gang, a bounded number of times
+    for m in messages:
+        assert m.startswith("PeerLost: the job's nodes did not all meet at torchrun's rendezvous ("), m
+        assert "PET_RDZV_CONF" in m
+    assert "1/2 clients joined" in messages[0]  # node 0 waited for node 1
+    assert "while trying to connect to (127.0.0.1" in messages[1]  # node 1 never reached node 0
+    for cfg, _, out, _ in alone:
+        assert not _rank_processes(cfg["workDir"])
+        (plan,) = [e for e in parse_events(out.read_text()) if e["event"] == "ranks"]
+        assert plan["rendezvousTimeoutSeconds"] == 10
+    _record("a node alone in a 2-node job", rendezvousTimeout="10s", exits=rcs, wall=f"{wall:.0f}s",
+            messages=[m[:140] for m in messages])  # fmt: skip

@@ -12,8 +12,8 @@ import signal
 import uuid
 
 import pytest
+from yolo_dev.testbed import wait_until
 
-from tests.testbed import wait_until
 from tests.trainer_fixtures import TrainerRunner, list_keys, read_json
 
 pytestmark = pytest.mark.integration

@@ -15,13 +15,13 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from yolo_contract.hyperparameters import TRAINER_OWNED, TYPED_FIELDS
 from yolo_contract.progress import TrainerReport
-from yolo_operator.api import (
+from yolo_operator.api.types import (
     MUTABLE_SPEC_FIELDS,
     TrainingJob,
     TrainingJobSpec,
     TrainingJobStatus,
 )
-from yolo_operator.config import OperatorConfig
+from yolo_operator.runtime.config import OperatorConfig
 
 pytestmark = pytest.mark.unit
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -61,6 +61,7 @@ def test_examples_exist():
         "from-scratch.yaml",
         "zip-dataset.yaml",
         "multi-gpu.yaml",
+        "multi-node.yaml",
         "kueue.yaml",
         "s3-secret.yaml",
         "private-ca.yaml",
@@ -279,7 +280,7 @@ def test_operator_config_from_env():
 
 
 def test_operator_servers_bind_where_configured():
-    from yolo_operator.config import OperatorConfig
+    from yolo_operator.runtime.config import OperatorConfig
 
     assert OperatorConfig.from_env({}).bind_address == "0.0.0.0"  # in a pod: probes come from the kubelet
     assert OperatorConfig.from_env({"YOLO_OPERATOR_BIND_ADDRESS": "127.0.0.1"}).bind_address == "127.0.0.1"

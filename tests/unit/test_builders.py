@@ -10,13 +10,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from yolo_contract.exitcodes import DISRUPTION, NON_RETRIABLE, ExitCode
+from yolo_contract.model_source import HubModel, TrainingJobModel, UriModel, YamlModel
 from yolo_contract.trainer_config import CONFIG_ENV, TrainerConfig
-from yolo_operator import builders as b
-from yolo_operator.api import ModelSource
-from yolo_operator.config import OperatorConfig
+from yolo_operator.api.types import ModelSource
+from yolo_operator.controller import build as b
+from yolo_operator.controller import kueue
+from yolo_operator.runtime.config import OperatorConfig
 
 pytestmark = pytest.mark.unit
 CFG = OperatorConfig(trainer_image="registry.local/yolo-trainer:test")
+HUB = HubModel(hub="yolov8n.pt")
 MIB = 1024 * 1024
 
 
@@ -265,7 +268,7 @@ def test_trainer_config_contract():
     job = b.build_job(tj, CFG)
     cfg = TrainerConfig.model_validate_json(env(job)[CONFIG_ENV]["value"])
     assert (cfg.name, cfg.namespace) == ("helmets", "team-a")
-    assert cfg.model == "yolov8n.pt"
+    assert cfg.model == HubModel(hub="yolov8n.pt")
     assert cfg.dataset == "s3://datasets/helmets/"
     assert cfg.output == "s3://runs/"
     assert (cfg.training.epochs, cfg.training.imgsz, cfg.training.batch, cfg.training.freeze) == (
@@ -291,9 +294,55 @@ def test_resolved_model_goes_into_the_config():
     tj = make_tj(model={"fromTrainingJob": "previous"})
     with pytest.raises(ValueError, match="resolved"):
         b.build_job(tj, CFG)
-    job = b.build_job(tj, CFG, model="s3://runs/team-a/previous/weights/best.pt")
+    parent = TrainingJobModel(uri="s3://runs/team-a/previous/weights/best.pt", namespace="team-a", name="previous",
+                              uid="uid-prev", metrics="s3://runs/team-a/previous/metrics.json")  # fmt: skip
+    job = b.build_job(tj, CFG, model=parent)
     cfg = TrainerConfig.model_validate_json(env(job)[CONFIG_ENV]["value"])
-    assert cfg.model == "s3://runs/team-a/previous/weights/best.pt"
+    assert cfg.model == parent and cfg.model.text == "s3://runs/team-a/previous/weights/best.pt"
+    # the Job says which model it started from (status.model of an adopted Job), once, as written
+    assert job["metadata"]["annotations"][b.ANNOTATION_MODEL] == parent.text
+
+
+@pytest.mark.parametrize(
+    ("source", "kind"),
+    [({"hub": "yolo11n.pt"}, HubModel), ({"uri": "s3://m/w.pt"}, UriModel), ({"uri": "https://x/w.pt"}, UriModel),
+     ({"yaml": "yolov8n.yaml"}, YamlModel), ({"fromTrainingJob": "prev"}, TrainingJobModel)],
+)  # fmt: skip
+def test_each_model_source_reaches_the_trainers_resolver_as_its_own_kind(source, kind, tmp_path, monkeypatch):
+    """spec.model -> the operator's resolution -> TrainerConfig JSON in the pod -> the trainer's config and
+    resolver: the kind stays typed all the way (an object with its kind on the wire, never a string to sniff)."""
+    from yolo_contract.exitcodes import ModelUnavailable
+    from yolo_trainer import model as trainer_model
+
+    artifacts = {"bestWeights": "s3://runs/team-a/prev/weights/best.pt", "metrics": "s3://runs/team-a/prev/metrics.json"}
+    prev = {"metadata": {"name": "prev", "namespace": "team-a", "uid": "uid-prev"},
+            "status": {"phase": "Succeeded", "artifacts": artifacts}}  # fmt: skip
+    resolved = b.starting_model(ModelSource.model_validate(source), prev).model
+    wire = env(b.build_job(make_tj(model=source), CFG, model=resolved))[CONFIG_ENV]["value"]
+    assert isinstance(json.loads(wire)["model"], dict) and json.loads(wire)["model"]["kind"] == kind.model_fields[
+        "kind"].default  # fmt: skip
+    cfg = TrainerConfig.model_validate_json(wire)
+    assert type(cfg.model) is kind and cfg.model == resolved
+    if kind is TrainingJobModel:
+        assert (cfg.model.namespace, cfg.model.name, cfg.model.uid) == ("team-a", "prev", "uid-prev")
+        assert cfg.model.metrics == "s3://runs/team-a/prev/metrics.json"
+    seen = {}
+
+    class Store:
+        def download(self, bucket, key, dest, max_size):
+            seen["s3"] = f"s3://{bucket}/{key}"
+
+    monkeypatch.setattr(trainer_model, "_check_builtin_yaml", lambda spec: seen.setdefault("yaml", spec))
+    monkeypatch.setattr(trainer_model, "_download_https", lambda url, dest: seen.setdefault("https", url))
+    try:  # offline: a hub name's branch says it needs the internet (no download here)
+        trainer_model.resolve_model(cfg.model, Store(), tmp_path, offline=kind is HubModel)
+    except ModelUnavailable as e:
+        seen["hub"] = str(e)
+    want = {"hub": "is a hub name", "https": cfg.model.text, "s3": cfg.model.text, "yaml": cfg.model.text}
+    (branch,) = seen
+    assert branch == {HubModel: "hub", UriModel: "https" if "https" in cfg.model.text else "s3", YamlModel: "yaml",
+                      TrainingJobModel: "s3"}[kind]  # fmt: skip
+    assert want[branch] in seen[branch]
 
 
 # --- GPUs, shm, memory -----------------------------------------------------------------------------------
@@ -411,7 +460,7 @@ def test_rbac_is_least_privilege_and_owned():
         "name": "helmets-trainer",
     }
     assert rb["subjects"] == [{"kind": "ServiceAccount", "name": "helmets-trainer", "namespace": "team-a"}]
-    kinds = [o["kind"] for o in b.build_children(tj, CFG, "yolov8n.pt")]
+    kinds = [o["kind"] for o in b.build_children(tj, CFG)]
     assert kinds == ["ServiceAccount", "Role", "RoleBinding", "Job"]
 
 
@@ -424,7 +473,7 @@ def test_resolve_static_sources():
         ({"uri": "https://example.com/w.pt"}, "https://example.com/w.pt"),
         ({"yaml": "yolov8n.yaml"}, "yolov8n.yaml"),
     ):
-        assert b.starting_model(ModelSource.model_validate(src), None).model == want
+        assert b.starting_model(ModelSource.model_validate(src), None).model.text == want
 
 
 def test_resolve_from_training_job():
@@ -437,7 +486,7 @@ def test_resolve_from_training_job():
     failed = b.starting_model(src, {"status": {"phase": "Failed"}})
     assert failed.terminal and failed.reason == "SourceTrainingJobFailed"
     done = b.starting_model(src, {"status": {"phase": "Succeeded", "artifacts": {"bestWeights": "s3://r/best.pt"}}})
-    assert done.model == "s3://r/best.pt"
+    assert done.model.text == "s3://r/best.pt" and done.model.name == "prev"
     no_weights = b.starting_model(src, {"status": {"phase": "Succeeded"}})
     assert no_weights.model is None and no_weights.terminal
 
@@ -532,10 +581,10 @@ def test_every_env_name_the_operator_sets_is_reserved():
 
 def test_each_incarnation_of_a_trainingjob_gets_its_own_run_prefix():
     """Its metadata.uid reaches the trainer: a re-created job (new uid) never resumes nor overwrites the old one."""
-    first = b.build_trainer_config(make_tj(), CFG, "yolov8n.pt")
+    first = b.build_trainer_config(make_tj(), CFG, HUB)
     again = make_tj()
     again["metadata"]["uid"] = "uid-5678"
-    second = b.build_trainer_config(again, CFG, "yolov8n.pt")
+    second = b.build_trainer_config(again, CFG, HUB)
     assert first.uid == "uid-1234" and first.job_prefix.endswith("/team-a/helmets/uid-1234")
     assert second.job_prefix.endswith("/team-a/helmets/uid-5678")
     env = env_of(b.build_job(again, CFG))
@@ -543,10 +592,10 @@ def test_each_incarnation_of_a_trainingjob_gets_its_own_run_prefix():
 
 
 def test_simulated_gpus_only_where_the_operator_says_so_and_the_pod_knows_its_node():
-    assert b.build_trainer_config(make_tj(), CFG, "yolov8n.pt").simulated_gpus is False
+    assert b.build_trainer_config(make_tj(), CFG, HUB).simulated_gpus is False
     bed = OperatorConfig.from_env({"YOLO_OPERATOR_SIMULATED_GPUS": "true"})
     assert bed.simulated_gpus is True and OperatorConfig.from_env({}).simulated_gpus is False
-    assert b.build_trainer_config(make_tj(), bed, "yolov8n.pt").simulated_gpus is True
+    assert b.build_trainer_config(make_tj(), bed, HUB).simulated_gpus is True
     env = env_of(b.build_job(make_tj(), CFG))
     assert env["YOLO_NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
 
@@ -567,7 +616,7 @@ def test_service_account_annotations_for_workload_identity():
 
 def test_hub_mirror_reaches_the_trainer():
     cfg = OperatorConfig(hub_mirror="s3://mirror/ultralytics")
-    assert b.build_trainer_config(make_tj(), cfg, "yolov8n.pt").hub_mirror == "s3://mirror/ultralytics"
+    assert b.build_trainer_config(make_tj(), cfg, HUB).hub_mirror == "s3://mirror/ultralytics"
 
 
 def test_operator_config_reads_first_hour_settings_from_env():
@@ -620,7 +669,7 @@ def test_user_labels_and_annotations_propagate_to_job_and_pod():
     # Kueue reads its labels from the Job; the pod gets the user's other labels
     assert "kueue.x-k8s.io/priority-class" not in pl and "kueue.x-k8s.io/queue-name" not in pl
     assert pl["cost-centre"] == "cc-42" and pl[b.LABEL_TRAINING_JOB] == "helmets"
-    assert job["metadata"]["annotations"] == {"example.com/ticket": "ML-7"}
+    assert job["metadata"]["annotations"] == {"example.com/ticket": "ML-7", b.ANNOTATION_MODEL: "yolov8n.pt"}
     assert job["spec"]["template"]["metadata"]["annotations"] == {"example.com/ticket": "ML-7"}
     # the RBAC children keep only the operator's labels
     assert "cost-centre" not in b.build_role(tj)["metadata"]["labels"]
@@ -649,7 +698,8 @@ def test_reserved_labels_and_annotations_do_not_propagate():
     assert jl[b.LABEL_TRAINING_JOB] == "helmets" and jl["app.kubernetes.io/name"] == "yolo-trainer"
     assert jl["kueue.x-k8s.io/queue-name"] == "from-spec"
     assert "batch.kubernetes.io/job-name" not in jl
-    assert "annotations" not in job["metadata"] and "annotations" not in job["spec"]["template"]["metadata"]
+    assert job["metadata"]["annotations"] == {b.ANNOTATION_MODEL: "yolov8n.pt"}  # the operator's own, no other
+    assert "annotations" not in job["spec"]["template"]["metadata"]
 
 
 def test_without_user_metadata_the_job_is_unchanged():
@@ -671,8 +721,8 @@ def test_without_user_metadata_the_job_is_unchanged():
 )
 def test_suspend_with_kueue_goes_to_the_workload(suspend, active, expected):
     wl = {"metadata": {"name": "job-helmets-train-abcde"}, "spec": {} if active is None else {"active": active}}
-    assert b.workload_active_patch(make_tj(queueName="q", suspend=suspend), wl) == expected
-    assert b.workload_active_patch(make_tj(suspend=suspend), wl) is None  # no Kueue: the Job's suspend
-    assert b.workload_active_patch(make_tj(queueName="q", suspend=suspend), None) is None
+    assert kueue.workload_active_patch(make_tj(queueName="q", suspend=suspend), wl) == expected
+    assert kueue.workload_active_patch(make_tj(suspend=suspend), wl) is None  # no Kueue: the Job's suspend
+    assert kueue.workload_active_patch(make_tj(queueName="q", suspend=suspend), None) is None
     # the Job's suspend stays Kueue's either way
     assert "suspend" not in b.job_mutable_patch(make_tj(queueName="q", suspend=suspend))["spec"]

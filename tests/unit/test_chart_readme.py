@@ -1,12 +1,13 @@
-"""charts/yolo-operator/README.md is generated from values.yaml's `# --` comments (yolo_operator.chart_readme):
-it fails here when values.yaml or README.md.gotmpl changed without `python -m yolo_operator.chart_readme --write`."""
+"""charts/yolo-operator/README.md is generated from values.yaml's `# --` comments (yolo_operator.gen.chart_readme):
+it fails here when values.yaml or README.md.gotmpl changed without
+`python -m yolo_operator.gen.chart_readme --write`."""
 
 from __future__ import annotations
 
 import pytest
 import yaml
-from yolo_operator import chart_readme
-from yolo_operator.crd import REPO_ROOT
+from yolo_operator.gen import chart_readme
+from yolo_operator.gen.crd import REPO_ROOT
 
 pytestmark = pytest.mark.unit
 VALUES = (REPO_ROOT / chart_readme.CHART / "values.yaml").read_text()
@@ -14,7 +15,7 @@ VALUES = (REPO_ROOT / chart_readme.CHART / "values.yaml").read_text()
 
 def test_committed_readme_is_current():
     committed = (REPO_ROOT / chart_readme.README_PATH).read_text()
-    assert committed == chart_readme.render(), "run: python -m yolo_operator.chart_readme --write (make crds)"
+    assert committed == chart_readme.render(), "run: python -m yolo_operator.gen.chart_readme --write (make crds)"
 
 
 def test_every_documented_value_is_a_row_with_its_default():

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
-from yolo_operator import crd
-from yolo_operator.api import MUTABLE_SPEC_FIELDS
+from yolo_operator.api.types import MUTABLE_SPEC_FIELDS
+from yolo_operator.gen import crd
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,10 +39,10 @@ def walk(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, 
 
 @pytest.mark.parametrize("rel", [str(p) for p in crd.CRD_PATHS])
 def test_committed_crd_matches_generator(rel):
-    """Drift: regenerate with `python -m yolo_operator.crd --write` after changing yolo_operator.api."""
+    """Drift: regenerate with `python -m yolo_operator.gen.crd --write` after changing yolo_operator.api.types."""
     path = ROOT / rel
-    assert path.exists(), f"{rel} missing; run python -m yolo_operator.crd --write"
-    assert path.read_text() == crd.render(), f"{rel} is stale; run python -m yolo_operator.crd --write"
+    assert path.exists(), f"{rel} missing; run python -m yolo_operator.gen.crd --write"
+    assert path.read_text() == crd.render(), f"{rel} is stale; run python -m yolo_operator.gen.crd --write"
 
 
 def test_check_mode_detects_drift(tmp_path):
@@ -194,7 +194,7 @@ def test_stop_is_mutable_but_cannot_be_unset(schema):
 
 def test_export_formats_are_the_ones_the_trainer_image_has():
     from yolo_contract.exports import EXPORT_FORMATS, EXPORT_REQUIREMENTS
-    from yolo_operator.crd import build_crd
+    from yolo_operator.gen.crd import build_crd
 
     root = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     items = root["properties"]["spec"]["properties"]["exportFormats"]["items"]

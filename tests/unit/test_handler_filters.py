@@ -8,9 +8,9 @@ from typing import Any
 
 import kopf
 import pytest
-from yolo_operator import reasons as R
-from yolo_operator.reconcile import waiting_on_ca_bundle
-from yolo_operator.status import needs_children, trainingjob_view
+from yolo_operator.api import reasons as R
+from yolo_operator.controller.decide import waiting_on_ca_bundle
+from yolo_operator.controller.derive import needs_children, trainingjob_view
 
 pytestmark = pytest.mark.unit
 

@@ -8,9 +8,9 @@ import gc
 import weakref
 
 import pytest
-from yolo_operator import controller as C
-from yolo_operator import handlers
-from yolo_operator.config import OperatorConfig
+from yolo_operator.controller import act as C
+from yolo_operator.runtime import wiring as handlers
+from yolo_operator.runtime.config import OperatorConfig
 
 pytestmark = pytest.mark.unit
 
@@ -117,3 +117,16 @@ def test_a_burst_of_new_trainingjobs_runs_at_most_ENSURE_CONCURRENCY_reconciles_
     done = 0
     asyncio.run(main())  # a second operator run (another loop) gets its own workers
     assert peak == C.ENSURE_CONCURRENCY
+
+
+@pytest.mark.parametrize(
+    ("namespaces", "scanning_disabled"),
+    [("", False), ("team-a", True), ("team-a,team-b", True), ("team-*", False), ("team-a,!kube-system", False)],
+)
+def test_named_namespaces_start_watching_without_listing_namespaces(namespaces, scanning_disabled):
+    """A namespaced install (no RBAC to list namespaces) would otherwise wait out kopf's retries of the refusal."""
+    import kopf
+
+    settings = kopf.OperatorSettings()
+    handlers.configure(settings, OperatorConfig.from_env({"YOLO_OPERATOR_NAMESPACES": namespaces}))
+    assert settings.scanning.disabled is scanning_disabled

@@ -1,4 +1,4 @@
-"""yolo_operator.kube: REST paths and error messages (pure)."""
+"""yolo_operator.runtime.kube: REST paths and error messages (pure)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from yolo_operator import kube
+from yolo_operator.runtime import kube
 
 
 @pytest.mark.parametrize(
@@ -36,7 +36,7 @@ def test_api_error_message_is_the_status_message_else_the_body():
 def test_the_operator_process_never_imports_the_kubernetes_package():
     """It is installed here (the trainer and the tests use it); the operator must run without it (~40 MiB)."""
     code = (
-        "import sys, yolo_operator.__main__, yolo_operator.handlers, yolo_operator.health\n"
+        "import sys, yolo_operator.__main__, yolo_operator.runtime.wiring, yolo_operator.runtime.health\n"
         "assert sys.modules['kubernetes'] is None, sys.modules['kubernetes']\n"
         "assert not [m for m in sys.modules if m.startswith('kubernetes.')]\n"
     )

@@ -1,11 +1,11 @@
-"""The overlay of the operator's own status writes on its TrainingJob index (yolo_operator.observed)."""
+"""The overlay of the operator's own status writes on its TrainingJob index (yolo_operator.runtime.indexes)."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
-from yolo_operator.observed import (
+from yolo_operator.runtime.indexes import (
     MAX_REFUSAL_MESSAGE,
     Observed,
     Overlay,

@@ -8,22 +8,21 @@ import json
 from typing import Any
 
 import pytest
-from yolo_operator import reasons as R
-from yolo_operator.builders import job_name
-from yolo_operator.config import OperatorConfig
-from yolo_operator.controller import Controller
-from yolo_operator.kube import ApiError
-from yolo_operator.observed import Observed
-from yolo_operator.reconcile import (
+from yolo_operator.api import reasons as R
+from yolo_operator.controller.act import Controller
+from yolo_operator.controller.build import ANNOTATION_MODEL, job_name
+from yolo_operator.controller.decide import (
     CA_BUNDLE_RECHECK_SECONDS,
     WAIT_FOR_SOURCE_SECONDS,
     Snapshot,
     decide,
     decide_status,
-    kueue_unsupported,
-    served_versions,
 )
-from yolo_operator.status import job_view, pod_view, trainingjob_view
+from yolo_operator.controller.derive import job_view, pod_view, trainingjob_view
+from yolo_operator.controller.kueue import kueue_unsupported, served_versions
+from yolo_operator.runtime.config import OperatorConfig
+from yolo_operator.runtime.indexes import Observed
+from yolo_operator.runtime.kube import ApiError
 
 pytestmark = pytest.mark.unit
 NOW = "2026-01-01T00:00:00Z"
@@ -51,11 +50,14 @@ def snapshot(b: dict, **kw: Any) -> Snapshot:
     return Snapshot("ns", b["metadata"]["name"], trainingjob_view(b), body=b, now=NOW, **kw)
 
 
-def made_job(b: dict, model: str = "yolov8n.pt", **spec: Any) -> dict:
-    env = [{"name": "YOLO_TRAINER_CONFIG", "value": json.dumps({"model": model})}]
+def made_job(b: dict, model: str | None = "yolov8n.pt", **spec: Any) -> dict:
+    """A Job the operator made (the model annotation it writes); ``model=None``: one of the previous release,
+    which wrote none and carried the model only in its trainer's configuration."""
+    env = [{"name": "YOLO_TRAINER_CONFIG", "value": json.dumps({"model": "yolov8n.pt"})}]
     return job_view({
         "metadata": {"name": job_name(b["metadata"]["name"]), "namespace": "ns", "uid": "uid-job",
-                     "ownerReferences": [{"uid": b["metadata"]["uid"]}]},
+                     "ownerReferences": [{"uid": b["metadata"]["uid"]}],
+                     "annotations": {ANNOTATION_MODEL: model} if model else {}},
         "spec": {"template": {"spec": {"containers": [{"name": "trainer", "env": env}]}}, "suspend": False, **spec},
     })  # fmt: skip
 
@@ -76,6 +78,18 @@ def test_the_job_as_created_is_recorded_in_status():
     assert patch["jobName"] == "helmets-train" and patch["model"] == "yolov8n.pt" and patch["phase"] == R.PENDING
     types = {c["type"]: c["status"] for c in patch["conditions"]}
     assert types[R.JOB_CREATED] == "True" and types[R.MODEL_RESOLVED] == "True"
+
+
+def test_a_job_of_the_previous_release_is_recorded_with_the_model_its_spec_resolves_to():
+    """A Job made before the model annotation (the previous release) is adopted without reading its trainer's
+    configuration: a hub/uri/yaml spec says the model; a fromTrainingJob one its source's weights."""
+    b = body(model={"uri": "s3://models/base.pt"})
+    assert decide_status(snapshot(b, job=made_job(b, model=None)))["model"] == "s3://models/base.pt"
+    child = body(model={"fromTrainingJob": "prev"})
+    prev = body("prev", status={"phase": R.SUCCEEDED, "artifacts": {"bestWeights": "s3://runs/ns/prev/u/weights/best.pt"}})
+    assert decide_status(snapshot(child, job=made_job(child, model=None), source=prev))["model"] == (
+        "s3://runs/ns/prev/u/weights/best.pt")  # fmt: skip
+    assert decide_status(snapshot(child, job=made_job(child, model=None))) == {}  # the source not read yet
 
 
 def test_a_recorded_job_in_sync_makes_an_empty_plan():
@@ -275,6 +289,58 @@ def test_the_reconcile_that_creates_the_job_writes_the_status_that_records_it():
     n = len(api.calls)
     asyncio.run(c.reconcile(("ns", "helmets")))
     assert len(api.calls) == n
+
+
+def test_under_a_burst_the_job_is_created_first_and_its_status_written_behind_the_waiting_keys():
+    """Other TrainingJobs wait for a worker: this reconcile creates the Job and queues its key again, behind
+    them, for the status that records it (create throughput under a burst); that next run writes it."""
+    b = body()
+    api = FakeApi(b)
+    c = Controller(CONFIG, api)  # type: ignore[arg-type]
+    key, other = ("ns", "helmets"), ("ns", "waiting")
+    c.observed = Observed(tj_idx={key: [trainingjob_view(b)]}, body_idx={key: [b]}, job_idx={}, pod_idx={},
+                          overlay=c.overlay)  # type: ignore[arg-type]  # fmt: skip
+
+    async def burst() -> None:
+        c.queue.add(other)
+        await c.reconcile(key)
+        assert not [p for m, p in api.calls if m == "PATCH"]  # no status yet
+        assert [p.rsplit("/", 1)[-1] for m, p in api.calls if m == "POST"][:4] == [
+            "serviceaccounts", "roles", "rolebindings", "jobs"]  # fmt: skip
+        assert c.queue.waiting(key) and list(c.queue._ready) == [other, key]
+        c.queue._ready.clear()
+        c.queue._queued.clear()
+        await c.reconcile(key)  # its turn, nothing else waiting: the status that records the Job, no second Job
+
+    asyncio.run(burst())
+    assert [p for m, p in api.calls if m == "POST" and p.endswith("/jobs")] == [
+        "/apis/batch/v1/namespaces/ns/jobs"]  # fmt: skip
+    assert api.tj["status"]["jobName"] == "helmets-train" and api.tj["status"]["phase"] == R.PENDING
+
+
+def test_a_job_of_the_previous_release_is_adopted_with_its_fromtrainingjob_sources_weights():
+    """The previous release wrote no model annotation on its Jobs: one made just before the upgrade, not yet
+    recorded in status, is adopted with the model its spec resolves to (the source is read), not with what its
+    trainer's configuration says."""
+    best = "s3://runs/ns/prev/uid-prev/weights/best.pt"
+    prev = body("prev", status={"phase": R.SUCCEEDED, "artifacts": {"bestWeights": best}})
+
+    class WithSource(FakeApi):
+        async def get_or_none(self, path: str) -> dict | None:
+            self.calls.append(("GET", path))
+            return copy.deepcopy(prev) if path.endswith("/trainingjobs/prev") else None
+
+    b = body(model={"fromTrainingJob": "prev"})
+    api = WithSource(b)
+    c = Controller(CONFIG, api)  # type: ignore[arg-type]
+    key = ("ns", "helmets")
+    c.observed = Observed(tj_idx={key: [trainingjob_view(b)]}, body_idx={key: [b]},
+                          job_idx={key: [made_job(b, model=None)]}, pod_idx={},
+                          overlay=c.overlay)  # type: ignore[arg-type]  # fmt: skip
+    asyncio.run(c.reconcile(key))
+    assert ("GET", "/apis/yolo-operator.io/v1alpha1/namespaces/ns/trainingjobs/prev") in api.calls
+    assert not [p for m, p in api.calls if m == "POST" and p.endswith("/jobs")]  # adopted, not made again
+    assert api.tj["status"]["jobName"] == "helmets-train" and api.tj["status"]["model"] == best
 
 
 def test_a_job_the_api_server_refuses_fails_the_trainingjob():

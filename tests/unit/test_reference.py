@@ -1,13 +1,13 @@
 import pytest
-from yolo_operator import reference
-from yolo_operator.crd import REPO_ROOT
+from yolo_operator.gen import reference
+from yolo_operator.gen.crd import REPO_ROOT
 
 pytestmark = pytest.mark.unit
 
 
 def test_committed_reference_matches_the_models():
     committed = (REPO_ROOT / reference.REFERENCE_PATH).read_text()
-    assert committed == reference.render(), "docs/reference.md is stale: python -m yolo_operator.reference --write"
+    assert committed == reference.render(), "docs/reference.md is stale: python -m yolo_operator.gen.reference --write"
 
 
 def test_reference_documents_every_spec_field_with_its_rules():

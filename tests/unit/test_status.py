@@ -7,8 +7,9 @@ import copy
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from yolo_operator import reasons as R
-from yolo_operator import status as S
+from yolo_operator.api import reasons as R
+from yolo_operator.controller import derive as S
+from yolo_operator.controller.kueue import workload_view
 
 pytestmark = pytest.mark.unit
 T0, T1, T2 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z", "2026-01-01T01:00:00Z"
@@ -314,7 +315,7 @@ def workload(*conds: tuple[str, str, str, str], evictions=(), cq=None, active=No
         "spec": {"queueName": "gpu-queue", **({} if active is None else {"active": active})},
         "status": st,
     }  # fmt: skip
-    return S.workload_view(wl)
+    return workload_view(wl)
 
 
 PENDING_QUOTA = (
@@ -599,10 +600,11 @@ def test_views_keep_what_the_handlers_need_and_drop_the_rest():
 
     j = _full(job(active=1))
     j["spec"].update(suspend=False, activeDeadlineSeconds=60, backoffLimit=3)
-    env = [{"name": "YOLO_TRAINER_CONFIG", "value": '{"model": "m.pt"}'}]
+    j["metadata"]["annotations"].update({"yolo-operator.io/model": "m.pt", "team": "vision"})
+    env = [{"name": "YOLO_TRAINER_CONFIG", "value": '{"model": "other.pt"}'}]
     j["spec"]["template"] = {"spec": {"containers": [{"name": "trainer", "env": env}]}}
     jv = S.job_view(j)
-    assert jv["model"] == "m.pt"
+    assert jv["model"] == "m.pt"  # the annotation the operator wrote; the trainer's configuration is not read
     assert jv["spec"] == {"suspend": False, "activeDeadlineSeconds": 60}
     assert jv["metadata"]["ownerReferences"] == [{"uid": "owner-uid"}]
     assert "annotations" not in jv["metadata"] and "managedFields" not in jv["metadata"]

@@ -120,23 +120,34 @@ def test_dataset_fingerprint_changes_with_any_object_and_not_with_the_prefix():
 
 
 
-def test_parent_weights_under_a_run_scoped_prefix_name_their_trainingjob():
-    """fromTrainingJob's bestWeights is <output>/<ns>/<name>/<uid>/weights/best.pt: its metrics.json names the
-    TrainingJob (the path's third-last part is the uid); without that field, the pre-uid layout's name."""
+def test_a_parent_trainingjob_is_named_by_the_typed_model_not_by_its_key():
+    """fromTrainingJob arrives typed (TrainingJobModel: the parent's bestWeights, namespace, name, uid and its
+    metrics.json): the lineage names that job, and its run when its metrics.json lists these very bytes. The same
+    key as a plain URI names no job: nothing is parsed back out of an S3 key."""
+    from yolo_contract.model_source import TrainingJobModel, UriModel
     from yolo_trainer.lineage import base_model_lineage
 
     class ParentStore(ListStore):
         def __init__(self, key, metrics):
             super().__init__([S3Object(key, 9, '"e1"')])
             self.metrics = metrics
+            self.read = []
 
         def get_bytes_or_none(self, bucket, key):
+            self.read.append(f"s3://{bucket}/{key}")
             return json.dumps(self.metrics).encode()
 
     key = "runs/team-a/base/0d1e2f3a-uid/weights/best.pt"
-    listed = {"runId": "r1", "objects": {"weights/best.pt": {"etag": '"e1"'}}}
-    scoped = {**listed, "trainingJob": {"namespace": "team-a", "name": "base", "uid": "0d1e2f3a-uid"}}
-    found = base_model_lineage(ParentStore(key, scoped), f"s3://bk/{key}", None)
-    assert (found.training_job, found.run_id) == ("base", "r1")
-    legacy = "runs/team-a/base/weights/best.pt"
-    assert base_model_lineage(ParentStore(legacy, listed), f"s3://bk/{legacy}", None).training_job == "base"
+    metrics = "s3://bk/runs/team-a/base/0d1e2f3a-uid/metrics.json"
+    parent = TrainingJobModel(uri=f"s3://bk/{key}", namespace="team-a", name="base", uid="0d1e2f3a-uid",
+                              metrics=metrics)  # fmt: skip
+    store = ParentStore(key, {"runId": "r1", "objects": {"weights/best.pt": {"etag": '"e1"'}}})
+    found = base_model_lineage(store, parent, None)
+    assert (found.uri, found.etag, found.training_job, found.run_id) == (f"s3://bk/{key}", "e1", "base", "r1")
+    assert store.read == [metrics]
+    # the parent published other bytes since: still its job, but no run vouches for these
+    other = ParentStore(key, {"runId": "r2", "objects": {"weights/best.pt": {"etag": '"e9"'}}})
+    since = base_model_lineage(other, parent, None)
+    assert (since.training_job, since.run_id) == ("base", None)
+    plain = base_model_lineage(store, UriModel(uri=f"s3://bk/{key}"), None)
+    assert plain.etag == "e1" and plain.training_job is None and plain.run_id is None

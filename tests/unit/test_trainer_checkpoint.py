@@ -15,9 +15,9 @@ from yolo_trainer.checkpoint import (
     CheckpointUploader,
     config_fingerprint,
     read_state,
-    results_through,
 )
 from yolo_trainer.outputs import check_export_formats, collect_files, publish
+from yolo_trainer.results import results_through
 from yolo_trainer.s3 import S3Object
 
 pytestmark = pytest.mark.unit
@@ -68,7 +68,7 @@ def _ckpt(tmp_path: Path, epoch: int) -> tuple[Path, Path]:
 def test_state_json_is_written_after_the_checkpoint_and_names_it(tmp_path):
     store = FakeStore()
     up = CheckpointUploader(store, "s3://b/out/ns/job", tmp_path / "staging", "run1", "fp")
-    up.submit(0, *_ckpt(tmp_path, 0))
+    up.submit(1, *_ckpt(tmp_path, 0))
     assert up.flush(10)
     up.close()
     keys = [k for _, k in store.ops]
@@ -81,7 +81,7 @@ def test_state_json_is_written_after_the_checkpoint_and_names_it(tmp_path):
     assert state["epoch"] == 1 and state["uri"] == "s3://b/out/ns/job/checkpoints/e000001/last.pt"
     assert store.objects["out/ns/job/checkpoints/e000001/last.pt"] == b"weights-0"
     assert read_state(store, "s3://b/out/ns/job") == CheckpointState(
-        0, state["uri"], state["results"], "run1", "fp"
+        1, state["uri"], state["results"], "run1", "fp"
     )
 
 
@@ -89,10 +89,10 @@ def test_newest_wins_while_an_upload_is_in_flight(tmp_path):
     gate = threading.Event()
     store = FakeStore(gate=gate)
     up = CheckpointUploader(store, "s3://b/p", tmp_path / "staging", "r", "fp")
-    up.submit(0, *_ckpt(tmp_path, 0))
+    up.submit(1, *_ckpt(tmp_path, 0))
     assert store.uploading.wait(5)  # epoch 1 is in flight (blocked)
     for e in (1, 2, 3):
-        up.submit(e, *_ckpt(tmp_path, e))  # local files are overwritten each time, like Ultralytics does
+        up.submit(e + 1, *_ckpt(tmp_path, e))  # local files are overwritten each time, like Ultralytics does
     assert not up.flush(0.2)  # still blocked
     gate.set()
     assert up.flush(10)
@@ -124,11 +124,11 @@ def test_weights_are_staged_at_submit_and_a_file_rewritten_meanwhile_is_never_up
             Path(src).write_bytes(b"weights-1 being written")  # the next epoch's save began meanwhile
 
     monkeypatch.setattr(ckpt.shutil, "copyfile", copy_while_rewritten)
-    assert up.submit(0, *_ckpt(tmp_path, 0)) is False
+    assert up.submit(1, *_ckpt(tmp_path, 0)) is False
     monkeypatch.setattr(ckpt.shutil, "copyfile", real_copy)
     assert not list((tmp_path / "staging").iterdir())
     last, csv = _ckpt(tmp_path, 1)
-    assert up.submit(1, last, csv) is True
+    assert up.submit(2, last, csv) is True
     last.write_bytes(b"weights-2, torn")  # rewritten after staging: the staged copy is what is uploaded
     assert up.flush(10)
     up.close()
@@ -147,8 +147,8 @@ def test_a_file_rewritten_since_its_saved_signature_is_not_staged(tmp_path):
     last, csv = _ckpt(tmp_path, 2)
     signature = file_signature(last)
     last.write_bytes(b"weights-3, half written")
-    assert up.submit(2, last, csv, signature) is False
-    assert up.submit(2, last, csv, file_signature(last)) is True  # the version it names, whatever it holds
+    assert up.submit(3, last, csv, signature) is False
+    assert up.submit(3, last, csv, file_signature(last)) is True  # the version it names, whatever it holds
     up.close()
 
 
@@ -170,7 +170,7 @@ def test_a_row_appended_ahead_of_last_pt_is_not_staged_with_it(tmp_path):
     up = CheckpointUploader(store, "s3://b/p", tmp_path / "staging", "r", "fp")
     last, csv = _ckpt(tmp_path, 1)
     csv.write_text("epoch,loss\n1,1.5\n2,1.4\n3,1.3\n")
-    assert up.submit(1, last, csv) is True
+    assert up.submit(2, last, csv) is True
     assert up.flush(10)
     staged = next(v for k, v in store.objects.items() if k.endswith("/results.csv"))
     assert staged.decode() == "epoch,loss\n1,1.5\n2,1.4\n"
@@ -179,12 +179,12 @@ def test_a_row_appended_ahead_of_last_pt_is_not_staged_with_it(tmp_path):
 
 def test_access_denied_is_fatal_unavailable_is_not(tmp_path):
     up = CheckpointUploader(FakeStore(fail=S3AccessDenied("denied")), "s3://b/p", tmp_path / "s1", "r", "fp")
-    up.submit(0, *_ckpt(tmp_path, 0))
+    up.submit(1, *_ckpt(tmp_path, 0))
     up.flush(10)
     assert isinstance(up.error, S3AccessDenied)
     up.close()
     up = CheckpointUploader(FakeStore(fail=S3Unavailable("down")), "s3://b/p", tmp_path / "s2", "r", "fp")
-    up.submit(0, *_ckpt(tmp_path, 0))
+    up.submit(1, *_ckpt(tmp_path, 0))
     up.flush(10)
     assert up.error is None and up.uploaded is None
     up.close()

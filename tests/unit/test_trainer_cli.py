@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 from yolo_contract.exitcodes import DatasetInvalid, ExitCode, ModelUnavailable, S3AccessDenied, TrainerError
+from yolo_contract.model_source import FileModel, HubModel, UriModel, YamlModel, model_ref_from_string
 from yolo_contract.progress import Progress, TrainerReport
 from yolo_contract.trainer_config import StatusTarget
 from yolo_trainer.classify import classify
 from yolo_trainer.cli import main, termination_message, write_termination_message
-from yolo_trainer.model import model_kind, resolve_model
+from yolo_trainer.model import resolve_model
 from yolo_trainer.report import KubeStatusReporter, LogReporter, make_reporter
 
 from tests.trainer_fixtures import StatusSink
@@ -117,31 +118,33 @@ def test_main_without_config_exits_10(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("spec", "kind"),
     [
-        ("yolov8n.yaml", "yaml"),
-        ("s3://b/m.pt", "s3"),
-        ("https://x/m.pt", "https"),
-        ("yolov8n.pt", "hub"),
-        ("/models/m.pt", "local"),
+        ("yolov8n.yaml", {"kind": "yaml", "yaml": "yolov8n.yaml"}),
+        ("s3://b/m.pt", {"kind": "uri", "uri": "s3://b/m.pt"}),
+        ("https://x/m.pt", {"kind": "uri", "uri": "https://x/m.pt"}),
+        ("yolov8n.pt", {"kind": "hub", "hub": "yolov8n.pt"}),
+        ("/models/m.pt", {"kind": "file", "path": "/models/m.pt"}),
     ],
 )
-def test_model_kind(spec, kind):
-    assert model_kind(spec) == kind
+def test_a_plain_string_model_is_read_as_before_it_was_typed(spec, kind):
+    """The compatibility path (a Job of the previous operator release, a hand-written --config): the one place a
+    model's kind is read off a string."""
+    assert model_ref_from_string(spec) == kind
 
 
 def test_offline_hub_and_https_models_are_unavailable_with_alternatives(tmp_path):
-    for spec in ("yolov8n.pt", "https://example.com/m.pt"):
+    for model in (HubModel(hub="yolov8n.pt"), UriModel(uri="https://example.com/m.pt")):
         with pytest.raises(ModelUnavailable) as e:
-            resolve_model(spec, None, tmp_path, offline=True)
+            resolve_model(model, None, tmp_path, offline=True)
         assert "offline" in str(e.value) and "s3://" in str(e.value) and "yolov8n.yaml" in str(e.value)
         assert e.value.code == ExitCode.MODEL_UNAVAILABLE
 
 
 def test_yaml_models(tmp_path):
-    assert resolve_model("yolov8n.yaml", None, tmp_path, offline=True) == "yolov8n.yaml"
+    assert resolve_model(YamlModel(yaml="yolov8n.yaml"), None, tmp_path, offline=True) == "yolov8n.yaml"
     with pytest.raises(ModelUnavailable, match=r"nosuchmodel.yaml"):
-        resolve_model("nosuchmodel.yaml", None, tmp_path, offline=True)
+        resolve_model(YamlModel(yaml="nosuchmodel.yaml"), None, tmp_path, offline=True)
     with pytest.raises(ModelUnavailable, match=r"does not exist"):
-        resolve_model("/nope/m.pt", None, tmp_path, offline=True)
+        resolve_model(FileModel(path="/nope/m.pt"), None, tmp_path, offline=True)
 
 
 def test_reporter_selection(tmp_path):

@@ -136,7 +136,7 @@ def test_the_rank_to_blame_is_the_one_a_signal_killed():
     ],
 )
 def test_a_failed_rank_is_classified_and_named(end, code, words):
-    end.rank = launch.failed_rank(end.tail)
+    end.rank, end.failures = launch.failed_rank(end.tail), launch.parse_failures(end.tail)
     err = classify_child_end(end, shm_bytes=64 * 2**20)
     assert int(err.code) == code and words in str(err), str(err)
 
@@ -148,6 +148,93 @@ def test_rank_errors_are_read_rank_0_first(tmp_path):
     (tmp_path / "error.json").write_text('{"code": 13, "message": "zero"}')
     assert read_error(tmp_path)["message"] == "zero"
     assert read_error(tmp_path / "none") is None
+
+
+def test_a_ranks_own_error_is_read_before_a_peer_lost_one(tmp_path):
+    (tmp_path / "error.json").write_text('{"code": 23, "message": "lost"}')
+    assert read_error(tmp_path)["message"] == "lost"
+    (tmp_path / "error.rank1.json").write_text('{"code": 11, "message": "bad labels"}')
+    assert read_error(tmp_path)["message"] == "bad labels"  # rank 0 lost its connection to rank 1, which failed
+
+
+# What a rank raises when another node's rank went away (gloo, torch 2.14), and torchrun's report of it.
+GLOO_CLOSED = ("RuntimeError: [/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection "
+               "closed by peer [10.0.0.7]:4515. This is typically caused by a remote worker crashing.")  # fmt: skip
+PEER_REPORT = REPORT.replace("-9 (pid: 30656)  (SIGKILL)", "23 (pid: 30656)")
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        GLOO_CLOSED,
+        "RuntimeError: [../third_party/gloo/gloo/transport/tcp/pair.cc:534] Read error [10.0.0.7]:61090: Connection "
+        "reset by peer",
+        "RuntimeError: [../gloo/transport/tcp/unbound_buffer.cc:81] Timed out waiting 600000ms for recv operation "
+        "to complete",
+        "torch.distributed.DistStoreError: wait timeout after 600000ms, keys: /default_pg/0//cpu//0/1",
+        "torch.distributed.DistBackendError: NCCL error in: ProcessGroupNCCL.cpp:3356, remote process exited or "
+        "there was a network error, NCCL version 2.27.5",
+        "[Rank 2] Watchdog caught collective operation timeout: WorkNCCL(SeqNum=9, OpType=ALLREDUCE) ran for "
+        "600012 milliseconds before timing out.",
+    ],
+)
+def test_a_broken_connection_to_a_peer_is_peer_lost_only_across_nodes(message):
+    from yolo_trainer.classify import classify
+
+    try:
+        try:
+            raise RuntimeError(message)
+        except RuntimeError as inner:
+            raise ValueError("Ultralytics wrapped it") from inner
+    except ValueError as e:
+        code, text = classify(e, nodes=2)
+        assert code == ExitCode.PEER_LOST and "rank of another node" in text, text
+        assert ".cc:" not in text  # gloo's source location left out
+        # On one node every peer is the pod's own: its failure is reported by the rank that failed.
+        assert classify(e, nodes=1)[0] == ExitCode.TRAINING_ERROR
+
+
+@pytest.mark.parametrize(
+    ("end", "code", "words"),
+    [
+        # every failed rank lost a peer (or torchrun stopped it after one did): the gang restarts
+        (ChildEnd(1, {"code": 23, "message": "lost the connection to a rank of another node (x)"}, PEER_REPORT),
+         23, "training rank 3 (local rank 1 on pod-a): lost the connection to a rank of another node (x)"),
+        (ChildEnd(1, None, PEER_REPORT.replace("-15 (pid: 30655)  (SIGTERM)", "23 (pid: 30655)")), 23, "rank 3"),
+        # a rank of this pod died on its own: the others' broken connections follow from it, the pod failed
+        (ChildEnd(1, {"code": 23, "message": "lost"}, REPORT.replace("-15 (pid: 30655)  (SIGTERM)", "23 (pid")),
+         20, "training rank 3 (local rank 1 on pod-a) was killed by SIGKILL"),
+        (ChildEnd(1, {"code": 23, "message": "lost"}, PEER_REPORT, oom_kills=1), 20, "exited 23"),
+        (ChildEnd(1, {"code": 11, "message": "bad labels"}, PEER_REPORT.replace("-15 (pid", "11 (pid")),
+         11, "bad labels"),
+        # torchrun's agent gave up at the rendezvous: node 0 waited, node 1 could not reach it
+        (ChildEnd(1, tail="torch.distributed.DistStoreError: Timed out after 601 seconds waiting for clients. 1/2 "
+                          "clients joined.\n"), 23, "did not all meet at torchrun's rendezvous (torch.distributed"),
+        (ChildEnd(1, tail="torch.distributed.DistNetworkError: The client socket has timed out after 600000ms "
+                          "while trying to connect to (job-0.job-rdzv, 29500).\n"), 23, "PET_RDZV_CONF's timeout"),
+    ],
+)  # fmt: skip
+def test_a_pod_ends_peer_lost_only_when_no_rank_of_its_own_failed_first(end, code, words):
+    end.rank, end.failures = launch.failed_rank(end.tail), launch.parse_failures(end.tail)
+    err = classify_child_end(end)
+    assert int(err.code) == code and words in str(err), str(err)
+
+
+def test_the_rendezvous_wait_is_bounded_by_torchruns_own_setting():
+    two = {"PET_NNODES": "2", "PET_MASTER_ADDR": "m"}
+    p = launch.plan(1, two)
+    assert p.rendezvous_timeout == 600 and p.describe()["rendezvousTimeoutSeconds"] == 600
+    assert launch.environment(p, Path("/c"), environ=two)["PET_RDZV_CONF"] == "timeout=600"
+    mine = {**two, "PET_RDZV_CONF": "read_timeout=60,timeout=30"}  # the operator's (or Kubeflow's) is kept
+    p = launch.plan(1, mine)
+    assert p.rendezvous_timeout == 30
+    assert launch.environment(p, Path("/c"), environ=mine)["PET_RDZV_CONF"] == "read_timeout=60,timeout=30"
+    one = launch.plan(2, {})
+    assert "PET_RDZV_CONF" not in launch.environment(one, Path("/c"), environ={})  # standalone, nothing to wait for
+    assert "rendezvousTimeoutSeconds" not in one.describe()
+    for bad, words in (("timeout=soon", "whole number above 0"), ("timeout", "key=value")):
+        with pytest.raises(ConfigInvalid, match=words):
+            launch.plan(1, {**two, "PET_RDZV_CONF": bad})
 
 
 # A "launcher" whose "rank" runs in a session of its own (as torchrun starts them) and ignores SIGTERM: the

@@ -26,7 +26,8 @@ import pytest
 from yolo_contract.exitcodes import ExitCode, Interrupted, S3AccessDenied, TrainerError
 from yolo_trainer import child
 from yolo_trainer.checkpoint import copy_unchanged
-from yolo_trainer.supervisor import ChildEnd, Supervisor, classify_child_end, oom_kills, parse_results
+from yolo_trainer.results import parse_results
+from yolo_trainer.supervisor import ChildEnd, Supervisor, classify_child_end, oom_kills
 
 pytestmark = pytest.mark.unit
 
@@ -71,8 +72,8 @@ def test_every_epoch_is_reported_and_every_complete_checkpoint_but_the_last_subm
     result = r.sup.run()
     # Newest wins: a marker overwritten before a poll saw it is skipped (never the case with real epochs).
     assert r.submitted and r.submitted == sorted(set(r.submitted))
-    assert 3 not in r.submitted  # epoch 4 ends training: its weights are the final outputs
-    assert all(pickle.loads(b)["epoch"] == e for e, b in r.staged.items())
+    assert 4 not in r.submitted  # epoch 4 ends training: its weights are the final outputs
+    assert all(pickle.loads(b)["epoch"] + 1 == e for e, b in r.staged.items())  # last.pt: Ultralytics' 0-based index
     assert [x.progress.epoch for x in r.reports] == [1, 2, 3, 4]
     p = r.reports[-1].progress
     assert p.epoch_display == "4/4" and p.metrics.map50_95 == pytest.approx(0.13) and p.metrics.box_loss == 1.0
@@ -80,6 +81,9 @@ def test_every_epoch_is_reported_and_every_complete_checkpoint_but_the_last_subm
     assert result.final_metrics == {"metrics/mAP50-95(B)": 0.77} and result.epochs_reported == [1, 2, 3, 4]
     assert result.stopped_at is None
     assert [x["epoch"] for x in r.lines() if x["event"] == "epoch"] == [1, 2, 3, 4]
+    # status.history grows with each report: every epoch so far, no GPU figures on CPU
+    assert [[h.epoch for h in x.history] for x in r.reports] == [[1], [1, 2], [1, 2, 3], [1, 2, 3, 4]]
+    assert r.reports[-1].history[-1].map50_95 == pytest.approx(0.13) and r.reports[-1].history[-1].gpu_util is None
 
 
 @pytest.mark.parametrize("start", [0, 2])
@@ -97,7 +101,7 @@ def test_every_checkpoint_not_submitted_is_named_in_the_log(tmp_path, caplog, st
         named |= set(range(int(m[1]), int(m[2] or m[1]) + 1))
     for m in re.finditer(r"checkpoint of epoch (\d+) was overwritten", caplog.text):
         named.add(int(m[1]))
-    submitted = {e + 1 for e in r.submitted}
+    submitted = set(r.submitted)
     assert not named & submitted
     assert named | submitted == set(range(start + 1, start + 8)), caplog.text  # all but the final epoch
 
@@ -108,8 +112,9 @@ def test_a_resumed_run_reports_only_the_epochs_it_trains(tmp_path):
     (run / "results.csv").write_text(HEADER + "1,5,1,2,3,0.5,0.4,0.95,0.9\n2,9,1,2,3,0.5,0.4,0.2,0.1\n")  # downloaded
     r = Run(tmp_path, epochs=4, start=2, epoch_seconds=0.5)
     result = r.sup.run()
-    assert result.epochs_reported == [3, 4] and set(r.submitted) <= {2}
+    assert result.epochs_reported == [3, 4] and set(r.submitted) <= {3}
     assert r.reports[-1].progress.best_epoch == 1  # best over all rows, also the earlier run's
+    assert [h.epoch for h in r.reports[-1].history] == [1, 2, 3, 4]  # the earlier run's epochs stay in the curve
 
 
 def test_a_stop_request_reaches_the_child_and_ends_training_after_that_epoch(tmp_path):
@@ -120,7 +125,7 @@ def test_a_stop_request_reaches_the_child_and_ends_training_after_that_epoch(tmp
     t.join()
     assert result.stopped_at is not None and result.stopped_at < 50
     assert result.epochs_reported[-1] == result.stopped_at
-    assert result.stopped_at - 1 not in r.submitted  # the stopped epoch is the last: not checkpointed
+    assert result.stopped_at not in r.submitted  # the stopped epoch is the last: not checkpointed
 
 
 def test_sigterm_while_the_child_rewrites_last_pt_keeps_the_complete_checkpoint(tmp_path):
@@ -136,11 +141,11 @@ def test_sigterm_while_the_child_rewrites_last_pt_keeps_the_complete_checkpoint(
     r.interrupt.set()  # what Interruption's SIGTERM handler does
     t.join(30)
     assert not t.is_alive() and isinstance(errors[0], Interrupted)
-    assert max(r.submitted) == 2  # epoch 4's half-written last.pt was never handed over
+    assert max(r.submitted) == 3  # epoch 4's half-written last.pt was never handed over
     # Its row is in results.csv, but an epoch is reported only with its checkpoint: what the status shows,
     # the SIGTERM flush keeps.
     assert [x.progress.epoch for x in r.reports] == [1, 2, 3]
-    assert pickle.loads(r.staged[2])["epoch"] == 2
+    assert pickle.loads(r.staged[3])["epoch"] == 2  # last.pt keeps Ultralytics' 0-based index
     with pytest.raises(pickle.UnpicklingError):
         pickle.loads((tmp_path / "run" / "weights" / "last.pt").read_bytes())  # it really is torn
     assert r.sup.proc.returncode == -signal.SIGTERM  # the child's group got the SIGTERM
@@ -164,7 +169,7 @@ def test_a_sigkilled_child_is_classified_and_its_checkpoints_kept(tmp_path):
     (err,) = errors
     assert isinstance(err, TrainerError) and err.code == ExitCode.TRAINING_ERROR
     assert "killed by SIGKILL" in str(err)
-    assert all(pickle.loads(r.staged[e])["epoch"] == e for e in r.submitted)
+    assert all(pickle.loads(r.staged[e])["epoch"] + 1 == e for e in r.submitted)
 
 
 def test_a_fatal_uploader_error_terminates_the_child(tmp_path):
@@ -243,7 +248,7 @@ def test_control_callbacks_stop_at_the_end_of_the_epoch_and_mark_saves(tmp_path)
     (tmp_path / "last.pt").write_bytes(b"epoch 5")  # Ultralytics' save, just before on_model_save
     cb.on_model_save(t)
     saved = json.loads((tmp_path / child.SAVED).read_text())
-    assert saved["epoch"] == 4 and saved["signature"] == child.file_signature(tmp_path / "last.pt")
+    assert saved["epoch"] == 5 and saved["signature"] == child.file_signature(tmp_path / "last.pt")
     cb.on_train_end(t)
     assert json.loads((tmp_path / child.FINAL).read_text())["metrics"] == {"metrics/mAP50-95(B)": 0.5}
     assert pickle.loads(pickle.dumps(cb)).control == str(tmp_path)  # plain attributes only
@@ -261,6 +266,18 @@ def test_a_multi_gpu_pod_never_falls_back_silently_to_fewer_gpus():
     assert e.value.code == ExitCode.TRAINING_ERROR
     with pytest.raises(ConfigInvalid, match=r"torch\.distributed"):
         check_gpus(4, 4, ddp=False)
+
+
+def test_a_beds_simulated_gpus_are_trained_by_as_many_cpu_ranks():
+    from yolo_contract.trainer_config import TrainerConfig
+    from yolo_trainer.pipeline import ranks_per_node
+
+    base = {"name": "j", "model": "m.yaml", "dataset": "s3://b/d", "output": "s3://b/o"}
+    assert ranks_per_node(TrainerConfig(**base, gpus=2, simulatedGpus=True), 0) == 2  # the world 2 GPUs would have
+    assert ranks_per_node(TrainerConfig(**base, gpus=1, simulatedGpus=True), 0) == 1
+    assert ranks_per_node(TrainerConfig(**base, gpus=2), 2) == 2  # real GPUs: one rank each
+    assert ranks_per_node(TrainerConfig(**base, cpuProcesses=3), 0) == 3
+    assert ranks_per_node(TrainerConfig(**base), 0) == 1
 
 
 def test_a_gpu_pod_that_sees_no_gpu_fails_at_once_naming_the_node_and_the_cause(monkeypatch):

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from yolo_contract.exitcodes import ConfigInvalid
 from yolo_contract.trainer_config import TrainerConfig
+from yolo_trainer.results import best_from_results
 from yolo_trainer.train import (
     available_cpus,
-    best_from_results,
     choose_device,
     epoch_metrics,
     train_args,
@@ -75,6 +75,7 @@ def test_best_from_results():
     assert best_from_results(text) == (0.30, 2)
     assert best_from_results("") == (None, None)
     assert best_from_results("epoch,metrics/mAP50-95(B)\n1,nan\n") == (None, None)
+    assert best_from_results(text + "4,4.0,1.0,0.9") == (0.30, 2)  # a row still being written
 
 
 def test_epoch_metrics_maps_ultralytics_keys():

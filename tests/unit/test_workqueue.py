@@ -1,4 +1,4 @@
-"""yolo_operator.workqueue: coalescing, one worker per key, bounded workers, backoff and requeue-after."""
+"""yolo_operator.runtime.queue: coalescing, one worker per key, bounded workers, backoff and requeue-after."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import itertools
 from collections import Counter
 
 import pytest
-from yolo_operator.workqueue import Backoff, WorkQueue
+from yolo_operator.runtime.queue import Backoff, WorkQueue
 
 pytestmark = pytest.mark.unit
 
