@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python bench/x.py` from the repository root
     sys.path.insert(0, str(ROOT))
 
-from tests import testbed  # noqa: E402
+from yolo_dev import testbed  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -39,6 +39,12 @@ class Row:
     goal: str
     met: str  # "yes" / "no" / "n/a" / "skipped"
     note: str = ""
+
+    def line(self, note: bool = True) -> str:
+        """The row as the benchmarks print it."""
+        text = f"{self.figure}: ours {self.ours} | baseline {self.baseline} | {self.ratio}"
+        text += f" | goal {self.goal}: {self.met}"
+        return f"{text}  {self.note}" if note else text
 
 
 def fmt_ratio(ours: float, base: float) -> str:
@@ -265,3 +271,21 @@ def classify(method: str, path: str) -> str:
         "DELETE": "delete",
     }.get(method, method.lower())
     return f"{verb} {resource}{sub}"
+
+
+def training_bench_main(doc: str, run, argv: list[str] | None, images: int, epochs: int, repeats: int) -> list[Row]:
+    """The command line of a training benchmark (``run(images, epochs, imgsz, batch, repeats)``): runs it and
+    prints its rows."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--images", type=int, default=images)
+    ap.add_argument("--epochs", type=int, default=epochs)
+    ap.add_argument("--imgsz", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=repeats)
+    a = ap.parse_args(argv)
+    rows = run(a.images, a.epochs, a.imgsz, a.batch, a.repeats)
+    for r in rows:
+        print(r.line())
+    return rows

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     a = ap.parse_args(argv)
     rs = run(a.images, a.epochs, a.kill_after, a.imgsz, a.batch, a.repeats)
     for r in rs:
-        print(f"{r.figure}: ours {r.ours} | baseline {r.baseline} | {r.ratio} | goal {r.goal}: {r.met}  {r.note}")
+        print(r.line())
     return rs
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import gpu, operator_latency, resume_cost, staging, trainer_overhead
+from bench import gpu, multinode, operator_latency, resume_cost, staging, trainer_overhead
 from bench.common import ROOT, Row, log
 
 RESULTS = ROOT / "bench" / "results.md"
@@ -34,6 +34,7 @@ def benches(quick: bool) -> dict[str, callable]:
             "staging": lambda: staging.run(images=300, repeats=2),
             "overhead": lambda: trainer_overhead.run(images=60, epochs=3, repeats=1),
             "resume": lambda: resume_cost.run(images=60, epochs=4, repeats=1),
+            "multinode": lambda: multinode.run(images=60, epochs=3, repeats=1),
             "gpu": gpu.run,
         }
     return {
@@ -43,6 +44,7 @@ def benches(quick: bool) -> dict[str, callable]:
         "staging": lambda: staging.run(images=2000, repeats=3, archives=("zip", "tar")),
         "overhead": lambda: trainer_overhead.run(images=240, epochs=5, repeats=3),
         "resume": lambda: resume_cost.run(images=240, epochs=5, repeats=3),
+        "multinode": lambda: multinode.run(images=120, epochs=4, repeats=2),
         "gpu": gpu.run,
     }
 
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             errors[name] = f"{type(e).__name__}: {e}"
         seconds[name] = time.monotonic() - t0
         for r in rows.get(name, []):
-            print(f"{r.figure}: ours {r.ours} | baseline {r.baseline} | {r.ratio} | goal {r.goal}: {r.met}", flush=True)
+            print(r.line(note=False), flush=True)
         write(rows, errors, seconds, argv)
     log(f"all benchmarks: {time.monotonic() - t_all:.0f} s")
     return 1 if errors else 0

@@ -413,7 +413,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     a = ap.parse_args(argv)
     rs = run(a.images, a.repeats, tuple(a.archives.split(",")), a.profile, not a.no_sequential, a.obstore)
     for r in rs:
-        print(f"{r.figure}: ours {r.ours} | baseline {r.baseline} | {r.ratio} | goal {r.goal}: {r.met}  {r.note}")
+        print(r.line())
     return rs
 
 

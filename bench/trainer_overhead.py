@@ -19,7 +19,6 @@ x 6 runs does not fit the 15-minute budget of bench/run_all.py on two shared cor
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import shutil
@@ -31,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import trainer_runs as tr
-from bench.common import Row, bed_up, fmt_ratio, log, median, testbed
+from bench.common import Row, bed_up, fmt_ratio, log, median, testbed, training_bench_main
 
 
 def server_cpu() -> float:
@@ -108,17 +107,7 @@ def run(images: int = 240, epochs: int = 5, imgsz: int = 64, batch: int = 16, re
 
 
 def main(argv: list[str] | None = None) -> list[Row]:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--images", type=int, default=240)
-    ap.add_argument("--epochs", type=int, default=5)
-    ap.add_argument("--imgsz", type=int, default=64)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--repeats", type=int, default=3)
-    a = ap.parse_args(argv)
-    rs = run(a.images, a.epochs, a.imgsz, a.batch, a.repeats)
-    for r in rs:
-        print(f"{r.figure}: ours {r.ours} | baseline {r.baseline} | {r.ratio} | goal {r.goal}: {r.met}  {r.note}")
-    return rs
+    return training_bench_main(__doc__, run, argv, images=240, epochs=5, repeats=3)
 
 
 if __name__ == "__main__":
