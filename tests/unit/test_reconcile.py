@@ -281,9 +281,9 @@ def reconcile_new(api_tj: dict, refuse_job: int | None = None) -> tuple[FakeApi,
 def test_the_reconcile_that_creates_the_job_writes_the_status_that_records_it():
     api, c = reconcile_new(body())
     writes = [(m, p.rsplit("/", 2)[-2:] if m == "PATCH" else p.rsplit("/", 1)[-1]) for m, p in api.calls]
-    assert writes[:5] == [("POST", "serviceaccounts"), ("POST", "roles"), ("POST", "rolebindings"),
-                          ("POST", "jobs"), ("POST", "events")]  # fmt: skip
-    assert writes[5] == ("PATCH", ["helmets", "status"])
+    assert writes[:4] == [("POST", "serviceaccounts"), ("POST", "roles"), ("POST", "rolebindings"),
+                          ("POST", "jobs")]  # fmt: skip
+    assert writes[4:6] == [("PATCH", ["helmets", "status"]), ("POST", "events")]  # JobCreated, once recorded
     assert api.tj["status"]["jobName"] == "helmets-train" and api.tj["status"]["phase"] == R.PENDING
     # the next reconcile (the watch has not shown any of it yet) finds nothing to do, without a request
     n = len(api.calls)
@@ -292,8 +292,9 @@ def test_the_reconcile_that_creates_the_job_writes_the_status_that_records_it():
 
 
 def test_under_a_burst_the_job_is_created_first_and_its_status_written_behind_the_waiting_keys():
-    """Other TrainingJobs wait for a worker: this reconcile creates the Job and queues its key again, behind
-    them, for the status that records it (create throughput under a burst); that next run writes it."""
+    """Other TrainingJobs wait for their Jobs: this reconcile creates the Job and queues its key again, behind
+    them, for the status that records it and the JobCreated event (create throughput under a burst); that next
+    run writes both, once."""
     b = body()
     api = FakeApi(b)
     c = Controller(CONFIG, api)  # type: ignore[arg-type]
@@ -302,20 +303,31 @@ def test_under_a_burst_the_job_is_created_first_and_its_status_written_behind_th
                           overlay=c.overlay)  # type: ignore[arg-type]  # fmt: skip
 
     async def burst() -> None:
-        c.queue.add(other)
+        updated = ("ns", "only-a-status-update")
+        c.queue.add(updated)
+        await c.reconcile(key)  # a key waiting for an update only: not a burst of creations
+        assert [m for m, _ in api.calls].count("PATCH") == 1
+        c.observed = Observed(tj_idx={key: [trainingjob_view(b)]}, body_idx={key: [b]}, job_idx={}, pod_idx={},
+                              overlay=c.overlay)  # type: ignore[arg-type]  # fmt: skip
+        c.overlay.forget(*key)
+        api.calls.clear()
+        api.tj = b
+        c.queue.add(other, first=True)
         await c.reconcile(key)
-        assert not [p for m, p in api.calls if m == "PATCH"]  # no status yet
-        assert [p.rsplit("/", 1)[-1] for m, p in api.calls if m == "POST"][:4] == [
-            "serviceaccounts", "roles", "rolebindings", "jobs"]  # fmt: skip
-        assert c.queue.waiting(key) and list(c.queue._ready) == [other, key]
+        assert [m for m, _ in api.calls] == ["POST"] * 4  # no status, no event yet
+        assert [p.rsplit("/", 1)[-1] for _, p in api.calls] == ["serviceaccounts", "roles", "rolebindings", "jobs"]
+        assert c.queue.waiting(key) and list(c.queue._first) == [other] and list(c.queue._ready) == [updated, key]
+        c.queue._first.clear()
         c.queue._ready.clear()
         c.queue._queued.clear()
+        api.calls.clear()
         await c.reconcile(key)  # its turn, nothing else waiting: the status that records the Job, no second Job
 
     asyncio.run(burst())
-    assert [p for m, p in api.calls if m == "POST" and p.endswith("/jobs")] == [
-        "/apis/batch/v1/namespaces/ns/jobs"]  # fmt: skip
+    # the RBAC that came with the Job is not made sure of again
+    assert [(m, p.rsplit("/", 1)[-1]) for m, p in api.calls] == [("PATCH", "status"), ("POST", "events")]
     assert api.tj["status"]["jobName"] == "helmets-train" and api.tj["status"]["phase"] == R.PENDING
+    assert not c.deferred_events and not c.children_made
 
 
 def test_a_job_of_the_previous_release_is_adopted_with_its_fromtrainingjob_sources_weights():
@@ -375,6 +387,10 @@ def test_a_status_write_that_lost_a_race_is_decided_again_from_a_fresh_read():
     jobs = [p for m, p in api.calls if m == "POST" and p.endswith("/jobs")]
     assert len(jobs) == 1  # the Job made by the first attempt is adopted by the second, not made again
     assert api.tj["status"]["jobName"] == "helmets-train" and api.tj["metadata"]["resourceVersion"] == "12"
+    # its JobCreated event, kept across the conflict, is posted once, after the status that landed
+    writes = [m for m, p in api.calls if (m == "POST" and p.endswith("/events")) or m == "PATCH"]
+    assert writes[-2:] == ["PATCH", "POST"]
+    assert len([p for _, p in api.calls if p.endswith("/events")]) == 1 and not c.deferred_events
 
 
 def test_the_served_kueue_versions_are_read_at_start():

@@ -119,6 +119,53 @@ def test_keys_are_served_in_the_order_they_were_queued():
     assert order == [3, 1, 2]
 
 
+def test_keys_added_first_are_served_before_the_others_in_their_own_order():
+    order: list[str] = []
+
+    async def process(key: str) -> None:
+        order.append(key)
+
+    async def main() -> None:
+        q: WorkQueue[str] = WorkQueue(process, workers=1)
+        for key in ("update-1", "update-2"):
+            q.add(key)
+        q.add("create-1", first=True)
+        q.add("update-1")  # already queued: stays where it is
+        q.add("create-2", first=True)
+        q.add("update-2", first=True)  # queued for an update, now needing a creation: moves up
+        assert len(q) == 4 and q.waiting_first() == 3
+        q.start()
+        await until(lambda: len(order) == 4)
+        await q.stop()
+
+    run(main())
+    assert order == ["create-1", "create-2", "update-2", "update-1"]
+
+
+def test_a_key_added_first_while_processed_runs_again_first():
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def process(key: str) -> None:
+        order.append(key)
+        if key == "busy" and order.count("busy") == 1:
+            await release.wait()
+
+    async def main() -> None:
+        q: WorkQueue[str] = WorkQueue(process, workers=1)
+        q.add("busy")
+        q.start()
+        await until(lambda: order == ["busy"])
+        q.add("other")
+        q.add("busy", first=True)  # while it runs: once more afterwards, ahead of "other"
+        release.set()
+        await until(lambda: len(order) == 3)
+        await q.stop()
+
+    run(main())
+    assert order == ["busy", "busy", "other"]
+
+
 def test_requeue_after_and_add_after():
     times: list[float] = []
 

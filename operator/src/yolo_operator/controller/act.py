@@ -7,9 +7,12 @@ the only code here that writes to the API server). The watch events only queue k
 * a TrainingJob is reconciled by one worker at a time, and the events that come meanwhile make one more run;
 * at most ``workers`` reconciles run at once (the connection pool's size): under a burst of new TrainingJobs
   the others wait as keys, holding nothing;
-* keys are served in the order they were queued, so under a burst the new TrainingJobs, queued first, get their
-  Jobs first, and their Jobs' and pods' events (queued behind them) are settled afterwards;
-* the reconcile that creates a Job also writes the status that records it;
+* a TrainingJob that still needs its Job is queued ahead of those that need only a status update (``first``),
+  so under a burst the new TrainingJobs get their Jobs first, and their Jobs' and pods' events are settled
+  afterwards;
+* the reconcile that creates a Job also writes the status that records it, unless other TrainingJobs wait for
+  their Jobs: then the status and the events (JobCreated among them) are written on the key's next run, queued
+  behind them (creates first: the status says Pending meanwhile, as it would while the Job was being created);
 * an error retries the key with exponential backoff; a decision to look again later is a requeue-after.
 
 No kopf here: ``handlers.py`` wires the watches to ``enqueue`` and builds the one Controller.
@@ -98,6 +101,10 @@ class Controller:
         # The Kueue Workload versions the cluster serves (detect_kueue, at start); None: no Kueue installed
         self.kueue_served: tuple[str, ...] | None = None
         self.observed = Observed(overlay=self.overlay)  # the indexes, once the first event hands them over
+        # Keys whose RBAC and Job this operator created under a burst, until the status that records the Job
+        # is written (the next run does not make sure of the RBAC again), and the events that wait for that write
+        self.children_made: set[Key] = set()
+        self.deferred_events: dict[Key, list[Event]] = {}
         self.queue: WorkQueue[Key] = WorkQueue(self.reconcile, workers=workers, backoff=backoff or Backoff(),
                                                quiet_errors=EXPECTED_ERRORS)  # fmt: skip
 
@@ -108,13 +115,16 @@ class Controller:
         if self.observed.tj_idx is None:
             self.observed = replace(observed, overlay=self.overlay)
 
-    def enqueue(self, key: Key, after: float = 0.0) -> None:
-        self.queue.add(key, after=after)
+    def enqueue(self, key: Key, after: float = 0.0, first: bool = False) -> None:
+        """``first``: the TrainingJob needs its Job (served before keys that need only a status update)."""
+        self.queue.add(key, after=after, first=first)
 
     def forget(self, key: Key) -> None:
         """The TrainingJob is gone."""
         self.overlay.forget(*key)
         self.queue.forget(key)
+        self.children_made.discard(key)
+        self.deferred_events.pop(key, None)
         metrics.observe_phase(*key, None)
         metrics.JOBS.observe(*key, None)
 
@@ -200,22 +210,40 @@ class Controller:
         return Snapshot(namespace, name, tj, body=body, job=job, pods=tuple(pods), workload=workload, source=source,
                         missing_ca_bundle=await self.missing_ca_bundle(tj, pods),
                         refused=obs.refusal(namespace, name, job_uid) if not pods else None,
-                        kueue_served=self.kueue_served, service=service)  # fmt: skip
+                        kueue_served=self.kueue_served, service=service,
+                        children_made=key in self.children_made)  # fmt: skip
 
     async def act(self, s: Snapshot, plan: Plan) -> None:
         """Carries out the plan: creates, then patches, then the status, then the events."""
         if s.tj is None:
             return
+        key = (s.namespace, s.name)
+        deferred = self.deferred_events.pop(key, [])
+        try:
+            events = await self._act(s, plan, deferred)
+        except BaseException:
+            if deferred:  # a Conflict decided again, an error retried: the events wait for that run
+                self.deferred_events[key] = deferred
+            raise
+        for event in events:
+            await self.post_event(s.tj, event)
+
+    async def _act(self, s: Snapshot, plan: Plan, deferred: list[Event]) -> list[Event]:
+        """``act`` but the events: returns those to post (``deferred``, the created Job's, the plan's)."""
+        assert s.tj is not None
         if plan.create:
-            made = await self._create(s, plan)
+            made = await self._create(s, plan, deferred)
             if isinstance(made, Plan):  # the Job was refused: what to write instead
                 plan = made
             elif made is not None:
-                if len(self.queue):
+                if self.queue.waiting_first():
                     # A burst: other TrainingJobs wait for their Jobs. Creates first; the status that records
-                    # this Job (and its events) is written on this key's next run, queued behind them.
+                    # this Job and its events are written on this key's next run, queued behind them.
+                    self.deferred_events[(s.namespace, s.name)] = list(deferred)
+                    self.children_made.add((s.namespace, s.name))
+                    deferred.clear()
                     self.queue.add((s.namespace, s.name))
-                    return
+                    return []
                 # the Job exists now: the status that records it, in this reconcile
                 pods = tuple(self.observed.pods(s.namespace, s.name, made["metadata"].get("uid")))
                 plan = replace(plan, status=decide_status(replace(s, job=made, pods=pods)))
@@ -230,19 +258,21 @@ class Controller:
             except ApiError as e:
                 if e.status != 404:
                     raise  # 404: Kueue replaced or removed it; its successor's event brings the key back
-        events = list(plan.events)
+        events = [*deferred, *plan.events]
         if plan.status:
             written = await self.write_status(s, plan)
+            if written and plan.status.get("jobName"):
+                self.children_made.discard((s.namespace, s.name))
             if written and plan.announce:
                 events += [Event(*e) for e in events_for(s.tj.get("status"), plan.status)]
             if written and "phase" in plan.status:
                 metrics.observe_phase(s.namespace, s.name, plan.status["phase"])
-        for event in events:
-            await self.post_event(s.tj, event)
+        return events
 
-    async def _create(self, s: Snapshot, plan: Plan) -> dict[str, Any] | Plan | None:
+    async def _create(self, s: Snapshot, plan: Plan, events: list[Event]) -> dict[str, Any] | Plan | None:
         """Creates the plan's objects in order (409: exists). Returns the Job (a view) when the plan made it or
-        found it made and its own, an InvalidSpec plan when the API server refused it, else None."""
+        found it made and its own, an InvalidSpec plan when the API server refused it, else None. The Job's
+        JobCreated event is appended to ``events`` (posted by the caller, after the status)."""
         assert s.tj is not None
         for obj in plan.create:
             try:
@@ -257,7 +287,7 @@ class Controller:
             jname = obj["metadata"]["name"]
             if new is not None:
                 metrics.JOBS_CREATED.inc()
-                await self.post_event(s.tj, Event("Normal", "JobCreated", f"created Job {jname} (model {plan.model})"))
+                events.append(Event("Normal", "JobCreated", f"created Job {jname} (model {plan.model})"))
             else:  # it exists after all (created by an earlier run the index has not shown yet): adopt it
                 new = await self.client.get_or_none(kube.path("batch/v1", "jobs", s.namespace, jname))
                 if new is None or not owned_by(new, (s.tj.get("metadata") or {}).get("uid")):

@@ -81,6 +81,7 @@ class Snapshot:
     refused: str | None = None  # the API server's newest message refusing its Job's pod, while it has none
     kueue_served: tuple[str, ...] | None = None  # the Kueue versions the cluster serves; None: no Kueue
     service: dict[str, Any] | None = None  # a multi-node job's headless Service (a view), None: not there
+    children_made: bool = False  # this operator created the RBAC and the Job (status not written yet: a burst)
     now: str = field(default_factory=now_rfc3339)
 
 
@@ -150,7 +151,9 @@ def decide(s: Snapshot, config: OperatorConfig) -> Plan:
             # other keys wait (a burst), by the key's next run (act: creates first).
             return Plan(f"create Job {jname}", create=(*rbac, build_job(t, config, res.model)), model=res.model.text,
                         requeue_after=recheck_after(status, tj))  # fmt: skip
-        create = rbac  # a Job made before a crash, not recorded yet: adopted (its RBAC made sure of)
+        # A Job made before a crash, not recorded yet: adopted (its RBAC made sure of). One this operator made
+        # moments ago under a burst (act: creates first) came with its RBAC: nothing to make sure of.
+        create = () if s.children_made else rbac
     elif nodes > 1 and job is not None and not service_present(s) and status.get("phase") not in R.TERMINAL_PHASES:
         # Deleted by hand (or never made, by an older operator): the pods' names resolve through it, so a gang
         # restart would never meet again without it.

@@ -7,6 +7,9 @@
 * ``process(key)`` returns a requeue-after (seconds) or None; an exception requeues the key with exponential
   backoff (``Backoff``), reset by the next success.
 * Keys are taken in the order they were queued: under a burst, the keys queued first are served first.
+* ``add(key, first=True)`` queues it ahead of every key queued without it (in order among themselves): the
+  controller's keys that still need their Job, so that under a burst creations are not kept waiting behind
+  status updates of jobs already created.
 
 No kopf here: the event handlers only call ``add``.
 """
@@ -49,10 +52,12 @@ class WorkQueue(Generic[K]):
         self._workers_wanted = workers
         self._backoff = backoff
         self._quiet = quiet_errors
+        self._first: deque[K] = deque()  # served before _ready
         self._ready: deque[K] = deque()
-        self._queued: set[K] = set()  # in _ready
+        self._queued: set[K] = set()  # in _first or _ready
         self._active: set[K] = set()  # a worker has it
         self._dirty: set[K] = set()  # added while active: processed again when done
+        self._dirty_first: set[K] = set()  # ... and queued first then
         self._timers: dict[K, tuple[float, asyncio.TimerHandle]] = {}  # key -> (due, handle)
         self._failures: dict[K, int] = {}
         self._wakeup: asyncio.Event | None = None
@@ -60,17 +65,22 @@ class WorkQueue(Generic[K]):
 
     # --- adding ------------------------------------------------------------------------------------------
 
-    def add(self, key: K, after: float = 0.0) -> None:
+    def add(self, key: K, after: float = 0.0, first: bool = False) -> None:
         if after > 0:
             self._add_later(key, after)
             return
         self._cancel_timer(key)
         if key in self._active:
             self._dirty.add(key)
+            if first:
+                self._dirty_first.add(key)
         elif key not in self._queued:
             self._queued.add(key)
-            self._ready.append(key)
+            (self._first if first else self._ready).append(key)
             self._signal()
+        elif first and key in self._ready:  # rare: queued for an update, now needing a creation
+            self._ready.remove(key)
+            self._first.append(key)
 
     def _add_later(self, key: K, after: float) -> None:
         if key in self._queued:
@@ -101,7 +111,11 @@ class WorkQueue(Generic[K]):
 
     def __len__(self) -> int:
         """Keys waiting for a worker (not those waiting for a timer)."""
-        return len(self._ready)
+        return len(self._first) + len(self._ready)
+
+    def waiting_first(self) -> int:
+        """Keys queued with ``first=True`` waiting for a worker."""
+        return len(self._first)
 
     def waiting(self, key: K) -> bool:
         """Queued now or by a timer."""
@@ -119,7 +133,7 @@ class WorkQueue(Generic[K]):
         if self._workers:
             return
         self._wakeup = asyncio.Event()
-        if self._ready:
+        if self:
             self._wakeup.set()
         self._workers = [
             asyncio.get_running_loop().create_task(self._work(), name=f"workqueue worker {i}")
@@ -137,12 +151,12 @@ class WorkQueue(Generic[K]):
 
     async def _next(self) -> K:
         assert self._wakeup is not None
-        while not self._ready:
+        while not self:
             self._wakeup.clear()
             await self._wakeup.wait()
-        key = self._ready.popleft()
+        key = (self._first or self._ready).popleft()
         self._queued.discard(key)
-        if self._ready:
+        if self:
             self._wakeup.set()  # more for the other workers
         return key
 
@@ -156,7 +170,9 @@ class WorkQueue(Generic[K]):
                 self._active.discard(key)
             if key in self._dirty:
                 self._dirty.discard(key)
-                self.add(key)
+                first = key in self._dirty_first
+                self._dirty_first.discard(key)
+                self.add(key, first=first)
             elif requeue is not None:
                 self.add(key, after=requeue)
 

@@ -29,6 +29,7 @@ from yolo_operator.api.reasons import PENDING
 from yolo_operator.api.types import clean_status
 from yolo_operator.controller.act import POOL_SIZE, STATUS_COALESCE_SECONDS, Controller
 from yolo_operator.controller.build import LABEL_OPERATOR_INSTANCE, LABEL_TRAINING_JOB
+from yolo_operator.controller.derive import needs_children
 from yolo_operator.controller.kueue import KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS, workload_jobs
 from yolo_operator.runtime import kube, leader, lease, metrics
 from yolo_operator.runtime.config import OperatorConfig
@@ -117,17 +118,17 @@ async def cleanup(**_: Any) -> None:
         ELECTOR = None
 
 
-def _enqueue(key: tuple[str, str], kwargs: dict[str, Any], after: float = 0.0) -> Controller:
+def _enqueue(key: tuple[str, str], kwargs: dict[str, Any], after: float = 0.0, first: bool = False) -> Controller:
     c = controller()
     c.watching(Observed.of(kwargs, c.overlay))
-    c.enqueue(key, after=after)
+    c.enqueue(key, after=after, first=first)
     return c
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def trainingjob_event(event: kopf.RawEvent, body: kopf.Body, name: str, namespace: str, **kwargs: Any) -> None:
-    """Queues the TrainingJob (at once: a new one's Job is created by its first reconcile), and keeps the
-    by-phase gauge and the job's yolo_trainingjob_* series current."""
+    """Queues the TrainingJob (at once, and ahead of status updates while it needs its Job: a new one's Job is
+    created by its first reconcile), and keeps the by-phase gauge and the job's yolo_trainingjob_* series current."""
     with metrics.timed("trainingjob_event"):
         if event.get("type") == "DELETED":
             controller().forget((namespace, name))
@@ -136,7 +137,7 @@ async def trainingjob_event(event: kopf.RawEvent, body: kopf.Body, name: str, na
         status["phase"] = status.get("phase") or PENDING
         metrics.observe_phase(namespace, name, status["phase"])
         metrics.JOBS.observe(namespace, name, status)
-        _enqueue((namespace, name), kwargs)
+        _enqueue((namespace, name), kwargs, first=needs_children({"metadata": body.get("metadata"), "status": status}))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_TRAINING_JOB: kopf.PRESENT})
