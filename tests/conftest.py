@@ -161,19 +161,24 @@ def runner(s3_env, tmp_path):
 # gang trains, ...). pytest hides a passed test's output, so those lines are gathered here and printed once at the
 # end: a CI log then holds them without -s.
 FIGURE_PREFIXES = ("ranks:", "HA-FIGURE", "UPGRADE-FIGURE", "FAULT-FIGURE", "PROMQL", "HISTORY-", "2 nodes x ",
-                   "resumed from epoch", "evicted ", "eviction:", "$ kubectl get")  # fmt: skip
+                   "resumed from epoch", "evicted ", "eviction:", "KUEUE-FIGURE", "PLUGIN-E2E", "IMAGES-FIGURE",
+                   "REGISTRY-FIGURE", "$ kubectl get")  # fmt: skip
 _FIGURES: list[str] = []
 
 
 def figure_lines(text: str) -> list[str]:
-    """The figure lines of a test's output; after a ``$ kubectl get`` line, the table up to the next blank line."""
-    out, table = [], False
+    """The figure lines of a test's output; after a ``$ kubectl get`` line, its table: up to a blank line not
+    followed by another kind's header (``kubectl get tj,jobs,pods`` separates the kinds by a blank line)."""
+    out, table, blank = [], False, False
     for line in text.splitlines():
         stripped = line.strip()
+        if table and not stripped:
+            blank = True
+            continue
+        if table and blank and not stripped.startswith("NAME "):
+            table = False
+        blank = False
         if table:
-            if not stripped:
-                table = False
-                continue
             out.append("    " + line)
         elif stripped.startswith(FIGURE_PREFIXES):
             out.append(stripped)

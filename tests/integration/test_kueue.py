@@ -270,7 +270,11 @@ def test_a_multi_node_gang_is_admitted_whole_or_not_at_all(kq_bed: Bed):
     pods = json.loads(bed.kubectl("get", "pods", "-n", bed.ns, "-l", "yolo-operator.io/training-job=gang",
                                   "-o", "json").stdout)["items"]  # fmt: skip
     assert pods == [], [p["metadata"]["name"] for p in pods]
-    print(bed.kubectl("get", "tj,jobs,workloads", "-n", bed.ns, "-o", "wide").stdout)
+    print(f"KUEUE-FIGURE gang of 2 pods x 8 GPUs, ClusterQueue room for 1: phase {st['phase']}, Job suspended, "
+          f"0 pods; Workload podSets[0].count={podset['count']}, QuotaReserved=False {held['reason']}: "
+          f"{held['message']}")
+    print("$ kubectl get tj,jobs,workloads -o wide\n" + bed.kubectl("get", "tj,jobs,workloads", "-n", bed.ns,
+                                                                    "-o", "wide").stdout)  # fmt: skip
     bed.kubectl("delete", "tj", "gang", "-n", bed.ns, "--wait=true")
 
 
