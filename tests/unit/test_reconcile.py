@@ -80,6 +80,18 @@ def test_the_job_as_created_is_recorded_in_status():
     assert types[R.JOB_CREATED] == "True" and types[R.MODEL_RESOLVED] == "True"
 
 
+def test_a_job_is_recorded_even_while_the_pod_watch_lags_behind_it():
+    """Under a burst the status that records the Job is written after its pod exists: the Job counts the pod
+    before the pod watch shows it. The Job is recorded (jobName, Pending) and the rest follows the pod's event."""
+    b = body()
+    job = made_job(b)
+    job["status"] = {"active": 1}
+    patch = decide_status(snapshot(b, job=job))
+    assert patch["jobName"] == "helmets-train" and patch["phase"] == R.PENDING and patch["model"] == "yolov8n.pt"
+    recorded_already = body(status=recorded(b))
+    assert decide_status(snapshot(recorded_already, job=job)) == {}  # recorded: nothing until the pod is seen
+
+
 def test_a_job_of_the_previous_release_is_recorded_with_the_model_its_spec_resolves_to():
     """A Job made before the model annotation (the previous release) is adopted without reading its trainer's
     configuration: a hub/uri/yaml spec says the model; a fromTrainingJob one its source's weights."""

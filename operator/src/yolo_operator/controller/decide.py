@@ -198,7 +198,10 @@ def decide_status(s: Snapshot) -> dict[str, Any]:
         recorded = job_created_status(tj, job["metadata"]["name"], model, s.now)
         tj = {**tj, "status": {**status, **recorded}}
     if pods_lag(job, s.pods):
-        return {}  # the pod watch is behind the Job's (a new pod counted, not yet seen): its event follows
+        # The pod watch is behind the Job's (a new pod counted, not yet seen): its event follows. The Job is
+        # recorded now all the same (under a burst the pods are made before the status is written: waiting for
+        # the pod watch left TrainingJobs without a phase for minutes).
+        return recorded
     workload = s.workload if (tj.get("spec") or {}).get("queueName") else None
     derived = derive_status(tj, job, list(s.pods), now=s.now, missing_volume=s.missing_ca_bundle, workload=workload,
                             refused=s.refused)  # fmt: skip
