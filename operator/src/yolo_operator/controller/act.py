@@ -15,7 +15,7 @@ the only code here that writes to the API server). The watch events only queue k
   behind them (creates first: the status says Pending meanwhile, as it would while the Job was being created);
 * an error retries the key with exponential backoff; a decision to look again later is a requeue-after.
 
-No kopf here: ``handlers.py`` wires the watches to ``enqueue`` and builds the one Controller.
+No kopf here: ``runtime/wiring.py`` wires the watches to ``enqueue`` and builds the one Controller.
 """
 
 from __future__ import annotations

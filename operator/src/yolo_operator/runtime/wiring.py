@@ -1,9 +1,10 @@
-"""kopf wiring: the watches, the indexes and the one Controller (controller.py) that reconciles.
+"""kopf wiring: the watches, the indexes and the one Controller (controller/act.py) that reconciles.
 
 Every watch event (a TrainingJob's, its Job's, its pods', its Kueue Workload's, its Job's FailedCreate Event)
 only queues the TrainingJob's key: the controller's reconcile observes the TrainingJob from the indexes
-(``observed.py``), decides (``reconcile.py``, pure) and acts. The handlers return at once, so kopf holds no
-event body while the operator is busy, and whatever the event, the same state makes the same decision.
+(``runtime/indexes.py``), decides (``controller/decide.py``, pure) and acts. The handlers return at once, so
+kopf holds no event body while the operator is busy, and whatever the event, the same state makes the same
+decision.
 
 No handler is a create, update, resume or delete handler, so kopf neither keeps progress annotations on
 TrainingJobs nor puts a finalizer on them: deleting one works while the operator is down, and the garbage
