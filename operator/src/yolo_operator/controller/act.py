@@ -239,9 +239,8 @@ class Controller:
                 if self.queue.waiting_first():
                     # A burst: other TrainingJobs wait for their Jobs. Creates first; the status that records
                     # this Job and its events are written on this key's next run, queued behind them.
-                    self.deferred_events[(s.namespace, s.name)] = list(deferred)
+                    self.deferred_events[(s.namespace, s.name)] = deferred
                     self.children_made.add((s.namespace, s.name))
-                    deferred.clear()
                     self.queue.add((s.namespace, s.name))
                     return []
                 # the Job exists now: the status that records it, in this reconcile
