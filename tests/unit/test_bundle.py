@@ -94,7 +94,8 @@ def test_permissions_split_cluster_and_namespaced(csv):
     sa = dep["spec"]["template"]["spec"]["serviceAccountName"]
     assert cluster["serviceAccountName"] == ns["serviceAccountName"] == sa
     cluster_resources = {r for rule in cluster["rules"] for r in rule["resources"]}
-    assert cluster_resources == {"customresourcedefinitions", "namespaces"}
+    # consoleplugins: the operator applies the console plugin's ConsolePlugin (OLM creates none from a bundle)
+    assert cluster_resources == {"customresourcedefinitions", "namespaces", "consoleplugins"}
     ns_resources = {r for rule in ns["rules"] for r in rule["resources"]}
     assert {"trainingjobs", "trainingjobs/status", "jobs", "pods", "serviceaccounts", "roles"} <= ns_resources
     for rule in cluster["rules"] + ns["rules"]:
@@ -343,9 +344,14 @@ def test_file_based_catalog_of_one_bundle(csv):
     assert f"LABEL {bundle.CATALOG_CONFIGS_LABEL}=/configs" in bundle.catalog_dockerfile()
 
 
-def test_console_plugin_is_a_second_deployment_with_its_service_and_consoleplugin_beside_the_csv(csv):
-    """OLM creates the plugin's Deployment from the CSV and its Service and ConsolePlugin from the bundle; the
-    CSV's console.openshift.io/plugins annotation offers to enable it in the console at install."""
+def test_console_plugin_is_a_second_deployment_its_service_beside_the_csv_its_consoleplugin_the_operators(csv):
+    """OLM creates the plugin's Deployment from the CSV and its Service from the bundle, but no ConsolePlugin (not
+    a kind operator-registry supports: OLM v1.2 refuses such a bundle whole): the operator's Deployment carries the
+    chart's ConsolePlugin for the operator to apply, with the rules to do so and nothing more. The CSV's
+    console.openshift.io/plugins annotation offers to enable it in the console at install."""
+    from yolo_operator.runtime import console_plugin
+    from yolo_operator.runtime.config import OperatorConfig
+
     name = json.loads((ROOT / "console-plugin/package.json").read_text())["consolePlugin"]["name"]
     assert name == bundle.CONSOLE_PLUGIN
     operator, plugin = csv["spec"]["install"]["spec"]["deployments"]
@@ -354,11 +360,54 @@ def test_console_plugin_is_a_second_deployment_with_its_service_and_consoleplugi
     (container,) = plugin["spec"]["template"]["spec"]["containers"]
     assert {"name": "console-plugin", "image": container["image"]} in csv["spec"]["relatedImages"]
     manifests = ROOT / bundle.MANIFESTS
-    cp = yaml.safe_load((manifests / f"{name}.consoleplugin.yaml").read_text())
+    assert not list(manifests.glob("*.consoleplugin.yaml"))
+    assert all(yaml.safe_load(f.read_text())["kind"] in (*bundle.EXTRA_KINDS, "ClusterServiceVersion",
+                                                         "CustomResourceDefinition") for f in manifests.iterdir())
     svc = yaml.safe_load((manifests / f"{name}.service.yaml").read_text())
-    assert cp["kind"] == "ConsolePlugin" and cp["spec"]["backend"]["service"]["name"] == svc["metadata"]["name"]
+    env = {e["name"]: e for c in operator["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])}
+    config = OperatorConfig.from_env({bundle.CONSOLE_PLUGIN_ENV: env[bundle.CONSOLE_PLUGIN_ENV]["value"]})
+    cp = console_plugin.build(config.console_plugin, "where-olm-installed")
+    assert (cp["kind"], cp["metadata"]["name"]) == ("ConsolePlugin", name)
+    assert cp["spec"]["backend"]["service"] == {"name": svc["metadata"]["name"], "namespace": "where-olm-installed",
+                                                "port": svc["spec"]["ports"][0]["port"], "basePath": "/"}
+    assert not set(cp["metadata"].get("labels", {})) & set(bundle.HELM_LABELS)
+    (cluster,) = csv["spec"]["install"]["spec"]["clusterPermissions"]
+    rules = [r for r in cluster["rules"] if "consoleplugins" in r["resources"]]
+    assert rules == bundle.console_plugin_rules(name)
     assert svc["spec"]["selector"] == plugin["spec"]["selector"]["matchLabels"]
     assert "namespace" not in svc["metadata"]  # OLM puts it in the operator's namespace
     # The operator's selectors match no plugin pod (its Service, PDB and leader lookups stay its own).
     labels = plugin["spec"]["template"]["metadata"]["labels"]
     assert not operator["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def _release(csv, version: str) -> dict:
+    out = copy.deepcopy(csv)
+    out["metadata"]["name"], out["spec"]["version"] = f"yolo-operator.v{version}", version
+    return out
+
+
+def test_a_catalog_grows_by_one_bundle_that_replaces_the_channels_head(csv):
+    """`make catalog` run again for the next release: the channel keeps the first bundle and the second replaces
+    it (the edge OLM upgrades along); rebuilding a release's bundle image swaps that bundle in place."""
+    first = bundle.file_based_catalog(_release(csv, "0.1.0"), "reg/b@" + DIGEST, b"<svg/>")
+    second = bundle.file_based_catalog(_release(csv, "0.1.1"), "reg/b2@" + DIGEST, b"<svg/>", first)
+    (channel,) = [d for d in second if d["schema"] == "olm.channel"]
+    assert channel["entries"] == [{"name": "yolo-operator.v0.1.0"},
+                                  {"name": "yolo-operator.v0.1.1", "replaces": "yolo-operator.v0.1.0"}]  # fmt: skip
+    names = [d["name"] for d in second if d["schema"] == "olm.bundle"]
+    assert names == ["yolo-operator.v0.1.0", "yolo-operator.v0.1.1"]
+    assert sum(d["schema"] == "olm.package" for d in second) == 1
+    rebuilt = bundle.file_based_catalog(_release(csv, "0.1.1"), "reg/b3@" + DIGEST, b"<svg/>", second)
+    assert [d for d in rebuilt if d["schema"] == "olm.channel"] == [channel]
+    assert [d["image"] for d in rebuilt if d["schema"] == "olm.bundle"] == ["reg/b@" + DIGEST, "reg/b3@" + DIGEST]
+
+
+def test_a_catalog_whose_channel_forks_or_holds_another_package_is_refused(csv):
+    forked = bundle.file_based_catalog(_release(csv, "0.1.0"), "reg/b@" + DIGEST, b"<svg/>")
+    (channel,) = [d for d in forked if d["schema"] == "olm.channel"]
+    channel["entries"].append({"name": "yolo-operator.v0.0.9"})
+    with pytest.raises(ValueError, match="more than one head"):
+        bundle.file_based_catalog(_release(csv, "0.1.1"), "reg/b@" + DIGEST, b"<svg/>", forked)
+    with pytest.raises(ValueError, match="another package"):
+        bundle.file_based_catalog(csv, "reg/b@" + DIGEST, b"<svg/>", [{"schema": "olm.package", "name": "other"}])

@@ -8,7 +8,10 @@ cluster-wide (``watchNamespaces: []``) and namespaced (one watched namespace), w
 API, and the ClusterServiceVersion is built from what it renders:
 
 * ``install.spec.deployments``: the chart's Deployment spec, with ``YOLO_OPERATOR_NAMESPACES`` read from the
-  pod's ``olm.targetNamespaces`` annotation (OLM sets it from the OperatorGroup: empty = all namespaces);
+  pod's ``olm.targetNamespaces`` annotation (OLM sets it from the OperatorGroup: empty = all namespaces), and the
+  chart's ConsolePlugin in ``YOLO_OPERATOR_CONSOLE_PLUGIN`` for the operator to apply (OLM creates no
+  ConsolePlugin from a bundle; the rules to apply it join the clusterPermissions); the console plugin's
+  Deployment is the second;
 * ``install.spec.permissions``: the namespaced Role's rules. OLM grants them in every target namespace,
   and cluster-wide (as a ClusterRole) for an AllNamespaces OperatorGroup: the chart's two modes; plus the
   leader election's Lease rules (the chart's Role in the release namespace), which OLM grants in the
@@ -37,7 +40,11 @@ its operator gives every TrainingJob (``YOLO_OPERATOR_TRAINER_IMAGE``) and ``rel
 whose images are both pinned by digest claims ``features.operators.openshift.io/disconnected`` (a mirror serves
 content by digest; a tag cannot be mirrored with ImageDigestMirrorSet). The committed bundle/ is the rendering
 with the chart's default tags. ``--catalog DIR --bundle-image IMG`` writes a file-based catalog (FBC: olm.package,
-olm.channel, olm.bundle) of that bundle and its Dockerfile beside it (``make catalog``).
+olm.channel, olm.bundle) of that bundle and its Dockerfile beside it (``make catalog``); a catalog already in DIR
+grows: the new bundle becomes the channel's head and replaces the previous one (the upgrade edge OLM follows).
+``--version`` names a release other than the chart's appVersion (``make bundle VERSION=0.1.1``), ``--values FILE``
+renders the chart with your settings (``BUNDLE_VALUES=my-values.yaml``), so the bundle carries them: OLM v1 has no
+``Subscription.spec.config``.
 """
 
 from __future__ import annotations
@@ -78,9 +85,11 @@ CONSOLE_API_VERSIONS = (
     "console.openshift.io/v1/ConsolePlugin",
 )
 #: The console plugin's Deployment (charts/yolo-operator/templates/console-plugin.yaml): a second deployment of
-#: the CSV's install strategy; its Service and ConsolePlugin go beside the CSV (OLM creates both kinds from a
-#: bundle), and the CSV's console.openshift.io/plugins annotation offers to enable it at install.
+#: the CSV's install strategy; its Service goes beside the CSV, its ConsolePlugin to the operator, which applies it
+#: (CONSOLE_PLUGIN_ENV): OLM creates no ConsolePlugin from a bundle (not in operator-registry's supported kinds).
+#: The CSV's console.openshift.io/plugins annotation offers to enable it at install.
 CONSOLE_PLUGIN = "yolo-operator-console-plugin"
+CONSOLE_PLUGIN_ENV = "YOLO_OPERATOR_CONSOLE_PLUGIN"
 #: The Prometheus Operator's API, rendered too: OLM creates a bundle's ServiceMonitor in the operator's namespace.
 MONITORING_API_VERSIONS = ("monitoring.coreos.com/v1/ServiceMonitor",)
 #: examples/ files the chart's console YAML samples read (charts/yolo-operator/files/examples/, copied).
@@ -89,9 +98,9 @@ CONSOLE_EXAMPLES = ("finetune-frozen-backbone", "continue-from-previous", "zip-d
 FIRST_EXAMPLE = "finetune-frozen-backbone"
 #: Kinds of the chart's rendering that go into bundle/manifests/ beside the CSV (OLM creates the
 #: ServiceAccount, RBAC and Deployment itself from the CSV).
-EXTRA_KINDS = (
-    "Service", "ServiceMonitor", "PodDisruptionBudget", "ConsoleYAMLSample", "ConsoleQuickStart", "ConsolePlugin",
-)  # fmt: skip
+#: Every one is in operator-registry's supported kinds (pkg/lib/bundle/supported_resources.go), which OLM v0 and
+#: v1 both enforce.
+EXTRA_KINDS = ("Service", "ServiceMonitor", "PodDisruptionBudget", "ConsoleYAMLSample", "ConsoleQuickStart")
 HELM_LABELS = ("helm.sh/chart", "app.kubernetes.io/managed-by")
 DISCONNECTED = "features.operators.openshift.io/disconnected"
 TRAINER_IMAGE_ENV = "YOLO_OPERATOR_TRAINER_IMAGE"
@@ -379,14 +388,30 @@ def _strip_helm(obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
-def olm_deployment_spec(deployment: dict[str, Any]) -> dict[str, Any]:
-    """The chart's Deployment spec with the watched namespaces read from OLM's target namespaces."""
+def olm_deployment_spec(deployment: dict[str, Any], console_plugin: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The chart's Deployment spec with the watched namespaces read from OLM's target namespaces, and the
+    ConsolePlugin (the chart's, when it renders one) handed to the operator to apply: OLM creates no ConsolePlugin
+    from a bundle (yolo_operator.runtime.console_plugin)."""
     spec = copy.deepcopy(deployment["spec"])
     (container,) = [c for c in spec["template"]["spec"]["containers"] if c["name"] == "operator"]
     env = container["env"]
     (i,) = [n for n, e in enumerate(env) if e["name"] == NAMESPACES_ENV]
     env[i] = {"name": NAMESPACES_ENV, "valueFrom": {"fieldRef": {"fieldPath": TARGET_NAMESPACES_FIELD}}}
+    if console_plugin is not None:
+        plugin = _strip_helm(console_plugin)
+        plugin["spec"]["backend"]["service"].pop("namespace", None)  # the operator's own, known only at run time
+        value = json.dumps({"metadata": plugin["metadata"], "spec": plugin["spec"]}, sort_keys=True)
+        env.append({"name": CONSOLE_PLUGIN_ENV, "value": value})
     return spec
+
+
+def console_plugin_rules(name: str) -> list[dict[str, Any]]:
+    """What the operator needs to apply its ConsolePlugin (server-side apply creates it: create and patch)."""
+    return [
+        {"apiGroups": ["console.openshift.io"], "resources": ["consoleplugins"], "verbs": ["create"]},
+        {"apiGroups": ["console.openshift.io"], "resources": ["consoleplugins"], "resourceNames": [name],
+         "verbs": ["get", "patch"]},
+    ]  # fmt: skip
 
 
 def rbac(cluster_wide: list[dict[str, Any]], namespaced: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
@@ -497,6 +522,9 @@ def build_csv(
     (container,) = [c for c in pod["containers"] if c["name"] == "operator"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     cluster_rules, role_rules = rbac(cluster_wide, namespaced)
+    console_plugins = [d for d in cluster_wide if d["kind"] == "ConsolePlugin"]
+    if console_plugins:
+        cluster_rules = [*cluster_rules, *console_plugin_rules(console_plugins[0]["metadata"]["name"])]
     crd_version = crd_doc["spec"]["versions"][0]
     schema = crd_version["schema"]["openAPIV3Schema"]["properties"]
     home = chart["home"]
@@ -576,7 +604,7 @@ def build_csv(
                         {
                             "name": deployment["metadata"]["name"],
                             "label": {"app.kubernetes.io/part-of": "yolo-operator"},
-                            "spec": olm_deployment_spec(deployment),
+                            "spec": olm_deployment_spec(deployment, console_plugins[0] if console_plugins else None),
                         },
                         *(
                             {
@@ -665,28 +693,49 @@ def bundle_files(
     return files
 
 
-def file_based_catalog(csv: dict[str, Any], bundle_image: str, icon_svg: bytes) -> list[dict[str, Any]]:
-    """A file-based catalog (FBC, what ``opm render`` and ``opm init`` write) of one bundle: its olm.package, the
-    olm.channel with that bundle as its only entry, and the olm.bundle, whose ``image`` is ``bundle_image`` (OLM
+def file_based_catalog(
+    csv: dict[str, Any], bundle_image: str, icon_svg: bytes, existing: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """A file-based catalog (FBC, what ``opm render`` and ``opm init`` write) with this bundle at the head of
+    its channel: its olm.package, the olm.channel and the olm.bundle, whose ``image`` is ``bundle_image`` (OLM
     pulls the manifests from there) and whose properties are what OLM resolves by: the package and version and
-    the owned CRD's group/version/kind."""
+    the owned CRD's group/version/kind.
+
+    ``existing``: the catalog so far (the documents of an earlier ``--catalog`` run). The channel keeps its
+    entries and the new bundle ``replaces`` the channel's head, the upgrade edge OLM v0 and v1 follow; a bundle
+    of the same name is replaced in place (a rebuilt bundle image), keeping the edge it had."""
     name = csv["metadata"]["name"]
     version = csv["spec"]["version"]
     (owned,) = csv["spec"]["customresourcedefinitions"]["owned"]
     group = owned["name"].split(".", 1)[1]
     related = [{"name": "", "image": bundle_image}, *csv["spec"].get("relatedImages", [])]
-    return [
-        {"schema": "olm.package", "name": PACKAGE, "defaultChannel": CHANNEL,
-         "icon": {"base64data": base64.b64encode(icon_svg).decode(), "mediatype": "image/svg+xml"},
-         "description": csv["metadata"]["annotations"]["description"]},
-        {"schema": "olm.channel", "package": PACKAGE, "name": CHANNEL, "entries": [{"name": name}]},
-        {"schema": "olm.bundle", "name": name, "package": PACKAGE, "image": bundle_image,
-         "properties": [
-             {"type": "olm.package", "value": {"packageName": PACKAGE, "version": version}},
-             {"type": "olm.gvk", "value": {"group": group, "kind": owned["kind"], "version": owned["version"]}},
-         ],
-         "relatedImages": related},
-    ]  # fmt: skip
+    package = {"schema": "olm.package", "name": PACKAGE, "defaultChannel": CHANNEL,
+               "icon": {"base64data": base64.b64encode(icon_svg).decode(), "mediatype": "image/svg+xml"},
+               "description": csv["metadata"]["annotations"]["description"]}  # fmt: skip
+    this = {"schema": "olm.bundle", "name": name, "package": PACKAGE, "image": bundle_image,
+            "properties": [
+                {"type": "olm.package", "value": {"packageName": PACKAGE, "version": version}},
+                {"type": "olm.gvk", "value": {"group": group, "kind": owned["kind"], "version": owned["version"]}},
+            ],
+            "relatedImages": related}  # fmt: skip
+    docs = list(existing or [])
+    others = [d for d in docs if d.get("package", d.get("name")) != PACKAGE or d.get("schema") not in (
+        "olm.package", "olm.channel", "olm.bundle")]  # fmt: skip
+    if others:
+        raise ValueError(f"the catalog holds documents of another package or schema: {others[0]!r:.200}")
+    channels = [d for d in docs if d["schema"] == "olm.channel" and d["name"] == CHANNEL]
+    entries = [dict(e) for e in (channels[0]["entries"] if channels else [])]
+    if not any(e["name"] == name for e in entries):
+        replaced = {e.get("replaces") for e in entries}
+        heads = [e["name"] for e in entries if e["name"] not in replaced]
+        if len(heads) > 1:
+            raise ValueError(f"channel {CHANNEL} has more than one head ({', '.join(heads)}): which does {name} "
+                             "replace? Mend the catalog by hand first")  # fmt: skip
+        entries.append({"name": name, **({"replaces": heads[0]} if heads else {})})
+    bundles = [d for d in docs if d["schema"] == "olm.bundle" and d["name"] != name]
+    other_channels = [d for d in docs if d["schema"] == "olm.channel" and d["name"] != CHANNEL]
+    return [package, *other_channels, {"schema": "olm.channel", "package": PACKAGE, "name": CHANNEL,
+                                       "entries": entries}, *bundles, this]  # fmt: skip
 
 
 def catalog_dockerfile() -> str:
@@ -744,14 +793,20 @@ def render_olm_quick_start(helm: str, root: Path) -> dict[str, Any]:
     return doc
 
 
-def expected_files(root: Path, helm: str, images: list[str] | None = None) -> dict[Path, str]:
+def expected_files(
+    root: Path, helm: str, images: list[str] | None = None, version: str = "", values: list[Path] | None = None
+) -> dict[Path, str]:
     """The chart's copies of examples/ and everything under bundle/, generated from the working tree; ``images``:
-    chart_image_values' arguments (the chart's default images when empty)."""
-    images = images or []
+    chart_image_values' arguments (the chart's default images when empty); ``version``: the bundle's version
+    (default: the chart's appVersion); ``values``: helm values files the chart is rendered with."""
+    images = [*(a for v in values or () for a in ("--values", str(v))), *(images or [])]
+    chart = yaml.safe_load((root / CHART / "Chart.yaml").read_text())
+    if version:
+        chart["appVersion"] = version
     copies = {CHART / "files" / "examples" / f"{n}.yaml": (root / "examples" / f"{n}.yaml").read_text()
               for n in CONSOLE_EXAMPLES}  # fmt: skip
     return copies | bundle_files(
-        chart=yaml.safe_load((root / CHART / "Chart.yaml").read_text()),
+        chart=chart,
         cluster_wide=render_chart(helm, root, *images),
         namespaced=render_chart(helm, root, *images, "--set", f"watchNamespaces={{{TARGET_NAMESPACE}}}"),
         examples=example_trainingjobs({p.stem: p.read_text() for p in (root / "examples").glob("*.yaml")}),
@@ -797,6 +852,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="write the bundle (manifests/, metadata/, bundle.Dockerfile) here instead of bundle/")
     p.add_argument("--catalog", type=Path, default=None, help="also write a file-based catalog and its Dockerfile here")
     p.add_argument("--bundle-image", default="", help="the bundle image the catalog names (with --catalog)")
+    p.add_argument("--version", default="", help="the bundle's version (default: the chart's appVersion)")
+    p.add_argument("--values", type=Path, action="append", default=[],
+                   help="a helm values file the chart is rendered with (repeatable): settings the bundle carries")
     args = p.parse_args(argv)
     root = args.root
     helm = args.helm or helm_binary(root)
@@ -807,25 +865,31 @@ def main(argv: list[str] | None = None) -> int:
         values = yaml.safe_load((root / CHART / "values.yaml").read_text())
         images = {k: resolve_digest(ref or f"{values[k]['image']['repository']}:{chart['appVersion']}", tls)
                   for k, ref in images.items()}  # fmt: skip
-    custom = any(images.values())
+    custom = any(images.values()) or bool(args.version or args.values)
     if args.catalog and not args.bundle_image:
         p.error("--catalog needs --bundle-image (the image `make bundle-build` tags: BUNDLE_IMG)")
     if custom and (args.check or (args.write and not args.out)):
         # The committed bundle/ is the default images' rendering (tests/integration/test_bundle.py checks it).
-        p.error("a bundle with other images goes to --out DIR (bundle/ is the chart's default images' rendering)")
+        p.error("a bundle with other images, a version or values goes to --out DIR (bundle/ is the chart's "
+                "default rendering)")
     if args.write and not args.out:
         # The console samples render from the chart's copies of examples/: write those first.
         for n in CONSOLE_EXAMPLES:
             dst = root / CHART / "files" / "examples" / f"{n}.yaml"
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_text((root / "examples" / f"{n}.yaml").read_text())
-    files = expected_files(root, helm, chart_image_values(images))
+    files = expected_files(root, helm, chart_image_values(images), args.version, args.values)
     if args.catalog:
         bundle_image = args.bundle_image
         if args.resolve_digests:
             bundle_image = resolve_digest(bundle_image, args.tls_verify == "true")
         csv = yaml.safe_load(files[CSV_PATH])
-        fbc = file_based_catalog(csv, bundle_image, (root / ICON).read_bytes())
+        catalog_yaml = args.catalog / "configs" / PACKAGE / "catalog.yaml"
+        existing = [d for d in yaml.safe_load_all(catalog_yaml.read_text()) if d] if catalog_yaml.exists() else []
+        try:
+            fbc = file_based_catalog(csv, bundle_image, (root / ICON).read_bytes(), existing)
+        except ValueError as e:
+            p.error(f"{catalog_yaml}: {e}")
         write_tree({Path("configs") / PACKAGE / "catalog.yaml": yaml.safe_dump_all(fbc, sort_keys=False, width=120),
                     Path("Dockerfile"): catalog_dockerfile()}, args.catalog)  # fmt: skip
         print(f"catalog of {csv['metadata']['name']} ({bundle_image}) in {args.catalog}", file=sys.stderr)

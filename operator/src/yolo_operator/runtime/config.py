@@ -95,6 +95,12 @@ class OperatorConfig(BaseModel):
         10, gt=0, description="How long the leader keeps trying to renew before it exits (crash-only)."
     )
     retry_period_seconds: float = Field(2, gt=0, description="How often the leader renews and standbys look.")
+    console_plugin: dict[str, Any] | None = Field(
+        None,
+        description="The console plugin's ConsolePlugin (metadata and spec) the leader applies, its backend Service "
+        "in the operator's namespace ($YOLO_OPERATOR_CONSOLE_PLUGIN, JSON; yolo_operator.runtime.console_plugin). "
+        "The OLM bundle sets it (OLM creates no ConsolePlugin from a bundle); the Helm chart creates its own.",
+    )
 
     @model_validator(mode="after")
     def _election_timing(self) -> OperatorConfig:
@@ -119,18 +125,25 @@ class OperatorConfig(BaseModel):
             return self.leader_election_id
         return f"yolo-operator-{self.instance}" if self.instance else "yolo-operator"
 
+    @staticmethod
+    def pod_namespace(sa_namespace_file: str = SERVICE_ACCOUNT_NAMESPACE) -> str | None:
+        """The namespace this pod runs in (its ServiceAccount's); None outside a pod."""
+        try:
+            with open(sa_namespace_file) as f:
+                return f.read().strip() or None
+        except OSError:
+            return None
+
     def lease_namespace(self, sa_namespace_file: str = SERVICE_ACCOUNT_NAMESPACE) -> str:
         """The Lease's namespace; a clear error when none is known (outside a pod, unset)."""
         if self.leader_election_namespace:
             return self.leader_election_namespace
-        try:
-            with open(sa_namespace_file) as f:
-                return f.read().strip()
-        except OSError:
+        if (namespace := self.pod_namespace(sa_namespace_file)) is None:
             raise ValueError(
                 "leader election needs the Lease's namespace: set YOLO_OPERATOR_LEADER_ELECTION_NAMESPACE "
                 "(outside a pod there is no ServiceAccount namespace to default to)"
-            ) from None
+            )
+        return namespace
 
     @field_validator("trainer_env")
     @classmethod
@@ -180,6 +193,8 @@ class OperatorConfig(BaseModel):
             values["trainer_service_account_annotations"] = json.loads(env["YOLO_OPERATOR_TRAINER_SA_ANNOTATIONS"])
         if env.get("YOLO_OPERATOR_DEFAULT_SCRATCH_SIZE", "").strip():
             values["default_scratch_size"] = env["YOLO_OPERATOR_DEFAULT_SCRATCH_SIZE"].strip()
+        if env.get("YOLO_OPERATOR_CONSOLE_PLUGIN", "").strip():
+            values["console_plugin"] = json.loads(env["YOLO_OPERATOR_CONSOLE_PLUGIN"])
         if env.get("YOLO_OPERATOR_HUB_MIRROR"):
             values["hub_mirror"] = env["YOLO_OPERATOR_HUB_MIRROR"].strip()
         for key, var in (

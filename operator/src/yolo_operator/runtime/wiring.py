@@ -20,6 +20,7 @@ Every handler is a coroutine on kopf's event loop, and every request goes throug
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -32,7 +33,7 @@ from yolo_operator.controller.act import POOL_SIZE, STATUS_COALESCE_SECONDS, Con
 from yolo_operator.controller.build import LABEL_OPERATOR_INSTANCE, LABEL_TRAINING_JOB
 from yolo_operator.controller.derive import needs_children
 from yolo_operator.controller.kueue import KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS, workload_jobs
-from yolo_operator.runtime import kube, leader, lease, metrics
+from yolo_operator.runtime import console_plugin, kube, leader, lease, metrics
 from yolo_operator.runtime.config import OperatorConfig
 from yolo_operator.runtime.indexes import Observed, is_pod_refusal
 
@@ -40,6 +41,7 @@ log = logging.getLogger("yolo_operator")
 
 # The operator's one controller, made by the startup handler (kopf's handlers are module functions).
 CONTROLLER: Controller | None = None
+_ONE_OFF: set[asyncio.Task] = set()
 # With leader election (several replicas): this process's candidacy for the Lease (leader.py).
 ELECTOR: leader.LeaderElector | None = None
 
@@ -88,12 +90,12 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         ELECTOR = leader.LeaderElector(
             kube.Client(pool_size=2), config.lease_namespace(), config.lease_name,
             lease.default_identity(config.pod_name), config.timing(),
-            on_started_leading=CONTROLLER.start, on_change=lambda lead: metrics.LEADER.set(int(lead)),
+            on_started_leading=lambda: lead(config), on_change=lambda lead: metrics.LEADER.set(int(lead)),
         )  # fmt: skip
         metrics.LEADER.set(0)
         ELECTOR.start()
     else:
-        CONTROLLER.start()  # its workers: tasks of the operator's whole run, not of any event
+        lead(config)
         metrics.LEADER.set(1)
     metrics.serve(config.metrics_port, config.bind_address)
     log.info(
@@ -101,6 +103,18 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         config.trainer_image,
         "cluster-wide" if config.clusterwide else f"namespaces {','.join(config.namespaces)}",
     )
+
+
+def lead(config: OperatorConfig) -> None:
+    """What only the leader does: the controller's workers (tasks of the operator's whole run, not of any event)
+    and, in an OLM install, the console plugin's ConsolePlugin (one request, its own task)."""
+    CONTROLLER.start()
+    namespace = config.pod_namespace()
+    if config.console_plugin and namespace:
+        task = asyncio.get_running_loop().create_task(
+            console_plugin.apply(CONTROLLER.client, config.console_plugin, namespace))
+        _ONE_OFF.add(task)  # the loop holds tasks weakly
+        task.add_done_callback(_ONE_OFF.discard)
 
 
 @kopf.on.cleanup()
