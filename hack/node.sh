@@ -346,10 +346,13 @@ serializeImagePulls: false
 # started: it must run them under imagePullPolicy Never/IfNotPresent as present, without a pull record of its own
 # (the default, NeverVerifyPreloadedImages, refuses those: ErrImageNeverPull).
 imagePullCredentialsVerificationPolicy: NeverVerify
-# The images were imported, not pulled: never garbage-collect them; evict only on a truly full disk.
+# The images were imported, not pulled: never garbage-collect them; evict only on a truly full disk. In bytes,
+# not percent: the node shares this machine's disk, where 2% of 252 GB (5 GB) was crossed while a rebuilt trainer
+# image was pushed and pulled, and the eviction manager's image reclaim deleted the pod sandbox image (containerd
+# 1.6 does not report it pinned), so no pod could start until the next import.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-evictionHard: {memory.available: 200Mi, nodefs.available: 2%, imagefs.available: 2%, nodefs.inodesFree: 1%}
+evictionHard: {memory.available: 200Mi, nodefs.available: 1Gi, imagefs.available: 1Gi, nodefs.inodesFree: 1%}
 evictionPressureTransitionPeriod: 10s
 shutdownGracePeriod: 0s
 YAML
