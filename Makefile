@@ -7,16 +7,20 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 export YOLO_CONFIG_DIR ?= $(CURDIR)/.venv/ultralytics-config
 
-.PHONY: help venv binaries olm-validate kueue coredns previous-release testbed-up testbed-down lint unit test fault demo crds manifests bundle bundle-validate bundle-build bundle-push catalog catalog-build catalog-push chart-lint images console-plugin console-plugin-test console-plugin-image bench gpu-check clean
+.PHONY: help venv binaries olm-validate olmv1 kueue coredns previous-release testbed-up testbed-down lint unit test fault demo crds manifests bundle bundle-validate bundle-build bundle-push catalog catalog-build catalog-push chart-lint images console-plugin console-plugin-test console-plugin-image bench gpu-check clean
 
 # OLM bundles for your registry (operator-sdk's conventions). IMG and TRAINER_IMG empty: the chart's default images
 # and the committed bundle/; set: a bundle of those images in BUNDLE_DIR, pinned by the digests their registry
 # serves (skopeo inspect; PIN=0 keeps tags; REGISTRY_TLS_VERIFY=false for a plain-HTTP registry such as the bed's).
-VERSION := $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$$/\1/p' charts/yolo-operator/Chart.yaml)
+# VERSION: the bundle's version (default the chart's appVersion); BUNDLE_VALUES: helm values files the chart is
+# rendered with, so the bundle carries those settings. A catalog already in CATALOG_DIR grows by one bundle.
+VERSION ?= $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$$/\1/p' charts/yolo-operator/Chart.yaml)
 IMAGE_TAG_BASE ?= ghcr.io/yolo-operator/yolo-operator
 IMG ?=
 TRAINER_IMG ?=
 CONSOLE_PLUGIN_IMG ?=
+BUNDLE_VALUES ?=
+BUNDLE_ARGS = --version $(VERSION) $(foreach f,$(BUNDLE_VALUES),--values $(f))
 PIN ?= 1
 REGISTRY_TLS_VERIFY ?= true
 BUNDLE_IMG ?= $(IMAGE_TAG_BASE)-bundle:v$(VERSION)
@@ -47,6 +51,9 @@ binaries: ## build the control plane, kwok and helm from pinned Go modules (cach
 olm-validate: ## build OLM's bundle validators (hack/olm-validate, pinned operator-framework/api) into ~/.cache/yolo-operator
 	hack/build-olm-validate.sh >/dev/null
 
+olmv1: ## build OLM v1's operator-controller and catalogd (v1.2.0, hack/build-olmv1.sh) into ~/.cache/yolo-operator for tests/e2e/test_olm_install.py
+	hack/build-olmv1.sh >/dev/null
+
 kueue: ## build Kueue's manager (sigs.k8s.io/kueue v0.17.0, hack/build-kueue.sh) into ~/.cache/yolo-operator for tests/integration/test_kueue.py
 	hack/build-kueue.sh >/dev/null
 
@@ -72,7 +79,7 @@ unit: venv ## unit tests only (no servers)
 
 test: ## everything: lint, unit, integration and e2e tests on the local test bed
 	@# The Go builds (control plane, OLM validators) and the image builds overlap: a first run's longest steps.
-	$(MAKE) -j3 testbed-up lint olm-validate kueue console-plugin-test
+	$(MAKE) -j3 testbed-up lint olm-validate kueue olmv1 console-plugin-test
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 fault: testbed-up ## the fault, bad-input and security suite alone (tests/fault/, marker fault); prints FAULT-FIGURE lines
@@ -97,7 +104,7 @@ else
 	$(PY) -m yolo_operator.gen.bundle --write --out $(BUNDLE_DIR) $(if $(IMG),--operator-image $(IMG)) \
 	  $(if $(TRAINER_IMG),--trainer-image $(TRAINER_IMG)) $(if $(CONSOLE_PLUGIN_IMG),--console-plugin-image $(CONSOLE_PLUGIN_IMG)) \
 	  $(if $(filter 1,$(PIN)),--resolve-digests) \
-	  --tls-verify $(REGISTRY_TLS_VERIFY)
+	  --tls-verify $(REGISTRY_TLS_VERIFY) $(BUNDLE_ARGS)
 endif
 
 bundle-build: ## the bundle image BUNDLE_IMG from BUNDLE_DIR (make bundle first)
@@ -109,7 +116,7 @@ bundle-push: ## push BUNDLE_IMG
 catalog: venv binaries ## a file-based catalog (CATALOG_DIR) of the bundle BUNDLE_IMG with IMG/TRAINER_IMG, pinned by digest (push the bundle first)
 	$(PY) -m yolo_operator.gen.bundle --catalog $(CATALOG_DIR) --bundle-image $(BUNDLE_IMG) \
 	  $(if $(IMG),--operator-image $(IMG)) $(if $(TRAINER_IMG),--trainer-image $(TRAINER_IMG)) \
-	  $(if $(filter 1,$(PIN)),--resolve-digests) --tls-verify $(REGISTRY_TLS_VERIFY)
+	  $(if $(filter 1,$(PIN)),--resolve-digests) --tls-verify $(REGISTRY_TLS_VERIFY) $(BUNDLE_ARGS)
 
 catalog-build: ## the catalog image CATALOG_IMG from CATALOG_DIR (make catalog first)
 	$(CONTAINER_TOOL) build $(CATALOG_BUILD_ARGS) -t $(CATALOG_IMG) $(CATALOG_DIR)

@@ -21,8 +21,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if not any(item.get_closest_marker(m) for m in ("unit", "integration", "e2e", "fault")):
             item.add_marker(pytest.mark.unit)
-    # Tests that take the shared bed down and up again run after every test that uses it.
-    items.sort(key=lambda item: item.get_closest_marker("bed_cycle") is not None)
+    # Tests that take the shared bed down and up again run after every test that uses it; before them, those that
+    # take the TrainingJob CRD from the chart (OLM installs its own) run after every test that shares it.
+    items.sort(key=lambda item: (item.get_closest_marker("bed_cycle") is not None,
+                                 item.get_closest_marker("owns_crd") is not None))  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -162,7 +164,7 @@ def runner(s3_env, tmp_path):
 # end: a CI log then holds them without -s.
 FIGURE_PREFIXES = ("ranks:", "HA-FIGURE", "UPGRADE-FIGURE", "FAULT-FIGURE", "PROMQL", "HISTORY-", "2 nodes x ",
                    "resumed from epoch", "evicted ", "eviction:", "KUEUE-FIGURE", "PLUGIN-E2E", "IMAGES-FIGURE",
-                   "REGISTRY-FIGURE", "$ kubectl get")  # fmt: skip
+                   "REGISTRY-FIGURE", "OLM-FIGURE", "$ kubectl get")  # fmt: skip
 _FIGURES: list[str] = []
 
 

@@ -16,11 +16,9 @@ are not enabled); no leader election; the visibility API server (VisibilityOnDem
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import shutil
-import signal
 import ssl
 import subprocess
 import tempfile
@@ -33,7 +31,8 @@ from typing import Any
 
 import yaml
 
-from yolo_dev.testbed import free_port, wait_for
+from yolo_dev.certs import generate_certs
+from yolo_dev.testbed import free_port, readyz, stop_session, wait_for
 
 ROOT = Path(__file__).resolve().parents[3]  # dev/src/yolo_dev/kueue.py
 BUILD = ROOT / "hack" / "build-kueue.sh"
@@ -61,25 +60,6 @@ def crd_dir() -> Path:
 
 def module_dir() -> Path:
     return crd_dir().parents[3]  # <module>/config/components/crd/bases
-
-
-def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
-
-
-def generate_certs(d: Path) -> tuple[Path, Path, Path]:
-    """A CA and a serving certificate for 127.0.0.1 signed by it: (ca.crt, tls.crt, tls.key)."""
-    d.mkdir(parents=True, exist_ok=True)
-    ca_key, ca, key, csr, crt = d / "ca.key", d / "ca.crt", d / "tls.key", d / "tls.csr", d / "tls.crt"
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca),
-             "-days", "2", "-subj", "/CN=kueue-test-ca")  # fmt: skip
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
-             "-subj", "/CN=127.0.0.1")  # fmt: skip
-    ext = d / "san.ext"
-    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
-    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
-             "-out", str(crt), "-days", "2", "-extfile", str(ext))  # fmt: skip
-    return ca, crt, key
 
 
 def webhook_configurations(port: int, ca_pem: bytes, suffix: str) -> list[dict[str, Any]]:
@@ -161,7 +141,7 @@ class KueueProcess:
 
     def start(self, timeout: float = 180) -> KueueProcess:
         self.dir.mkdir(parents=True, exist_ok=True)
-        ca, crt, key = generate_certs(self.dir / "certs")
+        ca, crt, key = generate_certs(self.dir / "certs", ca_name="kueue-test-ca")
         self.install_crds()
         self.kubectl("create", "namespace", self.namespace, check=False)
         cfg = self.dir / "config.yaml"
@@ -191,13 +171,8 @@ class KueueProcess:
         return self
 
     def ready(self) -> bool:
-        if self.proc is None or self.proc.poll() is not None:
-            raise AssertionError(f"kueue exited ({self.proc and self.proc.returncode}):\n{self.logs()[-4000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/readyz", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
+        assert self.proc is not None, "kueue was not started"
+        return readyz(self.proc, f"http://127.0.0.1:{self.health_port}/readyz", "kueue", self.logs)
 
     def _webhook_answers(self) -> bool:
         ctx = ssl.create_default_context(cafile=str(self.dir / "certs" / "ca.crt"))
@@ -217,16 +192,8 @@ class KueueProcess:
         for w in self.webhooks:
             self.kubectl("delete", w["kind"], w["metadata"]["name"], "--ignore-not-found", check=False)
         self.webhooks = []
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)  # its own session: unshare, sh (exec'd) and the manager
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        if self.proc is not None:
+            stop_session(self.proc)  # its own session: unshare, sh (exec'd) and the manager
 
     def __enter__(self) -> KueueProcess:
         return self.start()

@@ -138,6 +138,37 @@ def wait_until(predicate: Callable[[], T], timeout: float = 60, interval: float 
         time.sleep(interval)
 
 
+def readyz(proc: subprocess.Popen, url: str, what: str, log: Callable[[], str]) -> bool:
+    """Whether a manager the tests run (Kueue, OLM's) answers 200 on its health ``url``; fails at once, with the
+    end of ``log()``, when its process has exited."""
+    import urllib.request
+
+    if proc.poll() is not None:
+        raise AssertionError(f"{what} exited ({proc.returncode}):\n{log()[-4000:]}")
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def stop_session(proc: subprocess.Popen, grace: float = 20) -> None:
+    """SIGTERM to the process's session (started with start_new_session), SIGKILL after ``grace`` seconds."""
+    import contextlib
+    import signal
+
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
 def die_with_parent() -> None:
     """preexec_fn for helper processes (operator, pod runner): SIGTERM them when the test process dies."""
     import ctypes
