@@ -80,11 +80,6 @@ def releases(stack, images, tmp_path_factory):
     """Builds one release's bundle and grows the catalog by it: (version) -> the catalog image by digest."""
     work = tmp_path_factory.mktemp("olm")
     registry = f"{testbed.node_setting('HOST_IP')}:{testbed.node_setting('REGISTRY_PORT')}"
-    # What this bed needs of the operator and its trainers, carried in the bundle (OLM v1 has no
-    # Subscription.spec.config): the real node's placement; GPUs simulated, no internet.
-    values = work / "bed-values.yaml"
-    values.write_text(yaml.safe_dump({"replicaCount": 1, **REAL_NODE_PLACEMENT,
-                                      "trainer": {"offline": True, "simulatedGpus": True}}))  # fmt: skip
     run = uuid.uuid4().hex[:6]
     tags: list[str] = []
 
@@ -92,6 +87,14 @@ def releases(stack, images, tmp_path_factory):
         catalog_image = f"{registry}/yolo-operator/yolo-operator-catalog:v{version}-{run}"
         bundle_image = f"{registry}/yolo-operator/yolo-operator-bundle:v{version}-{run}"
         tags.extend((bundle_image, catalog_image))
+        # What this bed needs of the operator and its trainers, carried in the bundle (OLM v1 has no
+        # Subscription.spec.config): the real node's placement; GPUs simulated, no internet. The release's
+        # annotation changes the operator's pod template from one release to the next, as a new image would: the
+        # upgrade replaces the operator's pod while the TrainingJob trains.
+        values = work / f"values-{version}.yaml"
+        values.write_text(yaml.safe_dump({"replicaCount": 1, **REAL_NODE_PLACEMENT,
+                                          "podAnnotations": {"yolo-operator.io/test-release": version},
+                                          "trainer": {"offline": True, "simulatedGpus": True}}))  # fmt: skip
         start = time.monotonic()
         make("bundle", "bundle-build", "bundle-push", "catalog", "catalog-build", "catalog-push",
              f"IMG={images['operator']}", f"TRAINER_IMG={images['trainer']}", f"VERSION={version}",
@@ -262,6 +265,7 @@ def test_olm_installs_the_bundle_runs_a_trainingjob_and_upgrades_it(stack, image
     upgraded_s = time.monotonic() - start
     rollout(stack)
     operator_after = [p["metadata"]["name"] for p in operator_pods(stack)]
+    assert pod["metadata"]["name"] not in operator_after, operator_after  # the operator itself was upgraded
     entries = [e for d in served_catalog(base, olmv1.dir / "certs" / "ca.crt") if d["schema"] == "olm.channel"
                for e in d["entries"]]  # fmt: skip
     assert entries == [{"name": f"{bundle.PACKAGE}.v{first}"},
