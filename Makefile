@@ -51,8 +51,9 @@ binaries: ## build the control plane, kwok and helm from pinned Go modules (cach
 olm-validate: ## build OLM's bundle validators (hack/olm-validate, pinned operator-framework/api) into ~/.cache/yolo-operator
 	hack/build-olm-validate.sh >/dev/null
 
-olmv1: ## build OLM v1's operator-controller and catalogd (v1.2.0, hack/build-olmv1.sh) into ~/.cache/yolo-operator for tests/e2e/test_olm_install.py
+olmv1: venv ## build OLM v1's operator-controller and catalogd (v1.2.0, hack/build-olmv1.sh) into ~/.cache/yolo-operator for tests/e2e/test_olm_install.py, and fetch the CRDs it installs
 	hack/build-olmv1.sh >/dev/null
+	$(PY) -c "from yolo_dev import olm; olm.crd_files()"  # the console's and ServiceMonitor's modules, into Go's cache
 
 kueue: ## build Kueue's manager (sigs.k8s.io/kueue v0.17.0, hack/build-kueue.sh) into ~/.cache/yolo-operator for tests/integration/test_kueue.py
 	hack/build-kueue.sh >/dev/null
