@@ -20,7 +20,6 @@ import signal
 import subprocess
 import threading
 import time
-import uuid
 from collections import Counter, defaultdict
 from datetime import datetime
 from typing import Any
@@ -46,12 +45,8 @@ def stack(bed, real_node):
 
 @pytest.fixture
 def ha_namespace(stack):
-    name = f"ha-{uuid.uuid4().hex[:8]}"
-    stack.kubectl("create", "namespace", name)
-    yield name
-    # Asynchronous: the namespace controller removes the 200 TrainingJobs and (through owner references) their
-    # children while later tests run; the operator holds no finalizer that could stall it.
-    stack.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    with stack.namespace("ha") as name:  # its 200 TrainingJobs go while later tests run
+        yield name
 
 
 def trainingjob(name: str) -> dict[str, Any]:

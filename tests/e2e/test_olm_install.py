@@ -192,10 +192,8 @@ def trainer_pods(stack: Stack, namespace: str) -> dict[str, tuple[str, set[int]]
 
 @pytest.fixture
 def training_namespace(stack):
-    ns = f"olm-{uuid.uuid4().hex[:6]}"
-    stack.kubectl("create", "namespace", ns)
-    yield ns
-    stack.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+    with stack.namespace("olm") as name:
+        yield name
 
 
 def test_olm_installs_the_bundle_runs_a_trainingjob_and_upgrades_it(stack, images, releases, olmv1,

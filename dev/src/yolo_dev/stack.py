@@ -13,6 +13,8 @@ import json
 import os
 import subprocess
 import tempfile
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,18 @@ class Stack:
 
     def get(self, *args: str) -> dict[str, Any]:
         return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+
+    @contextlib.contextmanager
+    def namespace(self, prefix: str) -> Iterator[str]:
+        """A fresh namespace ``<prefix>-<random>``, deleted afterwards without waiting: the namespace controller
+        removes what it holds (TrainingJobs and, by owner references, their children) while later tests run; the
+        operator puts no finalizer that could stall it."""
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        self.kubectl("create", "namespace", name)
+        try:
+            yield name
+        finally:
+            self.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
     # -- parts ------------------------------------------------------------------------------------------
     def image_names(self) -> tuple[str, str]:
