@@ -59,7 +59,7 @@ class ThrowawayCluster:
 
     def create(self) -> ThrowawayCluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        kube_version = testbed.read_env_file(testbed.ROOT / "hack" / "versions.env")["KUBE_VERSION"]
+        kube_version = testbed.versions()["KUBE_VERSION"]
         config: dict[str, Any] = {
             "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
             "kind": "KwokctlConfiguration",

@@ -92,7 +92,7 @@ def test_pod_reaches_the_api_server_through_the_kubernetes_service_and_s3_on_the
     )  # fmt: skip
     log = run_pod(kubectl, namespace, "reach", OPERATOR_IMAGE, script)
     version, s3 = log.splitlines()[-2:]
-    assert version == testbed.read_env_file(testbed.ROOT / "hack/versions.env")["KUBE_VERSION"]
+    assert version == testbed.versions()["KUBE_VERSION"]
     assert s3 == "s3 403", "S3 answered (and refused an unsigned request)"
 
 

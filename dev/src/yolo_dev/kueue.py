@@ -16,12 +16,9 @@ are not enabled); no leader election; the visibility API server (VisibilityOnDem
 from __future__ import annotations
 
 import base64
-import json
-import os
 import shutil
 import ssl
 import subprocess
-import tempfile
 import time
 import urllib.request
 import uuid
@@ -32,7 +29,7 @@ from typing import Any
 import yaml
 
 from yolo_dev.certs import generate_certs
-from yolo_dev.testbed import free_port, readyz, stop_session, wait_for
+from yolo_dev.testbed import free_port, go_module_dir, readyz, stop_session, versions, wait_for
 
 ROOT = Path(__file__).resolve().parents[3]  # dev/src/yolo_dev/kueue.py
 BUILD = ROOT / "hack" / "build-kueue.sh"
@@ -86,16 +83,7 @@ def webhook_configurations(port: int, ca_pem: bytes, suffix: str) -> list[dict[s
 def kwok_stages_without_pod_complete() -> list[dict[str, Any]]:
     """kwokctl's default Stages but pod-complete, which ends a Job's pods a second after they run: node
     initialisation and lease heartbeat, pod-ready and pod-delete, from the pinned kwok module's kustomize/."""
-    env = {**os.environ, "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local"}
-    version = subprocess.run(["bash", "-c", f"source {ROOT}/hack/versions.env && echo $KWOK_VERSION"],
-                             capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-    work = Path(tempfile.mkdtemp())
-    try:
-        out = subprocess.run(["go", "mod", "download", "-json", f"sigs.k8s.io/kwok@{version}"], cwd=work, env=env,
-                             capture_output=True, text=True, check=True, timeout=300).stdout  # fmt: skip
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    stage = Path(json.loads(out)["Dir"]) / "kustomize" / "stage"
+    stage = go_module_dir("sigs.k8s.io/kwok", versions()["KWOK_VERSION"]) / "kustomize" / "stage"
     files = [stage / "node/fast/node-initialize.yaml", *sorted((stage / "node/heartbeat-with-lease").glob("*.yaml")),
              stage / "pod/fast/pod-ready.yaml", stage / "pod/fast/pod-delete.yaml"]  # fmt: skip
     docs = [d for f in files for d in yaml.safe_load_all(f.read_text()) if d and d.get("kind") == "Stage"]

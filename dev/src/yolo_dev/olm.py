@@ -38,7 +38,6 @@ from yolo_dev.certs import generate_certs
 
 ROOT = testbed.ROOT
 BUILD = ROOT / "hack" / "build-olmv1.sh"
-VERSIONS = testbed.read_env_file(ROOT / "hack" / "versions.env")
 MODULE = "github.com/operator-framework/operator-controller"
 SYSTEM_NAMESPACE = "olmv1-system"
 API = "olm.operatorframework.io/v1"
@@ -68,21 +67,11 @@ def binaries() -> Path:
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
-def go_module_dir(module: str, version: str) -> Path:
-    """A Go module's source in Go's module cache (``go mod download``: fetched once, then read from the cache)."""
-    env = {**os.environ, "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local"}
-    proc = subprocess.run(["go", "mod", "download", "-json", f"{module}@{version}"], capture_output=True, text=True,
-                          env=env, timeout=600, cwd="/")  # fmt: skip
-    info = json.loads(proc.stdout or "{}")
-    if proc.returncode or "Dir" not in info:
-        raise AssertionError(f"go mod download {module}@{version} failed: {info.get('Error') or proc.stderr}")
-    return Path(info["Dir"])
-
-
 def crd_files() -> list[Path]:
     """OLM's CRDs (ClusterCatalog, ClusterExtension) and those of the bundle's console and monitoring kinds."""
-    olm = go_module_dir(MODULE, VERSIONS["OLMV1_VERSION"])
-    extra = [go_module_dir(m, VERSIONS[key]) / f for m, key, files in EXTRA_CRDS for f in files]
+    versions = testbed.versions()
+    olm = testbed.go_module_dir(MODULE, versions["OLMV1_VERSION"])
+    extra = [testbed.go_module_dir(m, versions[key]) / f for m, key, files in EXTRA_CRDS for f in files]
     return [*(olm / f for f in OLM_CRDS), *extra]
 
 

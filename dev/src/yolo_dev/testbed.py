@@ -92,6 +92,25 @@ def read_env_file(path: Path) -> dict[str, str]:
     return {k.strip(): v.strip() for k, v in pairs}
 
 
+def versions() -> dict[str, str]:
+    """The bed's pinned versions (hack/versions.env)."""
+    return read_env_file(ROOT / "hack" / "versions.env")
+
+
+def go_module_dir(module: str, version: str) -> Path:
+    """A Go module's source in Go's module cache (``go mod download``: fetched once, then read from the cache),
+    for what a pinned module ships beside its code (CRDs, kwok's stages)."""
+    import json
+
+    env = {**os.environ, "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local"}
+    proc = subprocess.run(["go", "mod", "download", "-json", f"{module}@{version}"], capture_output=True, text=True,
+                          env=env, timeout=600, cwd="/")  # fmt: skip
+    info = json.loads(proc.stdout or "{}")
+    if proc.returncode or "Dir" not in info:
+        raise AssertionError(f"go mod download {module}@{version} failed: {info.get('Error') or proc.stderr}")
+    return Path(info["Dir"])
+
+
 def s3_env() -> S3Env:
     env = read_env_file(S3_ENV)
     return S3Env(
