@@ -350,7 +350,7 @@ def test_console_plugin_is_a_second_deployment_its_service_beside_the_csv_its_co
     chart's ConsolePlugin for the operator to apply, with the rules to do so and nothing more. The CSV's
     console.openshift.io/plugins annotation offers to enable it in the console at install."""
     from yolo_operator.runtime import console_plugin
-    from yolo_operator.runtime.config import OperatorConfig
+    from yolo_operator.runtime.config import CONSOLE_PLUGIN_ENV, OperatorConfig
 
     name = json.loads((ROOT / "console-plugin/package.json").read_text())["consolePlugin"]["name"]
     assert name == bundle.CONSOLE_PLUGIN
@@ -365,7 +365,7 @@ def test_console_plugin_is_a_second_deployment_its_service_beside_the_csv_its_co
                                                          "CustomResourceDefinition") for f in manifests.iterdir())
     svc = yaml.safe_load((manifests / f"{name}.service.yaml").read_text())
     env = {e["name"]: e for c in operator["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])}
-    config = OperatorConfig.from_env({bundle.CONSOLE_PLUGIN_ENV: env[bundle.CONSOLE_PLUGIN_ENV]["value"]})
+    config = OperatorConfig.from_env({CONSOLE_PLUGIN_ENV: env[CONSOLE_PLUGIN_ENV]["value"]})
     cp = console_plugin.build(config.console_plugin, "where-olm-installed")
     assert (cp["kind"], cp["metadata"]["name"]) == ("ConsolePlugin", name)
     assert cp["spec"]["backend"]["service"] == {"name": svc["metadata"]["name"], "namespace": "where-olm-installed",

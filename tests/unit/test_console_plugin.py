@@ -48,6 +48,11 @@ def test_build_refuses_a_template_without_name_or_service(bad):
         console_plugin.build(bad, "ns")
 
 
+def test_a_template_that_cannot_be_built_fails_the_operators_start_naming_the_variable():
+    with pytest.raises(ValueError, match=r"console_plugin[\s\S]*YOLO_OPERATOR_CONSOLE_PLUGIN needs metadata\.name"):
+        OperatorConfig.from_env({"YOLO_OPERATOR_CONSOLE_PLUGIN": '{"metadata": {"name": "p"}, "spec": {}}'})
+
+
 def test_apply_is_one_server_side_apply_of_the_built_object():
     client = RecordingClient()
     assert asyncio.run(console_plugin.apply(client, TEMPLATE, "olm-ns")) is True  # type: ignore[arg-type]

@@ -68,6 +68,7 @@ from yolo_contract import GROUP, KIND, PLURAL, VERSION
 from yolo_contract.generated import write_or_check
 
 from yolo_operator.gen import crd
+from yolo_operator.runtime.config import CONSOLE_PLUGIN_ENV
 
 REPO_ROOT = crd.REPO_ROOT
 CHART = Path("charts/yolo-operator")
@@ -89,7 +90,6 @@ CONSOLE_API_VERSIONS = (
 #: (CONSOLE_PLUGIN_ENV): OLM creates no ConsolePlugin from a bundle (not in operator-registry's supported kinds).
 #: The CSV's console.openshift.io/plugins annotation offers to enable it at install.
 CONSOLE_PLUGIN = "yolo-operator-console-plugin"
-CONSOLE_PLUGIN_ENV = "YOLO_OPERATOR_CONSOLE_PLUGIN"
 #: The Prometheus Operator's API, rendered too: OLM creates a bundle's ServiceMonitor in the operator's namespace.
 MONITORING_API_VERSIONS = ("monitoring.coreos.com/v1/ServiceMonitor",)
 #: examples/ files the chart's console YAML samples read (charts/yolo-operator/files/examples/, copied).

@@ -14,6 +14,17 @@ from yolo_operator.api.types import QUANTITY
 
 DEFAULT_TRAINER_IMAGE = "ghcr.io/yolo-operator/yolo-trainer:0.1.0"
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+#: The ConsolePlugin an OLM install hands the operator (the bundle generator writes it into the CSV;
+#: yolo_operator.runtime.console_plugin applies it).
+CONSOLE_PLUGIN_ENV = "YOLO_OPERATOR_CONSOLE_PLUGIN"
+
+
+def console_plugin_problem(template: dict[str, Any]) -> str | None:
+    """What keeps a ConsolePlugin template from being applied; None when it can be."""
+    service = ((template.get("spec") or {}).get("backend") or {}).get("service")
+    if not (template.get("metadata") or {}).get("name") or not isinstance(service, dict):
+        return f"{CONSOLE_PLUGIN_ENV} needs metadata.name and spec.backend.service"
+    return None
 
 
 class OperatorConfig(BaseModel):
@@ -145,6 +156,14 @@ class OperatorConfig(BaseModel):
             )
         return namespace
 
+    @field_validator("console_plugin")
+    @classmethod
+    def _console_plugin_shape(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A ConsolePlugin that cannot be applied fails at start, not in the leader's request."""
+        if v is not None and (problem := console_plugin_problem(v)):
+            raise ValueError(problem)
+        return v
+
     @field_validator("trainer_env")
     @classmethod
     def _env_names(cls, v: tuple[dict[str, Any], ...]) -> tuple[dict[str, Any], ...]:
@@ -193,8 +212,8 @@ class OperatorConfig(BaseModel):
             values["trainer_service_account_annotations"] = json.loads(env["YOLO_OPERATOR_TRAINER_SA_ANNOTATIONS"])
         if env.get("YOLO_OPERATOR_DEFAULT_SCRATCH_SIZE", "").strip():
             values["default_scratch_size"] = env["YOLO_OPERATOR_DEFAULT_SCRATCH_SIZE"].strip()
-        if env.get("YOLO_OPERATOR_CONSOLE_PLUGIN", "").strip():
-            values["console_plugin"] = json.loads(env["YOLO_OPERATOR_CONSOLE_PLUGIN"])
+        if env.get(CONSOLE_PLUGIN_ENV, "").strip():
+            values["console_plugin"] = json.loads(env[CONSOLE_PLUGIN_ENV])
         if env.get("YOLO_OPERATOR_HUB_MIRROR"):
             values["hub_mirror"] = env["YOLO_OPERATOR_HUB_MIRROR"].strip()
         for key, var in (

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 
 from yolo_operator.runtime import kube
+from yolo_operator.runtime.config import console_plugin_problem
 
 log = logging.getLogger("yolo_operator.console_plugin")
 
@@ -29,11 +30,10 @@ FIELD_MANAGER = "yolo-operator"
 def build(template: dict[str, Any], namespace: str) -> dict[str, Any]:
     """The ConsolePlugin to apply: ``template``'s metadata (name, labels) and spec, its backend Service in
     ``namespace`` (where OLM installed the operator and the plugin's Service)."""
-    spec = copy.deepcopy(template.get("spec") or {})
-    service = (spec.get("backend") or {}).get("service")
-    if not template.get("metadata", {}).get("name") or not isinstance(service, dict):
-        raise ValueError("YOLO_OPERATOR_CONSOLE_PLUGIN needs metadata.name and spec.backend.service")
-    service["namespace"] = namespace
+    if problem := console_plugin_problem(template):
+        raise ValueError(problem)
+    spec = copy.deepcopy(template["spec"])
+    spec["backend"]["service"]["namespace"] = namespace
     meta = {k: v for k, v in template["metadata"].items() if k in ("name", "labels", "annotations")}
     return {"apiVersion": API_VERSION, "kind": "ConsolePlugin", "metadata": meta, "spec": spec}
 

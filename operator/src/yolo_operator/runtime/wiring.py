@@ -34,7 +34,7 @@ from yolo_operator.controller.build import LABEL_OPERATOR_INSTANCE, LABEL_TRAINI
 from yolo_operator.controller.derive import needs_children
 from yolo_operator.controller.kueue import KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS, workload_jobs
 from yolo_operator.runtime import console_plugin, kube, leader, lease, metrics
-from yolo_operator.runtime.config import OperatorConfig
+from yolo_operator.runtime.config import CONSOLE_PLUGIN_ENV, OperatorConfig
 from yolo_operator.runtime.indexes import Observed, is_pod_refusal
 
 log = logging.getLogger("yolo_operator")
@@ -110,7 +110,10 @@ def lead(config: OperatorConfig) -> None:
     and, in an OLM install, the console plugin's ConsolePlugin (one request, its own task)."""
     CONTROLLER.start()
     namespace = config.pod_namespace()
-    if config.console_plugin and namespace:
+    if config.console_plugin and not namespace:
+        log.warning("%s is set but this process runs in no pod: no namespace for the ConsolePlugin's Service, "
+                    "none applied", CONSOLE_PLUGIN_ENV)  # fmt: skip
+    elif config.console_plugin:
         task = asyncio.get_running_loop().create_task(
             console_plugin.apply(CONTROLLER.client, config.console_plugin, namespace))
         _ONE_OFF.add(task)  # the loop holds tasks weakly
