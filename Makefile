@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 export YOLO_CONFIG_DIR ?= $(CURDIR)/.venv/ultralytics-config
 
-.PHONY: help venv binaries olm-validate olmv1 kueue coredns previous-release testbed-up testbed-down lint unit test fault demo crds manifests bundle bundle-validate bundle-build bundle-push catalog catalog-build catalog-push chart-lint images console-plugin console-plugin-test console-plugin-image bench gpu-check clean
+.PHONY: help venv go-cache-trim binaries olm-validate olmv1 kueue coredns previous-release testbed-up testbed-down lint unit test fault demo crds manifests bundle bundle-validate bundle-build bundle-push catalog catalog-build catalog-push chart-lint images console-plugin console-plugin-test console-plugin-image bench gpu-check clean
 
 # OLM bundles for your registry (operator-sdk's conventions). IMG and TRAINER_IMG empty: the chart's default images
 # and the committed bundle/; set: a bundle of those images in BUNDLE_DIR, pinned by the digests their registry
@@ -81,7 +81,11 @@ unit: venv ## unit tests only (no servers)
 test: ## everything: lint, unit, integration and e2e tests on the local test bed
 	@# The Go builds (control plane, OLM validators) and the image builds overlap: a first run's longest steps.
 	$(MAKE) -j3 testbed-up lint olm-validate kueue olmv1 console-plugin-test
+	$(MAKE) go-cache-trim
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+go-cache-trim: ## remove the Go builds' intermediate objects (~8 GB; hack/go-env.sh): the built binaries are cached by version
+	source hack/go-env.sh && rm -rf "$$GOCACHE"
 
 fault: testbed-up ## the fault, bad-input and security suite alone (tests/fault/, marker fault); prints FAULT-FIGURE lines
 	mkdir -p .testbed && set -o pipefail && $(VENV)/bin/pytest -m fault -q -s -p no:cacheprovider $(PYTEST_ARGS) 2>&1 \

@@ -17,8 +17,8 @@ source "$here/versions.env"
 cache=${YOLO_OPERATOR_CACHE:-$HOME/.cache/yolo-operator}
 bin="$cache/bin-k8s-$KUBE_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION-helm-$HELM_VERSION"
 mkdir -p "$bin"
-export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
-export GOPATH=${GOPATH:-$HOME/go}
+# shellcheck source=hack/go-env.sh
+source "$here/go-env.sh"
 log() { echo "[build-binaries] $*" >&2; }
 
 need() { for b in "$@"; do [ -x "$bin/$b" ] || return 0; done; return 1; }

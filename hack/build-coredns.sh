@@ -11,8 +11,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=hack/versions.env
 source "$here/versions.env"
 src=$here/coredns
-export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
-export GOPATH=${GOPATH:-$HOME/go}
+# shellcheck source=hack/go-env.sh
+source "$here/go-env.sh"
 log() { echo "[build-coredns] $*" >&2; }
 
 pinned=$(awk -v m=github.com/coredns/coredns '$1 == m {print $2} $1 == "require" && $2 == m {print $3}' "$src/go.mod")

@@ -10,8 +10,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=hack/versions.env
 source "$here/versions.env"
-export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
-export GOPATH=${GOPATH:-$HOME/go}
+# shellcheck source=hack/go-env.sh
+source "$here/go-env.sh"
 log() { echo "[build-kueue] $*" >&2; }
 
 module_dir() { # the module's source in the module cache (downloaded when missing)

@@ -12,8 +12,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=hack/versions.env
 source "$here/versions.env"
 src=$here/olm-validate
-export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
-export GOPATH=${GOPATH:-$HOME/go}
+# shellcheck source=hack/go-env.sh
+source "$here/go-env.sh"
 log() { echo "[build-olm-validate] $*" >&2; }
 
 pinned=$(awk '$1 == "require" && $2 == "github.com/operator-framework/api" {print $3}' "$src/go.mod")

@@ -12,7 +12,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=hack/versions.env
 source "$here/versions.env"
-export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
+# shellcheck source=hack/go-env.sh
+source "$here/go-env.sh"
 log() { echo "[build-olmv1] $*" >&2; }
 
 module=github.com/operator-framework/operator-controller

@@ -242,7 +242,12 @@ build_target() { # target image
   log "docker build --target $1 -t $2 (base $BASE_IMAGE)"
   "$docker_cli" build --network=none --target "$1" -t "$2" \
     --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg PYTHON="$PYTHON" --label io.yolo-operator.build-inputs="$key" . >&2
+  drop_build_context
 }
+
+# The context BuildKit keeps after a build is mostly the wheelhouse (3.5 GB, a second copy of .wheelhouse/): the
+# next build that runs sends it again in ~25 s and still finds its layers cached (checksums, not snapshots, key them).
+drop_build_context() { "$docker_cli" builder prune -f --filter type=source.local >/dev/null 2>&1 || true; }
 
 build() {
   ensure_packages
@@ -303,6 +308,7 @@ build_operator_from() { # dir image
   # YOLO_BUILD_NO_CACHE=1: a cold build's cost, measured on a warm machine
   "$docker_cli" build --network=none --target operator -t "$2" --build-arg BASE_IMAGE="$BASE_IMAGE" \
     ${YOLO_BUILD_NO_CACHE:+--no-cache} "$1" >&2
+  drop_build_context
 }
 
 # Tags both images for REGISTRY (the same names and tag under it: REGISTRY/yolo-operator:0.1.0, ...) and pushes
