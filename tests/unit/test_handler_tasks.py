@@ -130,3 +130,20 @@ def test_named_namespaces_start_watching_without_listing_namespaces(namespaces, 
     settings = kopf.OperatorSettings()
     handlers.configure(settings, OperatorConfig.from_env({"YOLO_OPERATOR_NAMESPACES": namespaces}))
     assert settings.scanning.disabled is scanning_disabled
+
+
+def test_the_event_watch_asks_the_api_server_for_pod_refusals_only():
+    """The events watch carries a field selector of exactly what ``is_pod_refusal`` accepts: the namespace's other
+    Events (FailedScheduling, SuccessfulCreate, the operator's own) never reach the operator."""
+    import kopf
+    from yolo_operator.runtime.indexes import POD_REFUSAL_SELECTOR, is_pod_refusal
+
+    settings = kopf.OperatorSettings()
+    handlers.configure(settings, OperatorConfig.from_env({"YOLO_OPERATOR_NAMESPACES": "team-a"}))
+    (selector,) = settings.watching.field_selectors.collect(kopf.Resource("", "v1", "events"))
+    assert selector == POD_REFUSAL_SELECTOR == "reason=FailedCreate,involvedObject.kind=Job"
+    fields = dict(part.split("=") for part in selector.split(","))
+    event = {"reason": fields["reason"], "involvedObject": {"kind": fields["involvedObject.kind"], "name": "j"}}
+    assert is_pod_refusal(event)
+    assert not is_pod_refusal({**event, "reason": "FailedScheduling"})
+    assert not settings.watching.field_selectors.collect(kopf.Resource("", "v1", "pods"))

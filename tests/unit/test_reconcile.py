@@ -257,9 +257,15 @@ class FakeApi:
         self.tj = tj
         self.calls: list[tuple[str, str]] = []
         self.refuse_job: int | None = None
+        self.in_flight: list[str] = []
+        self.most_in_flight = 0
 
     async def create(self, path: str, obj: dict) -> dict:
         self.calls.append(("POST", path))
+        self.in_flight.append(obj["kind"])
+        self.most_in_flight = max(self.most_in_flight, len(self.in_flight))
+        await asyncio.sleep(0)  # a round trip: other requests of the reconcile may start meanwhile
+        self.in_flight.remove(obj["kind"])
         if obj["kind"] == "Job" and self.refuse_job:
             raise ApiError(self.refuse_job, "Invalid", json.dumps({"message": "affinity: Invalid value"}))
         return {**obj, "metadata": {**obj["metadata"], "uid": f"uid-{obj['kind']}"}}
@@ -296,6 +302,7 @@ def test_the_reconcile_that_creates_the_job_writes_the_status_that_records_it():
     assert writes[:4] == [("POST", "serviceaccounts"), ("POST", "roles"), ("POST", "rolebindings"),
                           ("POST", "jobs")]  # fmt: skip
     assert writes[4:6] == [("PATCH", ["helmets", "status"]), ("POST", "events")]  # JobCreated, once recorded
+    assert api.most_in_flight == 3  # the RBAC side by side; the Job only once all three exist
     assert api.tj["status"]["jobName"] == "helmets-train" and api.tj["status"]["phase"] == R.PENDING
     # the next reconcile (the watch has not shown any of it yet) finds nothing to do, without a request
     n = len(api.calls)

@@ -108,11 +108,20 @@ async def pod_index(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: A
     return {(namespace, labels[LABEL_TRAINING_JOB]): pod_view(body)}
 
 
+# The only core Events the operator reads: the Job controller's record that the API server refused a Job's pod.
+# The watch asks the API server for these alone (a field selector): a namespace's other Events (every pod's
+# FailedScheduling and Scheduled, every Job's SuccessfulCreate, the operator's own) would each cost a decode.
+POD_REFUSAL_FIELDS = {"reason": "FailedCreate", "involvedObject.kind": "Job"}
+POD_REFUSAL_SELECTOR = ",".join(f"{k}={v}" for k, v in POD_REFUSAL_FIELDS.items())
+
+
 def is_pod_refusal(body: kopf.Body, **_: Any) -> bool:
     """A core Event in which the Job controller records that the API server refused a Job's pod (a
-    ResourceQuota, a LimitRange, an admission webhook): nothing else records it."""
+    ResourceQuota, a LimitRange, an admission webhook): nothing else records it. The watch's field selector
+    already asks for these alone; this keeps the handlers to them wherever the selector is not applied."""
     involved = body.get("involvedObject") or {}
-    return body.get("reason") == "FailedCreate" and involved.get("kind") == "Job"
+    fields = {"reason": body.get("reason"), "involvedObject.kind": involved.get("kind")}
+    return all(fields[k] == v for k, v in POD_REFUSAL_FIELDS.items())
 
 
 def refusal_view(body: kopf.Body | dict[str, Any]) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from yolo_operator.controller.derive import needs_children
 from yolo_operator.controller.kueue import KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS, workload_jobs
 from yolo_operator.runtime import console_plugin, kube, leader, lease, metrics
 from yolo_operator.runtime.config import CONSOLE_PLUGIN_ENV, OperatorConfig
-from yolo_operator.runtime.indexes import Observed, is_pod_refusal
+from yolo_operator.runtime.indexes import POD_REFUSAL_SELECTOR, Observed, is_pod_refusal
 
 log = logging.getLogger("yolo_operator")
 
@@ -67,6 +67,7 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     settings.watching.label_selectors["batch", "v1", "jobs"] = f"{LABEL_TRAINING_JOB},{mine}"
     settings.watching.label_selectors["v1", "pods"] = f"{LABEL_TRAINING_JOB},{mine}"
     settings.watching.label_selectors["v1", "services"] = f"{LABEL_TRAINING_JOB},{mine}"
+    settings.watching.field_selectors["v1", "events"] = POD_REFUSAL_SELECTOR
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
 
