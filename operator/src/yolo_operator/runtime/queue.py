@@ -62,10 +62,12 @@ class WorkQueue(Generic[K]):
         self._failures: dict[K, int] = {}
         self._wakeup: asyncio.Event | None = None
         self._workers: list[asyncio.Task] = []
+        self.added = 0  # calls of add(), ever: how busy the watches have been (runtime/heap.py)
 
     # --- adding ------------------------------------------------------------------------------------------
 
     def add(self, key: K, after: float = 0.0, first: bool = False) -> None:
+        self.added += 1
         if after > 0:
             self._add_later(key, after)
             return

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 import kopf
@@ -33,7 +34,7 @@ from yolo_operator.controller.act import POOL_SIZE, STATUS_COALESCE_SECONDS, Con
 from yolo_operator.controller.build import LABEL_OPERATOR_INSTANCE, LABEL_TRAINING_JOB
 from yolo_operator.controller.derive import needs_children
 from yolo_operator.controller.kueue import KUEUE_GROUP, KUEUE_VERSION, KUEUE_WORKLOADS, workload_jobs
-from yolo_operator.runtime import console_plugin, kube, leader, lease, metrics
+from yolo_operator.runtime import console_plugin, heap, kube, leader, lease, metrics
 from yolo_operator.runtime.config import CONSOLE_PLUGIN_ENV, OperatorConfig
 from yolo_operator.runtime.indexes import POD_REFUSAL_SELECTOR, Observed, is_pod_refusal
 
@@ -41,7 +42,7 @@ log = logging.getLogger("yolo_operator")
 
 # The operator's one controller, made by the startup handler (kopf's handlers are module functions).
 CONTROLLER: Controller | None = None
-_ONE_OFF: set[asyncio.Task] = set()
+_BACKGROUND: set[asyncio.Task] = set()
 # With leader election (several replicas): this process's candidacy for the Lease (leader.py).
 ELECTOR: leader.LeaderElector | None = None
 
@@ -99,6 +100,8 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         lead(config)
         metrics.LEADER.set(1)
     metrics.serve(config.metrics_port, config.bind_address)
+    queue = CONTROLLER.queue
+    _background(heap.trim_after_activity(lambda: queue.added, heap.malloc_trim()))
     log.info(
         "yolo-operator started: trainer image %s, %s",
         config.trainer_image,
@@ -115,10 +118,14 @@ def lead(config: OperatorConfig) -> None:
         log.warning("%s is set but this process runs in no pod: no namespace for the ConsolePlugin's Service, "
                     "none applied", CONSOLE_PLUGIN_ENV)  # fmt: skip
     elif config.console_plugin:
-        task = asyncio.get_running_loop().create_task(
-            console_plugin.apply(CONTROLLER.client, config.console_plugin, namespace))
-        _ONE_OFF.add(task)  # the loop holds tasks weakly
-        task.add_done_callback(_ONE_OFF.discard)
+        _background(console_plugin.apply(CONTROLLER.client, config.console_plugin, namespace))
+
+
+def _background(coro: Coroutine[Any, Any, None]) -> None:
+    """A task of the operator's run (the console plugin's one request, the heap trimmer), cancelled at cleanup."""
+    task = asyncio.get_running_loop().create_task(coro)
+    _BACKGROUND.add(task)  # the loop holds tasks weakly
+    task.add_done_callback(_BACKGROUND.discard)
 
 
 @kopf.on.cleanup()
@@ -126,6 +133,8 @@ async def cleanup(**_: Any) -> None:
     """On SIGTERM: no more takeover, then the workers stop, then the leader releases the Lease (so a standby
     takes over within a retry period, and never while this process still writes)."""
     global CONTROLLER, ELECTOR
+    for task in list(_BACKGROUND):
+        task.cancel()
     if ELECTOR is not None:
         await ELECTOR.stop()
     if CONTROLLER is not None:
