@@ -3,9 +3,9 @@
 A burst of watch events (thousands of TrainingJobs created at once, their Jobs' and pods' events) is decoded into
 Python objects that are freed once handled, but glibc's malloc keeps the pages it got for them: the process's RSS
 stays at the burst's peak (bench/README.md: 271 MiB, 195 MiB after ``malloc_trim(0)``, with 5,000 TrainingJobs).
-So, every ``interval`` seconds in which the work queue was handed keys, the heap is trimmed once: a few
-milliseconds of one core while the operator is busy, nothing while it is idle. Where the C library has no
-``malloc_trim`` (musl, macOS), nothing is trimmed.
+So, every ``TRIM_INTERVAL_SECONDS`` in which the work queue was handed keys, the heap is trimmed once (glibc
+returns the free pages of every arena): milliseconds of one core while the operator is busy, nothing while idle.
+Where the C library has no ``malloc_trim`` (musl, macOS), nothing is trimmed.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 
 log = logging.getLogger("yolo_operator.runtime.heap")
 
-TRIM_INTERVAL_SECONDS = 30.0
+TRIM_INTERVAL_SECONDS = 10.0
 
 
 def malloc_trim() -> Callable[[], object] | None:
