@@ -190,7 +190,8 @@ DOCKERFILE
 # own pause.c (no registry holds it for us).
 build_pause() {
   [ -n "$(image_id "$PAUSE_IMAGE")" ] && return 0
-  local src; src=$(cd "$(mktemp -d)" && GOFLAGS=-mod=mod GOTOOLCHAIN=local go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" \
+  # shellcheck source=hack/go-env.sh
+  local src; src=$(cd "$(mktemp -d)" && source "$root/hack/go-env.sh" && go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
   local dir; dir=$(mktemp -d)
   gcc -Os -static -DVERSION="$PAUSE_VERSION" -o "$dir/pause" "$src/build/pause/linux/pause.c"

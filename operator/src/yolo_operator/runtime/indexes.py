@@ -17,6 +17,7 @@ it). An overlay that is wrong anyway only costs one rejected write: ``forget_wri
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,9 +120,15 @@ def is_pod_refusal(body: kopf.Body, **_: Any) -> bool:
     """A core Event in which the Job controller records that the API server refused a Job's pod (a
     ResourceQuota, a LimitRange, an admission webhook): nothing else records it. The watch's field selector
     already asks for these alone; this keeps the handlers to them wherever the selector is not applied."""
-    involved = body.get("involvedObject") or {}
-    fields = {"reason": body.get("reason"), "involvedObject.kind": involved.get("kind")}
-    return all(fields[k] == v for k, v in POD_REFUSAL_FIELDS.items())
+    return all(_field(body, path) == value for path, value in POD_REFUSAL_FIELDS.items())
+
+
+def _field(body: Mapping[str, Any], path: str) -> Any:
+    """A field selector's path (``involvedObject.kind``) read from an object."""
+    value: Any = body
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
 
 
 def refusal_view(body: kopf.Body | dict[str, Any]) -> dict[str, Any]:
